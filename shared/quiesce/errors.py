@@ -1,0 +1,52 @@
+"""One base error for the package; every error a user can meet derives from it."""
+
+from __future__ import annotations
+
+
+class QuiesceError(Exception):
+    """Base class of every error Quiesce raises on purpose."""
+
+
+class PolicyError(QuiesceError):
+    """The policy file cannot be read or does not validate.
+
+    ``problems`` holds one human-readable line per problem, each naming the file, the field path
+    and, where known, the line.
+    """
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: invalid policy\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class GroupBusyError(QuiesceError):
+    """Another run holds the group's lock."""
+
+    def __init__(self, group: str, holder_run_id: str, expires_at: str) -> None:
+        self.group = group
+        self.holder_run_id = holder_run_id
+        self.expires_at = expires_at
+        super().__init__(
+            f"group {group!r} is busy: run {holder_run_id} holds its lock until {expires_at}; "
+            "wait for it, or run `quiesce recover` if that run's orchestrator died"
+        )
+
+
+class UnknownGroupError(QuiesceError):
+    def __init__(self, group: str, known: list[str]) -> None:
+        self.group = group
+        super().__init__(f"group {group!r} is not in the policy; known groups: {', '.join(known)}")
+
+
+class ProviderError(QuiesceError):
+    """A provider could not do what the engine asked (the message says what and where)."""
+
+    def __init__(self, message: str, *, code: str = "ProviderError", retryable: bool = False):
+        self.code = code
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class NotFoundError(QuiesceError):
+    """A run, recovery point or member that was asked for does not exist."""

@@ -1,0 +1,189 @@
+"""CloudEvents 1.0 (structured JSON) that Quiesce publishes, and the schema of each type's data."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from quiesce.record import Consistency, HookResult, SnapshotRef, utcnow
+
+SPEC_VERSION = "1.0"
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvent in structured JSON mode, with two Quiesce extension attributes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: Literal["1.0"] = SPEC_VERSION
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    source: str
+    type: str = Field(pattern=r"^quiesce\.[a-z_]+(\.[a-z_]+)*$")
+    subject: str | None = None
+    time: datetime = Field(default_factory=utcnow)
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str | None = None
+    data: dict[str, Any]
+    quiescerunid: str | None = Field(default=None, description="Extension: the run id.")
+    quiescegroup: str | None = Field(default=None, description="Extension: the group.")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+# ---------------------------------------------------------------------------- event data schemas
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunStartedData(_Data):
+    run_id: str
+    policy: str
+    group: str
+    trigger_id: str | None
+    requested_consistency: Literal["application", "crash"]
+    members: list[str]
+
+
+class MemberHookData(_Data):
+    run_id: str
+    group: str
+    member: str
+    machine_id: str
+    result: HookResult
+
+
+class MemberSnapshotData(_Data):
+    run_id: str
+    group: str
+    member: str
+    machine_id: str
+    snapshots: list[SnapshotRef]
+
+
+class MemberSnapshotFailedData(_Data):
+    run_id: str
+    group: str
+    member: str
+    machine_id: str
+    error: str
+
+
+class MemberResult(_Data):
+    name: str
+    consistency: Consistency
+    snapshots: list[str] = Field(description="Snapshot ids.")
+    pre: str | None = Field(description="Worst pre-hook status over the member's machines.")
+    post: str | None = Field(description="Worst post-hook status over the member's machines.")
+    error: str | None
+    machines: list[dict[str, Any]] = Field(description="Per machine: id, pre, post, snapshots.")
+
+
+class RunResult(_Data):
+    """The result of a run: `quiesce run --json` prints it, run.completed/run.failed carry it."""
+
+    run_id: str
+    policy: str
+    group: str
+    trigger_id: str | None = None
+    status: Literal["succeeded", "degraded", "failed"]
+    consistency: Consistency
+    recovery_point: str | None
+    freeze_window_ms: float | None
+    skew_ms: float | None
+    started_at: datetime
+    finished_at: datetime | None
+    abandoned: bool = False
+    errors: list[str]
+    warnings: list[str]
+    members: list[MemberResult]
+
+
+class PointDeletedData(_Data):
+    recovery_point: str
+    policy: str
+    group: str
+    reason: str
+    snapshots: list[str]
+
+
+class EventType:
+    RUN_STARTED = "quiesce.run.started"
+    MEMBER_QUIESCED = "quiesce.member.quiesced"
+    MEMBER_QUIESCE_FAILED = "quiesce.member.quiesce_failed"
+    MEMBER_SNAPSHOT_TAKEN = "quiesce.member.snapshot_taken"
+    MEMBER_SNAPSHOT_FAILED = "quiesce.member.snapshot_failed"
+    MEMBER_THAWED = "quiesce.member.thawed"
+    MEMBER_THAW_FAILED = "quiesce.member.thaw_failed"
+    RUN_COMPLETED = "quiesce.run.completed"
+    RUN_FAILED = "quiesce.run.failed"
+    POINT_DELETED = "quiesce.point.deleted"
+
+
+#: Every event type, what it means, and the model of its data.
+EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
+    EventType.RUN_STARTED: ("A run took the group's lock and is about to quiesce.", RunStartedData),
+    EventType.MEMBER_QUIESCED: ("A machine's pre hook succeeded: it is held.", MemberHookData),
+    EventType.MEMBER_QUIESCE_FAILED: (
+        "A machine's pre hook failed, timed out or was refused.",
+        MemberHookData,
+    ),
+    EventType.MEMBER_SNAPSHOT_TAKEN: (
+        "A machine's snapshots have their point in time fixed.",
+        MemberSnapshotData,
+    ),
+    EventType.MEMBER_SNAPSHOT_FAILED: ("A machine could not be snapshotted.", MemberSnapshotFailedData),
+    EventType.MEMBER_THAWED: ("A machine's post hook succeeded.", MemberHookData),
+    EventType.MEMBER_THAW_FAILED: (
+        "A machine's post hook failed: the application may still be held.",
+        MemberHookData,
+    ),
+    EventType.RUN_COMPLETED: (
+        "A recovery point was recorded (status succeeded or degraded).",
+        RunResult,
+    ),
+    EventType.RUN_FAILED: ("No recovery point was recorded.", RunResult),
+    EventType.POINT_DELETED: ("Retention deleted a recovery point.", PointDeletedData),
+}
+
+
+def source_for(policy: str, group: str) -> str:
+    return f"/quiesce/policies/{policy}/groups/{group}"
+
+
+def make_event(
+    type_: str,
+    data: BaseModel,
+    *,
+    policy: str,
+    group: str,
+    run_id: str | None,
+    subject: str | None = None,
+) -> CloudEvent:
+    expected = EVENT_TYPES[type_][1]
+    if not isinstance(data, expected):
+        raise TypeError(f"{type_} carries {expected.__name__}, not {type(data).__name__}")
+    return CloudEvent(
+        source=source_for(policy, group),
+        type=type_,
+        subject=subject,
+        data=data.model_dump(mode="json"),
+        quiescerunid=run_id,
+        quiescegroup=group,
+    )
+
+
+def event_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of the data of every event type."""
+    out: dict[str, dict[str, Any]] = {}
+    for type_, (description, model) in EVENT_TYPES.items():
+        schema = model.model_json_schema()
+        schema["title"] = type_
+        schema["description"] = description
+        out[type_] = schema
+    return out

@@ -1,0 +1,89 @@
+"""Reads a policy file and turns every problem into one line naming file, field and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from quiesce.errors import PolicyError
+from quiesce.policy.model import Policy
+
+Loc = tuple[str | int, ...]
+
+
+def _line_index(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
+    """Maps each field path in a YAML document to its 1-based line."""
+    index: dict[Loc, int] = {loc: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*loc, str(key.value))
+            index[child] = key.start_mark.line + 1
+            for sub, line in _line_index(value, child).items():
+                index.setdefault(sub, line)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index.update(_line_index(item, (*loc, i)))
+    return index
+
+
+def _format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _nearest_line(index: dict[Loc, int], loc: Loc) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in index:
+            return index[loc[:end]]
+    return None
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Loc:
+    # Pydantic inserts union/discriminator tags (e.g. 'local') into the location; keep real keys.
+    return tuple(p for p in loc if isinstance(p, int | str) and not str(p).startswith("function-"))
+
+
+def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = None) -> Policy:
+    """Parses and validates policy text. Raises PolicyError with every problem found."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(path, [f"{path}: {where}not valid YAML: {problem}"]) from None
+    if not isinstance(data, dict):
+        raise PolicyError(path, [f"{path}: a policy is a YAML mapping with version, name, groups"])
+    index = _line_index(node) if node is not None else {}
+    context = {"base_dir": str(base_dir)} if base_dir is not None else None
+    try:
+        return Policy.model_validate(data, context=context)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = _clean_loc(err["loc"])
+            line = _nearest_line(index, loc)
+            where = f"line {line}: " if line is not None else ""
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown field (check its spelling; unknown fields are not allowed)"
+            problems.append(f"{path}: {where}{_format_loc(loc)}: {message}")
+        raise PolicyError(path, problems) from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Reads a policy file; relative paths in it are resolved against its folder."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(str(file), [f"{file}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(str(file), [f"{file}: cannot be read: {exc}"]) from None
+    return parse_policy(text, path=str(file), base_dir=file.resolve().parent)

@@ -1,0 +1,322 @@
+"""Pydantic models of the policy file.
+
+Every field carries a description and an example: ``quiesce schema`` prints them as JSON Schema,
+and docs/policy.md is generated from the same models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors: a typo must never silently disable a hook."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hook(StrictModel):
+    """A script run on the machine by the guest hook runner, without a shell."""
+
+    run: list[str] = Field(
+        min_length=1,
+        description=(
+            "The argv to execute, without a shell. The first item is the script; for `local` "
+            "members a relative path is resolved against the policy file's folder. The script "
+            "must exist, be a regular file owned by root or the invoking user, and neither it nor "
+            "any parent folder may be group- or world-writable."
+        ),
+        examples=[["./hooks/pause.sh", "db"]],
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Optional pin: the hook is refused unless the script's SHA-256 matches.",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    )
+    timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Seconds one attempt may take; then its whole process group is killed.",
+        examples=[10],
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="How many more attempts after a failed or timed-out one.",
+        examples=[1],
+    )
+    env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(
+        default_factory=dict,
+        description="Extra environment variables for the script (names are checked).",
+        examples=[{"DB_NAME": "orders"}],
+    )
+
+    @field_validator("run")
+    @classmethod
+    def _no_empty_args(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError("the first item (the script) must not be empty")
+        if any("\x00" in arg for arg in value):
+            raise ValueError("arguments must not contain NUL bytes")
+        return value
+
+    @property
+    def budget_seconds(self) -> float:
+        """The longest this hook can take, over all attempts."""
+        return self.timeout_seconds * (self.retries + 1)
+
+
+class Hooks(StrictModel):
+    """The member's hooks. `pre` quiesces, `post` resumes, `verify` checks a restored copy."""
+
+    pre: Hook | None = Field(
+        default=None,
+        description="Quiesces the application (pause writes, flush, or freeze filesystems).",
+        examples=[{"run": ["./hooks/pause.sh", "db"], "timeout_seconds": 10}],
+    )
+    post: Hook | None = Field(
+        default=None,
+        description=(
+            "Resumes the application. Runs for every member whose pre hook started, also when "
+            "it failed or timed out, and is armed as the watchdog's thaw."
+        ),
+        examples=[{"run": ["./hooks/resume.sh", "db"], "timeout_seconds": 10}],
+    )
+    verify: Hook | None = Field(
+        default=None,
+        description=(
+            "Checks a restored copy; run by `quiesce restore` with the restored folder as its "
+            "last argument."
+        ),
+        examples=[{"run": ["./hooks/verify.sh"], "timeout_seconds": 60}],
+    )
+
+    @model_validator(mode="after")
+    def _pre_needs_post(self) -> Hooks:
+        if self.pre is not None and self.post is None:
+            raise ValueError(
+                "a pre hook needs a post hook: without one nothing could ever thaw the member"
+            )
+        return self
+
+
+class MemberBase(StrictModel):
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="The member's name, unique in its group.",
+        examples=["db"],
+    )
+    hooks: Hooks = Field(
+        default_factory=Hooks,
+        description=(
+            "Hooks run on the member's machines. A member without hooks relies on other "
+            "members' hooks to hold its writers (for example a journal written by the database's "
+            "application)."
+        ),
+        examples=[{"pre": {"run": ["./hooks/pause.sh"]}, "post": {"run": ["./hooks/resume.sh"]}}],
+    )
+
+
+class LocalMember(MemberBase):
+    """A member on this machine: hooks are local processes, volumes are folders."""
+
+    provider: Literal["local"] = Field(
+        description="Where the member lives. `local`: this machine.", examples=["local"]
+    )
+    volumes: list[str] = Field(
+        min_length=1,
+        description="Folders to snapshot; relative paths are resolved against the policy file.",
+        examples=[["./data/db"]],
+    )
+
+    @model_validator(mode="after")
+    def _resolve_paths(self, info: ValidationInfo) -> LocalMember:
+        base = (info.context or {}).get("base_dir")
+        if base is None:
+            return self
+        base_dir = Path(base)
+
+        def resolve(path: str) -> str:
+            return str((base_dir / path).resolve()) if not Path(path).is_absolute() else path
+
+        def resolve_hook(hook: Hook | None) -> Hook | None:
+            if hook is None:
+                return None
+            script = hook.run[0]
+            if script.startswith(("./", "../")):
+                return hook.model_copy(update={"run": [resolve(script), *hook.run[1:]]})
+            return hook
+
+        volumes = [resolve(v) for v in self.volumes]
+        if len(set(volumes)) != len(volumes):
+            raise ValueError("volumes: the same folder is listed twice")
+        hooks = Hooks.model_construct(
+            pre=resolve_hook(self.hooks.pre),
+            post=resolve_hook(self.hooks.post),
+            verify=resolve_hook(self.hooks.verify),
+        )
+        object.__setattr__(self, "volumes", volumes)
+        object.__setattr__(self, "hooks", hooks)
+        return self
+
+
+# Cloud members are added here as their providers land; the core stays free of cloud SDKs.
+Member = LocalMember
+
+
+class Retention(StrictModel):
+    """Which recovery points to keep. A point is deleted when any rule says so."""
+
+    keep_last: int | None = Field(
+        default=None, ge=1, description="Keep this many newest recovery points.", examples=[7]
+    )
+    max_age_days: float | None = Field(
+        default=None, gt=0, description="Delete recovery points older than this.", examples=[30]
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Retention:
+        if self.keep_last is None and self.max_age_days is None:
+            raise ValueError("give keep_last, max_age_days, or both")
+        return self
+
+
+class Group(StrictModel):
+    """A consistency group: its members are frozen together and share one recovery point."""
+
+    consistency: Literal["application", "crash"] = Field(
+        default="application",
+        description="`application`: run hooks around the snapshots. `crash`: no hooks are run.",
+        examples=["application"],
+    )
+    on_quiesce_failure: Literal["fallback", "abort"] = Field(
+        default="fallback",
+        description=(
+            "When a pre hook fails or times out. `fallback`: snapshot anyway and record the "
+            "point as crash-consistent. `abort`: no snapshot, thaw everything, the run fails."
+        ),
+        examples=["fallback"],
+    )
+    max_freeze_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description=(
+            "Watchdog bound: every member is thawed by then, counted from the start of its pre "
+            "hook, whatever happens to the orchestrator."
+        ),
+        examples=[30],
+    )
+    durability_timeout_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description=(
+            "How long to wait, after the thaw, for snapshots to become durable before the run "
+            "fails."
+        ),
+        examples=[3600],
+    )
+    retention: Retention | None = Field(
+        default=None,
+        description="Which recovery points to keep; none: keep all.",
+        examples=[{"keep_last": 7}],
+    )
+    members: list[Member] = Field(
+        min_length=1,
+        description="The resources frozen and snapshotted together.",
+        examples=[[{"name": "db", "provider": "local", "volumes": ["./data/db"]}]],
+    )
+
+    @model_validator(mode="after")
+    def _check_members(self) -> Group:
+        names = [m.name for m in self.members]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"member names must be unique; repeated: {', '.join(dupes)}")
+        if self.consistency == "application":
+            if not any(m.hooks.pre for m in self.members):
+                raise ValueError(
+                    "consistency: application needs at least one member with a pre hook; "
+                    "use consistency: crash for hook-less snapshots"
+                )
+            for m in self.members:
+                pre = m.hooks.pre
+                if pre is not None and pre.budget_seconds >= self.max_freeze_seconds:
+                    raise ValueError(
+                        f"member {m.name!r}: the pre hook may take up to {pre.budget_seconds:g}s "
+                        f"(timeout_seconds x (retries + 1)), which does not fit in "
+                        f"max_freeze_seconds ({self.max_freeze_seconds:g}s): the watchdog would "
+                        "thaw before the snapshot"
+                    )
+        return self
+
+
+class Policy(StrictModel):
+    """A Quiesce policy file."""
+
+    version: Literal[1] = Field(description="Policy format version.", examples=[1])
+    name: str = Field(
+        pattern=NAME_PATTERN, description="The policy's name, used in events.", examples=["orders"]
+    )
+    state_dir: str = Field(
+        default=".quiesce",
+        description=(
+            "Local catalog, event bus and snapshots; relative paths are resolved against the "
+            "policy file's folder."
+        ),
+        examples=[".quiesce"],
+    )
+    groups: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Group] = Field(
+        min_length=1,
+        description="The consistency groups, by name.",
+        examples=[
+            {
+                "orders": {
+                    "consistency": "application",
+                    "members": [
+                        {
+                            "name": "db",
+                            "provider": "local",
+                            "volumes": ["./data/db"],
+                            "hooks": {
+                                "pre": {"run": ["./hooks/pause.sh"]},
+                                "post": {"run": ["./hooks/resume.sh"]},
+                            },
+                        }
+                    ],
+                }
+            }
+        ],
+    )
+
+    @model_validator(mode="after")
+    def _resolve_state_dir(self, info: ValidationInfo) -> Policy:
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not Path(self.state_dir).is_absolute():
+            object.__setattr__(self, "state_dir", str((Path(base) / self.state_dir).resolve()))
+        return self
+
+    def group(self, name: str) -> Group:
+        from quiesce.errors import UnknownGroupError
+
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise UnknownGroupError(name, sorted(self.groups)) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The policy's JSON Schema, with descriptions and examples."""
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://quiesce.dev/schemas/policy-v1.json"
+    return schema

@@ -1,0 +1,233 @@
+"""The engine's ports: the few I/O operations each provider implements.
+
+Each port is an abstract base class with a handful of abstract methods; anything that can be said
+once for all providers (fanning calls out concurrently, turning unexpected exceptions into
+results) lives in the base class, in the style of a persistence layer with one abstract I/O
+method per operation. Adapters implement these and nothing else.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, TypeVar
+
+from quiesce.events import CloudEvent
+from quiesce.policy.model import Hook, Member
+from quiesce.record import HookResult, RecoveryPoint, RunRecord, SnapshotRef
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+HookPhase = Literal["pre", "post", "verify"]
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def shared_pool() -> ThreadPoolExecutor:
+    """One process-wide pool, so a phase reuses the threads the previous phase started.
+
+    It is sized for the largest groups: every machine of a group is worked on at once, so the
+    freeze window does not grow with the group's size.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=2048, thread_name_prefix="quiesce")
+        return _pool
+
+
+def fan_out(fn: Callable[[T], R], items: Sequence[T]) -> list[R | BaseException]:
+    """Calls fn on every item at once; returns each result or the exception it raised."""
+    if len(items) == 1:
+        try:
+            return [fn(items[0])]
+        except Exception as exc:
+            return [exc]
+    futures: list[Future[R]] = [shared_pool().submit(fn, item) for item in items]
+    out: list[R | BaseException] = []
+    for fut in futures:
+        exc = fut.exception()
+        out.append(exc if exc is not None else fut.result())
+    return out
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A machine a member resolved to: an instance, a VM, or this host."""
+
+    provider: str
+    member: str
+    machine_id: str
+    volumes: tuple[str, ...] = ()
+    attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """One hook to run on one machine.
+
+    For `pre`, `thaw` is the member's post hook: the guest runner arms its watchdog with it, so
+    the machine thaws on its own after `max_freeze_seconds` if no post call comes.
+    """
+
+    run_id: str
+    policy: str
+    group: str
+    member: str
+    machine: Machine
+    phase: HookPhase
+    hook: Hook
+    thaw: Hook | None = None
+    max_freeze_seconds: float | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SnapshotCall:
+    """Snapshot every volume of one machine; `consistency` is the level it is expected to have."""
+
+    run_id: str
+    policy: str
+    group: str
+    member: str
+    machine: Machine
+    recovery_point: str
+    consistency: str
+
+
+class Inventory(ABC):
+    """Finds the machines a member stands for."""
+
+    @abstractmethod
+    def resolve(self, member: Member) -> list[Machine]:
+        """Returns the member's machines; raises ProviderError when it cannot."""
+
+
+class HookRunner(ABC):
+    """Runs hooks on machines through the provider's channel (local process, SSM, Run Command)."""
+
+    @abstractmethod
+    def run(self, call: HookCall) -> HookResult:
+        """Runs one hook and returns its result; hook failures are results, not exceptions."""
+
+    @abstractmethod
+    def check(self, call: HookCall) -> HookResult:
+        """Runs the security checks only (for `quiesce plan`); never executes the script."""
+
+    def run_many(self, calls: Sequence[HookCall]) -> list[HookResult | BaseException]:
+        """Runs the calls concurrently. Adapters with a batch API (SSM) override this."""
+        return fan_out(self.run, calls)
+
+
+class Snapshotter(ABC):
+    """Takes, finds, restores and deletes snapshots. Only Quiesce's own are ever listed."""
+
+    @abstractmethod
+    def take(self, call: SnapshotCall) -> list[SnapshotRef]:
+        """Snapshots all volumes of a machine; returns as soon as the point in time is fixed."""
+
+    @abstractmethod
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        """Waits until the snapshots are durable; returns them updated (state, durable_at)."""
+
+    @abstractmethod
+    def delete(self, snapshot: SnapshotRef) -> None:
+        """Deletes one snapshot; deleting one that is gone is not an error."""
+
+    @abstractmethod
+    def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        """Lists Quiesce-managed snapshots of a group (of one run, when given)."""
+
+    def take_many(self, calls: Sequence[SnapshotCall]) -> list[list[SnapshotRef] | BaseException]:
+        return fan_out(self.take, calls)
+
+
+class EventPublisher(ABC):
+    """Publishes CloudEvents to the provider's bus."""
+
+    @abstractmethod
+    def publish(self, events: Sequence[CloudEvent]) -> list[str]:
+        """Publishes a batch; returns the ids of the events that were NOT accepted."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    run_id: str
+    expires_at: datetime
+
+
+class StateStore(ABC):
+    """The catalog: run records, recovery points, group locks, trigger ids and the outbox."""
+
+    @abstractmethod
+    def save_run(self, record: RunRecord) -> None: ...
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abstractmethod
+    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
+        """Newest first."""
+
+    @abstractmethod
+    def acquire_lock(self, key: str, run_id: str, expires_at: datetime) -> LockHolder | None:
+        """Takes the lock, or renews it for the same run. Returns the holder when it is busy.
+
+        A lock whose expiry has passed is free.
+        """
+
+    @abstractmethod
+    def release_lock(self, key: str, run_id: str) -> None:
+        """Releases the lock if `run_id` holds it."""
+
+    @abstractmethod
+    def claim_trigger(self, trigger_id: str, run_id: str) -> str | None:
+        """Records that `trigger_id` started `run_id`; returns the earlier run id if claimed."""
+
+    @abstractmethod
+    def save_point(self, point: RecoveryPoint) -> None: ...
+
+    @abstractmethod
+    def get_point(self, point_id: str) -> RecoveryPoint | None: ...
+
+    @abstractmethod
+    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
+        """Newest first."""
+
+    @abstractmethod
+    def delete_point(self, point_id: str) -> None: ...
+
+    @abstractmethod
+    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
+        """Stores events to publish; adding an event id twice keeps one."""
+
+    @abstractmethod
+    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
+        """Oldest first."""
+
+    @abstractmethod
+    def outbox_remove(self, event_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Provider:
+    """What one provider (local, aws, azure, gcp) brings: inventory, hooks and snapshots."""
+
+    inventory: Inventory
+    hooks: HookRunner
+    snapshots: Snapshotter
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Everything the engine talks to."""
+
+    providers: dict[str, Provider]
+    state: StateStore
+    bus: EventPublisher

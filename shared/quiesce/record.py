@@ -1,0 +1,215 @@
+"""The serializable run record and the recovery point: the engine's whole state.
+
+The engine's phases are small functions over a RunRecord; it is persisted after every transition,
+so a crashed run leaves enough behind for `quiesce recover` to thaw, clean up and report.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def ms_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() * 1000, 3)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class Consistency(StrEnum):
+    APPLICATION = "application"
+    CRASH = "crash"
+    NONE = "none"
+
+    @staticmethod
+    def weakest(levels: list[Consistency]) -> Consistency:
+        order = [Consistency.NONE, Consistency.CRASH, Consistency.APPLICATION]
+        return min(levels, key=order.index) if levels else Consistency.NONE
+
+
+class HookStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    REFUSED = "refused"  # a security check failed: the script was never executed
+    NOT_RUN = "not_run"  # e.g. post for a member whose pre never started
+
+
+class HookResult(Record):
+    """What one hook invocation on one machine came to (the guest runner's JSON, verbatim)."""
+
+    status: HookStatus
+    code: str = Field(
+        description="Machine-readable reason: Succeeded, ScriptNotFound, InsufficientPermission, "
+        "HashMismatch, Timeout, ExecutionFailed, AlreadyThawed, Undeliverable, …"
+    )
+    message: str = ""
+    exit_code: int | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: float | None = None
+    output: str = Field(default="", description="The last 4 KB of the hook's output.")
+    by: Literal["orchestrator", "watchdog"] = "orchestrator"
+
+    @property
+    def ok(self) -> bool:
+        return self.status is HookStatus.SUCCEEDED
+
+
+class SnapshotState(StrEnum):
+    PENDING = "pending"  # point in time fixed, data still being made durable
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class SnapshotRef(Record):
+    """One snapshot of one volume. `fixed_at` is when its point in time was fixed."""
+
+    id: str
+    provider: str
+    machine_id: str
+    volume: str
+    method: str = Field(description="How it was taken: reflink, copy, ebs, restore_point, …")
+    state: SnapshotState = SnapshotState.PENDING
+    started_at: datetime
+    fixed_at: datetime
+    durable_at: datetime | None = None
+    size_bytes: int | None = None
+    location: str = Field(default="", description="Where the provider keeps it (path, ARN, URI).")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class MachineRecord(Record):
+    """One machine (instance, VM, or this host) of a member."""
+
+    machine_id: str
+    volumes: list[str] = Field(default_factory=list)
+    pre: HookResult | None = None
+    post: HookResult | None = None
+    pre_started: bool = Field(
+        default=False, description="Set before the pre hook is sent: a thaw is owed from then on."
+    )
+    snapshots: list[SnapshotRef] = Field(default_factory=list)
+    snapshot_error: str | None = None
+    consistency: Consistency = Consistency.NONE
+
+
+class MemberRecord(Record):
+    name: str
+    provider: str
+    has_hooks: bool = False
+    machines: list[MachineRecord] = Field(default_factory=list)
+    consistency: Consistency = Consistency.NONE
+    error: str | None = None
+
+    @property
+    def snapshots(self) -> list[SnapshotRef]:
+        return [s for m in self.machines for s in m.snapshots]
+
+
+class Phase(StrEnum):
+    STARTED = "started"
+    RESOLVED = "resolved"
+    LOCKED = "locked"
+    QUIESCING = "quiescing"
+    QUIESCED = "quiesced"
+    SNAPSHOTTING = "snapshotting"
+    THAWING = "thawing"
+    THAWED = "thawed"
+    AWAITING_DURABILITY = "awaiting_durability"
+    RECORDED = "recorded"
+    RETAINED = "retained"
+    FINISHED = "finished"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+
+
+class Orchestrator(Record):
+    host: str
+    pid: int
+
+
+class RunRecord(Record):
+    run_id: str
+    policy: str
+    group: str
+    trigger_id: str | None = None
+    requested_consistency: Literal["application", "crash"]
+    on_quiesce_failure: Literal["fallback", "abort"]
+    max_freeze_seconds: float
+    phase: Phase = Phase.STARTED
+    status: RunStatus = RunStatus.RUNNING
+    consistency: Consistency = Consistency.NONE
+    orchestrator: Orchestrator
+    started_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    lock_expires_at: datetime | None = None
+    members: list[MemberRecord] = Field(default_factory=list)
+    recovery_point: str | None = None
+    freeze_window_ms: float | None = Field(
+        default=None,
+        description="From the first member held (pre hook done) to the last thaw started.",
+    )
+    skew_ms: float | None = Field(
+        default=None, description="Spread of the times at which the snapshots' points were fixed."
+    )
+    quiesce_started_at: datetime | None = None
+    freeze_deadline: datetime | None = None
+    errors: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    abandoned: bool = Field(
+        default=False, description="The orchestrator died; `quiesce recover` closed the run."
+    )
+
+    def machines(self) -> list[tuple[MemberRecord, MachineRecord]]:
+        return [(m, mc) for m in self.members for mc in m.machines]
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not RunStatus.RUNNING
+
+
+class PointMember(Record):
+    name: str
+    provider: str
+    consistency: Consistency
+    snapshots: list[SnapshotRef]
+
+
+class RecoveryPoint(Record):
+    """One group-wide point in time, restorable as a whole."""
+
+    id: str
+    policy: str
+    group: str
+    run_id: str
+    created_at: datetime = Field(description="When the last member's point in time was fixed.")
+    consistency: Consistency
+    freeze_window_ms: float | None
+    skew_ms: float | None
+    size_bytes: int | None = None
+    members: list[PointMember]
+    verified: bool | None = Field(default=None, description="Set by `quiesce restore` when verified.")
+
+    @property
+    def snapshots(self) -> list[SnapshotRef]:
+        return [s for m in self.members for s in m.snapshots]
