@@ -50,3 +50,15 @@ class ProviderError(QuiesceError):
 
 class NotFoundError(QuiesceError):
     """A run, recovery point or member that was asked for does not exist."""
+
+
+class DuplicateTriggerError(QuiesceError):
+    """The trigger id already started a run: triggers are idempotent."""
+
+    def __init__(self, trigger_id: str, run_id: str, record: object | None) -> None:
+        self.trigger_id = trigger_id
+        self.run_id = run_id
+        self.record = record
+        super().__init__(
+            f"trigger {trigger_id!r} already started run {run_id}; not starting another"
+        )

@@ -10,15 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quiesce.record import Consistency, HookResult, SnapshotRef, utcnow
 
-SPEC_VERSION = "1.0"
-
 
 class CloudEvent(BaseModel):
     """A CloudEvent in structured JSON mode, with two Quiesce extension attributes."""
 
     model_config = ConfigDict(extra="forbid")
 
-    specversion: Literal["1.0"] = SPEC_VERSION
+    specversion: Literal["1.0"] = "1.0"
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     source: str
     type: str = Field(pattern=r"^quiesce\.[a-z_]+(\.[a-z_]+)*$")
@@ -137,7 +135,10 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
         "A machine's snapshots have their point in time fixed.",
         MemberSnapshotData,
     ),
-    EventType.MEMBER_SNAPSHOT_FAILED: ("A machine could not be snapshotted.", MemberSnapshotFailedData),
+    EventType.MEMBER_SNAPSHOT_FAILED: (
+        "A machine could not be snapshotted.",
+        MemberSnapshotFailedData,
+    ),
     EventType.MEMBER_THAWED: ("A machine's post hook succeeded.", MemberHookData),
     EventType.MEMBER_THAW_FAILED: (
         "A machine's post hook failed: the application may still be held.",

@@ -52,8 +52,8 @@ def fan_out(fn: Callable[[T], R], items: Sequence[T]) -> list[R | BaseException]
     futures: list[Future[R]] = [shared_pool().submit(fn, item) for item in items]
     out: list[R | BaseException] = []
     for fut in futures:
-        exc = fut.exception()
-        out.append(exc if exc is not None else fut.result())
+        error = fut.exception()
+        out.append(error if error is not None else fut.result())
     return out
 
 

@@ -208,7 +208,9 @@ class RecoveryPoint(Record):
     skew_ms: float | None
     size_bytes: int | None = None
     members: list[PointMember]
-    verified: bool | None = Field(default=None, description="Set by `quiesce restore` when verified.")
+    verified: bool | None = Field(
+        default=None, description="Set by `quiesce restore` when verified."
+    )
 
     @property
     def snapshots(self) -> list[SnapshotRef]:

@@ -1,0 +1,388 @@
+"""The run's phases, each a small function over the RunContext.
+
+Order: resolve → lock → quiesce → snapshot → thaw → collect late snapshots → durability →
+record → retention → publish. `held()` wraps quiesce and snapshot so the thaw always runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, wait
+from datetime import timedelta
+from typing import TypeVar
+
+from quiesce.engine.context import RunContext
+from quiesce.errors import GroupBusyError, ProviderError
+from quiesce.events import (
+    EventType,
+    MemberHookData,
+    MemberSnapshotData,
+    MemberSnapshotFailedData,
+)
+from quiesce.ports import HookCall, SnapshotCall, fan_out, shared_pool
+from quiesce.record import (
+    HookResult,
+    HookStatus,
+    MachineRecord,
+    MemberRecord,
+    Phase,
+    SnapshotRef,
+    SnapshotState,
+)
+
+T = TypeVar("T")
+Pair = tuple[MemberRecord, MachineRecord]
+
+LOCK_MARGIN_SECONDS = 600
+
+
+def lock_key(policy: str, group: str) -> str:
+    return f"{policy}/{group}"
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _channel_failure(exc: BaseException) -> HookResult:
+    code = getattr(exc, "code", "ChannelError")
+    return HookResult(status=HookStatus.FAILED, code=str(code), message=_error_text(exc))
+
+
+# ------------------------------------------------------------------------------------ resolve
+
+
+def resolve(ctx: RunContext) -> None:
+    """Finds every member's machines. A member that cannot be resolved fails the run."""
+    members = ctx.group.members
+
+    def one(member_index: int) -> MemberRecord:
+        member = members[member_index]
+        record = MemberRecord(
+            name=member.name, provider=member.provider, has_hooks=member.hooks.pre is not None
+        )
+        for machine in ctx.provider(member.provider).inventory.resolve(member):
+            ctx.machines[(member.name, machine.machine_id)] = machine
+            record.machines.append(
+                MachineRecord(machine_id=machine.machine_id, volumes=list(machine.volumes))
+            )
+        if not record.machines:
+            raise ProviderError(f"member {member.name!r} resolved to no machine")
+        return record
+
+    results = fan_out(one, list(range(len(members))))
+    problems = [
+        f"member {m.name!r}: {_error_text(r)}"
+        for m, r in zip(members, results, strict=True)
+        if isinstance(r, BaseException)
+    ]
+    if problems:
+        raise ProviderError("; ".join(problems), code="ResolveFailed")
+    ctx.record.members = [r for r in results if isinstance(r, MemberRecord)]
+    ctx.save(Phase.RESOLVED)
+
+
+# --------------------------------------------------------------------------------------- lock
+
+
+def acquire_lock(ctx: RunContext) -> None:
+    rec = ctx.record
+    budget = ctx.group.max_freeze_seconds + ctx.group.durability_timeout_seconds
+    rec.lock_expires_at = ctx.now() + timedelta(seconds=budget + LOCK_MARGIN_SECONDS)
+    holder = ctx.backends.state.acquire_lock(
+        lock_key(rec.policy, rec.group), rec.run_id, rec.lock_expires_at
+    )
+    if holder is not None:
+        raise GroupBusyError(rec.group, holder.run_id, holder.expires_at.isoformat())
+    ctx.save(Phase.LOCKED)
+
+
+def release_lock(ctx: RunContext) -> None:
+    rec = ctx.record
+    ctx.backends.state.release_lock(lock_key(rec.policy, rec.group), rec.run_id)
+
+
+# ---------------------------------------------------------------------------------- fan-out
+
+
+def _by_provider(
+    ctx: RunContext, pairs: Sequence[Pair], work: Callable[[str, list[Pair]], list[T]]
+) -> dict[int, T | BaseException]:
+    """Runs `work` once per provider with that provider's pairs, all providers at once.
+
+    Returns each pair's result by its index in `pairs`.
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, (member, _) in enumerate(pairs):
+        groups[member.provider].append(i)
+    names = list(groups)
+
+    def one(name: str) -> list[T]:
+        return work(name, [pairs[i] for i in groups[name]])
+
+    out: dict[int, T | BaseException] = {}
+    for name, results in zip(names, fan_out(one, names), strict=True):
+        for j, i in enumerate(groups[name]):
+            out[i] = results if isinstance(results, BaseException) else results[j]
+    return out
+
+
+def _run_hooks(ctx: RunContext, pairs: Sequence[Pair], phase: str) -> list[HookResult]:
+    rec = ctx.record
+
+    def calls_for(pairs: list[Pair]) -> list[HookCall]:
+        calls = []
+        for member, machine in pairs:
+            hooks = ctx.member(member.name).hooks
+            hook = hooks.pre if phase == "pre" else hooks.post
+            assert hook is not None
+            calls.append(
+                HookCall(
+                    run_id=rec.run_id,
+                    policy=rec.policy,
+                    group=rec.group,
+                    member=member.name,
+                    machine=ctx.machine(member, machine),
+                    phase="pre" if phase == "pre" else "post",
+                    hook=hook,
+                    thaw=hooks.post if phase == "pre" else None,
+                    max_freeze_seconds=ctx.group.max_freeze_seconds if phase == "pre" else None,
+                )
+            )
+        return calls
+
+    def work(provider: str, pairs: list[Pair]) -> list[HookResult | BaseException]:
+        return ctx.provider(provider).hooks.run_many(calls_for(pairs))
+
+    results = _by_provider(ctx, pairs, work)
+    return [
+        r if isinstance(r, HookResult) else _channel_failure(r)
+        for r in (results[i] for i in range(len(pairs)))
+    ]
+
+
+# ------------------------------------------------------------------------------------ quiesce
+
+
+def _hooked_pairs(ctx: RunContext) -> list[Pair]:
+    return [(m, mc) for m, mc in ctx.record.machines() if m.has_hooks]
+
+
+def quiesce(ctx: RunContext) -> bool:
+    """Runs every pre hook at once. Returns whether every one succeeded."""
+    rec = ctx.record
+    pairs = _hooked_pairs(ctx)
+    rec.quiesce_started_at = ctx.now()
+    rec.freeze_deadline = rec.quiesce_started_at + timedelta(seconds=ctx.group.max_freeze_seconds)
+    for _, machine in pairs:
+        machine.pre_started = True  # from here on a thaw is owed, whatever happens
+    ctx.save(Phase.QUIESCING)
+    results = _run_hooks(ctx, pairs, "pre")
+    for (member, machine), result in zip(pairs, results, strict=True):
+        machine.pre = result
+        ctx.emit(
+            EventType.MEMBER_QUIESCED if result.ok else EventType.MEMBER_QUIESCE_FAILED,
+            MemberHookData(
+                run_id=rec.run_id,
+                group=rec.group,
+                member=member.name,
+                machine_id=machine.machine_id,
+                result=result,
+            ),
+            subject=member.name,
+        )
+    rec.phase = Phase.QUIESCED  # saved with the thaw: no catalog write inside the freeze
+    return all(r.ok for r in results)
+
+
+# ----------------------------------------------------------------------------------- snapshot
+
+
+def snapshot(ctx: RunContext, expected_consistency: str) -> None:
+    """Takes every machine's snapshots at once and waits for their points in time, but never
+    past the freeze deadline: what is not fixed by then is collected after the thaw."""
+    rec = ctx.record
+    rec.phase = Phase.SNAPSHOTTING
+    pairs = rec.machines()
+    futures: list[Future[list[SnapshotRef]]] = []
+    for member, machine in pairs:
+        call = SnapshotCall(
+            run_id=rec.run_id,
+            policy=rec.policy,
+            group=rec.group,
+            member=member.name,
+            machine=ctx.machine(member, machine),
+            recovery_point=recovery_point_id(rec.run_id),
+            consistency=expected_consistency,
+        )
+        futures.append(shared_pool().submit(ctx.provider(member.provider).snapshots.take, call))
+    timeout = None
+    if rec.freeze_deadline is not None:
+        timeout = max(0.0, (rec.freeze_deadline - ctx.now()).total_seconds())
+    wait(futures, timeout=timeout)
+    for (member, machine), fut in zip(pairs, futures, strict=True):
+        if fut.done():
+            _settle_snapshot(ctx, member, machine, fut)
+        else:
+            ctx.late_snapshots[(member.name, machine.machine_id)] = fut
+    if ctx.late_snapshots:
+        rec.warnings.append(
+            f"{len(ctx.late_snapshots)} snapshot call(s) had not fixed their point in time by "
+            f"max_freeze_seconds ({ctx.group.max_freeze_seconds:g}s): thawed first; those "
+            "snapshots are crash-consistent"
+        )
+
+
+def recovery_point_id(run_id: str) -> str:
+    return f"rp-{run_id}"
+
+
+def _settle_snapshot(
+    ctx: RunContext, member: MemberRecord, machine: MachineRecord, fut: Future[list[SnapshotRef]]
+) -> None:
+    rec = ctx.record
+    exc = fut.exception()
+    if exc is None:
+        machine.snapshots = fut.result()
+        ctx.emit(
+            EventType.MEMBER_SNAPSHOT_TAKEN,
+            MemberSnapshotData(
+                run_id=rec.run_id,
+                group=rec.group,
+                member=member.name,
+                machine_id=machine.machine_id,
+                snapshots=machine.snapshots,
+            ),
+            subject=member.name,
+        )
+    else:
+        machine.snapshot_error = _error_text(exc)
+        ctx.emit(
+            EventType.MEMBER_SNAPSHOT_FAILED,
+            MemberSnapshotFailedData(
+                run_id=rec.run_id,
+                group=rec.group,
+                member=member.name,
+                machine_id=machine.machine_id,
+                error=machine.snapshot_error,
+            ),
+            subject=member.name,
+        )
+
+
+def collect_late_snapshots(ctx: RunContext) -> None:
+    """Waits (outside the freeze) for snapshot calls that missed the freeze deadline."""
+    if not ctx.late_snapshots:
+        return
+    wait(list(ctx.late_snapshots.values()), timeout=ctx.group.durability_timeout_seconds)
+    for member, machine in ctx.record.machines():
+        fut = ctx.late_snapshots.pop((member.name, machine.machine_id), None)
+        if fut is None:
+            continue
+        if fut.done():
+            _settle_snapshot(ctx, member, machine, fut)
+        else:
+            machine.snapshot_error = "the snapshot call did not return in time"
+
+
+# -------------------------------------------------------------------------------------- thaw
+
+
+def thaw(ctx: RunContext) -> None:
+    """Runs the post hook on every machine whose pre hook started and that is not thawed yet."""
+    rec = ctx.record
+    owed = [(m, mc) for m, mc in _hooked_pairs(ctx) if mc.pre_started and mc.post is None]
+    pairs = [(m, mc) for m, mc in owed if ctx.knows(m.name)]
+    for member, machine in owed:
+        if not ctx.knows(member.name):
+            rec.errors.append(
+                f"member {member.name!r} on {machine.machine_id} is owed a thaw, but the policy "
+                "no longer names it, so its post hook is unknown; its watchdog thaws it"
+            )
+    if pairs:
+        rec.phase = Phase.THAWING
+        results = _run_hooks(ctx, pairs, "post")
+        for (member, machine), result in zip(pairs, results, strict=True):
+            machine.post = result
+            ctx.emit(
+                EventType.MEMBER_THAWED if result.ok else EventType.MEMBER_THAW_FAILED,
+                MemberHookData(
+                    run_id=rec.run_id,
+                    group=rec.group,
+                    member=member.name,
+                    machine_id=machine.machine_id,
+                    result=result,
+                ),
+                subject=member.name,
+            )
+            if result.by == "watchdog":
+                rec.warnings.append(
+                    f"member {member.name!r} on {machine.machine_id}: the watchdog thawed it "
+                    "before the orchestrator did"
+                )
+            if not result.ok:
+                rec.errors.append(
+                    f"member {member.name!r} on {machine.machine_id}: post hook "
+                    f"{result.status.value} ({result.code}): {result.message} — the "
+                    "application may still be held; check the machine"
+                )
+    ctx.save(Phase.THAWED)
+
+
+@contextlib.contextmanager
+def held(ctx: RunContext) -> Iterator[None]:
+    """Whatever happens inside, every machine whose pre hook started is thawed on the way out."""
+    try:
+        yield
+    finally:
+        thaw(ctx)
+
+
+# -------------------------------------------------------------------------------- durability
+
+
+def await_durability(ctx: RunContext) -> None:
+    rec = ctx.record
+    pairs = [(m, mc) for m, mc in rec.machines() if mc.snapshots]
+    if not pairs:
+        return
+    ctx.save(Phase.AWAITING_DURABILITY)
+    timeout = ctx.group.durability_timeout_seconds
+
+    def work(provider: str, pairs: list[Pair]) -> list[list[SnapshotRef]]:
+        refs = [s for _, mc in pairs for s in mc.snapshots]
+        done = {s.id: s for s in ctx.provider(provider).snapshots.wait_durable(refs, timeout)}
+        return [[done.get(s.id, s) for s in mc.snapshots] for _, mc in pairs]
+
+    results = _by_provider(ctx, pairs, work)
+    for i, (_member, machine) in enumerate(pairs):
+        result = results[i]
+        if isinstance(result, BaseException):
+            machine.snapshot_error = f"snapshot did not become durable: {_error_text(result)}"
+            continue
+        machine.snapshots = result
+        failed = [s.id for s in result if s.state is not SnapshotState.COMPLETED]
+        if failed:
+            machine.snapshot_error = f"snapshot(s) not completed: {', '.join(failed)}"
+
+
+def discard_snapshots(ctx: RunContext) -> None:
+    """Deletes the snapshots of a run that records no recovery point (and any orphans)."""
+    rec = ctx.record
+    known = {s.id: s for _, mc in rec.machines() for s in mc.snapshots}
+    for name in {m.provider for m in rec.members}:
+        try:
+            for ref in ctx.provider(name).snapshots.find(rec.policy, rec.group, rec.run_id):
+                known.setdefault(ref.id, ref)
+        except Exception as exc:
+            rec.warnings.append(f"could not list {name} snapshots of this run: {_error_text(exc)}")
+    for ref in known.values():
+        try:
+            ctx.provider(ref.provider).snapshots.delete(ref)
+        except Exception as exc:
+            rec.warnings.append(f"could not delete snapshot {ref.id}: {_error_text(exc)}")
+    for _, machine in rec.machines():
+        for ref in machine.snapshots:
+            ref.state = SnapshotState.DELETED

@@ -1,0 +1,65 @@
+"""Which recovery points retention deletes (a pure choice) and the deletion itself."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from quiesce.engine.context import RunContext
+from quiesce.events import EventType, PointDeletedData
+from quiesce.policy.model import Retention
+from quiesce.record import Phase, RecoveryPoint
+
+
+def expired(
+    points: list[RecoveryPoint], retention: Retention, now: datetime, keep: str | None = None
+) -> list[tuple[RecoveryPoint, str]]:
+    """Points to delete, with the rule that chose each. `keep` (the newest point) is never
+    chosen, nor is the newest point of the list."""
+    ordered = sorted(points, key=lambda p: p.created_at, reverse=True)
+    out: list[tuple[RecoveryPoint, str]] = []
+    for rank, point in enumerate(ordered):
+        if rank == 0 or point.id == keep:
+            continue
+        if retention.keep_last is not None and rank >= retention.keep_last:
+            out.append((point, f"keep_last={retention.keep_last}"))
+        elif retention.max_age_days is not None and point.created_at < now - timedelta(
+            days=retention.max_age_days
+        ):
+            out.append((point, f"max_age_days={retention.max_age_days:g}"))
+    return out
+
+
+def apply_retention(ctx: RunContext) -> None:
+    rec = ctx.record
+    retention = ctx.group.retention
+    if retention is None or rec.recovery_point is None:
+        return
+    state = ctx.backends.state
+    points = state.list_points(rec.policy, rec.group)
+    for point, reason in expired(points, retention, ctx.now(), keep=rec.recovery_point):
+        problems = []
+        for snap in point.snapshots:
+            provider = ctx.backends.providers.get(snap.provider)
+            if provider is None:
+                problems.append(f"{snap.id}: no {snap.provider} provider configured")
+                continue
+            try:
+                provider.snapshots.delete(snap)
+            except Exception as exc:
+                problems.append(f"{snap.id}: {exc}")
+        if problems:
+            rec.warnings.append(f"retention kept recovery point {point.id}: " + "; ".join(problems))
+            continue
+        state.delete_point(point.id)
+        ctx.emit(
+            EventType.POINT_DELETED,
+            PointDeletedData(
+                recovery_point=point.id,
+                policy=point.policy,
+                group=point.group,
+                reason=reason,
+                snapshots=[s.id for s in point.snapshots],
+            ),
+            subject=point.id,
+        )
+    ctx.save(Phase.RETAINED)

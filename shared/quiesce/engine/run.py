@@ -1,0 +1,172 @@
+"""One run of a consistency group, from trigger to published result."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import datetime
+
+from quiesce.engine.context import RunContext
+from quiesce.engine.finish import finish
+from quiesce.engine.outcome import judge
+from quiesce.engine.phases import (
+    acquire_lock,
+    await_durability,
+    collect_late_snapshots,
+    held,
+    quiesce,
+    recovery_point_id,
+    resolve,
+    snapshot,
+)
+from quiesce.engine.recover import recover_abandoned
+from quiesce.engine.retention import apply_retention
+from quiesce.errors import DuplicateTriggerError, GroupBusyError
+from quiesce.events import EventType, RunStartedData
+from quiesce.policy.model import Policy
+from quiesce.ports import Backends
+from quiesce.record import (
+    Consistency,
+    Orchestrator,
+    Phase,
+    PointMember,
+    RecoveryPoint,
+    RunRecord,
+    utcnow,
+)
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def run_group(
+    policy: Policy,
+    group_name: str,
+    backends: Backends,
+    *,
+    trigger_id: str | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> RunRecord:
+    """Runs one group and returns its finished record.
+
+    Raises DuplicateTriggerError when `trigger_id` already started a run (carrying that run's
+    record), and GroupBusyError when another run holds the group (a failed record is kept).
+    """
+    group = policy.group(group_name)
+    started = now()
+    record = RunRecord(
+        run_id=new_run_id(started),
+        policy=policy.name,
+        group=group_name,
+        trigger_id=trigger_id,
+        requested_consistency=group.consistency,
+        on_quiesce_failure=group.on_quiesce_failure,
+        max_freeze_seconds=group.max_freeze_seconds,
+        orchestrator=Orchestrator(host=socket.gethostname(), pid=os.getpid()),
+        started_at=started,
+    )
+    if trigger_id is not None:
+        earlier = backends.state.claim_trigger(trigger_id, record.run_id)
+        if earlier is not None:
+            raise DuplicateTriggerError(trigger_id, earlier, backends.state.get_run(earlier))
+    recover_abandoned(policy, backends, group=group_name, now=now)
+
+    ctx = RunContext(policy=policy, group=group, backends=backends, record=record, now=now)
+    try:
+        acquire_lock(ctx)
+    except GroupBusyError as exc:
+        record.errors.append(str(exc))
+        finish(ctx, reached_snapshots=False)
+        raise
+    reached_snapshots = False
+    try:
+        resolve(ctx)
+        ctx.emit(
+            EventType.RUN_STARTED,
+            RunStartedData(
+                run_id=record.run_id,
+                policy=record.policy,
+                group=record.group,
+                trigger_id=trigger_id,
+                requested_consistency=group.consistency,
+                members=[m.name for m in group.members],
+            ),
+            subject=record.run_id,
+        )
+        reached_snapshots = True
+        if not _freeze_snapshot_thaw(ctx):
+            return record
+        await_durability(ctx)
+        if not _all_snapshotted(ctx):
+            return record
+        _record_point(ctx)
+        apply_retention(ctx)
+    except Exception as exc:  # a provider or catalog failure outside the hooks' own results
+        record.errors.append(f"run stopped during {record.phase.value}: {exc}")
+    finally:
+        finish(ctx, reached_snapshots=reached_snapshots)
+    return record
+
+
+def _freeze_snapshot_thaw(ctx: RunContext) -> bool:
+    """Quiesce every member, snapshot every machine, thaw — the thaw whatever happens.
+
+    Returns whether every machine has its snapshots (so the run may go on)."""
+    group = ctx.group
+    application = group.consistency == "application"
+    with held(ctx):
+        quiesced = quiesce(ctx) if application else False
+        if application and not quiesced and group.on_quiesce_failure == "abort":
+            ctx.record.errors.append(
+                "a pre hook did not succeed and on_quiesce_failure is abort: no snapshot taken"
+            )
+            return False
+        snapshot(ctx, "application" if quiesced else "crash")
+    collect_late_snapshots(ctx)
+    return _all_snapshotted(ctx)
+
+
+def _all_snapshotted(ctx: RunContext) -> bool:
+    missing = [
+        f"{m.name} on {mc.machine_id}: {mc.snapshot_error}"
+        for m, mc in ctx.record.machines()
+        if mc.snapshot_error
+    ]
+    if missing:
+        ctx.record.errors.append(
+            "no recovery point: not every machine was snapshotted (" + "; ".join(missing) + ")"
+        )
+    return not missing
+
+
+def _record_point(ctx: RunContext) -> None:
+    rec = ctx.record
+    judge(rec)
+    if rec.consistency is Consistency.NONE:
+        rec.errors.append("no recovery point: some machine has no snapshot")
+        return
+    snapshots = [s for _, mc in rec.machines() for s in mc.snapshots]
+    sizes = [s.size_bytes for s in snapshots]
+    point = RecoveryPoint(
+        id=recovery_point_id(rec.run_id),
+        policy=rec.policy,
+        group=rec.group,
+        run_id=rec.run_id,
+        created_at=max(s.fixed_at for s in snapshots),
+        consistency=rec.consistency,
+        freeze_window_ms=rec.freeze_window_ms,
+        skew_ms=rec.skew_ms,
+        size_bytes=sum(s for s in sizes if s is not None) if None not in sizes else None,
+        members=[
+            PointMember(
+                name=m.name, provider=m.provider, consistency=m.consistency, snapshots=m.snapshots
+            )
+            for m in rec.members
+        ],
+    )
+    ctx.backends.state.save_point(point)
+    rec.recovery_point = point.id
+    ctx.save(Phase.RECORDED)

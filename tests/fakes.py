@@ -1,0 +1,192 @@
+"""Scripted in-memory providers for the engine's unit tests.
+
+They record every call in order (with the time it was made), so tests can assert the engine's
+ordering promises, and can be told to fail, time out, refuse, hang or raise per member.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from quiesce.errors import ProviderError
+from quiesce.policy.model import Member
+from quiesce.ports import (
+    Backends,
+    HookCall,
+    HookRunner,
+    Inventory,
+    Machine,
+    Provider,
+    SnapshotCall,
+    Snapshotter,
+)
+from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
+from quiesce.record import HookResult, HookStatus, SnapshotRef, SnapshotState, utcnow
+
+
+@dataclass
+class Log:
+    entries: list[tuple[float, str, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, member: str, machine: str) -> None:
+        with self.lock:
+            self.entries.append((time.monotonic(), kind, member, machine))
+
+    def kinds(self, member: str | None = None) -> list[str]:
+        return [k for _, k, m, _ in self.entries if member in (None, m)]
+
+    def times(self, kind: str) -> list[float]:
+        return [t for t, k, _, _ in self.entries if k == kind]
+
+
+class FakeInventory(Inventory):
+    def __init__(self, machines_per_member: dict[str, int] | None = None) -> None:
+        self.machines_per_member = machines_per_member or {}
+        self.unresolvable: set[str] = set()
+
+    def resolve(self, member: Member) -> list[Machine]:
+        if member.name in self.unresolvable:
+            raise ProviderError(f"volume of {member.name} is missing")
+        count = self.machines_per_member.get(member.name, 1)
+        return [
+            Machine(provider="local", member=member.name, machine_id=f"{member.name}-{i}")
+            for i in range(count)
+        ]
+
+
+class FakeHookRunner(HookRunner):
+    """behaviour[(member, phase)]: ok, fail, timeout, refuse, raise, hang:<seconds>, watchdog."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.behaviour: dict[tuple[str, str], str] = {}
+        self.executed: list[tuple[str, str]] = []
+
+    def check(self, call: HookCall) -> HookResult:
+        return HookResult(status=HookStatus.SUCCEEDED, code="Allowed")
+
+    def run(self, call: HookCall) -> HookResult:
+        how = self.behaviour.get((call.member, call.phase), "ok")
+        self.log.add(f"{call.phase}:sent", call.member, call.machine.machine_id)
+        started = utcnow()
+        if how == "raise":
+            raise ProviderError("channel down", code="Undeliverable")
+        if how == "refuse":
+            return HookResult(status=HookStatus.REFUSED, code="InsufficientPermission", attempts=0)
+        self.executed.append((call.member, call.phase))
+        if how.startswith("hang:"):
+            time.sleep(float(how.split(":")[1]))
+        if how == "watchdog":
+            # the guest watchdog thawed long ago; the runner reports its stored result
+            return HookResult(
+                status=HookStatus.SUCCEEDED,
+                code="Succeeded",
+                by="watchdog",
+                started_at=started - timedelta(seconds=5),
+                ended_at=started - timedelta(seconds=5),
+                attempts=1,
+            )
+        status, code = {
+            "fail": (HookStatus.FAILED, "ExecutionFailed"),
+            "timeout": (HookStatus.TIMED_OUT, "Timeout"),
+        }.get(how, (HookStatus.SUCCEEDED, "Succeeded"))
+        self.log.add(f"{call.phase}:done", call.member, call.machine.machine_id)
+        return HookResult(
+            status=status,
+            code=code,
+            exit_code=0 if status is HookStatus.SUCCEEDED else 1,
+            attempts=1,
+            started_at=started,
+            ended_at=utcnow(),
+        )
+
+
+class FakeSnapshotter(Snapshotter):
+    def __init__(self, log: Log, latency: float = 0.0) -> None:
+        self.log = log
+        self.latency = latency
+        self.slow: dict[str, float] = {}
+        self.failing: set[str] = set()
+        self.not_durable: set[str] = set()
+        self.interrupt: set[str] = set()
+        self.store: dict[str, SnapshotRef] = {}
+        self.deleted: list[str] = []
+        self._lock = threading.Lock()
+
+    def take(self, call: SnapshotCall) -> list[SnapshotRef]:
+        started = utcnow()
+        self.log.add("snapshot:start", call.member, call.machine.machine_id)
+        time.sleep(self.slow.get(call.member, self.latency))
+        if call.member in self.interrupt:  # Ctrl-C reaches the main thread while it waits
+            _thread.interrupt_main()
+            time.sleep(0.2)
+        if call.member in self.failing:
+            self.log.add("snapshot:failed", call.member, call.machine.machine_id)
+            raise ProviderError("ConcurrentSnapshotLimitExceeded", code="Throttled")
+        ref = SnapshotRef(
+            id=f"{call.recovery_point}/{call.machine.machine_id}",
+            provider="local",
+            machine_id=call.machine.machine_id,
+            volume="vol",
+            method="fake",
+            started_at=started,
+            fixed_at=utcnow(),
+            size_bytes=100,
+            tags={"quiesce:run-id": call.run_id, "quiesce:group": call.group},
+        )
+        with self._lock:
+            self.store[ref.id] = ref
+        self.log.add("snapshot:fixed", call.member, call.machine.machine_id)
+        return [ref]
+
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        out = []
+        for s in snapshots:
+            failed = any(s.id.endswith(f"/{m}-0") for m in self.not_durable)
+            state = SnapshotState.FAILED if failed else SnapshotState.COMPLETED
+            out.append(s.model_copy(update={"state": state, "durable_at": utcnow()}))
+        return out
+
+    def delete(self, snapshot: SnapshotRef) -> None:
+        with self._lock:
+            self.store.pop(snapshot.id, None)
+            self.deleted.append(snapshot.id)
+
+    def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        with self._lock:
+            return [
+                s
+                for s in self.store.values()
+                if s.tags.get("quiesce:group") == group
+                and run_id in (None, s.tags.get("quiesce:run-id"))
+            ]
+
+
+@dataclass
+class World:
+    log: Log
+    inventory: FakeInventory
+    hooks: FakeHookRunner
+    snapshots: FakeSnapshotter
+    state: MemoryStateStore
+    bus: MemoryEventBus
+    backends: Backends
+
+
+def make_world(latency: float = 0.0) -> World:
+    log = Log()
+    inventory = FakeInventory()
+    hooks = FakeHookRunner(log)
+    snapshots = FakeSnapshotter(log, latency)
+    state = MemoryStateStore()
+    bus = MemoryEventBus()
+    backends = Backends(
+        providers={"local": Provider(inventory, hooks, snapshots)}, state=state, bus=bus
+    )
+    return World(log, inventory, hooks, snapshots, state, bus, backends)
