@@ -165,6 +165,7 @@ def make_event(
     group: str,
     run_id: str | None,
     subject: str | None = None,
+    time: datetime | None = None,
 ) -> CloudEvent:
     expected = EVENT_TYPES[type_][1]
     if not isinstance(data, expected):
@@ -176,6 +177,7 @@ def make_event(
         data=data.model_dump(mode="json"),
         quiescerunid=run_id,
         quiescegroup=group,
+        time=time or utcnow(),
     )
 
 

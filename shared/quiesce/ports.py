@@ -25,21 +25,36 @@ R = TypeVar("R")
 
 HookPhase = Literal["pre", "post", "verify"]
 
+MAX_CONCURRENCY = 4096
+
+
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
 def shared_pool() -> ThreadPoolExecutor:
-    """One process-wide pool, so a phase reuses the threads the previous phase started.
+    """One process-wide pool, so each phase reuses the threads the previous phase started.
 
-    It is sized for the largest groups: every machine of a group is worked on at once, so the
-    freeze window does not grow with the group's size.
+    Every machine of a group is worked on at once, so the freeze window does not grow with the
+    group's size; the pool is sized for the largest groups.
     """
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=2048, thread_name_prefix="quiesce")
+            _pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENCY, thread_name_prefix="quiesce")
         return _pool
+
+
+def prewarm(count: int) -> None:
+    """Makes sure `count` threads exist, so no thread is created inside a freeze window."""
+    count = min(count, MAX_CONCURRENCY)
+    if count <= 1:
+        return
+    gate = threading.Event()
+    futures = [shared_pool().submit(gate.wait, 30) for _ in range(count)]
+    gate.set()
+    for fut in futures:
+        fut.result()
 
 
 def fan_out(fn: Callable[[T], R], items: Sequence[T]) -> list[R | BaseException]:
@@ -144,8 +159,9 @@ class Snapshotter(ABC):
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         """Lists Quiesce-managed snapshots of a group (of one run, when given)."""
 
-    def take_many(self, calls: Sequence[SnapshotCall]) -> list[list[SnapshotRef] | BaseException]:
-        return fan_out(self.take, calls)
+    def describe(self, machine: Machine) -> dict[str, str]:
+        """How each volume would be snapshotted (for `quiesce plan`); no side effects."""
+        return {volume: "snapshot" for volume in machine.volumes}
 
 
 class EventPublisher(ABC):

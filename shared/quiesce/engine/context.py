@@ -23,24 +23,38 @@ from quiesce.record import (
 
 
 @dataclass
+class SnapshotCalls:
+    """The snapshot calls of a run: some may still be running after the freeze deadline."""
+
+    pairs: list[tuple[MemberRecord, MachineRecord]]
+    futures: list[Future[list[SnapshotRef]]]
+    settled: set[int] = field(default_factory=set)
+
+
+@dataclass
 class RunContext:
     policy: Policy
     group: Group
     backends: Backends
     record: RunRecord
     now: Callable[[], datetime] = utcnow
+    progress: Callable[[RunRecord], None] | None = None
     machines: dict[tuple[str, str], Machine] = field(default_factory=dict)
-    late_snapshots: dict[tuple[str, str], Future[list[SnapshotRef]]] = field(default_factory=dict)
+    snapshot_calls: SnapshotCalls | None = None
+    _members: dict[str, Member] = field(default_factory=dict)
     _events: list[CloudEvent] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._members = {m.name: m for m in self.group.members}
+
     def member(self, name: str) -> Member:
-        return next(m for m in self.group.members if m.name == name)
+        return self._members[name]
 
     def provider(self, name: str) -> Provider:
         return self.backends.providers[name]
 
     def knows(self, member: str) -> bool:
-        return any(m.name == member for m in self.group.members)
+        return member in self._members
 
     def machine(self, member: MemberRecord, machine: MachineRecord) -> Machine:
         """The resolved machine, or (when recovering another process's run) one rebuilt from
@@ -55,8 +69,16 @@ class RunContext:
             )
         return self.machines[key]
 
-    def emit(self, type_: str, data: BaseModel, subject: str | None = None) -> None:
-        """Buffers an event; it reaches the outbox with the next save (never inside the freeze)."""
+    def emit(
+        self,
+        type_: str,
+        data: BaseModel,
+        subject: str | None = None,
+        time: datetime | None = None,
+    ) -> None:
+        """Buffers an event; it reaches the outbox with the next save (never inside the freeze).
+
+        `time` is when it happened (default: now)."""
         self._events.append(
             make_event(
                 type_,
@@ -65,13 +87,20 @@ class RunContext:
                 group=self.record.group,
                 run_id=self.record.run_id,
                 subject=subject,
+                time=time or self.now(),
             )
         )
+
+    def enter(self, phase: Phase) -> None:
+        """Moves to a phase without a catalog write (inside the freeze window)."""
+        self.record.phase = phase
+        if self.progress is not None:
+            self.progress(self.record)
 
     def save(self, phase: Phase | None = None) -> None:
         """Persists the record (and buffered events) after a transition."""
         if phase is not None:
-            self.record.phase = phase
+            self.enter(phase)
         self.record.updated_at = self.now()
         if self._events:
             self.backends.state.outbox_add(self._events)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import wait
 from datetime import timedelta
 from typing import TypeVar
 
-from quiesce.engine.context import RunContext
+from quiesce.engine.context import RunContext, SnapshotCalls
 from quiesce.errors import GroupBusyError, ProviderError
 from quiesce.events import (
     EventType,
@@ -21,7 +21,7 @@ from quiesce.events import (
     MemberSnapshotData,
     MemberSnapshotFailedData,
 )
-from quiesce.ports import HookCall, SnapshotCall, fan_out, shared_pool
+from quiesce.ports import HookCall, SnapshotCall, fan_out, prewarm, shared_pool
 from quiesce.record import (
     HookResult,
     HookStatus,
@@ -81,6 +81,7 @@ def resolve(ctx: RunContext) -> None:
     if problems:
         raise ProviderError("; ".join(problems), code="ResolveFailed")
     ctx.record.members = [r for r in results if isinstance(r, MemberRecord)]
+    prewarm(len(ctx.machines) + 1)
     ctx.save(Phase.RESOLVED)
 
 
@@ -171,7 +172,10 @@ def _hooked_pairs(ctx: RunContext) -> list[Pair]:
 
 
 def quiesce(ctx: RunContext) -> bool:
-    """Runs every pre hook at once. Returns whether every one succeeded."""
+    """Runs every pre hook at once. Returns whether every one succeeded.
+
+    Its events are announced after the thaw: nothing but hooks and snapshots runs in the freeze.
+    """
     rec = ctx.record
     pairs = _hooked_pairs(ctx)
     rec.quiesce_started_at = ctx.now()
@@ -180,154 +184,174 @@ def quiesce(ctx: RunContext) -> bool:
         machine.pre_started = True  # from here on a thaw is owed, whatever happens
     ctx.save(Phase.QUIESCING)
     results = _run_hooks(ctx, pairs, "pre")
-    for (member, machine), result in zip(pairs, results, strict=True):
+    for (_, machine), result in zip(pairs, results, strict=True):
         machine.pre = result
-        ctx.emit(
-            EventType.MEMBER_QUIESCED if result.ok else EventType.MEMBER_QUIESCE_FAILED,
-            MemberHookData(
-                run_id=rec.run_id,
-                group=rec.group,
-                member=member.name,
-                machine_id=machine.machine_id,
-                result=result,
-            ),
-            subject=member.name,
-        )
-    rec.phase = Phase.QUIESCED  # saved with the thaw: no catalog write inside the freeze
+    ctx.enter(Phase.QUIESCED)  # saved with the thaw: no catalog write inside the freeze
     return all(r.ok for r in results)
 
 
 # ----------------------------------------------------------------------------------- snapshot
 
 
-def snapshot(ctx: RunContext, expected_consistency: str) -> None:
-    """Takes every machine's snapshots at once and waits for their points in time, but never
-    past the freeze deadline: what is not fixed by then is collected after the thaw."""
-    rec = ctx.record
-    rec.phase = Phase.SNAPSHOTTING
-    pairs = rec.machines()
-    futures: list[Future[list[SnapshotRef]]] = []
-    for member, machine in pairs:
-        call = SnapshotCall(
-            run_id=rec.run_id,
-            policy=rec.policy,
-            group=rec.group,
-            member=member.name,
-            machine=ctx.machine(member, machine),
-            recovery_point=recovery_point_id(rec.run_id),
-            consistency=expected_consistency,
-        )
-        futures.append(shared_pool().submit(ctx.provider(member.provider).snapshots.take, call))
-    timeout = None
-    if rec.freeze_deadline is not None:
-        timeout = max(0.0, (rec.freeze_deadline - ctx.now()).total_seconds())
-    wait(futures, timeout=timeout)
-    for (member, machine), fut in zip(pairs, futures, strict=True):
-        if fut.done():
-            _settle_snapshot(ctx, member, machine, fut)
-        else:
-            ctx.late_snapshots[(member.name, machine.machine_id)] = fut
-    if ctx.late_snapshots:
-        rec.warnings.append(
-            f"{len(ctx.late_snapshots)} snapshot call(s) had not fixed their point in time by "
-            f"max_freeze_seconds ({ctx.group.max_freeze_seconds:g}s): thawed first; those "
-            "snapshots are crash-consistent"
-        )
-
-
 def recovery_point_id(run_id: str) -> str:
     return f"rp-{run_id}"
 
 
-def _settle_snapshot(
-    ctx: RunContext, member: MemberRecord, machine: MachineRecord, fut: Future[list[SnapshotRef]]
-) -> None:
+def snapshot(ctx: RunContext, expected_consistency: str) -> None:
+    """Starts every machine's snapshot call at once and waits for their points in time, but
+    never past the freeze deadline: calls still running then are collected after the thaw."""
     rec = ctx.record
-    exc = fut.exception()
-    if exc is None:
-        machine.snapshots = fut.result()
-        ctx.emit(
-            EventType.MEMBER_SNAPSHOT_TAKEN,
-            MemberSnapshotData(
+    ctx.enter(Phase.SNAPSHOTTING)
+    pairs = rec.machines()
+    calls = [
+        (
+            ctx.provider(member.provider).snapshots,
+            SnapshotCall(
                 run_id=rec.run_id,
+                policy=rec.policy,
                 group=rec.group,
                 member=member.name,
-                machine_id=machine.machine_id,
-                snapshots=machine.snapshots,
+                machine=ctx.machine(member, machine),
+                recovery_point=recovery_point_id(rec.run_id),
+                consistency=expected_consistency,
             ),
-            subject=member.name,
         )
-    else:
-        machine.snapshot_error = _error_text(exc)
-        ctx.emit(
-            EventType.MEMBER_SNAPSHOT_FAILED,
-            MemberSnapshotFailedData(
-                run_id=rec.run_id,
-                group=rec.group,
-                member=member.name,
-                machine_id=machine.machine_id,
-                error=machine.snapshot_error,
-            ),
-            subject=member.name,
+        for member, machine in pairs
+    ]
+    pool = shared_pool()
+    futures = [pool.submit(snapshotter.take, call) for snapshotter, call in calls]
+    timeout = None
+    if rec.freeze_deadline is not None:
+        timeout = max(0.0, (rec.freeze_deadline - ctx.now()).total_seconds())
+    _, not_done = wait(futures, timeout=timeout)
+    if not_done:
+        late = len(not_done)
+        rec.warnings.append(
+            f"{late} snapshot call(s) had not fixed their point in time by max_freeze_seconds "
+            f"({ctx.group.max_freeze_seconds:g}s): thawed first; those snapshots are "
+            "crash-consistent"
         )
+    ctx.snapshot_calls = SnapshotCalls(pairs=pairs, futures=futures)
+
+
+def _settle_snapshots(ctx: RunContext, wait_for_late: bool) -> None:
+    """Records (and announces) the snapshot calls that have ended and are not recorded yet."""
+    calls = ctx.snapshot_calls
+    if calls is None:
+        return
+    if wait_for_late:
+        wait(calls.futures, timeout=ctx.group.durability_timeout_seconds)
+    rec = ctx.record
+    for i, (member, machine) in enumerate(calls.pairs):
+        future = calls.futures[i]
+        if i in calls.settled or not future.done():
+            continue
+        calls.settled.add(i)
+        error = future.exception()
+        if error is not None:
+            machine.snapshot_error = _error_text(error)
+            ctx.emit(
+                EventType.MEMBER_SNAPSHOT_FAILED,
+                MemberSnapshotFailedData(
+                    run_id=rec.run_id,
+                    group=rec.group,
+                    member=member.name,
+                    machine_id=machine.machine_id,
+                    error=machine.snapshot_error,
+                ),
+                subject=member.name,
+            )
+        else:
+            outcome = future.result()
+            machine.snapshots = outcome
+            ctx.emit(
+                EventType.MEMBER_SNAPSHOT_TAKEN,
+                MemberSnapshotData(
+                    run_id=rec.run_id,
+                    group=rec.group,
+                    member=member.name,
+                    machine_id=machine.machine_id,
+                    snapshots=outcome,
+                ),
+                subject=member.name,
+                time=max((s.fixed_at for s in outcome), default=None),
+            )
+    if wait_for_late:
+        for i, (_, machine) in enumerate(calls.pairs):
+            if i not in calls.settled:
+                machine.snapshot_error = "the snapshot call did not return in time"
+        ctx.snapshot_calls = None
 
 
 def collect_late_snapshots(ctx: RunContext) -> None:
     """Waits (outside the freeze) for snapshot calls that missed the freeze deadline."""
-    if not ctx.late_snapshots:
-        return
-    wait(list(ctx.late_snapshots.values()), timeout=ctx.group.durability_timeout_seconds)
-    for member, machine in ctx.record.machines():
-        fut = ctx.late_snapshots.pop((member.name, machine.machine_id), None)
-        if fut is None:
-            continue
-        if fut.done():
-            _settle_snapshot(ctx, member, machine, fut)
-        else:
-            machine.snapshot_error = "the snapshot call did not return in time"
+    _settle_snapshots(ctx, wait_for_late=True)
 
 
 # -------------------------------------------------------------------------------------- thaw
 
 
-def thaw(ctx: RunContext) -> None:
-    """Runs the post hook on every machine whose pre hook started and that is not thawed yet."""
+def _announce_hook(
+    ctx: RunContext, member: MemberRecord, machine: MachineRecord, phase: str
+) -> None:
+    rec = ctx.record
+    result = machine.pre if phase == "pre" else machine.post
+    if result is None:
+        return
+    if phase == "pre":
+        type_ = EventType.MEMBER_QUIESCED if result.ok else EventType.MEMBER_QUIESCE_FAILED
+    else:
+        type_ = EventType.MEMBER_THAWED if result.ok else EventType.MEMBER_THAW_FAILED
+    ctx.emit(
+        type_,
+        MemberHookData(
+            run_id=rec.run_id,
+            group=rec.group,
+            member=member.name,
+            machine_id=machine.machine_id,
+            result=result,
+        ),
+        subject=member.name,
+        time=result.ended_at,
+    )
+
+
+def thaw(ctx: RunContext, *, announce_freeze: bool = True) -> None:
+    """Runs the post hook on every machine whose pre hook started and that is not thawed yet,
+    then announces what happened during the freeze and the thaw."""
     rec = ctx.record
     owed = [(m, mc) for m, mc in _hooked_pairs(ctx) if mc.pre_started and mc.post is None]
     pairs = [(m, mc) for m, mc in owed if ctx.knows(m.name)]
+    if pairs:
+        ctx.enter(Phase.THAWING)
+        results = _run_hooks(ctx, pairs, "post")
+        for (_, machine), result in zip(pairs, results, strict=True):
+            machine.post = result
+    if announce_freeze:
+        for member, machine in _hooked_pairs(ctx):
+            _announce_hook(ctx, member, machine, "pre")
+        _settle_snapshots(ctx, wait_for_late=False)
+    for member, machine in pairs:
+        _announce_hook(ctx, member, machine, "post")
+        post = machine.post
+        assert post is not None
+        if post.by == "watchdog":
+            rec.warnings.append(
+                f"member {member.name!r} on {machine.machine_id}: the watchdog thawed it "
+                "before the orchestrator did"
+            )
+        if not post.ok:
+            rec.errors.append(
+                f"member {member.name!r} on {machine.machine_id}: post hook "
+                f"{post.status.value} ({post.code}): {post.message} — the "
+                "application may still be held; check the machine"
+            )
     for member, machine in owed:
         if not ctx.knows(member.name):
             rec.errors.append(
                 f"member {member.name!r} on {machine.machine_id} is owed a thaw, but the policy "
                 "no longer names it, so its post hook is unknown; its watchdog thaws it"
             )
-    if pairs:
-        rec.phase = Phase.THAWING
-        results = _run_hooks(ctx, pairs, "post")
-        for (member, machine), result in zip(pairs, results, strict=True):
-            machine.post = result
-            ctx.emit(
-                EventType.MEMBER_THAWED if result.ok else EventType.MEMBER_THAW_FAILED,
-                MemberHookData(
-                    run_id=rec.run_id,
-                    group=rec.group,
-                    member=member.name,
-                    machine_id=machine.machine_id,
-                    result=result,
-                ),
-                subject=member.name,
-            )
-            if result.by == "watchdog":
-                rec.warnings.append(
-                    f"member {member.name!r} on {machine.machine_id}: the watchdog thawed it "
-                    "before the orchestrator did"
-                )
-            if not result.ok:
-                rec.errors.append(
-                    f"member {member.name!r} on {machine.machine_id}: post hook "
-                    f"{result.status.value} ({result.code}): {result.message} — the "
-                    "application may still be held; check the machine"
-                )
     ctx.save(Phase.THAWED)
 
 

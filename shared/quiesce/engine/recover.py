@@ -80,7 +80,7 @@ def recover_run(
         f"the orchestrator ({record.orchestrator.host}, pid {record.orchestrator.pid}) stopped "
         f"during {died_in.value}; closed by `quiesce recover` on {socket.gethostname()}"
     )
-    thaw(ctx)
+    thaw(ctx, announce_freeze=False)
     if (
         record.recovery_point is not None
         and backends.state.get_point(record.recovery_point) is None

@@ -49,6 +49,7 @@ def run_group(
     *,
     trigger_id: str | None = None,
     now: Callable[[], datetime] = utcnow,
+    progress: Callable[[RunRecord], None] | None = None,
 ) -> RunRecord:
     """Runs one group and returns its finished record.
 
@@ -74,7 +75,9 @@ def run_group(
             raise DuplicateTriggerError(trigger_id, earlier, backends.state.get_run(earlier))
     recover_abandoned(policy, backends, group=group_name, now=now)
 
-    ctx = RunContext(policy=policy, group=group, backends=backends, record=record, now=now)
+    ctx = RunContext(
+        policy=policy, group=group, backends=backends, record=record, now=now, progress=progress
+    )
     try:
         acquire_lock(ctx)
     except GroupBusyError as exc:

@@ -1,0 +1,218 @@
+"""Freeze window and skew: Quiesce's engine against the naive loop, in one run.
+
+A fake provider whose point-in-time call takes a fixed latency (with jitter) and whose hooks take
+a fixed time stands in for a cloud. For each group size, the engine backs up the group once, and
+a naive loop — for each machine: freeze, snapshot, thaw, as hand-written backup functions do —
+backs up the same group. Both are measured the same way:
+
+- freeze window: from the first member held (pre hook done) to the last thaw started;
+- skew: the spread of the times at which the snapshots' points in time were fixed.
+
+Usage: python bench/freeze_window.py [--sizes 1,10,100,1000] [--latency-ms 200] [--jitter-ms 20]
+       [--hook-ms 20] [--naive-max-members 1000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from quiesce.engine import run_group
+from quiesce.policy import Policy
+from quiesce.ports import (
+    Backends,
+    HookCall,
+    HookRunner,
+    Inventory,
+    Machine,
+    Provider,
+    SnapshotCall,
+    Snapshotter,
+)
+from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
+from quiesce.record import HookResult, HookStatus, SnapshotRef, SnapshotState, utcnow
+
+
+class Timing:
+    def __init__(self, latency_ms: float, jitter_ms: float, hook_ms: float, seed: int) -> None:
+        self.latency = latency_ms / 1000
+        self.jitter = jitter_ms / 1000
+        self.hook = hook_ms / 1000
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def point_in_time(self) -> float:
+        with self._lock:
+            return self.latency + self._random.uniform(-self.jitter, self.jitter)
+
+
+class BenchInventory(Inventory):
+    def resolve(self, member: object) -> list[Machine]:
+        name = getattr(member, "name")  # noqa: B009
+        return [Machine(provider="local", member=name, machine_id=name)]
+
+
+class BenchHooks(HookRunner):
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+
+    def check(self, call: HookCall) -> HookResult:
+        return HookResult(status=HookStatus.SUCCEEDED, code="Allowed")
+
+    def run(self, call: HookCall) -> HookResult:
+        started = utcnow()
+        time.sleep(self.timing.hook)
+        return HookResult(
+            status=HookStatus.SUCCEEDED,
+            code="Succeeded",
+            attempts=1,
+            started_at=started,
+            ended_at=utcnow(),
+        )
+
+
+class BenchSnapshots(Snapshotter):
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+
+    def take(self, call: SnapshotCall) -> list[SnapshotRef]:
+        started = utcnow()
+        time.sleep(self.timing.point_in_time())
+        fixed = utcnow()
+        return [
+            SnapshotRef(
+                id=f"{call.recovery_point}/{call.member}",
+                provider="local",
+                machine_id=call.machine.machine_id,
+                volume="disk",
+                method="bench",
+                started_at=started,
+                fixed_at=fixed,
+                size_bytes=0,
+            )
+        ]
+
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        now = utcnow()
+        return [
+            s.model_copy(update={"state": SnapshotState.COMPLETED, "durable_at": now})
+            for s in snapshots
+        ]
+
+    def delete(self, snapshot: SnapshotRef) -> None:
+        pass
+
+    def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        return []
+
+
+def policy_for(members: int) -> Policy:
+    hooks = {"pre": {"run": ["/bench/pre"], "timeout_seconds": 5}, "post": {"run": ["/bench/post"]}}
+    return Policy.model_validate(
+        {
+            "version": 1,
+            "name": "bench",
+            "groups": {
+                "g": {
+                    "max_freeze_seconds": 60,
+                    "members": [
+                        {"name": f"m{i}", "provider": "local", "volumes": ["/v"], "hooks": hooks}
+                        for i in range(members)
+                    ],
+                }
+            },
+        }
+    )
+
+
+def ms(a: datetime, b: datetime) -> float:
+    return (b - a).total_seconds() * 1000
+
+
+def run_engine(members: int, timing: Timing) -> tuple[float, float]:
+    provider = Provider(BenchInventory(), BenchHooks(timing), BenchSnapshots(timing))
+    backends = Backends({"local": provider}, MemoryStateStore(), MemoryEventBus())
+    record = run_group(policy_for(members), "g", backends)
+    if record.status.value != "succeeded":
+        raise SystemExit(f"engine run failed: {record.errors}")
+    assert record.freeze_window_ms is not None
+    assert record.skew_ms is not None
+    return record.freeze_window_ms, record.skew_ms
+
+
+def run_naive(members: int, timing: Timing) -> tuple[float, float]:
+    """for each machine: freeze → snapshot → thaw (one after the other)."""
+    hooks, snaps = BenchHooks(timing), BenchSnapshots(timing)
+    held: list[datetime] = []
+    thawed: list[datetime] = []
+    fixed: list[datetime] = []
+    policy = policy_for(1).groups["g"].members[0].hooks
+    assert policy.pre is not None
+    assert policy.post is not None
+    for i in range(members):
+        machine = Machine(provider="local", member=f"m{i}", machine_id=f"m{i}")
+        pre = hooks.run(HookCall("naive", "bench", "g", f"m{i}", machine, "pre", policy.pre))
+        assert pre.ended_at is not None
+        held.append(pre.ended_at)
+        refs = snaps.take(SnapshotCall("naive", "bench", "g", f"m{i}", machine, "rp", "app"))
+        fixed += [r.fixed_at for r in refs]
+        thawed.append(utcnow())
+        hooks.run(HookCall("naive", "bench", "g", f"m{i}", machine, "post", policy.post))
+    return ms(min(held), max(thawed)), ms(min(fixed), max(fixed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,10,100,1000")
+    parser.add_argument("--latency-ms", type=float, default=200)
+    parser.add_argument("--jitter-ms", type=float, default=20)
+    parser.add_argument("--hook-ms", type=float, default=20)
+    parser.add_argument(
+        "--naive-max-members",
+        type=int,
+        default=1000,
+        help="skip the naive loop above this size (it takes members x (latency + 2 x hook))",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        timing = Timing(args.latency_ms, args.jitter_ms, args.hook_ms, args.seed)
+        window, skew = run_engine(size, timing)
+        naive_window = naive_skew = None
+        if size <= args.naive_max_members:
+            print(f"naive loop over {size} member(s)…", file=sys.stderr)
+            naive_window, naive_skew = run_naive(size, timing)
+        row = {
+            "members": size,
+            "latency_ms": args.latency_ms,
+            "jitter_ms": args.jitter_ms,
+            "hook_ms": args.hook_ms,
+            "freeze_window_ms": round(window, 1),
+            "skew_ms": round(skew, 1),
+            "naive_freeze_window_ms": None if naive_window is None else round(naive_window, 1),
+            "naive_skew_ms": None if naive_skew is None else round(naive_skew, 1),
+            "target_freeze_window_ms": args.latency_ms + args.jitter_ms + 50,
+            "target_skew_ms": 50 + 2 * args.jitter_ms,
+        }
+        rows.append(row)
+        if not args.json:
+            print(
+                f"{size:>5} members: freeze {row['freeze_window_ms']:>9} ms "
+                f"(naive {row['naive_freeze_window_ms']}), skew {row['skew_ms']:>7} ms "
+                f"(naive {row['naive_skew_ms']})"
+            )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,334 @@
+"""`quiesce`: validate, plan, run, inspect and recover consistency-group backups."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.status import Status
+from rich.table import Table
+from rich.text import Text
+
+from quiesce import __version__
+from quiesce.cli.render import points_table, run_summary
+from quiesce.engine import recover_abandoned, run_group, run_result
+from quiesce.engine.outcome import EXIT_CODES
+from quiesce.errors import (
+    DuplicateTriggerError,
+    GroupBusyError,
+    PolicyError,
+    QuiesceError,
+    UnknownGroupError,
+)
+from quiesce.events import event_schemas
+from quiesce.plan import plan_policy
+from quiesce.policy import Policy, load_policy
+from quiesce.policy.model import json_schema
+from quiesce.record import RunRecord, RunStatus
+from quiesce.wiring import backends_for
+
+EXIT_INVALID = 2
+
+app = typer.Typer(
+    name="quiesce",
+    help=(
+        "Application-consistent backups of groups of machines: freeze every member, snapshot "
+        "every member, thaw every member, and record one recovery point.\n\n"
+        "Exit codes: 0 done at the requested consistency; 3 a recovery point at a lower level "
+        "or a thaw that failed (degraded); 1 no recovery point or an error; 2 invalid input."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+PolicyArg = Annotated[
+    Path, typer.Argument(help="The policy file (YAML).", metavar="POLICY", show_default=False)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead.")]
+GroupOpt = Annotated[
+    str | None, typer.Option("--group", "-g", help="Only this group.", show_default=False)
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(Text(f"error: {message}", "red"))
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """Every error becomes a message and an exit code; never a traceback (QUIESCE_DEBUG=1
+    shows one for unexpected errors)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (PolicyError, UnknownGroupError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    except QuiesceError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        err.print(Text("interrupted: every member whose pre hook started was thawed", "yellow"))
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if os.environ.get("QUIESCE_DEBUG"):
+            traceback.print_exc()
+        fail(f"unexpected {type(exc).__name__}: {exc} (set QUIESCE_DEBUG=1 for details)")
+
+
+def _load(path: Path) -> Policy:
+    return load_policy(path)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def validate(policy: PolicyArg, as_json: JsonOpt = False) -> None:
+    """Check a policy file: fields, values and cross-field rules. Exit 2 names every problem."""
+    try:
+        loaded = _load(policy)
+    except PolicyError as exc:
+        if as_json:
+            _print_json({"valid": False, "file": exc.path, "problems": exc.problems})
+            raise typer.Exit(EXIT_INVALID) from None
+        fail(str(exc), EXIT_INVALID)
+    members = sum(len(g.members) for g in loaded.groups.values())
+    if as_json:
+        _print_json({"valid": True, "file": str(policy), "policy": loaded.name})
+        return
+    out.print(
+        Text.assemble(
+            ("✓ ", "green"),
+            f"{policy}: policy {loaded.name!r} is valid ({len(loaded.groups)} group(s), "
+            f"{members} member(s))",
+        )
+    )
+
+
+@app.command()
+def plan(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) -> None:
+    """Show what a run would do, without doing it: members and their machines, each hook with
+    its security check, the snapshot method per volume, and the watchdog bound.
+    Exit 2 when a hook would be refused."""
+    with guarded():
+        loaded = _load(policy)
+        if group is not None:
+            loaded.group(group)
+        report = plan_policy(loaded, backends_for(loaded), group)
+    if as_json:
+        _print_json(report)
+    else:
+        for g in report["groups"]:
+            out.print(
+                Text.assemble(
+                    ("group ", "bold"),
+                    (g["name"], "bold"),
+                    f": {g['consistency']}-consistent, on quiesce failure: "
+                    f"{g['on_quiesce_failure']}, watchdog thaws after "
+                    f"{g['max_freeze_seconds']:g}s",
+                )
+            )
+            table = Table(box=None, pad_edge=False)
+            for col in ("member", "machine", "volume → snapshot", "hooks"):
+                table.add_column(col)
+            for m in g["members"]:
+                hooks = Text()
+                for phase, h in m["hooks"].items():
+                    ok = h["check"]["status"] == "succeeded"
+                    hooks.append(f"{phase}: {' '.join(h['run'])} ")
+                    hooks.append(
+                        "✓\n" if ok else f"✗ {h['check']['code']}: {h['check']['message']}\n",
+                        "green" if ok else "red",
+                    )
+                if m.get("error"):
+                    hooks.append(m["error"], "red")
+                volumes = "\n".join(f"{v['volume']} → {v['method']}" for v in m["volumes"])
+                machines = "\n".join(m["machines"])
+                table.add_row(m["name"], machines, volumes, hooks or "—")
+            out.print(table)
+    if not report["ok"]:
+        raise typer.Exit(EXIT_INVALID)
+
+
+def _progress(status: Status | None) -> Any:
+    def show(record: RunRecord) -> None:
+        if status is not None:
+            status.update(f"run {record.run_id}: {record.phase.value.replace('_', ' ')}…")
+
+    return show
+
+
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through the engine's thaw path
+
+
+@app.command()
+def run(
+    policy: PolicyArg,
+    group: Annotated[str, typer.Option("--group", "-g", help="The group to back up.")],
+    trigger_id: Annotated[
+        str | None,
+        typer.Option(
+            "--trigger-id",
+            help="Idempotency key: a trigger id that already started a run starts no other.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up one group: quiesce all members, snapshot all, thaw all, record the point.
+
+    Exit 0: the requested consistency was reached; 3: a recovery point at a lower level, or a
+    thaw failed; 1: no recovery point; 2: invalid input."""
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    record: RunRecord | None = None
+    with guarded():
+        loaded = _load(policy)
+        loaded.group(group)
+        backends = backends_for(loaded)
+        show_progress = err.is_terminal and not as_json
+        status = err.status("starting…") if show_progress else None
+        try:
+            if status is not None:
+                status.start()
+            record = run_group(
+                loaded, group, backends, trigger_id=trigger_id, progress=_progress(status)
+            )
+        except DuplicateTriggerError as exc:
+            err.print(Text(str(exc), "yellow"))
+            if not isinstance(exc.record, RunRecord):
+                fail(f"the record of run {exc.run_id} is missing")
+            record = exc.record
+        except GroupBusyError as exc:
+            fail(str(exc))
+        finally:
+            if status is not None:
+                status.stop()
+    assert record is not None
+    result = run_result(record)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        run_summary(out, result)
+    status_ = record.status if record.status is not RunStatus.RUNNING else RunStatus.FAILED
+    raise typer.Exit(EXIT_CODES[status_])
+
+
+@app.command()
+def events(
+    policy: PolicyArg,
+    as_json: JsonOpt = False,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Only events whose type starts with this.")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run's events.")] = None,
+) -> None:
+    """List the CloudEvents on the local bus, oldest first (--json: one event per line)."""
+    with guarded():
+        loaded = _load(policy)
+        from quiesce.providers.local import SqliteEventBus
+
+        bus = SqliteEventBus(Path(loaded.state_dir))
+        selected = [
+            e
+            for e in bus.read()
+            if (type_ is None or e.type.startswith(type_))
+            and (run_id is None or e.quiescerunid == run_id)
+        ]
+    if as_json:
+        for event in selected:
+            sys.stdout.write(event.to_json() + "\n")
+        return
+    table = Table(title=f"events of {loaded.name}", title_justify="left")
+    for col in ("time (UTC)", "type", "run", "subject"):
+        table.add_column(col)
+    for event in selected:
+        table.add_row(
+            event.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            event.type,
+            event.quiescerunid or "",
+            event.subject or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def points(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) -> None:
+    """List recovery points, newest first: time, consistency, freeze window, skew, size."""
+    with guarded():
+        loaded = _load(policy)
+        if group is not None:
+            loaded.group(group)
+        found = backends_for(loaded).state.list_points(loaded.name, group)
+    if as_json:
+        _print_json([p.model_dump(mode="json") for p in found])
+        return
+    if not found:
+        out.print("no recovery points yet")
+        return
+    out.print(points_table(found))
+
+
+@app.command()
+def recover(policy: PolicyArg, as_json: JsonOpt = False) -> None:
+    """Close runs whose orchestrator died: thaw every member still owed a thaw (the machine's
+    watchdog may already have), delete their snapshots, record and publish what happened, and
+    retry events left in the outbox."""
+    with guarded():
+        loaded = _load(policy)
+        recovered = recover_abandoned(loaded, backends_for(loaded))
+    results = [run_result(r) for r in recovered]
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in results])
+        return
+    if not results:
+        out.print("no abandoned runs")
+    for result in results:
+        run_summary(out, result)
+
+
+@app.command()
+def schema(
+    events_: Annotated[
+        bool, typer.Option("--events", help="Print the schemas of the events' data instead.")
+    ] = False,
+) -> None:
+    """Print the policy file's JSON Schema (every field with a description and an example)."""
+    _print_json(event_schemas() if events_ else json_schema())
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"quiesce {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Human-readable views of records, points and plans (rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from quiesce.events import RunResult
+from quiesce.record import RecoveryPoint
+
+STATUS_STYLE = {"succeeded": "green", "degraded": "yellow", "failed": "red"}
+LEVEL_STYLE = {"application": "green", "crash": "yellow", "none": "red"}
+
+
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return "—"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024:
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} TiB"
+
+
+def run_summary(console: Console, result: RunResult) -> None:
+    style = STATUS_STYLE[result.status]
+    head = Text.assemble(
+        ("run ", "bold"),
+        (result.run_id, "bold"),
+        ": ",
+        (result.status, f"bold {style}"),
+        ", ",
+        (result.consistency.value, LEVEL_STYLE[result.consistency.value]),
+        "-consistent",
+    )
+    console.print(head)
+    table = Table(box=None, pad_edge=False)
+    for col in ("member", "machine", "pre", "snapshot", "post", "level"):
+        table.add_column(col)
+    for member in result.members:
+        for mc in member.machines:
+            pre = mc["pre"]["status"] if mc["pre"] else "—"
+            post = mc["post"]["status"] if mc["post"] else "—"
+            if mc["post"] and mc["post"]["by"] == "watchdog":
+                post += " (watchdog)"
+            snap = mc["snapshot_error"] or (f"{len(mc['snapshots'])} taken")
+            level = mc["consistency"]
+            table.add_row(
+                member.name, mc["machine_id"], pre, snap, post, Text(level, LEVEL_STYLE[level])
+            )
+    console.print(table)
+    console.print(
+        f"recovery point: {result.recovery_point or '—'}   freeze window: "
+        f"{ms(result.freeze_window_ms)}   skew: {ms(result.skew_ms)}"
+    )
+    for warning in result.warnings:
+        console.print(Text(f"warning: {warning}", "yellow"))
+    for error in result.errors:
+        console.print(Text(f"error: {error}", "red"))
+
+
+def points_table(points: list[RecoveryPoint]) -> Table:
+    table = Table(title="recovery points", title_justify="left")
+    for col in ("id", "group", "time (UTC)", "consistency", "freeze", "skew", "size", "verified"):
+        table.add_column(col)
+    for p in points:
+        verified = {True: "yes", False: "FAILED", None: "—"}[p.verified]
+        table.add_row(
+            p.id,
+            p.group,
+            p.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            Text(p.consistency.value, LEVEL_STYLE[p.consistency.value]),
+            ms(p.freeze_window_ms),
+            ms(p.skew_ms),
+            size(p.size_bytes),
+            verified,
+        )
+    return table

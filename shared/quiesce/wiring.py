@@ -1,0 +1,38 @@
+"""Builds the backends a policy needs. Cloud providers plug in through the `quiesce.providers`
+entry point group, so the core never imports a cloud SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from quiesce.errors import QuiesceError
+from quiesce.policy.model import Policy
+from quiesce.ports import Backends, Provider
+from quiesce.providers.local import local_backends
+
+ProviderFactory = Callable[[Policy], Provider]
+
+
+def provider_names(policy: Policy) -> set[str]:
+    return {m.provider for g in policy.groups.values() for m in g.members}
+
+
+def _plugin(name: str) -> ProviderFactory:
+    for ep in entry_points(group="quiesce.providers"):
+        if ep.name == name:
+            factory: ProviderFactory = ep.load()
+            return factory
+    raise QuiesceError(
+        f"provider {name!r} is not installed; install the extra: pip install 'quiesce[{name}]'"
+    )
+
+
+def backends_for(policy: Policy) -> Backends:
+    """Local catalog and bus in the policy's state_dir, and every provider its members use."""
+    local = local_backends(Path(policy.state_dir))
+    providers = {}
+    for name in sorted(provider_names(policy)):
+        providers[name] = local.providers["local"] if name == "local" else _plugin(name)(policy)
+    return Backends(providers=providers, state=local.state, bus=local.bus)
