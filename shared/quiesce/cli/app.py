@@ -64,7 +64,7 @@ GroupOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(Text(f"error: {message}", "red"))
+    err.print(Text(f"error: {message}", "red"), soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -67,7 +67,8 @@ def run_summary(console: Console, result: RunResult) -> None:
 
 def points_table(points: list[RecoveryPoint]) -> Table:
     table = Table(title="recovery points", title_justify="left")
-    for col in ("id", "group", "time (UTC)", "consistency", "freeze", "skew", "size", "verified"):
+    table.add_column("id", overflow="fold")
+    for col in ("group", "time (UTC)", "consistency", "freeze", "skew", "size", "verified"):
         table.add_column(col)
     for p in points:
         verified = {True: "yes", False: "FAILED", None: "—"}[p.verified]

@@ -1,0 +1,355 @@
+"""Snapshots of local folders: reflink clones (or copies) kept under `<state_dir>/snapshots`.
+
+Layout, one folder per volume snapshot, named by the snapshot id:
+
+    <state_dir>/snapshots/<recovery_point>/<member>/<index>-<volume name>/
+        manifest.json   the SnapshotRef, tags included (what `find` reads)
+        data/           the volume's files
+
+The manifest is written before the data, with state "failed", and rewritten "pending" once the
+copy is complete: a take that dies half-way leaves a snapshot `find` lists as failed (so cleanup
+finds it), never one that looks usable. `wait_durable` fsyncs everything and makes it "completed".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from quiesce.errors import ProviderError
+from quiesce.ports import Machine, SnapshotCall, Snapshotter
+from quiesce.providers.local.reflink import can_clone, clone_tree
+from quiesce.record import SnapshotRef, SnapshotState, utcnow
+
+MANIFEST = "manifest.json"
+DATA = "data"
+PROVIDER = "local"
+
+
+def snapshot_tags(call: SnapshotCall) -> dict[str, str]:
+    """The tags every local snapshot carries; `find` filters on them."""
+    return {
+        "quiesce:managed": "true",
+        "quiesce:policy": call.policy,
+        "quiesce:group": call.group,
+        "quiesce:run-id": call.run_id,
+        "quiesce:recovery-point": call.recovery_point,
+        "quiesce:member": call.member,
+        "quiesce:consistency": call.consistency,
+    }
+
+
+class LocalSnapshotter(Snapshotter):
+    """The Snapshotter port for folders on this host, plus `restore` for `quiesce restore`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.root = self.state_dir / "snapshots"
+
+    # ------------------------------------------------------------------------------ the port
+
+    def take(self, call: SnapshotCall) -> list[SnapshotRef]:
+        _check_name("recovery point", call.recovery_point)
+        _check_name("member", call.member)
+        volumes = [Path(v) for v in call.machine.volumes]
+        for volume in volumes:
+            self._check_volume(call.member, volume)
+        refs: list[SnapshotRef] = []
+        created: list[Path] = []
+        try:
+            for index, volume in enumerate(volumes):
+                snapshot_id = f"{call.recovery_point}/{call.member}/{index}-{volume.name or 'root'}"
+                folder = self.root / snapshot_id
+                try:
+                    _make_folder(folder)
+                except FileExistsError:
+                    raise ProviderError(
+                        f"member {call.member!r}: snapshot {snapshot_id} already exists",
+                        code="SnapshotExists",
+                    ) from None
+                except OSError as exc:
+                    raise ProviderError(
+                        f"member {call.member!r}: cannot create {folder}: {exc}",
+                        code="SnapshotFailed",
+                    ) from exc
+                created.append(folder)
+                started = utcnow()
+                ref = SnapshotRef(
+                    id=snapshot_id,
+                    provider=PROVIDER,
+                    machine_id=call.machine.machine_id,
+                    volume=str(volume),
+                    method="copy",
+                    state=SnapshotState.FAILED,  # until the data is complete
+                    started_at=started,
+                    fixed_at=started,
+                    location=str(folder),
+                    tags=snapshot_tags(call),
+                )
+                try:
+                    _write_manifest(folder, ref)
+                    method, size = clone_tree(volume, folder / DATA)
+                    ref = ref.model_copy(
+                        update={
+                            "method": method,
+                            "state": SnapshotState.PENDING,
+                            "fixed_at": utcnow(),
+                            "size_bytes": size,
+                        }
+                    )
+                    _write_manifest(folder, ref)
+                except OSError as exc:
+                    raise ProviderError(
+                        f"member {call.member!r}: could not snapshot volume {volume}: {exc}",
+                        code="SnapshotFailed",
+                    ) from exc
+                refs.append(ref)
+        except BaseException:
+            for folder in created:
+                self._remove(folder)
+            raise
+        return refs
+
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        """fsyncs every file and folder of each snapshot, then marks it completed.
+
+        A snapshot not made durable before `timeout` comes back unchanged (still pending); one
+        whose folder is gone comes back failed.
+        """
+        deadline = time.monotonic() + timeout
+        out: list[SnapshotRef] = []
+        for ref in snapshots:
+            folder = self._folder(ref)
+            if ref.state is not SnapshotState.PENDING:
+                out.append(ref)  # completed already, or never usable
+            elif not (folder / DATA).is_dir():
+                out.append(ref.model_copy(update={"state": SnapshotState.FAILED}))
+            elif time.monotonic() >= deadline or not _fsync_tree(folder / DATA, deadline):
+                out.append(ref)
+            else:
+                done = ref.model_copy(
+                    update={"state": SnapshotState.COMPLETED, "durable_at": utcnow()}
+                )
+                _write_manifest(folder, done)
+                _fsync_parents(folder, self.state_dir)
+                out.append(done)
+        return out
+
+    def delete(self, snapshot: SnapshotRef) -> None:
+        folder = self._folder(snapshot)
+        if folder.exists() or folder.is_symlink():
+            self._remove(folder)
+
+    def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        wanted = {"quiesce:managed": "true", "quiesce:policy": policy, "quiesce:group": group}
+        if run_id is not None:
+            wanted["quiesce:run-id"] = run_id
+        found = [
+            ref for ref in self._manifests() if all(ref.tags.get(k) == v for k, v in wanted.items())
+        ]
+        return sorted(found, key=lambda r: (r.started_at, r.id))
+
+    def describe(self, machine: Machine) -> dict[str, str]:
+        """Per volume: "reflink" if its files can be cloned into the snapshot folder, "copy" if
+        they would be copied, "missing" if it is not a folder. Writes nothing (see can_clone)."""
+        probe_dir = _nearest_existing(self.root)
+        out: dict[str, str] = {}
+        for volume in machine.volumes:
+            path = Path(volume)
+            if not path.is_dir():
+                out[volume] = "missing"
+            else:
+                out[volume] = "reflink" if can_clone(path, probe_dir) else "copy"
+        return out
+
+    # ------------------------------------------------------------------------------ extras
+
+    def restore(self, snapshot: SnapshotRef, target: Path) -> Path:
+        """Clones the snapshot's data into `target` (absent or an empty folder); returns it."""
+        data = self._folder(snapshot) / DATA
+        if not data.is_dir():
+            raise ProviderError(
+                f"snapshot {snapshot.id} has no data at {data}", code="SnapshotNotFound"
+            )
+        target = Path(target)
+        existed = target.is_dir() and not target.is_symlink()
+        if (target.exists() or target.is_symlink()) and (not existed or any(target.iterdir())):
+            raise ProviderError(
+                f"cannot restore snapshot {snapshot.id} into {target}: "
+                "it exists and is not an empty folder",
+                code="TargetNotEmpty",
+            )
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            clone_tree(data, target)
+        except OSError as exc:
+            if existed:
+                for child in list(target.iterdir()):
+                    _rmtree(child)
+            else:
+                _rmtree(target)
+            raise ProviderError(
+                f"could not restore snapshot {snapshot.id} into {target}: {exc}",
+                code="RestoreFailed",
+            ) from exc
+        return target
+
+    def manifest(self, snapshot_id: str) -> SnapshotRef | None:
+        """The stored SnapshotRef of one snapshot, or None."""
+        path = self._folder_of(snapshot_id) / MANIFEST
+        try:
+            return SnapshotRef.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
+            return None
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _check_volume(self, member: str, volume: Path) -> None:
+        if not volume.is_dir():
+            what = "is not a folder" if volume.exists() else "does not exist"
+            raise ProviderError(f"member {member!r}: volume {volume} {what}", code="VolumeNotFound")
+        if _inside(self.state_dir, volume):
+            raise ProviderError(
+                f"member {member!r}: volume {volume} holds the state folder {self.state_dir}; "
+                "it would snapshot its own snapshots. Move state_dir out of the volume",
+                code="StateInsideVolume",
+            )
+
+    def _folder(self, ref: SnapshotRef) -> Path:
+        return self._folder_of(ref.id)
+
+    def _folder_of(self, snapshot_id: str) -> Path:
+        parts = snapshot_id.split("/")
+        if len(parts) != 3 or any(p in ("", ".", "..") for p in parts):
+            raise ProviderError(f"{snapshot_id!r} is not a local snapshot id", code="BadSnapshotId")
+        return self.root.joinpath(*parts)
+
+    def _manifests(self) -> Iterator[SnapshotRef]:
+        for path in sorted(self.root.glob(f"*/*/*/{MANIFEST}")):
+            try:
+                yield SnapshotRef.model_validate_json(path.read_bytes())
+            except (OSError, ValidationError):
+                continue  # being written, or not ours
+
+    def _remove(self, folder: Path) -> None:
+        _rmtree(folder)
+        parent = folder.parent
+        while parent != self.root and _inside(parent, self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # not empty (another member's snapshots), or gone already
+            parent = parent.parent
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """`folder`, or its nearest parent that exists (where the folder would be created)."""
+    current = folder.absolute()
+    while not current.is_dir() and current.parent != current:
+        current = current.parent
+    return current
+
+
+def _make_folder(folder: Path) -> None:
+    """mkdir -p, then the folder itself; retried if a concurrent delete pruned a new parent."""
+    for attempt in range(3):
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700)
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+
+
+def _check_name(what: str, value: str) -> None:
+    if not value or "/" in value or "\x00" in value or value in (".", ".."):
+        raise ProviderError(f"{what} {value!r} cannot name a folder", code="BadName")
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether `folder` is `path` or lies below it."""
+    try:
+        return folder.resolve().is_relative_to(path.resolve())
+    except OSError:
+        return False
+
+
+def _write_manifest(folder: Path, ref: SnapshotRef) -> None:
+    """Replaces the manifest atomically: a reader sees the old one or the new one."""
+    tmp = folder / f".{MANIFEST}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(ref.model_dump_json(indent=2))
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / MANIFEST)
+
+
+def _fsync_path(path: str | Path, flags: int) -> None:
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(top: Path, deadline: float) -> bool:
+    """fsyncs every regular file and folder below `top`; False when the deadline passed."""
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                _fsync_path(path, os.O_RDONLY | os.O_NOFOLLOW)
+            if time.monotonic() >= deadline:
+                return False
+        _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+    return True
+
+
+def _fsync_parents(folder: Path, stop: Path) -> None:
+    """fsyncs `folder` and its parents up to `stop`, so the new entries themselves are durable."""
+    current = folder
+    while True:
+        _fsync_path(current, os.O_RDONLY | os.O_DIRECTORY)
+        if current == stop or current.parent == current or not _inside(current.parent, stop):
+            break
+        current = current.parent
+
+
+def _rmtree(path: Path) -> None:
+    """Removes a file or tree, also when the snapshot kept the source's read-only folders."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        _make_writable(path)
+        shutil.rmtree(path)
+
+
+def _make_writable(top: Path) -> None:
+    """Gives the owner rwx on every folder below `top` (a non-root user deleting a copy of
+    read-only folders needs it)."""
+
+    def allow(path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_IRWXU)
+
+    allow(str(top))
+    for dirpath, dirnames, _files in os.walk(top):
+        for name in dirnames:
+            child = os.path.join(dirpath, name)
+            if not os.path.islink(child):
+                allow(child)

@@ -1,0 +1,304 @@
+"""The catalog in a SQLite file: runs, recovery points, group locks, trigger ids and the outbox.
+
+Every call opens its own connection (the engine calls from many threads and several `quiesce`
+processes may share one state folder); the file is in WAL mode so readers never wait for a
+writer, and writers wait up to BUSY_TIMEOUT for each other. Operations that read then write
+(locks, triggers) do so in one BEGIN IMMEDIATE transaction, so they are atomic across threads
+and processes alike. Records are stored as their JSON, with the columns queries need beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from quiesce.errors import QuiesceError
+from quiesce.events import CloudEvent
+from quiesce.ports import LockHolder, StateStore
+from quiesce.record import RecoveryPoint, RunRecord, utcnow
+
+#: Seconds a writer waits for another writer before giving up.
+BUSY_TIMEOUT = 30.0
+
+CATALOG_FILE = "catalog.sqlite3"
+
+#: Migration N (1-based) brings the schema from version N-1 to N. Only ever append.
+CATALOG_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        run_id     TEXT PRIMARY KEY,
+        policy     TEXT NOT NULL,
+        grp        TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        json       TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_group ON runs (policy, grp, started_at);
+    CREATE TABLE points (
+        id         TEXT PRIMARY KEY,
+        policy     TEXT NOT NULL,
+        grp        TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        json       TEXT NOT NULL
+    );
+    CREATE INDEX points_by_group ON points (policy, grp, created_at);
+    CREATE TABLE locks (
+        key        TEXT PRIMARY KEY,
+        run_id     TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE triggers (
+        trigger_id TEXT PRIMARY KEY,
+        run_id     TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        json     TEXT NOT NULL
+    );
+    """,
+)
+
+
+# ------------------------------------------------------------------------------ SQLite plumbing
+
+
+def timestamp(value: datetime) -> str:
+    """A UTC timestamp whose text order is its time order (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+class SqliteFile:
+    """One SQLite file with a versioned schema; hands out short-lived connections."""
+
+    def __init__(self, path: Path, migrations: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Created private: it holds the catalog of backups, not for other users to read.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        with self.connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+        self._migrate(migrations)
+
+    def connect(self) -> contextlib.closing[sqlite3.Connection]:
+        """A new autocommit connection; use `transaction` for atomic work."""
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return contextlib.closing(conn)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT on a fresh connection: writers are serialised from the start."""
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as conn:
+            yield conn
+
+    def _migrate(self, migrations: Sequence[str]) -> None:
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            if current > len(migrations):
+                raise QuiesceError(
+                    f"{self.path} has schema version {current}, newer than this Quiesce knows "
+                    f"({len(migrations)}): upgrade Quiesce to use it"
+                )
+            for version in range(current + 1, len(migrations) + 1):
+                for statement in _statements(migrations[version - 1]):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def schema_version(self) -> int:
+        with self.reading() as conn:
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT the surrounding transaction; split instead (no ';' in data).
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+class SqliteStateStore(StateStore):
+    """The StateStore port over `<state_dir>/catalog.sqlite3`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.db = SqliteFile(Path(state_dir) / CATALOG_FILE, CATALOG_MIGRATIONS)
+
+    # runs
+
+    def save_run(self, record: RunRecord) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs (run_id, policy, grp, status, started_at, json) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                "policy = excluded.policy, grp = excluded.grp, status = excluded.status, "
+                "started_at = excluded.started_at, json = excluded.json",
+                (
+                    record.run_id,
+                    record.policy,
+                    record.group,
+                    record.status.value,
+                    timestamp(record.started_at),
+                    record.model_dump_json(),
+                ),
+            )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self.db.reading() as conn:
+            row = conn.execute("SELECT json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return RunRecord.model_validate_json(row[0]) if row else None
+
+    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
+        query = "SELECT json FROM runs WHERE policy = ?"
+        params: tuple[str, ...] = (policy,)
+        if group is not None:
+            query += " AND grp = ?"
+            params += (group,)
+        query += " ORDER BY started_at DESC, run_id DESC"
+        with self.db.reading() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    # locks and triggers
+
+    def acquire_lock(self, key: str, run_id: str, expires_at: datetime) -> LockHolder | None:
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT run_id, expires_at FROM locks WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                holder = LockHolder(run_id=row[0], expires_at=parse_timestamp(row[1]))
+                if holder.run_id != run_id and holder.expires_at > utcnow():
+                    return holder
+            conn.execute(
+                "INSERT INTO locks (key, run_id, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, "
+                "expires_at = excluded.expires_at",
+                (key, run_id, timestamp(expires_at)),
+            )
+        return None
+
+    def release_lock(self, key: str, run_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+
+    def lock_holder(self, key: str) -> LockHolder | None:
+        """Who holds `key` now (expired locks are free: None)."""
+        with self.db.reading() as conn:
+            row = conn.execute(
+                "SELECT run_id, expires_at FROM locks WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        holder = LockHolder(run_id=row[0], expires_at=parse_timestamp(row[1]))
+        return holder if holder.expires_at > utcnow() else None
+
+    def claim_trigger(self, trigger_id: str, run_id: str) -> str | None:
+        """Claims `trigger_id` for `run_id`; returns the run that claimed it before, if another.
+
+        Claiming again for the same run is not a duplicate (a retried call): it returns None.
+        """
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT run_id FROM triggers WHERE trigger_id = ?", (trigger_id,)
+            ).fetchone()
+            if row is not None:
+                earlier = str(row[0])
+                return None if earlier == run_id else earlier
+            conn.execute(
+                "INSERT INTO triggers (trigger_id, run_id, created_at) VALUES (?, ?, ?)",
+                (trigger_id, run_id, timestamp(utcnow())),
+            )
+        return None
+
+    # recovery points
+
+    def save_point(self, point: RecoveryPoint) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO points (id, policy, grp, created_at, json) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET policy = excluded.policy, grp = excluded.grp, "
+                "created_at = excluded.created_at, json = excluded.json",
+                (
+                    point.id,
+                    point.policy,
+                    point.group,
+                    timestamp(point.created_at),
+                    point.model_dump_json(),
+                ),
+            )
+
+    def get_point(self, point_id: str) -> RecoveryPoint | None:
+        with self.db.reading() as conn:
+            row = conn.execute("SELECT json FROM points WHERE id = ?", (point_id,)).fetchone()
+        return RecoveryPoint.model_validate_json(row[0]) if row else None
+
+    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
+        query = "SELECT json FROM points WHERE policy = ?"
+        params: tuple[str, ...] = (policy,)
+        if group is not None:
+            query += " AND grp = ?"
+            params += (group,)
+        query += " ORDER BY created_at DESC, id DESC"
+        with self.db.reading() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [RecoveryPoint.model_validate_json(r[0]) for r in rows]
+
+    def delete_point(self, point_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM points WHERE id = ?", (point_id,))
+
+    # outbox
+
+    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
+        if not events:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO outbox (event_id, json) VALUES (?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                [(e.id, e.to_json()) for e in events],
+            )
+
+    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT json FROM outbox ORDER BY seq ASC LIMIT ?", (limit,)
+            ).fetchall()
+        return [CloudEvent.model_validate_json(r[0]) for r in rows]
+
+    def outbox_remove(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids])

@@ -1,0 +1,264 @@
+"""LocalHookRunner's side of the guest contract, against stand-in runners.
+
+These pin down what the adapter does whatever the real runner does: the request it sends, the
+orchestrator-side timeout, and how a runner that hangs, crashes or lingers is reported. The real
+guest runner is exercised end to end in test_hook_runner_guest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from quiesce.policy.model import Hook
+from quiesce.ports import HookCall, Machine
+from quiesce.providers.local import hooks as hooks_module
+from quiesce.providers.local.hooks import LocalHookRunner, answer_timeout
+from quiesce.record import HookStatus
+
+PRE = Hook(run=["/opt/hooks/pause.sh", "db"], timeout_seconds=10, retries=1, env={"DB": "orders"})
+POST = Hook(run=["/opt/hooks/resume.sh"], timeout_seconds=5)
+
+RESULT = {
+    "status": "succeeded",
+    "code": "Succeeded",
+    "message": "ok",
+    "exit_code": 0,
+    "attempts": 1,
+    "started_at": "2026-11-29T10:00:00Z",
+    "ended_at": "2026-11-29T10:00:01Z",
+    "duration_ms": 1000.0,
+    "output": "paused\n",
+    "by": "orchestrator",
+}
+
+
+def hook_call(
+    phase: str = "pre", hook: Hook = PRE, thaw: Hook | None = POST, freeze: float | None = 30
+) -> HookCall:
+    return HookCall(
+        run_id="r-1",
+        policy="shop",
+        group="orders",
+        member="db",
+        machine=Machine(provider="local", member="db", machine_id=socket.gethostname()),
+        phase=phase,  # type: ignore[arg-type]
+        hook=hook,
+        thaw=thaw,
+        max_freeze_seconds=freeze,
+        extra_args=("--fast",),
+    )
+
+
+def fake_runner(tmp_path: Path, body: str) -> Path:
+    """A stand-in for quiesce_guest.py: `body` runs with `request` read from stdin."""
+    path = tmp_path / "fake_guest.py"
+    path.write_text(
+        "import json, os, subprocess, sys, time\n"
+        "mode = sys.argv[1]\n"
+        "request = json.loads(sys.stdin.read() or 'null') if mode == 'run' else None\n"
+        + textwrap.dedent(body)
+    )
+    return path
+
+
+def test_the_request_carries_hook_thaw_freeze_bound_args_and_a_guest_state_folder(
+    tmp_path: Path,
+) -> None:
+    runner = LocalHookRunner(tmp_path / "state")
+    assert runner.request(hook_call()) == {
+        "version": 1,
+        "run_id": "r-1",
+        "member": "db",
+        "phase": "pre",
+        "hook": {
+            "run": ["/opt/hooks/pause.sh", "db"],
+            "sha256": None,
+            "timeout_seconds": 10,
+            "retries": 1,
+            "env": {"DB": "orders"},
+        },
+        "thaw": {
+            "run": ["/opt/hooks/resume.sh"],
+            "sha256": None,
+            "timeout_seconds": 5,
+            "retries": 0,
+            "env": {},
+        },
+        "max_freeze_seconds": 30,
+        "extra_args": ["--fast"],
+        "state_dir": str(tmp_path / "state" / "guest"),
+    }
+
+
+def test_a_post_request_has_no_thaw_and_no_freeze_bound(tmp_path: Path) -> None:
+    request = LocalHookRunner(tmp_path).request(
+        hook_call("post", hook=POST, thaw=None, freeze=None)
+    )
+    assert "thaw" not in request
+    assert "max_freeze_seconds" not in request
+    assert request["phase"] == "post"
+
+
+def test_the_orchestrator_waits_for_every_attempt_plus_the_runners_slack() -> None:
+    assert answer_timeout(PRE) == 10 * 2 + 1.5 * 2 + 5
+    assert answer_timeout(POST) == 5 + 1.5 + 5
+
+
+def test_the_request_goes_to_the_runner_on_stdin_and_its_json_result_comes_back(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "seen.json"
+    runner_path = fake_runner(
+        tmp_path,
+        f"""
+        open({str(seen)!r}, "w").write(json.dumps({{"argv": sys.argv[1:], "request": request}}))
+        print(json.dumps({json.dumps(RESULT)}))
+        """,
+    )
+    runner = LocalHookRunner(tmp_path / "state", runner=runner_path)
+    result = runner.run(hook_call())
+    assert result.status is HookStatus.SUCCEEDED
+    assert result.output == "paused\n"
+    assert result.model_dump(mode="json")["started_at"] == "2026-11-29T10:00:00Z"
+    sent = json.loads(seen.read_text())
+    assert sent["argv"] == ["run"]
+    assert sent["request"] == runner.request(hook_call())
+
+
+def test_check_asks_the_runner_for_the_check_phase(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    allowed = {**RESULT, "status": "succeeded", "code": "Allowed"}
+    runner_path = fake_runner(
+        tmp_path,
+        f"""
+        open({str(seen)!r}, "w").write(json.dumps(request))
+        print(json.dumps({json.dumps(allowed)}))
+        """,
+    )
+    result = LocalHookRunner(tmp_path, runner=runner_path).check(hook_call())
+    assert result.code == "Allowed"
+    assert json.loads(seen.read_text())["phase"] == "check"
+
+
+def test_a_runner_that_does_not_answer_in_time_is_killed_and_the_call_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hooks_module, "PER_ATTEMPT_SLACK", 0.0)
+    monkeypatch.setattr(hooks_module, "FIXED_SLACK", 0.0)
+    pid_file = tmp_path / "pid"
+    runner_path = fake_runner(
+        tmp_path,
+        f"""
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        time.sleep(60)
+        """,
+    )
+    quick = Hook(run=["/x"], timeout_seconds=0.5)
+    t0 = time.monotonic()
+    result = LocalHookRunner(tmp_path, runner=runner_path).run(hook_call(hook=quick))
+    assert time.monotonic() - t0 < 10
+    assert result.status is HookStatus.TIMED_OUT
+    assert result.code == "NoAnswer"
+    assert "did not answer within 0.5s" in result.message
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_a_runner_that_prints_no_valid_result_is_a_runner_error_with_its_stderr_tail(
+    tmp_path: Path,
+) -> None:
+    runner_path = fake_runner(
+        tmp_path,
+        """
+        print("not json")
+        sys.stderr.write("x" * 5000 + "Traceback: the runner broke\\n")
+        sys.exit(3)
+        """,
+    )
+    result = LocalHookRunner(tmp_path, runner=runner_path).run(hook_call())
+    assert result.status is HookStatus.FAILED
+    assert result.code == "RunnerError"
+    assert "exited with code 3" in result.message
+    assert result.message.endswith("Traceback: the runner broke")
+    assert len(result.message) < 2500
+
+
+def test_a_runner_whose_json_is_not_a_hook_result_is_a_runner_error(tmp_path: Path) -> None:
+    runner_path = fake_runner(tmp_path, 'print(json.dumps({"status": "great"}))')
+    result = LocalHookRunner(tmp_path, runner=runner_path).run(hook_call())
+    assert result.code == "RunnerError"
+    assert "printed no valid result" in result.message
+
+
+def test_a_result_after_stray_output_lines_is_still_read(tmp_path: Path) -> None:
+    runner_path = fake_runner(
+        tmp_path, f'print("a warning"); print(json.dumps({json.dumps(RESULT)}))'
+    )
+    assert LocalHookRunner(tmp_path, runner=runner_path).run(hook_call()).ok
+
+
+def test_a_runner_that_cannot_be_started_is_a_runner_error(tmp_path: Path) -> None:
+    runner = LocalHookRunner(tmp_path, python=str(tmp_path / "no-python"), runner=tmp_path)
+    result = runner.run(hook_call())
+    assert result.status is HookStatus.FAILED
+    assert result.code == "RunnerError"
+    assert "could not start" in result.message
+
+
+def test_a_watchdog_left_holding_the_runners_output_does_not_delay_the_answer(
+    tmp_path: Path,
+) -> None:
+    child_pid = tmp_path / "child"
+    runner_path = fake_runner(
+        tmp_path,
+        f"""
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        open({str(child_pid)!r}, "w").write(str(child.pid))
+        print(json.dumps({json.dumps(RESULT)}), flush=True)
+        """,
+    )
+    try:
+        t0 = time.monotonic()
+        result = LocalHookRunner(tmp_path, runner=runner_path).run(hook_call())
+        assert time.monotonic() - t0 < 10
+        assert result.ok
+    finally:
+        if child_pid.exists():
+            os.kill(int(child_pid.read_text()), signal.SIGKILL)
+
+
+def test_status_returns_the_runners_state_of_the_member_or_none(tmp_path: Path) -> None:
+    runner_path = fake_runner(
+        tmp_path,
+        """
+        args = sys.argv[2:]
+        key, state_dir = args[args.index("--key") + 1], args[args.index("--state-dir") + 1]
+        if key != "r-1--db":
+            sys.exit(1)
+        print(json.dumps({"key": key, "state_dir": state_dir, "thawed_by": "watchdog"}))
+        """,
+    )
+    runner = LocalHookRunner(tmp_path / "state", runner=runner_path)
+    assert runner.status("r-1", "db") == {
+        "key": "r-1--db",
+        "state_dir": str(tmp_path / "state" / "guest"),
+        "thawed_by": "watchdog",
+    }
+    assert runner.status("r-2", "db") is None
+
+
+def test_the_default_runner_is_the_packaged_guest_runner(tmp_path: Path) -> None:
+    from quiesce.guest import RUNNER_PATH
+
+    runner = LocalHookRunner(tmp_path)
+    assert runner.runner == RUNNER_PATH
+    assert runner.python == sys.executable
