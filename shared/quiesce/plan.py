@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from quiesce.policy.model import Hook, Member, Policy
-from quiesce.ports import Backends, HookCall, HookPhase, Machine
+from quiesce.ports import HookCall, HookPhase, Machine, Provider
 
 PLAN_RUN_ID = "plan"
 
 
 def _check(
-    backends: Backends,
+    providers: dict[str, Provider],
     policy: Policy,
     group: str,
     member: Member,
@@ -33,7 +33,7 @@ def _check(
         max_freeze_seconds=None,
     )
     try:
-        result = backends.providers[member.provider].hooks.check(call)
+        result = providers[member.provider].hooks.check(call)
         check = {"status": result.status.value, "code": result.code, "message": result.message}
     except Exception as exc:
         check = {"status": "failed", "code": "CheckFailed", "message": str(exc)}
@@ -47,7 +47,7 @@ def _check(
 
 
 def plan_policy(
-    policy: Policy, backends: Backends, only_group: str | None = None
+    policy: Policy, providers: dict[str, Provider], only_group: str | None = None
 ) -> dict[str, Any]:
     ok = True
     groups = []
@@ -56,7 +56,7 @@ def plan_policy(
             continue
         members = []
         for member in group.members:
-            provider = backends.providers[member.provider]
+            provider = providers[member.provider]
             entry: dict[str, Any] = {
                 "name": member.name,
                 "provider": member.provider,
@@ -80,7 +80,7 @@ def plan_policy(
             if machines and group.consistency == "application":
                 phases: tuple[HookPhase, ...] = ("pre", "post", "verify")
                 for phase in phases:
-                    checked = _check(backends, policy, name, member, machines[0], phase)
+                    checked = _check(providers, policy, name, member, machines[0], phase)
                     if checked is not None:
                         entry["hooks"][phase] = checked
                         ok = ok and checked["check"]["status"] == "succeeded"

@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal, TypeVar
 
+from quiesce.errors import ProviderError
 from quiesce.events import CloudEvent
 from quiesce.policy.model import Hook, Member
 from quiesce.record import HookResult, RecoveryPoint, RunRecord, SnapshotRef
@@ -158,6 +160,15 @@ class Snapshotter(ABC):
     @abstractmethod
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         """Lists Quiesce-managed snapshots of a group (of one run, when given)."""
+
+    def restore(self, snapshot: SnapshotRef, target: Path) -> Path:
+        """Restores one snapshot's data into the folder `target` (absent or empty).
+
+        Providers whose snapshots cannot be restored into a local folder say so."""
+        raise ProviderError(
+            f"the {snapshot.provider} provider cannot restore snapshot {snapshot.id} into a folder",
+            code="RestoreUnsupported",
+        )
 
     def describe(self, machine: Machine) -> dict[str, str]:
         """How each volume would be snapshotted (for `quiesce plan`); no side effects."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, Provider
-from quiesce.providers.local import local_backends
+from quiesce.providers.local import local_backends, local_provider
 
 ProviderFactory = Callable[[Policy], Provider]
 
@@ -29,10 +29,20 @@ def _plugin(name: str) -> ProviderFactory:
     )
 
 
+def providers_for(policy: Policy) -> dict[str, Provider]:
+    """Every provider the policy's members use; creates nothing (for `quiesce plan`)."""
+    return {
+        name: local_provider(Path(policy.state_dir)) if name == "local" else _plugin(name)(policy)
+        for name in sorted(provider_names(policy))
+    }
+
+
 def backends_for(policy: Policy) -> Backends:
     """Local catalog and bus in the policy's state_dir, and every provider its members use."""
     local = local_backends(Path(policy.state_dir))
-    providers = {}
-    for name in sorted(provider_names(policy)):
-        providers[name] = local.providers["local"] if name == "local" else _plugin(name)(policy)
-    return Backends(providers=providers, state=local.state, bus=local.bus)
+    return Backends(providers=providers_for(policy), state=local.state, bus=local.bus)
+
+
+def has_state(policy: Policy) -> bool:
+    """Whether the policy's state_dir exists (read-only commands create nothing)."""
+    return Path(policy.state_dir).is_dir()

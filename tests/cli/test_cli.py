@@ -155,9 +155,7 @@ def test_plan_shows_each_hook_with_its_security_check_and_changes_nothing(ws: Wo
     assert db["hooks"]["pre"]["check"]["code"] == "Allowed"
     assert db["volumes"][0]["method"] in {"reflink", "copy"}
     assert ws.log_lines() == []
-    assert not (ws.root / "state" / "snapshots").exists() or not any(
-        (ws.root / "state" / "snapshots").iterdir()
-    )
+    assert not (ws.root / "state").exists(), "plan created nothing"
 
 
 def test_a_world_writable_hook_is_refused_by_plan_and_never_executed_by_run(
@@ -182,7 +180,14 @@ def test_schema_prints_the_policy_json_schema() -> None:
     assert "quiesce.run.completed" in json.loads(out)
 
 
+def test_read_only_commands_on_a_new_policy_create_nothing(ws: Workspace) -> None:
+    assert quiesce("points", str(ws.policy)) == (0, "no recovery points yet\n")
+    assert quiesce("events", str(ws.policy), "--json") == (0, "")
+    assert not (ws.root / "state").exists()
+
+
 def test_recover_with_nothing_abandoned_says_so(ws: Workspace) -> None:
+    quiesce("run", str(ws.policy), "-g", "orders")
     code, out = quiesce("recover", str(ws.policy))
     assert code == 0
     assert "no abandoned runs" in out

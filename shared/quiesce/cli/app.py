@@ -35,7 +35,7 @@ from quiesce.plan import plan_policy
 from quiesce.policy import Policy, load_policy
 from quiesce.policy.model import json_schema
 from quiesce.record import RunRecord, RunStatus
-from quiesce.wiring import backends_for
+from quiesce.wiring import backends_for, has_state, providers_for
 
 EXIT_INVALID = 2
 
@@ -129,7 +129,7 @@ def plan(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) ->
         loaded = _load(policy)
         if group is not None:
             loaded.group(group)
-        report = plan_policy(loaded, backends_for(loaded), group)
+        report = plan_policy(loaded, providers_for(loaded), group)
     if as_json:
         _print_json(report)
     else:
@@ -242,10 +242,10 @@ def events(
         loaded = _load(policy)
         from quiesce.providers.local import SqliteEventBus
 
-        bus = SqliteEventBus(Path(loaded.state_dir))
+        stored = SqliteEventBus(Path(loaded.state_dir)).read() if has_state(loaded) else []
         selected = [
             e
-            for e in bus.read()
+            for e in stored
             if (type_ is None or e.type.startswith(type_))
             and (run_id is None or e.quiescerunid == run_id)
         ]
@@ -273,7 +273,9 @@ def points(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) 
         loaded = _load(policy)
         if group is not None:
             loaded.group(group)
-        found = backends_for(loaded).state.list_points(loaded.name, group)
+        found = (
+            backends_for(loaded).state.list_points(loaded.name, group) if has_state(loaded) else []
+        )
     if as_json:
         _print_json([p.model_dump(mode="json") for p in found])
         return
@@ -290,7 +292,7 @@ def recover(policy: PolicyArg, as_json: JsonOpt = False) -> None:
     retry events left in the outbox."""
     with guarded():
         loaded = _load(policy)
-        recovered = recover_abandoned(loaded, backends_for(loaded))
+        recovered = recover_abandoned(loaded, backends_for(loaded)) if has_state(loaded) else []
     results = [run_result(r) for r in recovered]
     if as_json:
         _print_json([r.model_dump(mode="json") for r in results])
