@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from quiesce import __version__
-from quiesce.cli.render import points_table, run_summary
+from quiesce.cli.render import points_table, restore_summary, run_summary
 from quiesce.engine import recover_abandoned, run_group, run_result
 from quiesce.engine.outcome import EXIT_CODES
 from quiesce.errors import (
@@ -35,6 +35,7 @@ from quiesce.plan import plan_policy
 from quiesce.policy import Policy, load_policy
 from quiesce.policy.model import json_schema
 from quiesce.record import RunRecord, RunStatus
+from quiesce.restore import restore_point
 from quiesce.wiring import backends_for, has_state, providers_for
 
 EXIT_INVALID = 2
@@ -283,6 +284,40 @@ def points(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) 
         out.print("no recovery points yet")
         return
     out.print(points_table(found))
+
+
+@app.command()
+def restore(
+    policy: PolicyArg,
+    recovery_point: Annotated[
+        str, typer.Argument(help="The recovery point's id (see `quiesce points`).")
+    ],
+    to: Annotated[
+        Path, typer.Option("--to", help="Folder to restore into: DIR/<member>/<volume>.")
+    ],
+    member: Annotated[
+        str | None, typer.Option("--member", "-m", help="Only this member.", show_default=False)
+    ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Do not run the verify hooks.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a recovery point's volumes into DIR/<member>/<volume> and run each member's
+    verify hook on its copy (the verdict is recorded on the point). Exit 1 when a verify hook
+    fails."""
+    with guarded():
+        loaded = _load(policy)
+        if not has_state(loaded):
+            fail(f"policy {loaded.name!r} has no recovery points yet")
+        result = restore_point(
+            loaded, backends_for(loaded), recovery_point, to, member=member, verify=not no_verify
+        )
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        restore_summary(out, result)
+    raise typer.Exit(0 if result.ok else 1)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from quiesce.events import RunResult
 from quiesce.record import RecoveryPoint
+from quiesce.restore import RestoreResult
 
 STATUS_STYLE = {"succeeded": "green", "degraded": "yellow", "failed": "red"}
 LEVEL_STYLE = {"application": "green", "crash": "yellow", "none": "red"}
@@ -83,3 +84,30 @@ def points_table(points: list[RecoveryPoint]) -> Table:
             verified,
         )
     return table
+
+
+def restore_summary(console: Console, result: RestoreResult) -> None:
+    console.print(
+        Text.assemble(
+            ("restored ", "bold"),
+            (result.recovery_point, "bold"),
+            f" ({result.consistency}-consistent) into {result.target}",
+        )
+    )
+    table = Table(box=None, pad_edge=False)
+    for col in ("member", "volume", "restored to", "verify"):
+        table.add_column(col)
+    for member in result.members:
+        verdict = Text("—")
+        if member.verify is not None:
+            ok = member.verify.ok
+            detail = member.verify.output.strip().splitlines()[-1:] or [member.verify.code]
+            verdict = Text(("passed: " if ok else "FAILED: ") + detail[0], "green" if ok else "red")
+        for i, volume in enumerate(member.volumes):
+            table.add_row(
+                member.name if i == 0 else "",
+                volume.volume,
+                volume.path,
+                verdict if i == 0 else Text(""),
+            )
+    console.print(table)

@@ -1,0 +1,132 @@
+"""Restores a recovery point into folders and runs the members' verify hooks on the copies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from quiesce.errors import NotFoundError, QuiesceError
+from quiesce.policy.model import Policy
+from quiesce.ports import Backends, HookCall, Machine
+from quiesce.record import HookResult, RecoveryPoint
+
+RESTORE_RUN_PREFIX = "restore"
+
+
+class RestoredVolume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot: str
+    volume: str
+    path: str
+
+
+class RestoredMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str
+    volumes: list[RestoredVolume]
+    verify: HookResult | None = None
+
+
+class RestoreResult(BaseModel):
+    """What `quiesce restore --json` prints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recovery_point: str
+    group: str
+    consistency: str
+    target: str
+    members: list[RestoredMember]
+    verified: bool | None
+
+    @property
+    def ok(self) -> bool:
+        return self.verified is not False
+
+
+def _volume_dirs(point: RecoveryPoint, member: str) -> dict[str, str]:
+    """Snapshot id → folder name under DIR/<member>: the volume's name, numbered on clashes."""
+    snaps = next(m.snapshots for m in point.members if m.name == member)
+    names = [Path(s.volume).name or "volume" for s in snaps]
+    return {
+        s.id: (name if names.count(name) == 1 else f"{i}-{name}")
+        for i, (s, name) in enumerate(zip(snaps, names, strict=True))
+    }
+
+
+def restore_point(
+    policy: Policy,
+    backends: Backends,
+    point_id: str,
+    target: Path,
+    *,
+    member: str | None = None,
+    verify: bool = True,
+) -> RestoreResult:
+    """Restores every member's volumes (or one member's) into `target/<member>/<volume>`, runs
+    each member's verify hook with `target/<member>` as its last argument, and records the
+    verdict on the recovery point."""
+    point = backends.state.get_point(point_id)
+    if point is None or point.policy != policy.name:
+        raise NotFoundError(f"recovery point {point_id!r} is not in policy {policy.name!r}")
+    members = [m for m in point.members if member in (None, m.name)]
+    if not members:
+        names = ", ".join(m.name for m in point.members)
+        raise NotFoundError(f"member {member!r} is not in {point_id}; its members: {names}")
+    target = Path(target).resolve()
+    for m in members:
+        folder = target / m.name
+        if folder.exists() and any(folder.iterdir()):
+            raise QuiesceError(f"{folder} exists and is not empty: restore needs an empty folder")
+    group = policy.groups.get(point.group)
+    hooks = {m.name: m.hooks for m in group.members} if group is not None else {}
+
+    restored: list[RestoredMember] = []
+    for m in members:
+        folder = target / m.name
+        dirs = _volume_dirs(point, m.name)
+        volumes = []
+        for snap in m.snapshots:
+            provider = backends.providers.get(snap.provider)
+            if provider is None:
+                raise QuiesceError(
+                    f"no {snap.provider} provider is configured to restore {snap.id}"
+                )
+            path = provider.snapshots.restore(snap, folder / dirs[snap.id])
+            volumes.append(RestoredVolume(snapshot=snap.id, volume=snap.volume, path=str(path)))
+        result = RestoredMember(name=m.name, path=str(folder), volumes=volumes)
+        verify_hook = hooks[m.name].verify if m.name in hooks else None
+        if verify and verify_hook is not None:
+            call = HookCall(
+                run_id=f"{RESTORE_RUN_PREFIX}-{point.run_id}",
+                policy=policy.name,
+                group=point.group,
+                member=m.name,
+                machine=Machine(provider="local", member=m.name, machine_id="restore"),
+                phase="verify",
+                hook=verify_hook,
+                extra_args=(str(folder),),
+            )
+            # verify hooks run here, on the restored copy, through the local hook runner
+            runner = backends.providers["local"].hooks if "local" in backends.providers else None
+            if runner is None:
+                raise QuiesceError("verify hooks need the local provider to run on this machine")
+            result.verify = runner.run(call)
+        restored.append(result)
+
+    verdicts = [r.verify.ok for r in restored if r.verify is not None]
+    verified = all(verdicts) if verdicts else None
+    if verified is not None and member is None:
+        backends.state.save_point(point.model_copy(update={"verified": verified}))
+    return RestoreResult(
+        recovery_point=point.id,
+        group=point.group,
+        consistency=point.consistency.value,
+        target=str(target),
+        members=restored,
+        verified=verified,
+    )

@@ -1,0 +1,101 @@
+"""`quiesce restore` round-trips a recovery point and records the verify hook's verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from quiesce.cli.app import app
+from tests.workspace import Workspace, two_member_workspace
+
+runner = CliRunner()
+
+
+def quiesce(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def with_verify(ws: Workspace, body: str) -> None:
+    script = ws.hook("verify", body)
+    doc = yaml.safe_load(ws.policy.read_text())
+    doc["groups"]["orders"]["members"][0]["hooks"]["verify"] = {"run": [script, "--strict"]}
+    ws.policy.write_text(yaml.safe_dump(doc))
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path) -> tuple[Workspace, str]:
+    ws = two_member_workspace(tmp_path / "ws")
+    with_verify(
+        ws, f'echo "verify $*" >> {ws.log}\ntest -f "$2/db/file.txt" && echo restarts clean\n'
+    )
+    code, out = quiesce("run", str(ws.policy), "-g", "orders", "--json")
+    assert code == 0, out
+    return ws, json.loads(out)["recovery_point"]
+
+
+def test_restore_brings_every_volume_back_and_the_verify_hook_passes(
+    backed_up: tuple[Workspace, str], tmp_path: Path
+) -> None:
+    ws, point = backed_up
+    (ws.root / "data" / "db" / "file.txt").write_text("changed after the backup\n")
+    code, out = quiesce("restore", str(ws.policy), point, "--to", str(tmp_path / "r"), "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["verified"] is True
+    assert (tmp_path / "r" / "db" / "db" / "file.txt").read_text() == "db data\n"
+    assert (tmp_path / "r" / "journal" / "journal" / "file.txt").read_text() == "journal data\n"
+    assert f"verify --strict {tmp_path / 'r' / 'db'}" in ws.log.read_text()
+    assert "restarts clean" in result["members"][0]["verify"]["output"]
+    _, points = quiesce("points", str(ws.policy), "--json")
+    assert json.loads(points)[0]["verified"] is True
+
+
+def test_a_failing_verify_hook_exits_1_and_marks_the_point_unverified(
+    backed_up: tuple[Workspace, str], tmp_path: Path
+) -> None:
+    ws, point = backed_up
+    with_verify(ws, "echo 'needs clean-up: 3 transactions differ'\nexit 1\n")
+    code, out = quiesce("restore", str(ws.policy), point, "--to", str(tmp_path / "r"))
+    assert code == 1
+    assert "needs clean-up: 3 transactions differ" in out
+    _, points = quiesce("points", str(ws.policy), "--json")
+    assert json.loads(points)[0]["verified"] is False
+
+
+def test_restore_of_one_member_leaves_the_others_alone(
+    backed_up: tuple[Workspace, str], tmp_path: Path
+) -> None:
+    ws, point = backed_up
+    code, out = quiesce(
+        "restore", str(ws.policy), point, "--to", str(tmp_path / "r"), "--member", "journal"
+    )
+    assert code == 0, out
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["journal"]
+
+
+def test_restore_refuses_a_folder_that_is_not_empty(
+    backed_up: tuple[Workspace, str], tmp_path: Path
+) -> None:
+    ws, point = backed_up
+    (tmp_path / "r" / "db").mkdir(parents=True)
+    (tmp_path / "r" / "db" / "precious").write_text("keep me")
+    code, out = quiesce("restore", str(ws.policy), point, "--to", str(tmp_path / "r"))
+    assert code == 1
+    assert "not empty" in out
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["db"]
+    assert (tmp_path / "r" / "db" / "precious").read_text() == "keep me"
+
+
+def test_an_unknown_recovery_point_is_named(
+    backed_up: tuple[Workspace, str], tmp_path: Path
+) -> None:
+    ws, _ = backed_up
+    code, out = quiesce("restore", str(ws.policy), "rp-nope", "--to", str(tmp_path / "r"))
+    assert code == 1
+    assert "rp-nope" in out
