@@ -89,8 +89,56 @@ def test_an_unknown_provider_is_named() -> None:
             "provider: vmware\n        volumes: [./data/journal]",
         )
     )
-    assert "groups.orders.members[1].provider" in problem
-    assert "'local'" in problem
+    assert "line 18: groups.orders.members[1]: unknown provider 'vmware'" in problem
+    assert "known providers: local, aws" in problem
+
+
+def test_a_member_without_a_provider_is_named() -> None:
+    (problem,) = problems_of(
+        EXAMPLE.replace(
+            "        provider: local\n        volumes: [./data/j", "        volumes: [./data/j"
+        )
+    )
+    assert "groups.orders.members[1]: a member needs a provider" in problem
+
+
+AWS_MEMBER = """\
+      - name: web
+        provider: aws
+        region: eu-central-1
+        select: {tags: {app: orders}}
+        hooks:
+          pre: {run: [/etc/quiesce/pre.sh], timeout_seconds: 10}
+          post: {run: [/etc/quiesce/post.sh]}
+"""
+
+
+def test_an_aws_member_selects_instances_by_id_or_tags() -> None:
+    policy = parse_policy(EXAMPLE + AWS_MEMBER)
+    web = policy.groups["orders"].members[2]
+    assert web.provider == "aws"
+    assert web.select.tags == {"app": "orders"}
+
+
+def test_cloud_hook_paths_must_be_absolute_paths_on_the_machine() -> None:
+    (problem,) = problems_of(EXAMPLE + AWS_MEMBER.replace("/etc/quiesce/pre.sh", "pre.sh"))
+    assert "groups.orders.members[2]" in problem
+    assert "hooks.pre.run: 'pre.sh' must be an absolute path" in problem
+
+
+def test_an_aws_member_needs_exactly_one_selector() -> None:
+    text = EXAMPLE + AWS_MEMBER.replace(
+        "{tags: {app: orders}}", "{tags: {a: b}, instance_ids: [i-0123456789abcdef0]}"
+    )
+    (problem,) = problems_of(text)
+    assert "line 24: groups.orders.members[2].select: give exactly one" in problem
+
+
+def test_windows_members_are_quiesced_by_vss_not_hooks() -> None:
+    (problem,) = problems_of(
+        EXAMPLE + AWS_MEMBER.replace("region:", "os: windows\n        region:")
+    )
+    assert "quiesced by VSS" in problem
 
 
 def test_every_problem_is_reported_at_once() -> None:

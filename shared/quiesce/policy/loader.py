@@ -43,9 +43,41 @@ def _nearest_line(index: dict[Loc, int], loc: Loc) -> int | None:
     return None
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> Loc:
-    # Pydantic inserts union/discriminator tags (e.g. 'local') into the location; keep real keys.
-    return tuple(p for p in loc if isinstance(p, int | str) and not str(p).startswith("function-"))
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> Loc:
+    """The location as it stands in the file: pydantic also inserts the tags of tagged unions
+    (e.g. the member's provider), which are not keys of the document."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node:
+            if node.get("provider") == part:
+                continue  # a discriminator tag
+            out.append(part)  # a missing or unknown key: name it, stop walking
+            node = None
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (check its spelling; unknown fields are not allowed)"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return (
+            f"unknown provider {ctx.get('tag')!r}; known providers: "
+            f"{str(ctx.get('expected_tags', '')).replace(chr(39), '')}"
+        )
+    if kind == "union_tag_not_found":
+        return "a member needs a provider (local, aws, …)"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = None) -> Policy:
@@ -67,12 +99,10 @@ def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = N
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            loc = _clean_loc(err["loc"])
+            loc = _clean_loc(err["loc"], data)
             line = _nearest_line(index, loc)
             where = f"line {line}: " if line is not None else ""
-            message = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown field (check its spelling; unknown fields are not allowed)"
+            message = _message(err)
             problems.append(f"{path}: {where}{_format_loc(loc)}: {message}")
         raise PolicyError(path, problems) from None
 
