@@ -218,6 +218,11 @@ class StateStore(ABC):
         """Records that `trigger_id` started `run_id`; returns the earlier run id if claimed."""
 
     @abstractmethod
+    def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
+        """Atomically: if `key` last fired at least `cooldown_seconds` before `now` (or never),
+        records `now` and returns True; otherwise returns False and records nothing."""
+
+    @abstractmethod
     def save_point(self, point: RecoveryPoint) -> None: ...
 
     @abstractmethod

@@ -15,7 +15,7 @@ import pytest
 from quiesce.errors import QuiesceError
 from quiesce.events import CloudEvent
 from quiesce.ports import LockHolder
-from quiesce.providers.local.state import SqliteStateStore
+from quiesce.providers.local.state import CATALOG_MIGRATIONS, SqliteFile, SqliteStateStore
 from quiesce.record import Phase, RunStatus, utcnow
 
 from .support import T0, recovery_point, run_record
@@ -67,11 +67,19 @@ def test_the_catalog_is_a_private_wal_sqlite_file_in_the_state_folder(
 def test_the_schema_is_versioned_and_reopening_keeps_the_data(
     store: SqliteStateStore, state_dir: Path
 ) -> None:
-    assert store.db.schema_version() == 1
+    latest = len(CATALOG_MIGRATIONS)
+    assert store.db.schema_version() == latest
     store.save_run(run_record("r-1"))
     again = SqliteStateStore(state_dir)
-    assert again.db.schema_version() == 1
+    assert again.db.schema_version() == latest
     assert again.get_run("r-1") == run_record("r-1")
+
+
+def test_a_catalog_of_an_older_version_is_migrated_in_place(state_dir: Path) -> None:
+    SqliteFile(state_dir / "catalog.sqlite3", CATALOG_MIGRATIONS[:1])  # as version 1 left it
+    store = SqliteStateStore(state_dir)
+    assert store.db.schema_version() == len(CATALOG_MIGRATIONS)
+    assert store.claim_cooldown("k", T0, 60) is True
 
 
 def test_a_catalog_from_a_newer_quiesce_is_refused(
@@ -212,6 +220,24 @@ def test_of_runs_racing_to_claim_one_trigger_exactly_one_wins(store: SqliteState
     winners = [i for i, r in enumerate(results) if r is None]
     assert len(winners) == 1
     assert {r for r in results if r is not None} == {f"r-{winners[0]}"}
+
+
+# ------------------------------------------------------------------------------ cooldowns
+
+
+def test_a_cooldown_lets_the_first_firing_through_and_holds_the_next_until_it_passes(
+    store: SqliteStateStore,
+) -> None:
+    assert store.claim_cooldown("disk-alarm", T0, 3600) is True
+    assert store.claim_cooldown("disk-alarm", T0 + timedelta(minutes=59), 3600) is False
+    assert store.claim_cooldown("other", T0 + timedelta(minutes=1), 3600) is True
+    assert store.claim_cooldown("disk-alarm", T0 + timedelta(minutes=60), 3600) is True
+    assert store.claim_cooldown("disk-alarm", T0 + timedelta(minutes=61), 3600) is False
+
+
+def test_of_alerts_racing_through_one_cooldown_exactly_one_fires(store: SqliteStateStore) -> None:
+    results = race(16, lambda i: store.claim_cooldown("disk-alarm", T0, 600))
+    assert results.count(True) == 1
 
 
 # ------------------------------------------------------------------------------ recovery points

@@ -19,6 +19,7 @@ class MemoryStateStore(StateStore):
         self.locks: dict[str, LockHolder] = {}
         self.triggers: dict[str, str] = {}
         self.outbox: dict[str, str] = {}
+        self.cooldowns: dict[str, datetime] = {}
 
     def save_run(self, record: RunRecord) -> None:
         with self._lock:
@@ -57,6 +58,14 @@ class MemoryStateStore(StateStore):
             if earlier is None:
                 self.triggers[trigger_id] = run_id
             return earlier
+
+    def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
+        with self._lock:
+            last = self.cooldowns.get(key)
+            if last is not None and (now - last).total_seconds() < cooldown_seconds:
+                return False
+            self.cooldowns[key] = now
+            return True
 
     def save_point(self, point: RecoveryPoint) -> None:
         with self._lock:

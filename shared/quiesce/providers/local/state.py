@@ -62,6 +62,12 @@ CATALOG_MIGRATIONS: tuple[str, ...] = (
         json     TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE cooldowns (
+        key      TEXT PRIMARY KEY,
+        fired_at TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -240,6 +246,20 @@ class SqliteStateStore(StateStore):
                 (trigger_id, run_id, timestamp(utcnow())),
             )
         return None
+
+    def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT fired_at FROM cooldowns WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                last = parse_timestamp(str(row[0]))
+                if (now - last).total_seconds() < cooldown_seconds:
+                    return False
+            conn.execute(
+                "INSERT INTO cooldowns (key, fired_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET fired_at = excluded.fired_at",
+                (key, timestamp(now)),
+            )
+        return True
 
     # recovery points
 
