@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,22 @@ from quiesce.errors import PolicyError
 from quiesce.policy.model import Policy
 
 Loc = tuple[str | int, ...]
+
+
+class PolicyLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans,
+    which would turn a trigger's `on:` key into `True`."""
+
+
+PolicyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+PolicyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def _line_index(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
@@ -83,8 +100,8 @@ def _message(err: Any) -> str:
 def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = None) -> Policy:
     """Parses and validates policy text. Raises PolicyError with every problem found."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=PolicyLoader)
+        data = yaml.load(text, Loader=PolicyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -100,6 +117,9 @@ def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = N
         problems = []
         for err in exc.errors(include_url=False):
             loc = _clean_loc(err["loc"], data)
+            named = re.match(r"^Value error, triggers\[(\d+)\]", str(err["msg"]))
+            if not loc and named:
+                loc = ("triggers", int(named.group(1)))
             line = _nearest_line(index, loc)
             where = f"line {line}: " if line is not None else ""
             message = _message(err)

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from quiesce.triggers.model import Trigger
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -360,6 +362,34 @@ class Policy(StrictModel):
             }
         ],
     )
+
+    triggers: list[Trigger] = Field(
+        default_factory=list,
+        description=(
+            "What starts runs: schedules, deployments, alerts. A trigger event only selects a "
+            "trigger; it never carries hooks, scripts or commands."
+        ),
+        examples=[
+            [
+                {"name": "nightly", "group": "orders", "schedule": "0 4 * * *"},
+                {"name": "pre-deploy", "group": "orders", "on": "deploy"},
+            ]
+        ],
+    )
+
+    @model_validator(mode="after")
+    def _check_triggers(self) -> Policy:
+        names = [t.name for t in self.triggers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"trigger names must be unique; repeated: {', '.join(dupes)}")
+        for i, trigger in enumerate(self.triggers):
+            if trigger.group not in self.groups:
+                raise ValueError(
+                    f"triggers[{i}] ({trigger.name}): group {trigger.group!r} is not in the "
+                    f"policy; known groups: {', '.join(sorted(self.groups))}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _resolve_state_dir(self, info: ValidationInfo) -> Policy:

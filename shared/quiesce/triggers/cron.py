@@ -1,0 +1,82 @@
+"""Five-field cron expressions: validation, and the forms each cloud's scheduler wants."""
+
+from __future__ import annotations
+
+import re
+
+FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
+MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+_ITEM = re.compile(r"^(\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/([0-9]+))?$")
+
+
+def _value(text: str, name: str, low: int, high: int) -> int:
+    names = MONTHS if name == "month" else DAYS if name == "day of week" else []
+    upper = text.upper()
+    if upper in names:
+        return names.index(upper) + (1 if name == "month" else 0)
+    if not text.isdigit():
+        raise ValueError(f"{name}: {text!r} is not a number")
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {value} is outside {low}-{high}")
+    return value
+
+
+def validate_cron(expression: str) -> str:
+    """Checks a five-field cron expression (minute hour day-of-month month day-of-week)."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(
+            f"schedule {expression!r} needs 5 fields (minute hour day-of-month month "
+            f"day-of-week), not {len(parts)}"
+        )
+    for part, (name, low, high) in zip(parts, FIELDS, strict=True):
+        for item in part.split(","):
+            match = _ITEM.match(item)
+            if match is None:
+                raise ValueError(f"{name}: {item!r} is not a cron item")
+            body, step = match.groups()
+            if step is not None and int(step) == 0:
+                raise ValueError(f"{name}: a step of 0 never fires")
+            if body != "*":
+                ends = [_value(v, name, low, high) for v in body.split("-")]
+                if len(ends) == 2 and ends[0] > ends[1]:
+                    raise ValueError(f"{name}: range {body} runs backwards")
+    return " ".join(parts)
+
+
+def to_eventbridge(expression: str) -> str:
+    """`cron(...)` for EventBridge Scheduler: six fields, with `?` in day-of-month or
+    day-of-week, and days of the week numbered 1-7 from Sunday."""
+    minute, hour, dom, month, dow = validate_cron(expression).split()
+    if dow != "*":
+        dom = "?"
+        dow = ",".join(_shift_dow(item) for item in dow.split(","))
+    else:
+        dow = "?"
+    return f"cron({minute} {hour} {dom} {month} {dow} *)"
+
+
+def _shift_dow(item: str) -> str:
+    def shift(v: str) -> str:
+        if v.isdigit():
+            return str(int(v) % 7 + 1)
+        return v.upper()
+
+    body, _, step = item.partition("/")
+    if body == "*":
+        return item
+    shifted = "-".join(shift(v) for v in body.split("-"))
+    return f"{shifted}/{step}" if step else shifted
+
+
+def to_ncrontab(expression: str) -> str:
+    """Azure Functions' six-field NCRONTAB (seconds first)."""
+    return "0 " + validate_cron(expression)

@@ -1,0 +1,28 @@
+"""The normalized trigger event every cloud event is converted into."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Attribute = Annotated[str, StringConstraints(max_length=256)]
+
+
+class TriggerEvent(BaseModel):
+    """One event that may start runs: a schedule firing, a deployment, an alert.
+
+    `id` is the idempotency key: the same event delivered twice starts nothing new.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["schedule", "deploy", "alert"]
+    source: str = Field(description="Where it came from, e.g. aws.codedeploy.", max_length=256)
+    id: str = Field(min_length=1, max_length=256)
+    time: datetime
+    trigger: str | None = Field(
+        default=None, description="For schedules: the name of the trigger that fired."
+    )
+    attributes: dict[str, Attribute] = Field(default_factory=dict)
