@@ -23,7 +23,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
-	$(BIN)/python -m quiesce.demo
+	$(BIN)/quiesce demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/freeze_window.py

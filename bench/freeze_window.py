@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "target_skew_ms": 50 + 2 * args.jitter_ms,
         }
         rows.append(row)
-        if not args.json:
+        if not (args.json or args.markdown):
             print(
                 f"{size:>5} members: freeze {row['freeze_window_ms']:>9} ms "
                 f"(naive {row['naive_freeze_window_ms']}), skew {row['skew_ms']:>7} ms "
@@ -211,7 +212,31 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         print(json.dumps(rows, indent=2))
+    if args.markdown:
+        print(markdown(rows))
     return 0
+
+
+def markdown(rows: list[dict[str, float | int | None]]) -> str:
+    def ms(value: float | int | None) -> str:
+        return "—" if value is None else f"{value:,} ms"
+
+    def ratio(naive: float | int | None, ours: float | int | None) -> str:
+        return "—" if naive is None or not ours else f"{naive / ours:,.0f}x"
+
+    lines = [
+        "| members | freeze window | naive freeze window | naive ÷ Quiesce | skew | naive skew "
+        "| target window |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        window, naive = r["freeze_window_ms"], r["naive_freeze_window_ms"]
+        lines.append(
+            f"| {r['members']} | {ms(window)} | {ms(naive)} | {ratio(naive, window)} "
+            f"| {ms(r['skew_ms'])} | {ms(r['naive_skew_ms'])} "
+            f"| ≤ {ms(r['target_freeze_window_ms'])} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ def test_recover_with_nothing_abandoned_says_so(ws: Workspace) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["validate", "plan", "run", "events", "points", "restore", "recover", "schema"]
+    "command",
+    ["validate", "plan", "run", "events", "points", "restore", "recover", "demo", "schema"],
 )
 def test_every_command_explains_itself_in_help(command: str) -> None:
     code, out = quiesce(command, "--help")
