@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from quiesce.events import CloudEvent, make_event
 from quiesce.policy.model import Group, Member, Policy
-from quiesce.ports import Backends, Machine, Provider
+from quiesce.ports import Backends, HookCall, Machine, Provider, SnapshotCall, Snapshotter
 from quiesce.record import (
     MachineRecord,
     MemberRecord,
@@ -41,6 +41,8 @@ class RunContext:
     progress: Callable[[RunRecord], None] | None = None
     machines: dict[tuple[str, str], Machine] = field(default_factory=dict)
     snapshot_calls: SnapshotCalls | None = None
+    snapshot_plan: list[tuple[Snapshotter, SnapshotCall]] | None = None
+    thaw_calls: dict[int, HookCall] = field(default_factory=dict)
     _members: dict[str, Member] = field(default_factory=dict)
     _events: list[CloudEvent] = field(default_factory=list)
 

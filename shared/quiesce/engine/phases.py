@@ -130,32 +130,34 @@ def _by_provider(
     return out
 
 
-def _run_hooks(ctx: RunContext, pairs: Sequence[Pair], phase: str) -> list[HookResult]:
+def hook_call(
+    ctx: RunContext, member: MemberRecord, machine: MachineRecord, phase: str
+) -> HookCall:
     rec = ctx.record
+    hooks = ctx.member(member.name).hooks
+    hook = hooks.pre if phase == "pre" else hooks.post
+    assert hook is not None
+    return HookCall(
+        run_id=rec.run_id,
+        policy=rec.policy,
+        group=rec.group,
+        member=member.name,
+        machine=ctx.machine(member, machine),
+        phase="pre" if phase == "pre" else "post",
+        hook=hook,
+        thaw=hooks.post if phase == "pre" else None,
+        max_freeze_seconds=ctx.group.max_freeze_seconds if phase == "pre" else None,
+    )
 
-    def calls_for(pairs: list[Pair]) -> list[HookCall]:
-        calls = []
-        for member, machine in pairs:
-            hooks = ctx.member(member.name).hooks
-            hook = hooks.pre if phase == "pre" else hooks.post
-            assert hook is not None
-            calls.append(
-                HookCall(
-                    run_id=rec.run_id,
-                    policy=rec.policy,
-                    group=rec.group,
-                    member=member.name,
-                    machine=ctx.machine(member, machine),
-                    phase="pre" if phase == "pre" else "post",
-                    hook=hook,
-                    thaw=hooks.post if phase == "pre" else None,
-                    max_freeze_seconds=ctx.group.max_freeze_seconds if phase == "pre" else None,
-                )
-            )
-        return calls
+
+def _run_hooks(
+    ctx: RunContext, pairs: Sequence[Pair], calls: Sequence[HookCall]
+) -> list[HookResult]:
+    """Runs prepared calls (one per pair), each provider's through its batch method."""
+    index = {id(machine): call for (_, machine), call in zip(pairs, calls, strict=True)}
 
     def work(provider: str, pairs: list[Pair]) -> list[HookResult | BaseException]:
-        return ctx.provider(provider).hooks.run_many(calls_for(pairs))
+        return ctx.provider(provider).hooks.run_many([index[id(mc)] for _, mc in pairs])
 
     results = _by_provider(ctx, pairs, work)
     return [
@@ -183,7 +185,11 @@ def quiesce(ctx: RunContext) -> bool:
     for _, machine in pairs:
         machine.pre_started = True  # from here on a thaw is owed, whatever happens
     ctx.save(Phase.QUIESCING)
-    results = _run_hooks(ctx, pairs, "pre")
+    calls = [hook_call(ctx, m, mc, "pre") for m, mc in pairs]
+    # Everything the freeze needs is built before the first member is held.
+    plan_snapshots(ctx, "application")
+    ctx.thaw_calls = {id(mc): hook_call(ctx, m, mc, "post") for m, mc in pairs}
+    results = _run_hooks(ctx, pairs, calls)
     for (_, machine), result in zip(pairs, results, strict=True):
         machine.pre = result
     ctx.enter(Phase.QUIESCED)  # saved with the thaw: no catalog write inside the freeze
@@ -197,13 +203,10 @@ def recovery_point_id(run_id: str) -> str:
     return f"rp-{run_id}"
 
 
-def snapshot(ctx: RunContext, expected_consistency: str) -> None:
-    """Starts every machine's snapshot call at once and waits for their points in time, but
-    never past the freeze deadline: calls still running then are collected after the thaw."""
+def plan_snapshots(ctx: RunContext, expected_consistency: str) -> None:
+    """Builds every machine's snapshot call, so the snapshot phase only has to start them."""
     rec = ctx.record
-    ctx.enter(Phase.SNAPSHOTTING)
-    pairs = rec.machines()
-    calls = [
+    ctx.snapshot_plan = [
         (
             ctx.provider(member.provider).snapshots,
             SnapshotCall(
@@ -216,22 +219,36 @@ def snapshot(ctx: RunContext, expected_consistency: str) -> None:
                 consistency=expected_consistency,
             ),
         )
-        for member, machine in pairs
+        for member, machine in rec.machines()
     ]
+
+
+def snapshot(ctx: RunContext, expected_consistency: str) -> None:
+    """Starts every machine's snapshot call at once and waits for their points in time, but
+    never past the freeze deadline: calls still running then are collected after the thaw.
+
+    The calls were planned before the quiesce (see plan_snapshots)."""
+    rec = ctx.record
+    ctx.enter(Phase.SNAPSHOTTING)
+    pairs = rec.machines()
+    plan = ctx.snapshot_plan
+    if plan is None or plan[0][1].consistency != expected_consistency:
+        plan_snapshots(ctx, expected_consistency)
+        plan = ctx.snapshot_plan
+    assert plan is not None
     pool = shared_pool()
-    futures = [pool.submit(snapshotter.take, call) for snapshotter, call in calls]
+    futures = [pool.submit(snapshotter.take, call) for snapshotter, call in plan]
+    ctx.snapshot_calls = SnapshotCalls(pairs=pairs, futures=futures)
     timeout = None
     if rec.freeze_deadline is not None:
         timeout = max(0.0, (rec.freeze_deadline - ctx.now()).total_seconds())
     _, not_done = wait(futures, timeout=timeout)
     if not_done:
-        late = len(not_done)
         rec.warnings.append(
-            f"{late} snapshot call(s) had not fixed their point in time by max_freeze_seconds "
-            f"({ctx.group.max_freeze_seconds:g}s): thawed first; those snapshots are "
-            "crash-consistent"
+            f"{len(not_done)} snapshot call(s) had not fixed their point in time by "
+            f"max_freeze_seconds ({ctx.group.max_freeze_seconds:g}s): thawed first; those "
+            "snapshots are crash-consistent"
         )
-    ctx.snapshot_calls = SnapshotCalls(pairs=pairs, futures=futures)
 
 
 def _settle_snapshots(ctx: RunContext, wait_for_late: bool) -> None:
@@ -324,7 +341,8 @@ def thaw(ctx: RunContext, *, announce_freeze: bool = True) -> None:
     pairs = [(m, mc) for m, mc in owed if ctx.knows(m.name)]
     if pairs:
         ctx.enter(Phase.THAWING)
-        results = _run_hooks(ctx, pairs, "post")
+        calls = [ctx.thaw_calls.get(id(mc)) or hook_call(ctx, m, mc, "post") for m, mc in pairs]
+        results = _run_hooks(ctx, pairs, calls)
         for (_, machine), result in zip(pairs, results, strict=True):
             machine.post = result
     if announce_freeze:

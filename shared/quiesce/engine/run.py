@@ -10,6 +10,7 @@ from datetime import datetime
 
 from quiesce.engine.context import RunContext
 from quiesce.engine.finish import finish
+from quiesce.engine.gil import dispatch_priority
 from quiesce.engine.outcome import judge
 from quiesce.engine.phases import (
     acquire_lock,
@@ -120,7 +121,7 @@ def _freeze_snapshot_thaw(ctx: RunContext) -> bool:
     Returns whether every machine has its snapshots (so the run may go on)."""
     group = ctx.group
     application = group.consistency == "application"
-    with held(ctx):
+    with dispatch_priority(), held(ctx):
         quiesced = quiesce(ctx) if application else False
         if application and not quiesced and group.on_quiesce_failure == "abort":
             ctx.record.errors.append(
