@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck demo bench docs clean
+.PHONY: test lint typecheck demo bench docs clean aws-package aws-tfvars aws-plan
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,17 @@ clean:
 
 docs: $(STAMP)
 	$(BIN)/python -m quiesce.reference docs
+
+# AWS deployment (see docs/aws-deploy.md)
+AWS_POLICY ?= policy.yaml
+AWS_REGION ?= eu-central-1
+
+aws-package: $(STAMP)
+	$(BIN)/python scripts/package_aws.py --policy $(AWS_POLICY)
+
+aws-tfvars: $(STAMP)
+	$(BIN)/python scripts/aws_triggers.py $(AWS_POLICY)
+
+aws-plan: aws-package aws-tfvars
+	terraform -chdir=infra/aws init -input=false
+	terraform -chdir=infra/aws plan -var region=$(AWS_REGION)

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import freeze_window  # noqa: E402
+import freeze_window
 
 
 def test_the_benchmark_reports_engine_and_naive_numbers_for_each_size(

@@ -5,10 +5,13 @@ One self-contained file (Python 3.8+, standard library only) that is copied onto
 as-is. Usage:
 
     python3 quiesce_guest.py run [--request-file PATH | --request JSON]   (else JSON on stdin)
+    python3 quiesce_guest.py run-args --phase pre --run-id ID --member NAME --script PATH ...
     python3 quiesce_guest.py watchdog --state-dir DIR --key KEY             (internal)
     python3 quiesce_guest.py status --state-dir DIR --key KEY
 
 `run` prints exactly one JSON result on stdout and exits 0 (2 when the request is malformed).
+`run-args` builds the same request from typed flags (one per field, no JSON to assemble in a
+shell), for channels such as an SSM Command document that substitute parameters into a script.
 Before anything runs, the script is vetted (absolute path, regular file, trusted owner, nothing
 on the way to it writable by other users, executable, optional SHA-256 pin). A `pre` arms a
 detached watchdog that runs the thaw (post) hook at the deadline unless a `post` came first;
@@ -1245,6 +1248,142 @@ def execute(req: Request) -> JSON:
 
 
 # --------------------------------------------------------------------------------------------
+# Typed flags: `run-args` builds the JSON request from one flag per field
+
+
+def _flag_number(text: Optional[str], flag: str) -> Optional[float]:
+    """An optional number flag: absent or empty means "not given"."""
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(flag, "must be a number (got %r)" % (text,)) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadRequest(flag, "must be a finite number (got %r)" % (text,))
+    return value
+
+
+def _flag_int(text: Optional[str], flag: str) -> Optional[int]:
+    if text is None or text == "":
+        return None
+    if not re.fullmatch(r"[0-9]{1,3}", text):
+        raise BadRequest(flag, "must be a whole number (got %r)" % (text,))
+    return int(text)
+
+
+def _flag_list(
+    items: Optional[List[str]], as_json: Optional[str], flag: str, json_flag: str
+) -> List[str]:
+    """Repeated `--arg` items, or one `--args-json` list (how SSM renders a StringList that is
+    embedded in a command line: a JSON array; `null` when the list is empty)."""
+    if as_json is None or as_json == "":
+        return list(items or [])
+    if items:
+        raise BadRequest(flag, "give the items either one by one or as %s, not both" % json_flag)
+    try:
+        value = json.loads(as_json)
+    except ValueError as exc:
+        raise BadRequest(json_flag, "is not valid JSON (%s)" % exc) from None
+    if value is None:
+        return []
+    return _strings(value, json_flag, allow_empty=True)
+
+
+def _flag_env(
+    items: Optional[List[str]], as_json: Optional[str], flag: str, json_flag: str
+) -> Dict[str, str]:
+    """NAME=value items (repeated flags, or a JSON list of them, or a JSON object)."""
+    if as_json and as_json.lstrip().startswith("{"):
+        if items:
+            raise BadRequest(flag, "give the variables either one by one or as JSON, not both")
+        try:
+            value = json.loads(as_json)
+        except ValueError as exc:
+            raise BadRequest(json_flag, "is not valid JSON (%s)" % exc) from None
+        if not isinstance(value, dict):
+            raise BadRequest(json_flag, "must be a JSON object or list of NAME=value")
+        return value
+    env: Dict[str, str] = {}
+    for item in _flag_list(items, as_json, flag, json_flag):
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise BadRequest(flag, "items must look like NAME=value (got %r)" % (item,))
+        env[name] = text
+    return env
+
+
+def _flag_hook(args: argparse.Namespace, prefix: str, flag: str) -> Optional[JSON]:
+    script = getattr(args, prefix + "script")
+    if script is None or script == "":
+        return None
+    args_list = _flag_list(
+        getattr(args, prefix + "arg"),
+        getattr(args, prefix + "args_json"),
+        flag + "arg",
+        flag + "args-json",
+    )
+    run = [script, *args_list]
+    hook: JSON = {
+        "run": run,
+        "sha256": getattr(args, prefix + "sha256") or None,
+        "env": _flag_env(
+            getattr(args, prefix + "env"),
+            getattr(args, prefix + "env_json"),
+            flag + "env",
+            flag + "env-json",
+        ),
+    }
+    timeout = _flag_number(getattr(args, prefix + "timeout"), flag + "timeout")
+    if timeout is not None:
+        hook["timeout_seconds"] = timeout
+    retries = _flag_int(getattr(args, prefix + "retries"), flag + "retries")
+    if retries is not None:
+        hook["retries"] = retries
+    return hook
+
+
+def request_from_flags(args: argparse.Namespace) -> str:
+    """The JSON request `run` would get, built from `run-args` flags (then parsed as usual)."""
+    hook = _flag_hook(args, "", "--")
+    if hook is None:
+        raise BadRequest("--script", "is required: the hook script's absolute path")
+    request: JSON = {
+        "version": REQUEST_VERSION,
+        "run_id": args.run_id,
+        "member": args.member,
+        "phase": args.phase,
+        "hook": hook,
+        "thaw": _flag_hook(args, "thaw_", "--thaw-"),
+        "max_freeze_seconds": _flag_number(args.max_freeze_seconds, "--max-freeze-seconds"),
+        "expires_at": _flag_number(args.expires_at, "--expires-at"),
+    }
+    if args.state_dir:
+        request["state_dir"] = args.state_dir
+    return json.dumps(request)
+
+
+def fit_result(result: JSON, max_chars: Optional[int]) -> JSON:
+    """Shortens `output` (keeping its end), then `message`, until the JSON result fits in
+    `max_chars` characters, so a channel that keeps only the first N characters of stdout
+    (SSM: 2,500 in ListCommandInvocations) still gets a whole, parseable result."""
+    if not max_chars:
+        return result
+    fitted = dict(result)
+    for name, keep_end in (("output", True), ("message", False)):
+        text = fitted.get(name) or ""
+        while text and len(json.dumps(fitted, sort_keys=True)) > max_chars:
+            overflow = len(json.dumps(fitted, sort_keys=True)) - max_chars
+            cut = max(overflow + 16, len(text) // 8)
+            text = text[cut:] if keep_end else text[: max(0, len(text) - cut)]
+            fitted[name] = ("[...]" + text) if keep_end else (text + "[...]")
+            if len(text) <= 16:
+                text = ""
+                fitted[name] = ""
+    return fitted
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -1306,6 +1445,29 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group()
     source.add_argument("--request-file", help="read the JSON request from this file")
     source.add_argument("--request", help="the JSON request itself (default: read stdin)")
+    typed = commands.add_parser(
+        "run-args", help="run one hook given as typed flags; prints one JSON result"
+    )
+    typed.add_argument("--phase", required=True)
+    typed.add_argument("--run-id", required=True)
+    typed.add_argument("--member", required=True)
+    for prefix, what in (("", "hook"), ("thaw-", "thaw (post) hook, for pre")):
+        typed.add_argument("--%sscript" % prefix, help="the %s script's absolute path" % what)
+        typed.add_argument("--%sarg" % prefix, action="append", help="one argument (repeat)")
+        typed.add_argument("--%sargs-json" % prefix, help="all arguments as one JSON list")
+        typed.add_argument("--%ssha256" % prefix, help="pin: the script's SHA-256 (or empty)")
+        typed.add_argument("--%stimeout" % prefix, help="seconds per attempt (or empty)")
+        typed.add_argument("--%sretries" % prefix, help="more attempts after a failed one")
+        typed.add_argument("--%senv" % prefix, action="append", help="NAME=value (repeat)")
+        typed.add_argument("--%senv-json" % prefix, help="NAME=value items as one JSON list")
+    typed.add_argument("--max-freeze-seconds", help="for pre: the watchdog's bound")
+    typed.add_argument("--expires-at", help="epoch seconds after which the request is stale")
+    typed.add_argument(
+        "--state-dir", help="default: $%s or %s" % (STATE_DIR_ENV, DEFAULT_STATE_DIR)
+    )
+    typed.add_argument(
+        "--max-result-chars", type=int, default=None, help="shorten the result to fit"
+    )
     for name, text in (
         ("watchdog", "internal: thaw at the deadline unless a post came"),
         ("status", "print a run's state JSON (null when there is none)"),
@@ -1324,14 +1486,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except _UsageError as exc:
         return _bad_request("bad command line: %s" % exc)
     if args.command is None:
-        return _bad_request("bad command line: give a command: run, watchdog or status")
+        return _bad_request("bad command line: give a command: run, run-args, watchdog or status")
+    limit = getattr(args, "max_result_chars", None)
     try:
         if args.command == "run":
             req = parse_request(_read_request(args))
+        elif args.command == "run-args":
+            req = parse_request(request_from_flags(args))
         else:
             states, key = _checked_key(args)
     except BadRequest as exc:
-        return _bad_request(str(exc))
+        emit(fit_result(refused("BadRequest", str(exc)), limit))
+        return 2
     if args.command == "watchdog":
         try:
             return watchdog(states, key, args.ready_fd)
@@ -1350,9 +1516,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "the hook runner itself failed (%s: %s); see the state folder %s"
             % (type(exc).__name__, exc, req.state_dir),
         )
-        emit(result)
+        emit(fit_result(result, limit))
         return 1
-    emit(result)
+    emit(fit_result(result, limit))
     return 0
 
 

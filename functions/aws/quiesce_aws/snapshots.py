@@ -1,0 +1,521 @@
+"""EBS snapshots: every volume of an instance at one point in time, tagged as Quiesce's own.
+
+Linux members: one CreateSnapshots call per instance (InstanceSpecification: all its EBS volumes,
+crash-consistent across them, the root left out if the member says so). The point in time is
+fixed when the call returns, so `take` returns then, with every snapshot `pending`; EBS copies
+the data afterwards while the instance keeps running, and `wait_durable` polls DescribeSnapshots
+until they are `completed`.
+
+Windows members: `take` runs the AWS-owned AWSEC2-CreateVssSnapshot document through SSM, which
+freezes the volumes with VSS (writers hold for at most 10 s), calls CreateSnapshots on the
+instance, thaws and tags the snapshots; it tags each with `AppConsistent` (true when VSS
+succeeded), which becomes the snapshot's consistency.
+
+Every snapshot carries quiesce:managed=true and its policy, group, run, recovery point, member,
+machine and expected consistency. `find` lists by these tags (own snapshots only); `delete`
+re-reads the tags from EC2 and refuses any snapshot not tagged quiesce:managed=true.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from quiesce.errors import ProviderError
+from quiesce.ports import Machine, SnapshotCall, Snapshotter
+from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce_aws.clients import AwsMembers, ClientFactory, chunks
+from quiesce_aws.permissions import Permission
+from quiesce_aws.retry import (
+    EC2_THROTTLING,
+    SNAPSHOT_LIMITS,
+    SSM_THROTTLING,
+    Backoff,
+    error_code,
+    error_message,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.client import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, SnapshotTypeDef
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "aws"
+GIB = 1024**3
+MANAGED_TAG = "quiesce:managed"
+VSS_DOCUMENT = "AWSEC2-CreateVssSnapshot"
+#: The tag AWSEC2-CreateVssSnapshot sets: true when VSS froze the writers for the snapshot.
+APP_CONSISTENT_TAG = "AppConsistent"
+#: How long a VSS snapshot command may take (it may first install AwsVssComponents).
+VSS_TIMEOUT_SECONDS = 900.0
+DESCRIBE_BATCH = 100
+
+STATES = {
+    "pending": SnapshotState.PENDING,
+    "completed": SnapshotState.COMPLETED,
+    "error": SnapshotState.FAILED,
+    "recoverable": SnapshotState.FAILED,
+    "recovering": SnapshotState.PENDING,
+}
+
+DESCRIBE = Permission("ec2:DescribeSnapshots", "*")  # no resource-level permissions
+
+
+def snapshot_tags(call: SnapshotCall) -> dict[str, str]:
+    """The tags every Quiesce EBS snapshot carries; `find` filters on them."""
+    return {
+        MANAGED_TAG: "true",
+        "quiesce:policy": call.policy,
+        "quiesce:group": call.group,
+        "quiesce:run-id": call.run_id,
+        "quiesce:recovery-point": call.recovery_point,
+        "quiesce:member": call.member,
+        "quiesce:machine": call.machine.machine_id,
+        "quiesce:consistency": call.consistency,
+    }
+
+
+def snapshot_arn(region: str, snapshot_id: str) -> str:
+    return f"arn:aws:ec2:{region}::snapshot/{snapshot_id}"
+
+
+def region_of(ref: SnapshotRef) -> str | None:
+    """The region in a snapshot's ARN (its `location`)."""
+    parts = ref.location.split(":")
+    return parts[3] if len(parts) > 5 and parts[2] == "ec2" and parts[3] else None
+
+
+def _tags(items: Any) -> dict[str, str]:
+    return {str(t.get("Key")): str(t.get("Value", "")) for t in items or []}
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class EbsSnapshotter(Snapshotter):
+    """The Snapshotter port over EBS: CreateSnapshots, or AWSEC2-CreateVssSnapshot on Windows."""
+
+    PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "take": [
+            Permission("ec2:CreateSnapshots", "arn:aws:ec2:*:*:instance/*"),
+            Permission("ec2:CreateSnapshots", "arn:aws:ec2:*:*:volume/*"),
+            Permission(
+                "ec2:CreateSnapshots",
+                "arn:aws:ec2:*::snapshot/*",
+                {f"aws:RequestTag/{MANAGED_TAG}": "true"},
+            ),
+            Permission(
+                "ec2:CreateTags",
+                "arn:aws:ec2:*::snapshot/*",
+                {"ec2:CreateAction": "CreateSnapshots"},
+            ),
+            # Windows members: the VSS document (it snapshots with the instance's own role).
+            Permission("ssm:SendCommand", f"arn:aws:ssm:*::document/{VSS_DOCUMENT}"),
+            Permission(
+                "ssm:SendCommand",
+                "arn:aws:ec2:*:*:instance/*",
+                {"ssm:resourceTag/quiesce:enabled": "true"},
+            ),
+            Permission("ssm:ListCommandInvocations", "*"),
+            Permission("ssm:GetCommandInvocation", "*"),
+            DESCRIBE,
+        ],
+        "wait_durable": [DESCRIBE],
+        "delete": [
+            DESCRIBE,
+            Permission(
+                "ec2:DeleteSnapshot",
+                "arn:aws:ec2:*::snapshot/*",
+                {f"aws:ResourceTag/{MANAGED_TAG}": "true"},
+            ),
+        ],
+        "find": [DESCRIBE],
+    }
+
+    def __init__(
+        self,
+        clients: ClientFactory,
+        *,
+        members: AwsMembers | None = None,
+        backoff: Backoff | None = None,
+        poll_interval: float = 5.0,
+        vss_poll_interval: float = 2.0,
+        vss_timeout: float = VSS_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.clients = clients
+        self.members = members or AwsMembers()
+        self.backoff = backoff or Backoff(attempts=6, base=0.25, cap=4.0, sleep=sleep)
+        self.poll_interval = poll_interval
+        self.vss_poll_interval = vss_poll_interval
+        self.vss_timeout = vss_timeout
+        self.clock = clock
+        self.sleep = sleep
+
+    # ------------------------------------------------------------------------------ the port
+
+    def take(self, call: SnapshotCall) -> list[SnapshotRef]:
+        region = self.members.region(call.group, call.member, call.machine.attributes)
+        tags = snapshot_tags(call)
+        if self._is_windows(call.group, call.member, call.machine):
+            return self._take_vss(call, region, tags)
+        ec2 = self.clients.ec2(region)
+        instance_id = call.machine.machine_id
+        spec: dict[str, Any] = {
+            "InstanceId": instance_id,
+            "ExcludeBootVolume": self._exclude_boot(call.group, call.member, call.machine),
+        }
+        started = utcnow()
+        try:
+            response = self.backoff.call(
+                lambda: ec2.create_snapshots(
+                    InstanceSpecification=spec,  # type: ignore[arg-type]
+                    Description=self._description(call),
+                    TagSpecifications=[
+                        {
+                            "ResourceType": "snapshot",
+                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                        }
+                    ],
+                ),
+                retry_on=EC2_THROTTLING | SNAPSHOT_LIMITS,
+                what=f"CreateSnapshots of {instance_id}",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise ProviderError(
+                f"member {call.member!r}: CreateSnapshots of {instance_id} in {region} failed: "
+                f"{error_message(exc)}",
+                code=error_code(exc) or "CreateSnapshotsFailed",
+            ) from exc
+        fixed = utcnow()
+        snapshots = response.get("Snapshots", [])
+        if not snapshots:
+            raise ProviderError(
+                f"member {call.member!r}: CreateSnapshots of {instance_id} returned no snapshot "
+                "(no EBS volume attached, or only the excluded boot volume)",
+                code="NoVolumes",
+            )
+        refs = [
+            SnapshotRef(
+                id=str(s.get("SnapshotId")),
+                provider=PROVIDER,
+                machine_id=instance_id,
+                volume=str(s.get("VolumeId", "")),
+                method="ebs",
+                state=SnapshotState.PENDING,
+                started_at=started,
+                fixed_at=fixed,
+                size_bytes=int(s["VolumeSize"]) * GIB if s.get("VolumeSize") is not None else None,
+                location=snapshot_arn(region, str(s.get("SnapshotId"))),
+                tags=dict(tags),
+            )
+            for s in snapshots
+        ]
+        missing = set(call.machine.volumes) - {r.volume for r in refs}
+        if missing:
+            log.warning(
+                "%s: CreateSnapshots did not snapshot %s (detached since the run resolved it?)",
+                instance_id,
+                ", ".join(sorted(missing)),
+            )
+        return sorted(refs, key=lambda r: r.volume)
+
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        """Polls DescribeSnapshots (in batches) until every snapshot is completed or failed, or
+        `timeout` passes (those come back still pending). A snapshot that is gone is failed."""
+        deadline = self.clock() + timeout
+        current = {s.id: s for s in snapshots}
+        while True:
+            pending = [s for s in current.values() if s.state is SnapshotState.PENDING]
+            if not pending:
+                break
+            for region, refs in self._by_region(pending).items():
+                seen = self._describe_ids(region, [r.id for r in refs])
+                for ref in refs:
+                    found = seen.get(ref.id)
+                    if found is None:
+                        current[ref.id] = ref.model_copy(update={"state": SnapshotState.FAILED})
+                        continue
+                    state = STATES.get(str(found.get("State")), SnapshotState.PENDING)
+                    if state is SnapshotState.COMPLETED:
+                        current[ref.id] = ref.model_copy(
+                            update={"state": state, "durable_at": utcnow()}
+                        )
+                    elif state is SnapshotState.FAILED:
+                        current[ref.id] = ref.model_copy(update={"state": state})
+            if all(s.state is not SnapshotState.PENDING for s in current.values()):
+                break
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                break
+            self.sleep(min(self.poll_interval, remaining))
+        return [current[s.id] for s in snapshots]
+
+    def delete(self, snapshot: SnapshotRef) -> None:
+        region = self._region(snapshot)
+        live = self._describe_ids(region, [snapshot.id]).get(snapshot.id)
+        if live is None:
+            return  # gone already
+        tags = _tags(live.get("Tags"))
+        if tags.get(MANAGED_TAG) != "true":
+            raise ProviderError(
+                f"refusing to delete snapshot {snapshot.id} in {region}: it is not tagged "
+                f"{MANAGED_TAG}=true, so Quiesce did not make it",
+                code="NotManaged",
+            )
+        ec2 = self.clients.ec2(region)
+        try:
+            self.backoff.call(
+                lambda: ec2.delete_snapshot(SnapshotId=snapshot.id),
+                retry_on=EC2_THROTTLING,
+                what=f"DeleteSnapshot {snapshot.id}",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "InvalidSnapshot.NotFound":
+                return
+            raise ProviderError(
+                f"could not delete snapshot {snapshot.id} in {region}: {error_message(exc)}",
+                code=error_code(exc) or "DeleteFailed",
+            ) from exc
+
+    def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        wanted = {MANAGED_TAG: "true", "quiesce:policy": policy, "quiesce:group": group}
+        if run_id is not None:
+            wanted["quiesce:run-id"] = run_id
+        filters: list[FilterTypeDef] = [
+            {"Name": f"tag:{k}", "Values": [v]} for k, v in wanted.items()
+        ]
+        found: list[SnapshotRef] = []
+        for region in self.members.group_regions(group):
+            for item in self._describe(region, filters):
+                found.append(self._ref(region, item))
+        return sorted(found, key=lambda r: (r.started_at, r.id))
+
+    def describe(self, machine: Machine) -> dict[str, str]:
+        method = "ebs-vss" if machine.attributes.get("platform") == "windows" else "ebs"
+        return {volume: method for volume in machine.volumes}
+
+    # ------------------------------------------------------------------------------ Windows
+
+    def _take_vss(self, call: SnapshotCall, region: str, tags: dict[str, str]) -> list[SnapshotRef]:
+        """AWSEC2-CreateVssSnapshot on the instance, then its snapshots, found by their tags."""
+        instance_id = call.machine.machine_id
+        bad = [f"{k}={v}" for k, v in tags.items() if any(c in v for c in ",;=")]
+        if bad:
+            raise ProviderError(
+                f"member {call.member!r}: cannot pass tags {bad} to {VSS_DOCUMENT} (its tags "
+                "parameter separates with ',', ';' and '=')",
+                code="BadTag",
+            )
+        ssm = self.clients.ssm(region)
+        exclude = self._exclude_boot(call.group, call.member, call.machine)
+        parameters = {
+            "ExcludeBootVolume": ["True" if exclude else "False"],
+            "CreateAmi": ["False"],
+            "CopyOnly": ["False"],
+            "NoWriters": ["False"],
+            "description": [self._description(call)],
+            "tags": [";".join(f"Key={k},Value={v}" for k, v in tags.items())],
+        }
+        started = utcnow()
+        try:
+            response = self.backoff.call(
+                lambda: ssm.send_command(
+                    DocumentName=VSS_DOCUMENT,
+                    InstanceIds=[instance_id],
+                    Parameters=parameters,
+                    TimeoutSeconds=30,
+                    Comment=f"quiesce vss {call.run_id} {call.member}"[:100],
+                ),
+                retry_on=SSM_THROTTLING,
+                what=f"SendCommand of {VSS_DOCUMENT}",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise ProviderError(
+                f"member {call.member!r}: could not send {VSS_DOCUMENT} to {instance_id}: "
+                f"{error_message(exc)}",
+                code=error_code(exc) or "VssFailed",
+            ) from exc
+        command_id = str(response["Command"]["CommandId"])
+        status, output = self._wait_command(ssm, command_id, instance_id)
+        if status != "Success":
+            raise ProviderError(
+                f"member {call.member!r}: {VSS_DOCUMENT} on {instance_id} ended {status} "
+                f"(command {command_id}): {output.strip()[-1500:]}",
+                code="VssFailed",
+            )
+        filters: list[FilterTypeDef] = [
+            {"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]},
+            {"Name": "tag:quiesce:run-id", "Values": [call.run_id]},
+            {"Name": "tag:quiesce:machine", "Values": [instance_id]},
+        ]
+        # Reported pending like any new snapshot: wait_durable confirms completion.
+        refs = [
+            self._ref(region, item, method="ebs-vss").model_copy(
+                update={"started_at": started, "state": SnapshotState.PENDING, "durable_at": None}
+            )
+            for item in self._describe(region, filters)
+        ]
+        if not refs:
+            raise ProviderError(
+                f"member {call.member!r}: {VSS_DOCUMENT} succeeded on {instance_id} but no "
+                f"snapshot tagged quiesce:run-id={call.run_id} was found",
+                code="VssFailed",
+            )
+        return sorted(refs, key=lambda r: r.volume)
+
+    def _wait_command(self, ssm: Any, command_id: str, instance_id: str) -> tuple[str, str]:
+        """Polls the VSS command until it ends: (status, its output)."""
+        deadline = self.clock() + self.vss_timeout
+        use_list = True
+        while True:
+            status, output = "Pending", ""
+            if use_list:
+                try:
+                    page = self.backoff.call(
+                        lambda: ssm.list_command_invocations(
+                            CommandId=command_id, InstanceId=instance_id, Details=True
+                        ),
+                        retry_on=SSM_THROTTLING,
+                        what="ListCommandInvocations",
+                    )
+                    items = page.get("CommandInvocations", [])
+                    if items:
+                        status = str(items[0].get("Status", "Pending"))
+                        output = "\n".join(
+                            str(p.get("Output") or "") for p in items[0].get("CommandPlugins", [])
+                        )
+                except (NotImplementedError, ClientError) as exc:
+                    log.info("ListCommandInvocations unavailable (%s): using Get", exc)
+                    use_list = False
+            if not use_list:
+                try:
+                    item = self.backoff.call(
+                        lambda: ssm.get_command_invocation(
+                            CommandId=command_id, InstanceId=instance_id
+                        ),
+                        retry_on=SSM_THROTTLING,
+                        what="GetCommandInvocation",
+                    )
+                    status = str(item.get("Status", "Pending"))
+                    output = str(item.get("StandardOutputContent") or "") + str(
+                        item.get("StandardErrorContent") or ""
+                    )
+                except ClientError as exc:
+                    if error_code(exc) != "InvocationDoesNotExist":
+                        raise
+            if status not in ("Pending", "InProgress", "Delayed", "Cancelling"):
+                return status, output
+            if self.clock() >= deadline:
+                return "TimedOut", f"no result within {self.vss_timeout:g}s"
+            self.sleep(self.vss_poll_interval)
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _is_windows(self, group: str, member: str, machine: Machine) -> bool:
+        if machine.attributes.get("platform") == "windows":
+            return True
+        known = self.members.get(group, member)
+        return known is not None and known.os == "windows"
+
+    def _exclude_boot(self, group: str, member: str, machine: Machine) -> bool:
+        flag = machine.attributes.get("exclude_boot_volume")
+        if flag is not None:
+            return flag == "true"
+        known = self.members.get(group, member)
+        return bool(known is not None and known.exclude_boot_volume)
+
+    @staticmethod
+    def _description(call: SnapshotCall) -> str:
+        return (
+            f"Quiesce {call.policy}/{call.group} run {call.run_id} member {call.member} "
+            f"({call.machine.machine_id})"
+        )[:255]
+
+    def _region(self, ref: SnapshotRef) -> str:
+        region = region_of(ref) or self.members.default_region
+        if not region:
+            raise ProviderError(
+                f"snapshot {ref.id}: its region is unknown (no ARN in its location)",
+                code="UnknownRegion",
+            )
+        return region
+
+    def _by_region(self, refs: Sequence[SnapshotRef]) -> dict[str, list[SnapshotRef]]:
+        out: dict[str, list[SnapshotRef]] = defaultdict(list)
+        for ref in refs:
+            out[self._region(ref)].append(ref)
+        return out
+
+    def _describe_ids(self, region: str, ids: Sequence[str]) -> dict[str, SnapshotTypeDef]:
+        """The snapshots of `ids` that exist (a filter, so a missing id is no error)."""
+        found: dict[str, SnapshotTypeDef] = {}
+        for batch in chunks(ids, DESCRIBE_BATCH):
+            for item in self._describe(region, [{"Name": "snapshot-id", "Values": batch}]):
+                found[str(item.get("SnapshotId"))] = item
+        return found
+
+    def _describe(self, region: str, filters: list[FilterTypeDef]) -> list[SnapshotTypeDef]:
+        ec2: EC2Client = self.clients.ec2(region)
+        out: list[SnapshotTypeDef] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"OwnerIds": ["self"], "Filters": filters, "MaxResults": 1000}
+            if token:
+                kwargs["NextToken"] = token
+            try:
+                page = self.backoff.call(
+                    lambda kwargs=kwargs: ec2.describe_snapshots(**kwargs),  # type: ignore[misc]
+                    retry_on=EC2_THROTTLING,
+                    what="DescribeSnapshots",
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise ProviderError(
+                    f"DescribeSnapshots in {region} failed: {error_message(exc)}",
+                    code=error_code(exc) or "DescribeFailed",
+                ) from exc
+            out.extend(page.get("Snapshots", []))
+            token = page.get("NextToken")
+            if not token:
+                return out
+
+    def _ref(
+        self,
+        region: str,
+        item: SnapshotTypeDef,
+        *,
+        method: str = "ebs",
+    ) -> SnapshotRef:
+        """A SnapshotRef of a described snapshot (its StartTime is its point in time)."""
+        tags = _tags(item.get("Tags"))
+        if APP_CONSISTENT_TAG in tags:
+            consistent = tags[APP_CONSISTENT_TAG].lower() == "true"
+            tags["quiesce:consistency"] = "application" if consistent else "crash"
+            method = "ebs-vss"
+        start = _aware(item.get("StartTime")) or utcnow()
+        state = STATES.get(str(item.get("State")), SnapshotState.PENDING)
+        size = item.get("VolumeSize")
+        return SnapshotRef(
+            id=str(item.get("SnapshotId")),
+            provider=PROVIDER,
+            machine_id=tags.get("quiesce:machine", ""),
+            volume=str(item.get("VolumeId", "")),
+            method=method,
+            state=state,
+            started_at=start,
+            fixed_at=start,
+            size_bytes=int(size) * GIB if size is not None else None,
+            location=snapshot_arn(region, str(item.get("SnapshotId"))),
+            tags=tags,
+        )

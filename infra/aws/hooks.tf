@@ -1,0 +1,149 @@
+# Hooks: the guest hook runner in S3, and in every member region the two SSM documents and the
+# State Manager association that installs the runner on every instance carrying the Quiesce tag
+# (modules/regional). The documents pin the runner's SHA-256: an instance whose runner is not
+# exactly this file refuses to run hooks.
+
+locals {
+  runner_sha256 = filesha256(local.runner_file)
+  runner_key    = "runner/${local.runner_sha256}/quiesce_guest.py"
+  runner_url    = "https://${aws_s3_bucket.runner.bucket}.s3.${var.region}.${data.aws_partition.current.dns_suffix}/${local.runner_key}"
+
+  # ssm_document.yaml holds both documents; the runner's hash replaces its placeholder.
+  documents = yamldecode(replace(file(local.document_file), "__RUNNER_SHA256__", local.runner_sha256))
+
+  run_hook_document       = "${var.ssm_document_prefix}-RunHook"
+  install_runner_document = "${var.ssm_document_prefix}-InstallRunner"
+}
+
+resource "aws_s3_bucket" "runner" {
+  # checkov:skip=CKV_AWS_18:The bucket holds one small public-source file read by the account's instances; CloudTrail data events are the place to audit reads if needed.
+  # checkov:skip=CKV_AWS_144:The runner is re-uploaded by every apply from the source tree; a replica would add nothing a re-apply cannot restore.
+  # checkov:skip=CKV_AWS_145:The runner is open source and integrity-pinned by SHA-256 in the documents; SSE-S3 lets every instance role read it without a grant on a customer managed key.
+  # checkov:skip=CKV2_AWS_62:Nothing needs to react to uploads of the runner.
+  bucket_prefix = "${substr(replace(local.name, "_", "-"), 0, 29)}-runner-"
+  # Only runner versions live here, and every apply uploads the current one again.
+  force_destroy = true
+}
+
+resource "aws_s3_bucket_public_access_block" "runner" {
+  bucket                  = aws_s3_bucket.runner.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "runner" {
+  bucket = aws_s3_bucket.runner.id
+
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_versioning" "runner" {
+  bucket = aws_s3_bucket.runner.id
+
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "runner" {
+  bucket = aws_s3_bucket.runner.id
+
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "AES256"
+    }
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "runner" {
+  bucket = aws_s3_bucket.runner.id
+
+  rule {
+    id     = "expire-replaced-runners"
+    status = "Enabled"
+
+    filter {}
+
+    noncurrent_version_expiration {
+      noncurrent_days = 30
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+}
+
+# The instances download the runner with their own credentials (aws:downloadContent): any
+# principal of this account may read the runner objects, nothing else; TLS only.
+resource "aws_s3_bucket_policy" "runner" {
+  bucket = aws_s3_bucket.runner.id
+  policy = data.aws_iam_policy_document.runner_bucket.json
+
+  depends_on = [aws_s3_bucket_public_access_block.runner]
+}
+
+data "aws_iam_policy_document" "runner_bucket" {
+  statement {
+    sid       = "InstancesOfThisAccountReadTheRunner"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.runner.arn}/runner/*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:PrincipalAccount"
+      values   = [local.account_id]
+    }
+  }
+
+  statement {
+    sid       = "DenyUnencryptedTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.runner.arn, "${aws_s3_bucket.runner.arn}/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_object" "runner" {
+  bucket       = aws_s3_bucket.runner.id
+  key          = local.runner_key
+  source       = local.runner_file
+  source_hash  = local.runner_sha256
+  content_type = "text/x-python"
+}
+
+module "home_region" {
+  source = "./modules/regional"
+
+  name                    = local.name
+  run_hook_document       = local.run_hook_document
+  install_runner_document = local.install_runner_document
+  run_hook_content        = jsonencode(local.documents["run_hook"])
+  install_runner_content  = jsonencode(local.documents["install_runner"])
+  runner_url              = local.runner_url
+  runner_sha256           = local.runner_sha256
+  instance_tag            = var.instance_tag
+  association_schedule    = var.runner_association_schedule
+
+  depends_on = [aws_s3_object.runner, aws_s3_bucket_policy.runner]
+}

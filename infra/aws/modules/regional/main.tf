@@ -1,0 +1,42 @@
+# What Quiesce needs in each region where members live: the SSM documents (SendCommand only
+# finds documents of the instance's region) and the association that installs the guest hook
+# runner on the region's tagged instances. Use it once per additional region, with a provider
+# for that region (docs/aws-deploy.md, Members in other regions).
+
+resource "aws_ssm_document" "run_hook" {
+  name            = var.run_hook_document
+  document_type   = "Command"
+  document_format = "JSON"
+  target_type     = "/AWS::EC2::Instance"
+  content         = var.run_hook_content
+}
+
+resource "aws_ssm_document" "install_runner" {
+  name            = var.install_runner_document
+  document_type   = "Command"
+  document_format = "JSON"
+  target_type     = "/AWS::EC2::Instance"
+  content         = var.install_runner_content
+}
+
+# Applied to every instance that carries the tag, when it gains the tag or registers with SSM,
+# whenever the runner changes (its URL and hash are parameters), and on the schedule.
+resource "aws_ssm_association" "install_runner" {
+  association_name    = "${var.name}-install-runner"
+  name                = aws_ssm_document.install_runner.name
+  document_version    = aws_ssm_document.install_runner.latest_version
+  schedule_expression = var.association_schedule
+  compliance_severity = "HIGH"
+  max_concurrency     = "20%"
+  max_errors          = "100%"
+
+  parameters = {
+    SourceUrl = var.runner_url
+    Sha256    = var.runner_sha256
+  }
+
+  targets {
+    key    = "tag:${var.instance_tag.key}"
+    values = [var.instance_tag.value]
+  }
+}

@@ -1,0 +1,64 @@
+output "function_names" {
+  description = "The functions, by the kind of event that starts them."
+  value       = { for kind, fn in aws_lambda_function.quiesce : kind => fn.function_name }
+}
+
+output "function_role_arn" {
+  description = "The functions' role."
+  value       = aws_iam_role.functions.arn
+}
+
+output "state_table" {
+  description = "The DynamoDB table holding runs, recovery points, locks and the outbox."
+  value       = aws_dynamodb_table.state.name
+}
+
+output "event_bus_arn" {
+  description = "The bus Quiesce publishes its run events to."
+  value       = aws_cloudwatch_event_bus.quiesce.arn
+}
+
+output "schedule_group" {
+  description = "The EventBridge Scheduler group of the policy's schedules."
+  value       = aws_scheduler_schedule_group.quiesce.name
+}
+
+output "schedules" {
+  description = "The schedules, by trigger name: expression and time zone."
+  value       = { for name, s in aws_scheduler_schedule.trigger : name => "${s.schedule_expression} ${s.schedule_expression_timezone}" }
+}
+
+output "dead_letter_queue_url" {
+  description = "Failed invocations and undeliverable events."
+  value       = aws_sqs_queue.dead_letters.id
+}
+
+output "run_hook_document" {
+  description = "The SSM document the functions send hooks with."
+  value       = local.run_hook_document
+}
+
+output "runner_bucket" {
+  description = "The bucket the instances download the guest hook runner from."
+  value       = aws_s3_bucket.runner.bucket
+}
+
+output "runner_sha256" {
+  description = "SHA-256 of the guest hook runner the documents pin."
+  value       = local.runner_sha256
+}
+
+output "instance_tag" {
+  description = "Tag the EC2 instances Quiesce may run hooks on."
+  value       = "${var.instance_tag.key}=${var.instance_tag.value}"
+}
+
+output "alarm_topic_arn" {
+  description = "The SNS topic for alarm notifications (create_alarm_topic)."
+  value       = var.create_alarm_topic ? aws_sns_topic.alarms[0].arn : null
+}
+
+output "kms_key_arn" {
+  description = "The key encrypting the state table, the dead-letter queue, the logs and the alarm topic."
+  value       = aws_kms_key.quiesce.arn
+}

@@ -1,0 +1,250 @@
+"""The Lambda entry points, driven by real event payloads (tests/events/aws) against moto: a
+schedule backs up a two-instance group, a duplicate delivery runs nothing, an alert inside its
+cooldown runs nothing, and events of the wrong kind or shape are turned away."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from quiesce_aws import handler
+from quiesce_aws.clients import SessionClients
+from quiesce_aws.provider import aws_backends
+from quiesce_aws.state import table_definition
+
+from .conftest import REGION, Fleet, Wire, runner_answers
+
+EVENTS = Path(__file__).resolve().parents[1] / "events" / "aws"
+TABLE = "quiesce-catalog"
+BUS = "quiesce-bus"
+
+
+def golden(name: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return payload
+
+
+POLICY = {
+    "version": 1,
+    "name": "shop",
+    "groups": {
+        "orders": {
+            "consistency": "application",
+            "on_quiesce_failure": "abort",
+            "max_freeze_seconds": 30,
+            "durability_timeout_seconds": 60,
+            "members": [
+                {
+                    "name": name,
+                    "provider": "aws",
+                    "region": REGION,
+                    "select": {"tags": {"role": name}},
+                    "hooks": {
+                        "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
+                        "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
+                    },
+                }
+                for name in ("db", "app")
+            ],
+        }
+    },
+    "triggers": [
+        {"name": "nightly", "group": "orders", "schedule": "0 4 * * *"},
+        {"name": "pre-deploy", "group": "orders", "on": "deploy", "match": {"state": "START"}},
+        {
+            "name": "disk-alarm",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "orders-db-*", "state": "ALARM"},
+            "cooldown_minutes": 60,
+        },
+    ],
+}
+
+
+class Context:
+    """What Lambda passes as the context (the fields powertools reads)."""
+
+    function_name = "quiesce-schedule"
+    memory_limit_in_mb = 512
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:quiesce-schedule"
+    aws_request_id = "52fdfc07-2182-154f-163f-5f0f9a621d72"
+
+    def __init__(self, remaining_ms: int = 900_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def world(
+    clients: SessionClients,
+    fleet: Fleet,
+    wire: Wire,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, Any]]:
+    instances = [fleet.launch(1, tags={"role": role})[0] for role in ("db", "app")]
+    clients.dynamodb(REGION).create_table(**table_definition(TABLE))
+    events = clients.events(REGION)
+    events.create_event_bus(Name=BUS)
+    sqs = clients.session.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="quiesce-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.put_rule(Name="all", EventBusName=BUS, EventPattern=json.dumps({"source": ["quiesce"]}))
+    events.put_targets(Rule="all", EventBusName=BUS, Targets=[{"Id": "q", "Arn": queue_arn}])
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(POLICY))
+    monkeypatch.setenv("QUIESCE_POLICY", str(policy_file))
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Quiesce")
+    handler.policy.cache_clear()
+    env = {"QUIESCE_TABLE": TABLE, "QUIESCE_EVENT_BUS": BUS, "QUIESCE_REGION": REGION}
+    built = aws_backends(handler.policy(), clients=clients, env=env)
+    monkeypatch.setattr(handler, "backends", lambda: built)
+    ssm, ec2 = clients.ssm(REGION), clients.ec2(REGION)
+    yield {
+        "instances": instances,
+        "fleet": fleet,
+        "ssm": ssm,
+        "ec2": ec2,
+        "sqs": sqs,
+        "queue": queue,
+        "sends": wire.sent(ssm, "SendCommand"),
+        "log": wire.log,
+        "state": built.state,
+    }
+    handler.policy.cache_clear()
+
+
+def phases(world: dict[str, Any]) -> list[str]:
+    return [
+        params["Parameters"]["Phase"][0] if op == "SendCommand" else "snapshot"
+        for op, params in world["log"]
+    ]
+
+
+def queued_types(world: dict[str, Any]) -> list[str]:
+    types: list[str] = []
+    while (
+        batch := world["sqs"]
+        .receive_message(QueueUrl=world["queue"], MaxNumberOfMessages=10)
+        .get("Messages", [])
+    ):
+        types += [json.loads(m["Body"])["detail-type"] for m in batch]
+    return types
+
+
+def test_a_scheduler_event_backs_up_the_group_through_the_schedule_function(
+    world: dict[str, Any], wire: Wire
+) -> None:
+    runner_answers(wire, world["ssm"])
+    wire.sent(world["ec2"], "CreateSnapshots")
+
+    response = handler.schedule_handler(golden("scheduler.json"), Context())
+
+    (outcome,) = response["outcomes"]
+    assert (outcome["trigger"], outcome["action"]) == ("nightly", "ran")
+    result = outcome["result"]
+    assert (result["status"], result["consistency"]) == ("succeeded", "application")
+    assert phases(world) == ["pre", "pre", "snapshot", "snapshot", "post", "post"]
+    for phase in ("pre", "post"):
+        sent = [s for s in world["sends"] if s["Parameters"]["Phase"] == [phase]]
+        assert sorted(i for s in sent for i in s["InstanceIds"]) == sorted(world["instances"])
+    snapshots = world["ec2"].describe_snapshots(
+        OwnerIds=["self"],
+        Filters=[{"Name": "tag:quiesce:recovery-point", "Values": [result["recovery_point"]]}],
+    )["Snapshots"]
+    volumes = [v for i in world["instances"] for v in world["fleet"].volumes(i)]
+    assert sorted(s["VolumeId"] for s in snapshots) == sorted(volumes)
+    assert {t["Value"] for s in snapshots for t in s["Tags"] if t["Key"] == "quiesce:run-id"} == {
+        result["run_id"]
+    }
+    types = queued_types(world)
+    assert types[0] == "quiesce.run.started"
+    assert types[-1] == "quiesce.run.completed"
+    started = world["state"].get_run(result["run_id"])
+    assert started is not None
+    assert started.trigger_id == "aws.scheduler:d167b752-343a-4b28-afd6-d4de056319e8:nightly"
+
+
+def test_a_duplicate_delivery_of_the_same_event_starts_no_second_run(
+    world: dict[str, Any], wire: Wire
+) -> None:
+    runner_answers(wire, world["ssm"])
+    first = handler.schedule_handler(golden("scheduler.json"), Context())
+    sends = len(world["sends"])
+    again = handler.schedule_handler(golden("scheduler.json"), Context())
+    (outcome,) = again["outcomes"]
+    assert outcome["action"] == "duplicate"
+    assert outcome["result"]["run_id"] == first["outcomes"][0]["result"]["run_id"]
+    assert len(world["sends"]) == sends, "no command was sent again"
+
+
+def test_an_alert_inside_its_cooldown_starts_no_run(world: dict[str, Any], wire: Wire) -> None:
+    runner_answers(wire, world["ssm"])
+    alarm = golden("cloudwatch_alarm_state_change.json")
+    assert handler.alert_handler(alarm, Context())["outcomes"][0]["action"] == "ran"
+    sends = len(world["sends"])
+    alarm["id"] = "a-second-alarm-event"
+    (held,) = handler.alert_handler(alarm, Context())["outcomes"]
+    assert (held["action"], held["trigger"]) == ("cooldown", "disk-alarm")
+    assert len(world["sends"]) == sends
+
+
+def test_an_alarm_delivered_through_sns_fires_the_alert_trigger(
+    world: dict[str, Any], wire: Wire
+) -> None:
+    runner_answers(wire, world["ssm"])
+    (outcome,) = handler.alert_handler(golden("cloudwatch_alarm_sns.json"), Context())["outcomes"]
+    assert (outcome["trigger"], outcome["action"]) == ("disk-alarm", "ran")
+
+
+def test_a_deployment_start_fires_the_deploy_trigger(world: dict[str, Any], wire: Wire) -> None:
+    runner_answers(wire, world["ssm"])
+    (outcome,) = handler.deploy_handler(golden("codedeploy_deployment.json"), Context())["outcomes"]
+    assert (outcome["trigger"], outcome["result"]["status"]) == ("pre-deploy", "succeeded")
+
+
+def test_a_timed_out_pre_hook_with_abort_takes_no_snapshot_and_thaws_both_instances(
+    world: dict[str, Any], wire: Wire
+) -> None:
+    runner_answers(wire, world["ssm"], failing_phase_member=("pre", "app"))
+    (outcome,) = handler.schedule_handler(golden("scheduler.json"), Context())["outcomes"]
+    assert (outcome["result"]["status"], outcome["result"]["recovery_point"]) == ("failed", None)
+    assert "snapshot" not in phases(world)
+    assert phases(world).count("post") == 2
+
+
+def test_an_event_of_another_kind_is_not_run_by_a_function(
+    world: dict[str, Any], wire: Wire
+) -> None:
+    response = handler.deploy_handler(golden("cloudwatch_alarm_state_change.json"), Context())
+    assert response["outcomes"] == []
+    assert world["sends"] == []
+
+
+def test_a_payload_that_is_no_known_event_is_ignored_with_the_reason(
+    world: dict[str, Any],
+) -> None:
+    response = handler.schedule_handler({"command": "rm -rf /"}, Context())
+    assert response["status"] == "ignored"
+    assert "no converter" in response["reason"]
+    assert world["sends"] == []
+
+
+def test_a_function_whose_time_cannot_hold_the_freeze_refuses_to_start(
+    world: dict[str, Any],
+) -> None:
+    with pytest.raises(handler.RunDoesNotFit, match="raise the function's timeout"):
+        handler.schedule_handler(golden("scheduler.json"), Context(remaining_ms=20_000))
+    assert world["sends"] == []

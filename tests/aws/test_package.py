@@ -1,0 +1,287 @@
+"""scripts/package_aws.py builds one deterministic Lambda zip: the quiesce and quiesce_aws
+packages (with the guest hook runner and the SSM document), their entry points, the validated
+policy as policy.yaml, and the third-party packages the Lambda runtime lacks; never tests,
+caches, bytecode, the command line, or what the runtime already has."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "package_aws.py"
+sys.path.insert(0, str(ROOT / "scripts"))
+import package_aws  # noqa: E402
+
+POLICY = """\
+version: 1
+name: shop
+groups:
+  orders:
+    max_freeze_seconds: 30
+    members:
+      - name: db
+        provider: aws
+        region: eu-central-1
+        select: {tags: {app: orders}}
+        hooks:
+          pre: {run: [/etc/quiesce/hooks/pause.sh], timeout_seconds: 10}
+          post: {run: [/etc/quiesce/hooks/resume.sh], timeout_seconds: 10}
+triggers:
+  - {name: nightly, group: orders, schedule: "0 3 * * *"}
+"""
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "my-policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def built(policy: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "dist" / "quiesce-aws.zip"
+    assert package_aws.main(["--policy", str(policy), "-o", str(out), "--no-deps"]) == 0
+    return out
+
+
+def names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+def fake_pip_target(root: Path) -> Path:
+    """What `pip install --target` leaves: packages, dist-info with RECORD, bin/, caches."""
+    files = {
+        "pydantic/__init__.py": "VERSION = '2'\n",
+        "pydantic/__pycache__/__init__.cpython-312.pyc": "",
+        "pydantic-2.9.0.dist-info/METADATA": "Name: pydantic\n",
+        "pydantic-2.9.0.dist-info/RECORD": "pydantic/__init__.py,,\n",
+        "botocore/__init__.py": "",
+        "botocore/data/ec2.json": "{}",
+        "botocore-1.35.0.dist-info/METADATA": "Name: botocore\n",
+        "botocore-1.35.0.dist-info/RECORD": (
+            "botocore/__init__.py,,\nbotocore/data/ec2.json,,\n"
+            "botocore-1.35.0.dist-info/RECORD,,\n../../bin/x,,\n"
+        ),
+        "bin/jp.py": "#!/usr/bin/env python\n",
+        "yaml/tests/test_x.py": "",
+        "yaml/__init__.py": "",
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+# ---------------------------------------------------------------------------------- contents
+
+
+def test_the_zip_holds_both_packages_the_runner_the_document_and_the_policy(
+    built: Path, policy: Path
+) -> None:
+    entries = set(names(built))
+    for expected in (
+        "quiesce/__init__.py",
+        "quiesce/engine/run.py",
+        "quiesce/guest/quiesce_guest.py",
+        "quiesce_aws/handler.py",
+        "quiesce_aws/provider.py",
+        "quiesce_aws/ssm_document.yaml",
+        "policy.yaml",
+    ):
+        assert expected in entries, expected
+    with zipfile.ZipFile(built) as archive:
+        assert archive.read("policy.yaml") == policy.read_bytes()
+        runner = archive.read("quiesce/guest/quiesce_guest.py")
+    assert runner == (ROOT / "shared" / "quiesce" / "guest" / "quiesce_guest.py").read_bytes()
+
+
+def test_the_zip_declares_the_aws_provider_entry_point(built: Path) -> None:
+    with zipfile.ZipFile(built) as archive:
+        (dist_info,) = {n.split("/")[0] for n in archive.namelist() if ".dist-info/" in n}
+        entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
+        metadata = archive.read(f"{dist_info}/METADATA").decode()
+    assert dist_info == f"quiesce-{package_aws.version()}.dist-info"
+    assert "[quiesce.providers]\naws = quiesce_aws.provider:make_provider" in entry_points
+    assert "Name: quiesce" in metadata
+
+
+def test_tests_caches_bytecode_and_the_command_line_are_left_out(built: Path) -> None:
+    for name in names(built):
+        parts = name.split("/")
+        assert "__pycache__" not in parts, name
+        assert "tests" not in parts, name
+        assert "test" not in parts, name
+        assert not name.endswith((".pyc", ".pyo")), name
+        assert not name.startswith(("quiesce/cli/", "quiesce/demo/")), name
+
+
+def test_excluded_paths_are_recognised_wherever_they_are(tmp_path: Path) -> None:
+    for name in ("a/__pycache__/b.pyc", "a/b.pyc", "pkg/tests/test_x.py", "x/.mypy_cache/y"):
+        assert package_aws.excluded(name), name
+    for name in ("quiesce/engine/run.py", "quiesce_aws/ssm_document.yaml", "pkg/testing.py"):
+        assert not package_aws.excluded(name), name
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_two_builds_of_the_same_sources_are_byte_identical(policy: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "1.zip", tmp_path / "2.zip"
+    for out in (first, second):
+        assert package_aws.main(["--policy", str(policy), "-o", str(out), "--no-deps"]) == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_entries_are_sorted_with_a_fixed_time_and_mode(built: Path) -> None:
+    with zipfile.ZipFile(built) as archive:
+        infos = archive.infolist()
+    assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+# ---------------------------------------------------------------------------- dependencies
+
+
+def test_requirements_are_what_lambda_lacks_and_the_functions_import() -> None:
+    wanted = {package_aws._name(r): r for r in package_aws.requirements()}
+    assert {"pydantic", "pyyaml", "aws-lambda-powertools"} <= set(wanted)
+    assert "[tracer]" in wanted["aws-lambda-powertools"]  # the handler uses Tracer
+    assert not {"boto3", "botocore", "typer", "rich"} & set(wanted)
+
+
+def test_dependencies_come_in_without_scripts_caches_or_the_runtimes_boto(
+    policy: Path, tmp_path: Path
+) -> None:
+    deps = fake_pip_target(tmp_path / "deps")
+    out = tmp_path / "with-deps.zip"
+    args = ["--policy", str(policy), "-o", str(out), "--deps-from", str(deps)]
+    assert package_aws.main(args) == 0
+    entries = set(names(out))
+    assert {"pydantic/__init__.py", "pydantic-2.9.0.dist-info/RECORD", "yaml/__init__.py"} <= (
+        entries
+    )
+    assert not {n for n in entries if n.startswith(("botocore", "bin/"))}
+    assert not {n for n in entries if "__pycache__" in n or "/tests/" in n}
+
+    assert package_aws.main([*args, "--include-boto3"]) == 0
+    assert "botocore/data/ec2.json" in names(out)
+
+
+def test_pip_is_asked_for_binary_wheels_of_the_lambda_runtime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    commands: list[list[str]] = []
+    monkeypatch.setattr(package_aws.subprocess, "run", lambda cmd, check: commands.append(cmd))
+    package_aws.pip_install(tmp_path, "3.12", "arm64", None)
+    (command,) = commands
+    assert command[command.index("--python-version") + 1] == "3.12"
+    assert "--only-binary=:all:" in command
+    platforms = [command[i + 1] for i, a in enumerate(command) if a == "--platform"]
+    assert platforms
+    assert all(p.endswith("_aarch64") for p in platforms)
+    assert "manylinux2014_aarch64" in platforms
+
+
+# ----------------------------------------------------------------------------- refusals, CLI
+
+
+def test_an_invalid_policy_is_refused_with_its_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY.replace("max_freeze_seconds: 30", "max_freeze_seconds: -1"))
+    out = tmp_path / "x.zip"
+    assert package_aws.main(["--policy", str(bad), "-o", str(out), "--no-deps"]) == 2
+    assert "max_freeze_seconds" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_policy_with_members_the_functions_cannot_reach_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "local.yaml"
+    local.write_text(
+        "version: 1\nname: x\ngroups:\n  g:\n    consistency: crash\n"
+        "    members: [{name: m, provider: local, volumes: [/srv]}]\n"
+    )
+    assert package_aws.main(["--policy", str(local), "-o", str(tmp_path / "x.zip")]) == 2
+    assert "provider local" in capsys.readouterr().err
+
+
+def test_help_describes_the_options() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    for option in ("--policy", "--output", "--no-deps", "--deps-from", "--architecture"):
+        assert option in result.stdout
+
+
+# ------------------------------------------------------------------------- the zip runs alone
+
+
+def test_the_handlers_import_from_the_zip_and_read_the_bundled_policy(
+    built: Path, tmp_path: Path
+) -> None:
+    """The zip's own code (not this checkout's) imports with only the third-party packages,
+    finds the aws provider by its entry point, and loads policy.yaml from the task root."""
+    task_root = tmp_path / "task"
+    with zipfile.ZipFile(built) as archive:
+        archive.extractall(task_root)
+    probe = """
+import json, sys
+from importlib.metadata import entry_points
+from types import SimpleNamespace
+import quiesce, quiesce_aws.handler as handler
+context = SimpleNamespace(function_name="quiesce-shop-schedule", memory_limit_in_mb=512,
+    invoked_function_arn="arn:aws:lambda:eu-central-1:123456789012:function:f",
+    aws_request_id="r-1", get_remaining_time_in_millis=lambda: 900000)
+ignored = handler.schedule_handler({"source": "aws.ec2", "detail-type": "x"}, context)
+print(json.dumps({
+    "quiesce": quiesce.__file__,
+    "aws": [e.value for e in entry_points(group="quiesce.providers") if e.name == "aws"],
+    "policy": handler.policy().name,
+    "ignored": ignored["status"],
+    "cli_loaded": any(m.startswith(("typer", "rich", "quiesce.cli")) for m in sys.modules),
+}))
+"""
+    site = sysconfig.get_paths()["purelib"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            f"import sys; sys.path[:0] = [{str(task_root)!r}, {site!r}]" + probe,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={
+            "LAMBDA_TASK_ROOT": str(task_root),
+            "QUIESCE_POLICY": "policy.yaml",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "Quiesce",
+            "AWS_DEFAULT_REGION": "eu-central-1",
+            "PATH": "/usr/bin:/bin",
+        },
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["quiesce"].startswith(str(task_root))
+    assert report["aws"] == ["quiesce_aws.provider:make_provider"]
+    assert report["policy"] == "shop"
+    assert report["ignored"] == "ignored"
+    assert report["cli_loaded"] is False
