@@ -13,6 +13,8 @@ from quiesce.events import EVENT_TYPES, CloudEvent, event_schemas
 from quiesce.policy.model import (
     AwsMember,
     AwsSelect,
+    AzureMember,
+    AzureSelect,
     Group,
     Hook,
     Hooks,
@@ -86,6 +88,8 @@ def policy_reference_md() -> str:
         (LocalMember, "Member, provider `local` (`groups.<name>.members[]`)"),
         (AwsMember, "Member, provider `aws` (`groups.<name>.members[]`)"),
         (AwsSelect, "AWS instance selection (`members[].select`)"),
+        (AzureMember, "Member, provider `azure` (`groups.<name>.members[]`)"),
+        (AzureSelect, "Azure VM selection (`members[].select`)"),
         (Hooks, "Hooks (`members[].hooks`)"),
         (Hook, "Hook (`hooks.pre`, `hooks.post`, `hooks.verify`)"),
         (Retention, "Retention (`groups.<name>.retention`)"),

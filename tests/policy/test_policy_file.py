@@ -204,3 +204,29 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(tmp_path / "nope.yaml")
     assert caught.value.problems == [f"{tmp_path / 'nope.yaml'}: no such file"]
+
+
+AZURE_MEMBER = """\
+      - name: api
+        provider: azure
+        subscription: 00000000-0000-0000-0000-000000000000
+        resource_group: rg-orders
+        select: {vm_names: [api-1, api-2]}
+        snapshot: disk_snapshots
+        hooks:
+          pre: {run: [/etc/quiesce/pre.sh], timeout_seconds: 10}
+          post: {run: [/etc/quiesce/post.sh]}
+"""
+
+
+def test_an_azure_member_selects_vms_of_a_resource_group() -> None:
+    api = parse_policy(EXAMPLE + AZURE_MEMBER).groups["orders"].members[2]
+    assert api.provider == "azure"
+    assert api.select.vm_names == ["api-1", "api-2"]
+    assert api.snapshot == "disk_snapshots"
+
+
+def test_a_windows_azure_member_takes_an_application_consistent_restore_point() -> None:
+    text = EXAMPLE + AZURE_MEMBER.replace("select:", "os: windows\n        select:")
+    (problem,) = problems_of(text)
+    assert "quiesced by VSS" in problem
