@@ -17,7 +17,7 @@ from quiesce_aws.clients import SessionClients
 from quiesce_aws.provider import aws_backends
 from quiesce_aws.state import table_definition
 
-from .conftest import REGION, Fleet, Wire, runner_answers
+from .conftest import REGION, Fleet, Wire, on_send_command, runner_answers
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "aws"
 TABLE = "quiesce-catalog"
@@ -120,6 +120,7 @@ def world(
         "sqs": sqs,
         "queue": queue,
         "sends": wire.sent(ssm, "SendCommand"),
+        "creates": wire.sent(ec2, "CreateSnapshots"),
         "log": wire.log,
         "state": built.state,
     }
@@ -148,7 +149,6 @@ def test_a_scheduler_event_backs_up_the_group_through_the_schedule_function(
     world: dict[str, Any], wire: Wire
 ) -> None:
     runner_answers(wire, world["ssm"])
-    wire.sent(world["ec2"], "CreateSnapshots")
 
     response = handler.schedule_handler(golden("scheduler.json"), Context())
 
@@ -248,3 +248,39 @@ def test_a_function_whose_time_cannot_hold_the_freeze_refuses_to_start(
     with pytest.raises(handler.RunDoesNotFit, match="raise the function's timeout"):
         handler.schedule_handler(golden("scheduler.json"), Context(remaining_ms=20_000))
     assert world["sends"] == []
+
+
+def test_an_ssm_invocation_that_timed_out_falls_back_and_everyone_is_thawed(
+    world: dict[str, Any], wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same group with on_quiesce_failure: fallback; the app instance's pre command times
+    out in SSM (the runner never answered)."""
+    fallback = json.loads(json.dumps(POLICY))
+    fallback["groups"]["orders"]["on_quiesce_failure"] = "fallback"
+    policy_file = Path(str(handler.os.environ["QUIESCE_POLICY"]))
+    policy_file.write_text(yaml.safe_dump(fallback))
+    handler.policy.cache_clear()
+    runner_answers(wire, world["ssm"])
+
+    def time_out_app_pre(command_id: str, invocation: dict[str, Any]) -> dict[str, Any] | None:
+        from moto.ssm.models import ssm_backends
+
+        from .conftest import ACCOUNT
+
+        params = ssm_backends[ACCOUNT][REGION].get_command_by_id(command_id).parameters
+        if (params["Phase"][0], params["Member"][0]) == ("pre", "app"):
+            return {
+                "Status": "TimedOut",
+                "StatusDetails": "Execution Timed Out",
+                "StandardOutputContent": "",
+            }
+        return None
+
+    on_send_command(wire, world["ssm"], time_out_app_pre)
+    (outcome,) = handler.schedule_handler(golden("scheduler.json"), Context())["outcomes"]
+    result = outcome["result"]
+    assert (result["status"], result["consistency"]) == ("degraded", "crash")
+    app = next(m for m in result["members"] if m["name"] == "app")
+    assert app["pre"] == "timed_out"
+    assert phases(world).count("post") == 2, "the timed-out member is thawed too"
+    assert phases(world).count("snapshot") == 2
