@@ -230,3 +230,29 @@ def test_a_windows_azure_member_takes_an_application_consistent_restore_point() 
     text = EXAMPLE + AZURE_MEMBER.replace("select:", "os: windows\n        select:")
     (problem,) = problems_of(text)
     assert "quiesced by VSS" in problem
+
+
+GCP_MEMBER = """\
+      - name: reports
+        provider: gcp
+        project: orders-prod
+        zone: europe-west1-b
+        select: {instances: [reports-1]}
+        hook_channel: agent
+        hooks:
+          pre: {run: [/etc/quiesce/pre.sh], timeout_seconds: 10}
+          post: {run: [/etc/quiesce/post.sh]}
+"""
+
+
+def test_a_gcp_member_selects_instances_of_a_zone() -> None:
+    reports = parse_policy(EXAMPLE + GCP_MEMBER).groups["orders"].members[2]
+    assert (reports.provider, reports.hook_channel) == ("gcp", "agent")
+
+
+def test_guest_flush_cannot_hold_a_group_of_several_members() -> None:
+    (problem,) = problems_of(
+        EXAMPLE + GCP_MEMBER.replace("hook_channel: agent", "hook_channel: guest_flush")
+    )
+    assert "guest_flush" in problem
+    assert "group of its own" in problem
