@@ -22,7 +22,13 @@ def provider_names(policy: Policy) -> set[str]:
 def _plugin(name: str) -> ProviderFactory:
     for ep in entry_points(group="quiesce.providers"):
         if ep.name == name:
-            factory: ProviderFactory = ep.load()
+            try:
+                factory: ProviderFactory = ep.load()
+            except ImportError as exc:
+                raise QuiesceError(
+                    f"provider {name!r} cannot be loaded ({exc}); install its extra: "
+                    f"pip install 'quiesce[{name}]'"
+                ) from None
             return factory
     raise QuiesceError(
         f"provider {name!r} is not installed; install the extra: pip install 'quiesce[{name}]'"
