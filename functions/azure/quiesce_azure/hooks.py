@@ -1,0 +1,451 @@
+"""Hooks on Azure VMs through managed Run Command and the guest hook runner.
+
+Every hook call becomes one managed run command resource on the VM
+(`PUT …/virtualMachines/{vm}/runCommands/{name}`, a name unique to the run, phase, member and
+attempt) whose `source.script` is the FIXED script `RUN_HOOK_SCRIPT`: it calls the guest
+runner's `run-args` subcommand, and every input (phase, run id, script path, arguments, …) is
+a run command *parameter*, which the agent hands to the script as an environment variable. No
+input is ever spliced into the script text, so no policy value can become shell code. The
+hook's `env` goes in `protectedParameters` (never returned by a GET).
+
+The command runs synchronously (`asyncExecution: false`): the PUT's long-running operation ends
+when the script has ended, then one GET with `$expand=instanceView` reads executionState,
+exitCode, output and error, and the runner's one-line JSON result in the output becomes the
+HookResult. The run command resource is deleted afterwards (best effort: the DELETE is sent, its
+completion is not awaited). Members run in parallel (the port's fan_out).
+
+Why not the *action* form (`POST …/virtualMachines/{vm}/runCommand`): it runs one script at a
+time per VM (a pre and the watchdog's or a post's call would queue), takes about 20 s at least,
+cannot be cancelled, and keeps only the last 4 KB of output. The managed form runs in parallel,
+has `timeoutInSeconds`, and typed `parameters`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.mgmt.compute import models
+from pydantic import ValidationError
+
+from quiesce.errors import ProviderError
+from quiesce.policy.model import Hook, Policy
+from quiesce.ports import HookCall, HookRunner, Provider
+from quiesce.record import HookResult, HookStatus, utcnow
+from quiesce_azure.clients import (
+    AzureClientFactory,
+    AzureMembers,
+    CredentialClients,
+    as_json,
+    dig,
+    parse_vm_id,
+)
+from quiesce_azure.permissions import Permission
+from quiesce_azure.retry import Backoff, error_code, error_message
+
+log = logging.getLogger(__name__)
+
+#: Where the runner lives on every VM (installed by a VM application or extension).
+RUNNER_INSTALL_PATH = "/usr/local/lib/quiesce/quiesce_guest.py"
+#: The runner shortens its JSON result to fit the instance view's output.
+MAX_RESULT_CHARS = 3500
+
+#: The one script every hook call runs. It is a constant: inputs arrive only as environment
+#: variables (run command parameters); "$VAR" expansions in double quotes are never re-parsed.
+RUN_HOOK_SCRIPT = f"""#!/bin/sh
+# Quiesce: run one hook through the guest hook runner. Inputs are parameters (environment
+# variables), never part of this text.
+set -eu
+exec python3 {RUNNER_INSTALL_PATH} run-args \\
+  --phase "$QUIESCE_PHASE" --run-id "$QUIESCE_RUN_ID" --member "$QUIESCE_MEMBER" \\
+  --script "$QUIESCE_SCRIPT" --args-json "$QUIESCE_ARGS_JSON" \\
+  --sha256 "${{QUIESCE_SHA256:-}}" --timeout "$QUIESCE_TIMEOUT" --retries "$QUIESCE_RETRIES" \\
+  --env-json "${{QUIESCE_ENV_JSON:-}}" \\
+  --thaw-script "${{QUIESCE_THAW_SCRIPT:-}}" --thaw-args-json "${{QUIESCE_THAW_ARGS_JSON:-}}" \\
+  --thaw-sha256 "${{QUIESCE_THAW_SHA256:-}}" --thaw-timeout "${{QUIESCE_THAW_TIMEOUT:-}}" \\
+  --thaw-retries "${{QUIESCE_THAW_RETRIES:-}}" --thaw-env-json "${{QUIESCE_THAW_ENV_JSON:-}}" \\
+  --max-freeze-seconds "${{QUIESCE_MAX_FREEZE_SECONDS:-}}" \\
+  --expires-at "${{QUIESCE_EXPIRES_AT:-}}" --max-result-chars {MAX_RESULT_CHARS}
+"""
+
+#: A check never executes the script.
+CHECK_TIMEOUT_SECONDS = 60.0
+#: Per attempt (start-up, checks, killing a process group) and once per call (interpreter
+#: start, arming a pre's watchdog, writing state).
+PER_ATTEMPT_SLACK = 1.5
+FIXED_SLACK = 20.0
+#: Run Command's own delivery and extension start-up, on top of the script's time.
+DELIVERY_SLACK = 90.0
+
+#: instanceView.executionState values that are final, other than Succeeded/Failed.
+STATE_RESULTS: dict[str, tuple[HookStatus, str, str]] = {
+    "timedout": (
+        HookStatus.TIMED_OUT,
+        "TimedOut",
+        "Run Command stopped the hook runner after timeoutInSeconds",
+    ),
+    "canceled": (HookStatus.FAILED, "Cancelled", "the run command was cancelled"),
+    "cancelled": (HookStatus.FAILED, "Cancelled", "the run command was cancelled"),
+}
+FINAL_STATES = frozenset({"succeeded", "failed", *STATE_RESULTS})
+
+RUN_PERMISSIONS = [
+    Permission("Microsoft.Compute/virtualMachines/read", "resource_group"),
+    Permission("Microsoft.Compute/virtualMachines/runCommands/write", "resource_group"),
+    Permission("Microsoft.Compute/virtualMachines/runCommands/read", "resource_group"),
+    Permission("Microsoft.Compute/virtualMachines/runCommands/delete", "resource_group"),
+]
+
+
+def _number(value: float) -> str:
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def answer_timeout(hook: Hook, phase: str) -> float:
+    """How long the runner itself may take for one call, everything included."""
+    if phase == "check":
+        return CHECK_TIMEOUT_SECONDS
+    return hook.budget_seconds + PER_ATTEMPT_SLACK * (hook.retries + 1) + FIXED_SLACK
+
+
+def execution_timeout(hook: Hook, phase: str) -> int:
+    """The run command's timeoutInSeconds: past everything the runner bounds itself."""
+    return max(60, math.ceil(answer_timeout(hook, phase) + 30))
+
+
+def _hook_values(prefix: str, hook: Hook | None) -> tuple[dict[str, str], dict[str, str]]:
+    if hook is None:
+        return {}, {}
+    plain = {
+        f"QUIESCE_{prefix}SCRIPT": hook.run[0],
+        f"QUIESCE_{prefix}ARGS_JSON": json.dumps(list(hook.run[1:])),
+        f"QUIESCE_{prefix}SHA256": hook.sha256 or "",
+        f"QUIESCE_{prefix}TIMEOUT": _number(hook.timeout_seconds),
+        f"QUIESCE_{prefix}RETRIES": str(hook.retries),
+    }
+    protected = {f"QUIESCE_{prefix}ENV_JSON": json.dumps(hook.env)} if hook.env else {}
+    return plain, protected
+
+
+def hook_parameters(
+    call: HookCall, phase: str, expires_at: float | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The run command's (parameters, protectedParameters) for one call."""
+    hook = call.hook
+    if call.extra_args:
+        hook = hook.model_copy(update={"run": [*hook.run, *call.extra_args]})
+    plain, protected = _hook_values("", hook)
+    plain = {
+        "QUIESCE_PHASE": phase,
+        "QUIESCE_RUN_ID": call.run_id,
+        "QUIESCE_MEMBER": call.member,
+        **plain,
+    }
+    if phase == "pre":
+        thaw_plain, thaw_protected = _hook_values("THAW_", call.thaw)
+        plain.update(thaw_plain)
+        protected.update(thaw_protected)
+        if call.max_freeze_seconds is not None:
+            plain["QUIESCE_MAX_FREEZE_SECONDS"] = _number(call.max_freeze_seconds)
+        if expires_at is not None:
+            plain["QUIESCE_EXPIRES_AT"] = _number(expires_at)
+    return plain, protected
+
+
+def run_command_name(call: HookCall, phase: str) -> str:
+    """A name unique to the run, phase, member and attempt (ARM: at most 80 characters)."""
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", f"quiesce-{phase}-{call.run_id}-{call.member}")
+    return f"{base[:72]}-{secrets.token_hex(3)}"
+
+
+def run_command_body(
+    location: str, parameters: dict[str, str], protected: dict[str, str], timeout: int
+) -> dict[str, Any]:
+    return {
+        "location": location,
+        "properties": {
+            "source": {"script": RUN_HOOK_SCRIPT},
+            "parameters": [{"name": k, "value": v} for k, v in parameters.items()],
+            "protectedParameters": [{"name": k, "value": v} for k, v in protected.items()],
+            "timeoutInSeconds": timeout,
+            "asyncExecution": False,
+            "treatFailureAsDeploymentFailure": False,
+        },
+    }
+
+
+def parse_result(output: str) -> HookResult | None:
+    """The runner's one-line JSON result in the output, or None when there is none."""
+    candidates = [output.strip(), *(line.strip() for line in reversed(output.splitlines()))]
+    for text in candidates:
+        if text.startswith("{"):
+            try:
+                return HookResult.model_validate_json(text)
+            except ValidationError:
+                continue
+    return None
+
+
+def _result(
+    status: HookStatus, code: str, message: str, started: datetime, ended: datetime | None = None
+) -> HookResult:
+    ended = ended or utcnow()
+    return HookResult(
+        status=status,
+        code=code,
+        message=message,
+        started_at=started,
+        ended_at=ended,
+        duration_ms=round((ended - started).total_seconds() * 1000, 3),
+    )
+
+
+def instance_view_result(view: dict[str, Any], started: datetime, where: str) -> HookResult | None:
+    """What a finished run command came to (its instanceView JSON); None while in flight."""
+    state = re.sub(r"[^a-z]", "", str(view.get("executionState") or "").lower())
+    if state not in FINAL_STATES:
+        return None
+    output = str(view.get("output") or "")
+    error = str(view.get("error") or "").strip()
+    parsed = parse_result(output)
+    if state in ("succeeded", "failed") and parsed is not None:
+        return parsed
+    ended = utcnow()
+    if state in STATE_RESULTS:
+        status, code, meaning = STATE_RESULTS[state]
+        return _result(status, code, f"{meaning} {where}", started, ended)
+    if state == "succeeded":
+        code, message = "RunnerError", f"the hook runner printed no result {where}"
+    else:
+        code = "ExecutionFailed"
+        message = f"the run command failed {where} with exit code {view.get('exitCode')}"
+    if error:
+        message += f"; its stderr ends with: {error[-1500:]}"
+    result = _result(HookStatus.FAILED, code, message, started, ended)
+    exit_code = view.get("exitCode")
+    return result.model_copy(
+        update={"exit_code": int(exit_code) if isinstance(exit_code, int) else None}
+    )
+
+
+class RunCommandHookRunner(HookRunner):
+    """The HookRunner port over managed Run Command and the guest hook runner."""
+
+    PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "run": RUN_PERMISSIONS,
+        "run_many": RUN_PERMISSIONS,
+        "check": RUN_PERMISSIONS,
+    }
+
+    def __init__(
+        self,
+        clients: AzureClientFactory,
+        *,
+        members: AzureMembers | None = None,
+        backoff: Backoff | None = None,
+        poll_interval: float = 1.0,
+        delivery_slack: float = DELIVERY_SLACK,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clients = clients
+        self.members = members or AzureMembers()
+        self.backoff = backoff or Backoff(sleep=sleep)
+        self.poll_interval = poll_interval
+        self.delivery_slack = delivery_slack
+        self.clock = clock
+        self.sleep = sleep
+        self.wall_clock = wall_clock
+
+    def run(self, call: HookCall) -> HookResult:
+        return self._run(call, call.phase)
+
+    def check(self, call: HookCall) -> HookResult:
+        return self._run(call, "check")
+
+    # ------------------------------------------------------------------------------ the flow
+
+    def _is_windows(self, call: HookCall) -> bool:
+        if call.machine.attributes.get("os") == "windows":
+            return True
+        member = self.members.get(call.group, call.member)
+        return member is not None and member.os == "windows"
+
+    def _run(self, call: HookCall, phase: str) -> HookResult:
+        started = utcnow()
+        if self._is_windows(call):
+            return _result(
+                HookStatus.REFUSED,
+                "InvalidPlatform",
+                f"{call.machine.machine_id} is a Windows VM: Windows members are quiesced by VSS "
+                "(an application-consistent restore point), not by hooks",
+                started,
+            )
+        vm = parse_vm_id(call.machine.machine_id)
+        where = f"on {vm.name} ({vm.resource_group})"
+        expires = None
+        if phase == "pre" and call.max_freeze_seconds is not None:
+            # A pre that arrives after the freeze budget is refused as Stale by the runner.
+            expires = self.wall_clock() + call.max_freeze_seconds
+        params, protected = hook_parameters(call, phase, expires)
+        timeout = execution_timeout(call.hook, phase)
+        name = run_command_name(call, phase)
+        client = self.clients.compute(vm.subscription)
+        ops = client.virtual_machine_run_commands
+        try:
+            location = call.machine.attributes.get("location") or self._location(call)
+            body = run_command_body(location, params, protected, timeout)
+            poller = self.backoff.call(
+                lambda: ops.begin_create_or_update(
+                    vm.resource_group, vm.name, name, models.VirtualMachineRunCommand(body)
+                ),
+                what=f"PUT run command {name} {where}",
+            )
+        except (AzureError, ProviderError) as exc:
+            return self._send_failure(exc, started, where)
+        try:
+            return self._follow(poller, call, vm.resource_group, vm.name, name, timeout, started)
+        finally:
+            self._delete(ops, vm.resource_group, vm.name, name)
+
+    def _follow(
+        self,
+        poller: Any,
+        call: HookCall,
+        rg: str,
+        vm: str,
+        name: str,
+        timeout: int,
+        started: datetime,
+    ) -> HookResult:
+        where = f"on {vm} ({rg})"
+        deadline = self.clock() + timeout + self.delivery_slack
+        ops = self.clients.compute(parse_vm_id(call.machine.machine_id).subscription)
+        lro_error: BaseException | None = None
+        try:
+            poller.result(timeout=max(0.0, deadline - self.clock()))
+        except (AzureError, ProviderError) as exc:
+            lro_error = exc  # the instance view may still tell more
+        while True:
+            try:
+                command = self.backoff.call(
+                    lambda: ops.virtual_machine_run_commands.get_by_virtual_machine(
+                        rg, vm, name, expand="instanceView"
+                    ),
+                    what=f"GET run command {name} {where}",
+                )
+                view = dig(as_json(command), "properties", "instanceView") or {}
+                result = instance_view_result(view, started, where)
+                if result is not None:
+                    return result
+            except (AzureError, ProviderError) as exc:
+                if lro_error is None:
+                    lro_error = exc
+            if lro_error is not None:
+                return _result(
+                    HookStatus.FAILED,
+                    error_code(lro_error) or getattr(lro_error, "code", None) or "RunCommandFailed",
+                    f"the run command {name} failed {where}: {error_message(lro_error)}",
+                    started,
+                )
+            if self.clock() >= deadline:
+                return _result(
+                    HookStatus.TIMED_OUT,
+                    "NoAnswer",
+                    f"no result from run command {name} {where} within "
+                    f"{timeout + self.delivery_slack:g}s; a pre hook's watchdog, if armed, still "
+                    "thaws the member",
+                    started,
+                )
+            self.sleep(self.poll_interval)
+
+    def _send_failure(self, exc: BaseException, started: datetime, where: str) -> HookResult:
+        code = error_code(exc) or getattr(exc, "code", None) or type(exc).__name__
+        status = exc.status_code if isinstance(exc, HttpResponseError) else None
+        if status == 403 or code in ("AuthorizationFailed", "LinkedAuthorizationFailed"):
+            return _result(
+                HookStatus.REFUSED,
+                "AccessDenied",
+                f"not allowed to create a run command {where}: {error_message(exc)}; the "
+                "identity needs Microsoft.Compute/virtualMachines/runCommands/write",
+                started,
+            )
+        if status == 404:
+            return _result(
+                HookStatus.FAILED,
+                "Undeliverable",
+                f"the VM is gone {where}: {error_message(exc)}",
+                started,
+            )
+        if code == "OperationNotAllowed" or status == 409:
+            return _result(
+                HookStatus.FAILED,
+                "Undeliverable",
+                f"Run Command cannot run {where} (VM deallocated or its agent not ready): "
+                f"{error_message(exc)}",
+                started,
+            )
+        return _result(
+            HookStatus.FAILED,
+            str(code),
+            f"creating the run command failed {where}: {error_message(exc)}",
+            started,
+        )
+
+    def _location(self, call: HookCall) -> str:
+        vm = parse_vm_id(call.machine.machine_id)
+        client = self.clients.compute(vm.subscription)
+        found = self.backoff.call(
+            lambda: client.virtual_machines.get(vm.resource_group, vm.name),
+            what=f"GET virtual machine {vm.name}",
+        )
+        return str(as_json(found).get("location") or "")
+
+    def _delete(self, ops: Any, rg: str, vm: str, name: str) -> None:
+        """Deletes the run command resource; not awaited, and failures are only logged."""
+        try:
+            self.backoff.call(
+                lambda: ops.begin_delete(rg, vm, name), what=f"DELETE run command {name}"
+            )
+        except (AzureError, ProviderError) as exc:
+            log.warning("could not delete run command %s on %s: %s", name, vm, exc)
+
+
+def azure_provider(
+    policy: Policy | None,
+    credential: Any,
+    *,
+    base_url: str | None = None,
+    client_factory: AzureClientFactory | None = None,
+    polling_interval: float | None = None,
+    backoff: Backoff | None = None,
+) -> Provider:
+    """Azure inventory, Run Command hooks and restore points/snapshots for a policy.
+
+    `credential` is a TokenCredential (e.g. azure.identity.DefaultAzureCredential or
+    ManagedIdentityCredential); `base_url` another ARM endpoint; `client_factory` replaces the
+    client construction altogether (then `credential` and `base_url` are unused).
+    """
+    from quiesce_azure.inventory import AzureInventory
+    from quiesce_azure.snapshots import AzureSnapshotter
+
+    clients = client_factory or CredentialClients(
+        credential, base_url=base_url, polling_interval=polling_interval
+    )
+    members = AzureMembers.from_policy(policy)
+    poll = 1.0 if polling_interval is None else polling_interval
+    return Provider(
+        inventory=AzureInventory(clients, backoff=backoff),
+        hooks=RunCommandHookRunner(clients, members=members, backoff=backoff, poll_interval=poll),
+        snapshots=AzureSnapshotter(clients, members=members, backoff=backoff, poll_interval=poll),
+    )

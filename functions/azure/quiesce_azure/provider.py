@@ -1,0 +1,132 @@
+"""Builds the Azure provider and the Function App's backends from a credential and environment.
+
+`make_provider` is the `quiesce.providers` entry point ("azure"): the CLI gets the VM inventory,
+Run Command hooks and restore points/snapshots from it and keeps its own catalog.
+`azure_backends` is what the functions run with: the same provider plus the Table Storage catalog
+(TableStateStore) and the Event Grid topic (EventGridPublisher).
+
+Environment:
+
+    QUIESCE_TABLE               the catalog table's name                          (quiesce)
+    QUIESCE_TABLE_ENDPOINT      the Table service URL, e.g.
+                                https://<account>.table.core.windows.net; used with the
+                                credential (managed identity: "Storage Table Data Contributor")
+    AzureWebJobsStorage         otherwise: the Functions storage connection string, or its
+                                identity-based form (AzureWebJobsStorage__tableServiceUri /
+                                AzureWebJobsStorage__accountName) with the credential
+    QUIESCE_EVENTGRID_ENDPOINT  the Event Grid topic endpoint (required for azure_backends)
+    QUIESCE_EVENTGRID_KEY       the topic's access key; without it the credential is used
+                                (managed identity: "EventGrid Data Sender")
+    AZURE_CLIENT_ID             as usual for DefaultAzureCredential (a user-assigned identity)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from azure.core.credentials import AzureKeyCredential, TokenCredential
+from azure.data.tables import TableServiceClient
+
+from quiesce.errors import QuiesceError
+from quiesce.policy.model import Policy
+from quiesce.ports import Backends, EventPublisher, Provider
+from quiesce_azure.state import TableStateStore
+
+PROVIDER = "azure"
+TABLE_ENV = "QUIESCE_TABLE"
+TABLE_ENDPOINT_ENV = "QUIESCE_TABLE_ENDPOINT"
+STORAGE_ENV = "AzureWebJobsStorage"
+EVENTGRID_ENDPOINT_ENV = "QUIESCE_EVENTGRID_ENDPOINT"
+EVENTGRID_KEY_ENV = "QUIESCE_EVENTGRID_KEY"
+DEFAULT_TABLE = "quiesce"
+
+
+def default_credential() -> TokenCredential:
+    """DefaultAzureCredential: the Function App's managed identity in Azure, the developer's
+    Azure CLI login on a workstation."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+def azure_provider(policy: Policy | None, credential: TokenCredential) -> Provider:
+    """The adapters' provider (quiesce_azure.hooks.azure_provider), imported when first needed
+    so the catalog and the triggers work without the Compute SDK loaded."""
+    try:
+        from quiesce_azure.hooks import azure_provider as build
+    except ImportError as exc:
+        raise QuiesceError(
+            f"the Azure provider's adapters cannot be imported ({exc}): install the "
+            "quiesce package with its Azure dependencies (azure-mgmt-compute)"
+        ) from exc
+    provider: Provider = build(policy, credential)
+    return provider
+
+
+def make_provider(policy: Policy, credential: TokenCredential | None = None) -> Provider:
+    """The `azure` provider of a policy (the `quiesce.providers` entry point)."""
+    return azure_provider(policy, credential or default_credential())
+
+
+def table_service_from_env(
+    env: Mapping[str, str], credential: TokenCredential
+) -> TableServiceClient:
+    """The Table service: QUIESCE_TABLE_ENDPOINT with the credential, else AzureWebJobsStorage."""
+    endpoint = env.get(TABLE_ENDPOINT_ENV) or env.get(f"{STORAGE_ENV}__tableServiceUri")
+    if not endpoint and env.get(f"{STORAGE_ENV}__accountName"):
+        endpoint = f"https://{env[f'{STORAGE_ENV}__accountName']}.table.core.windows.net"
+    if endpoint:
+        return TableServiceClient(endpoint=endpoint, credential=credential)
+    connection = env.get(STORAGE_ENV)
+    if connection:
+        return TableServiceClient.from_connection_string(connection)
+    raise QuiesceError(
+        f"set {TABLE_ENDPOINT_ENV} (https://<account>.table.core.windows.net) or "
+        f"{STORAGE_ENV} so Quiesce can find its catalog table"
+    )
+
+
+def event_publisher(env: Mapping[str, str], credential: TokenCredential) -> EventPublisher:
+    """Their EventGridPublisher on QUIESCE_EVENTGRID_ENDPOINT (key or the credential)."""
+    from quiesce_azure.events import EventGridPublisher
+
+    endpoint = env.get(EVENTGRID_ENDPOINT_ENV)
+    if not endpoint:
+        raise QuiesceError(
+            f"set {EVENTGRID_ENDPOINT_ENV} to the Event Grid topic's endpoint "
+            "(https://<topic>.<region>-1.eventgrid.azure.net/api/events)"
+        )
+    key = env.get(EVENTGRID_KEY_ENV)
+    auth: AzureKeyCredential | TokenCredential = AzureKeyCredential(key) if key else credential
+    return EventGridPublisher(endpoint, auth)
+
+
+def azure_backends(
+    policy: Policy,
+    *,
+    credential: TokenCredential | None = None,
+    env: Mapping[str, str] | None = None,
+    table_service: TableServiceClient | None = None,
+    provider: Provider | None = None,
+    bus: EventPublisher | None = None,
+) -> Backends:
+    """Everything the engine needs on Azure: the provider, the Table catalog (QUIESCE_TABLE)
+    and the Event Grid topic (QUIESCE_EVENTGRID_ENDPOINT). Each part can be given instead."""
+    env = os.environ if env is None else env
+    needed = provider is None or bus is None or table_service is None
+    cred = credential or (default_credential() if needed else None)
+    if table_service is None and cred is not None:
+        table_service = table_service_from_env(env, cred)
+    if provider is None and cred is not None:
+        provider = azure_provider(policy, cred)
+    if bus is None and cred is not None:
+        bus = event_publisher(env, cred)
+    assert table_service is not None
+    assert provider is not None
+    assert bus is not None
+    return Backends(
+        providers={PROVIDER: provider},
+        state=TableStateStore(table_service, env.get(TABLE_ENV) or DEFAULT_TABLE),
+        bus=bus,
+    )

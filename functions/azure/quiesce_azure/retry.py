@@ -1,0 +1,140 @@
+"""Retries of ARM calls that were throttled or refused as busy (429, 503).
+
+ARM answers 429 (and sometimes 503) with a Retry-After header: that wait is honoured (capped at
+`max_retry_after`). Without one, the delay before retry n (0-based) is uniform in
+[0, min(cap, base * 2**n)] ("full jitter"), so callers throttled together spread out. A 429 or 503
+means the request was not carried out, so retrying it cannot act twice; nothing else is retried.
+The SDK clients' own retries are switched off (clients.py) so this is the one place that waits.
+`sleep` and `random` are injectable: tests run in no time and can check the delays.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from azure.core.exceptions import HttpResponseError
+
+from quiesce.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Throttled, or the service is busy: the request was not carried out.
+RETRY_STATUSES = frozenset({429, 503})
+
+
+def status_of(exc: BaseException) -> int | None:
+    if isinstance(exc, HttpResponseError):
+        return exc.status_code
+    return None
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The ARM error code of an HttpResponseError (its error.code), else None."""
+    if isinstance(exc, HttpResponseError):
+        error = getattr(exc, "error", None)
+        code = getattr(error, "code", None)
+        if code:
+            return str(code)
+        if exc.status_code is not None:
+            return f"Http{exc.status_code}"
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, HttpResponseError):
+        error = getattr(exc, "error", None)
+        message = getattr(error, "message", None)
+        code = error_code(exc) or "Error"
+        return f"{code}: {message or exc.message or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """The Retry-After of a response, in seconds (delta-seconds or an HTTP date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / 1000)
+            except ValueError:
+                pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.fromtimestamp(now(), UTC)).total_seconds())
+
+
+@dataclass
+class Backoff:
+    """How often and how long to wait: `attempts` calls in all."""
+
+    attempts: int = 6
+    base: float = 0.2
+    cap: float = 10.0
+    max_retry_after: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = field(default=random.random)
+
+    def delay(self, retry: int, exc: BaseException | None = None) -> float:
+        """The wait before retry number `retry`: the server's Retry-After, else full jitter."""
+        if exc is not None:
+            hinted = retry_after(exc)
+            if hinted is not None:
+                return min(hinted, self.max_retry_after)
+        return float(self.random()) * min(self.cap, self.base * float(2**retry))
+
+    def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        what: str,
+        retry_on: Collection[int] = RETRY_STATUSES,
+    ) -> T:
+        """Calls `fn`, retrying while it raises an HttpResponseError with a status in
+        `retry_on`. When the attempts run out, raises ProviderError(retryable=True)."""
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except HttpResponseError as exc:
+                if exc.status_code not in retry_on:
+                    raise
+                if attempt + 1 >= self.attempts:
+                    raise ProviderError(
+                        f"{what}: still HTTP {exc.status_code} after {self.attempts} attempts: "
+                        f"{error_message(exc)}",
+                        code=error_code(exc) or "Throttled",
+                        retryable=True,
+                    ) from exc
+                wait = self.delay(attempt, exc)
+                log.info(
+                    "%s: HTTP %s, retrying in %.3fs (attempt %d)",
+                    what,
+                    exc.status_code,
+                    wait,
+                    attempt + 2,
+                )
+                self.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,564 @@
+"""Restore points and incremental disk snapshots of Azure VMs.
+
+Per member (`snapshot` in the policy):
+
+* `restore_point`: one VM restore point covering all managed disks, in a restore point
+  collection Quiesce manages per VM (`quiesce-<vm>`, tagged quiesce:managed=true; created on
+  first use). Windows VMs ask for ApplicationConsistent (VSS through the VM's extension);
+  Linux VMs for CrashConsistent, because Quiesce's own hooks make them application-consistent.
+  The level the platform reports is kept in the ref's tags (azure:consistency-mode).
+  Restore points carry no tags of their own: the collection's tags and the restore point's name
+  (the recovery point id, which contains the run id) identify them.
+* `disk_snapshots`: one incremental snapshot per managed disk (createOption Copy), tagged.
+
+`take` returns when the point in time is fixed by THE RULE below; `wait_durable` then polls
+until the data is durable (a snapshot's completionPercent reaches 100; a restore point is
+durable when it has Succeeded). Only Quiesce-tagged snapshots and restore points of Quiesce's
+collections are ever deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.mgmt.compute import models
+
+from quiesce.errors import ProviderError
+from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
+from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce_azure.clients import AzureClientFactory, AzureMembers, VmRef, as_json, dig, parse_vm_id
+from quiesce_azure.permissions import Permission
+from quiesce_azure.retry import Backoff, error_code, error_message
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "azure"
+MANAGED_TAG = "quiesce:managed"
+GIB = 1024**3
+
+METHOD_RESTORE_POINT = "restore_point"
+METHOD_SNAPSHOT = "incremental_snapshot"
+#: A restore point's ref stands for every managed disk of the VM.
+ALL_DISKS = "*"
+
+# THE RULE: when a point in time counts as fixed (and so when the engine may thaw).
+# No Azure document states when the point in time of a snapshot or restore point we create
+# ourselves is fixed. Quiesce takes it as fixed when the ARM create operation (the PUT's
+# long-running operation) reports Succeeded: `take` blocks until then, so the post hooks run
+# after it. To change the rule (for example to thaw as soon as the PUT is accepted), change it
+# here and only here.
+POINT_IN_TIME_FIXED_STATE = "Succeeded"
+
+
+def point_in_time_is_fixed(create_operation_status: str | None) -> bool:
+    """THE RULE (see above): the create operation's final status fixes the point in time."""
+    return (create_operation_status or "").lower() == POINT_IN_TIME_FIXED_STATE.lower()
+
+
+CONSISTENCY_MODES = {"windows": "ApplicationConsistent", "linux": "CrashConsistent"}
+PLATFORM_LEVELS = {
+    "applicationconsistent": "application",
+    "filesystemconsistent": "crash",
+    "crashconsistent": "crash",
+}
+
+SNAPSHOT_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.Compute/snapshots/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+RESTORE_POINT_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.Compute/restorePointCollections/(?P<coll>[^/]+)/restorePoints/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def snapshot_tags(call: SnapshotCall) -> dict[str, str]:
+    """The tags every Quiesce snapshot carries; `find` filters on them."""
+    return {
+        MANAGED_TAG: "true",
+        "quiesce:policy": call.policy,
+        "quiesce:group": call.group,
+        "quiesce:run-id": call.run_id,
+        "quiesce:recovery-point": call.recovery_point,
+        "quiesce:member": call.member,
+        "quiesce:machine": call.machine.machine_id,
+        "quiesce:consistency": call.consistency,
+    }
+
+
+def _name(text: str, limit: int = 80) -> str:
+    """An ARM resource name: letters, digits, _ . - ; at most `limit` characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:limit].rstrip(".-")
+
+
+def collection_name(vm_name: str) -> str:
+    return _name(f"quiesce-{vm_name}")
+
+
+class AzureSnapshotter(Snapshotter):
+    """The Snapshotter port over VM restore points and incremental managed-disk snapshots."""
+
+    PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "take": [
+            Permission("Microsoft.Compute/virtualMachines/read"),
+            Permission("Microsoft.Compute/restorePointCollections/read"),
+            Permission(
+                "Microsoft.Compute/restorePointCollections/write",
+                conditions={"tag": f"{MANAGED_TAG}=true"},
+            ),
+            Permission("Microsoft.Compute/restorePointCollections/restorePoints/write"),
+            Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
+            Permission("Microsoft.Compute/disks/read"),
+            Permission(
+                "Microsoft.Compute/snapshots/write", conditions={"tag": f"{MANAGED_TAG}=true"}
+            ),
+            Permission("Microsoft.Compute/snapshots/read"),
+        ],
+        "wait_durable": [
+            Permission("Microsoft.Compute/snapshots/read"),
+            Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
+        ],
+        "delete": [
+            Permission("Microsoft.Compute/snapshots/read"),
+            Permission(
+                "Microsoft.Compute/snapshots/delete", conditions={"tag": f"{MANAGED_TAG}=true"}
+            ),
+            Permission("Microsoft.Compute/restorePointCollections/read"),
+            Permission(
+                "Microsoft.Compute/restorePointCollections/restorePoints/delete",
+                conditions={"collection tag": f"{MANAGED_TAG}=true"},
+            ),
+        ],
+        "find": [
+            Permission("Microsoft.Compute/snapshots/read"),
+            Permission("Microsoft.Compute/restorePointCollections/read"),
+            Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
+        ],
+    }
+
+    def __init__(
+        self,
+        clients: AzureClientFactory,
+        *,
+        members: AzureMembers | None = None,
+        backoff: Backoff | None = None,
+        poll_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.clients = clients
+        self.members = members or AzureMembers()
+        self.backoff = backoff or Backoff(sleep=sleep)
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.sleep = sleep
+
+    # ------------------------------------------------------------------------------ the port
+
+    def take(self, call: SnapshotCall) -> list[SnapshotRef]:
+        vm = parse_vm_id(call.machine.machine_id)
+        known = self.members.get(call.group, call.member)
+        mode = known.snapshot if known is not None else "restore_point"
+        os_name = call.machine.attributes.get("os") or (known.os if known else "linux")
+        try:
+            location = call.machine.attributes.get("location") or self._vm_location(vm)
+            if mode == "disk_snapshots":
+                return self._take_disks(call, vm, location)
+            return self._take_restore_point(call, vm, location, os_name)
+        except AzureError as exc:
+            raise ProviderError(
+                f"member {call.member!r}: {mode} of {vm.name} failed: {error_message(exc)}",
+                code=error_code(exc) or "SnapshotFailed",
+            ) from exc
+
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        deadline = self.clock() + timeout
+        current = {s.id: s for s in snapshots}
+        while True:
+            pending = [s for s in current.values() if s.state is SnapshotState.PENDING]
+            if not pending:
+                break
+            for ref, outcome in zip(pending, fan_out(self._durability, pending), strict=True):
+                if isinstance(outcome, BaseException):
+                    log.warning("polling %s failed: %s", ref.id, outcome)
+                    continue
+                if outcome is SnapshotState.COMPLETED:
+                    current[ref.id] = ref.model_copy(
+                        update={"state": outcome, "durable_at": utcnow()}
+                    )
+                elif outcome is SnapshotState.FAILED:
+                    current[ref.id] = ref.model_copy(update={"state": outcome})
+            if all(s.state is not SnapshotState.PENDING for s in current.values()):
+                break
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                break
+            self.sleep(min(self.poll_interval, remaining))
+        return [current[s.id] for s in snapshots]
+
+    def delete(self, snapshot: SnapshotRef) -> None:
+        try:
+            if match := RESTORE_POINT_ID.match(snapshot.id):
+                self._delete_restore_point(snapshot, match)
+            elif match := SNAPSHOT_ID.match(snapshot.id):
+                self._delete_snapshot(snapshot, match)
+            else:
+                raise ProviderError(
+                    f"{snapshot.id!r} is neither a snapshot nor a restore point id",
+                    code="BadSnapshotId",
+                )
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise ProviderError(
+                f"could not delete {snapshot.id}: {error_message(exc)}",
+                code=error_code(exc) or "DeleteFailed",
+            ) from exc
+
+    def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        wanted = {MANAGED_TAG: "true", "quiesce:policy": policy, "quiesce:group": group}
+        found: list[SnapshotRef] = []
+        for subscription, rg in self.members.group_scopes(group):
+            compute = self.clients.compute(subscription)
+            snaps = self.backoff.call(
+                lambda compute=compute, rg=rg: [  # type: ignore[misc]
+                    as_json(s) for s in compute.snapshots.list_by_resource_group(rg)
+                ],
+                what=f"list snapshots of {rg}",
+            )
+            for snap in snaps:
+                tags = snap.get("tags") or {}
+                if not all(tags.get(k) == v for k, v in wanted.items()):
+                    continue
+                if run_id is not None and tags.get("quiesce:run-id") != run_id:
+                    continue
+                found.append(self._snapshot_ref(snap, tags))
+            collections = self.backoff.call(
+                lambda compute=compute, rg=rg: [  # type: ignore[misc]
+                    as_json(c) for c in compute.restore_point_collections.list(rg)
+                ],
+                what=f"list restore point collections of {rg}",
+            )
+            for coll in collections:
+                tags = coll.get("tags") or {}
+                if not all(tags.get(k) == v for k, v in wanted.items()):
+                    continue
+                full = as_json(
+                    self.backoff.call(
+                        lambda compute=compute, rg=rg, c=coll: (  # type: ignore[misc]
+                            compute.restore_point_collections.get(
+                                rg, str(c.get("name")), expand="restorePoints"
+                            )
+                        ),
+                        what="GET restore point collection",
+                    )
+                )
+                for point in dig(full, "properties", "restorePoints") or []:
+                    name = str(point.get("name") or "")
+                    if run_id is not None and run_id not in name:
+                        continue
+                    found.append(self._restore_point_ref(point, tags))
+        return sorted(found, key=lambda r: (r.started_at, r.id))
+
+    def describe(self, machine: Machine) -> dict[str, str]:
+        return {volume: "restore_point or incremental_snapshot" for volume in machine.volumes}
+
+    # ------------------------------------------------------------------------------ restore points
+
+    def _take_restore_point(
+        self, call: SnapshotCall, vm: VmRef, location: str, os_name: str
+    ) -> list[SnapshotRef]:
+        compute = self.clients.compute(vm.subscription)
+        coll = self._ensure_collection(call, vm, location)
+        name = _name(call.recovery_point)
+        mode = CONSISTENCY_MODES.get(os_name, "CrashConsistent")
+        started = utcnow()
+        poller = self.backoff.call(
+            lambda: compute.restore_points.begin_create(
+                vm.resource_group, coll, name, {"properties": {"consistencyMode": mode}}
+            ),
+            what=f"create restore point {name} of {vm.name}",
+        )
+        point = as_json(poller.result())
+        status = str(dig(point, "properties", "provisioningState") or poller.status())
+        if not point_in_time_is_fixed(status):
+            raise ProviderError(
+                f"member {call.member!r}: restore point {name} of {vm.name} ended {status}",
+                code="RestorePointFailed",
+            )
+        fixed = utcnow()
+        reported = str(dig(point, "properties", "consistencyMode") or mode)
+        tags = snapshot_tags(call)
+        tags["azure:consistency-mode"] = reported
+        if os_name == "windows":
+            # VSS made it application-consistent only if the platform says so.
+            tags["quiesce:consistency"] = PLATFORM_LEVELS.get(reported.lower(), "crash")
+        point_id = str(point.get("id") or "") or (
+            f"/subscriptions/{vm.subscription}/resourceGroups/{vm.resource_group}/providers/"
+            f"Microsoft.Compute/restorePointCollections/{coll}/restorePoints/{name}"
+        )
+        return [
+            SnapshotRef(
+                id=point_id,
+                provider=PROVIDER,
+                machine_id=call.machine.machine_id,
+                volume=ALL_DISKS,
+                method=METHOD_RESTORE_POINT,
+                state=SnapshotState.PENDING,
+                started_at=started,
+                fixed_at=fixed,
+                location=point_id,
+                tags=tags,
+            )
+        ]
+
+    def _ensure_collection(self, call: SnapshotCall, vm: VmRef, location: str) -> str:
+        """The VM's Quiesce-managed restore point collection, created when missing."""
+        compute = self.clients.compute(vm.subscription)
+        name = collection_name(vm.name)
+        try:
+            existing = as_json(
+                self.backoff.call(
+                    lambda: compute.restore_point_collections.get(vm.resource_group, name),
+                    what=f"GET restore point collection {name}",
+                )
+            )
+        except ResourceNotFoundError:
+            existing = {}
+        if existing:
+            if (existing.get("tags") or {}).get(MANAGED_TAG) != "true":
+                raise ProviderError(
+                    f"restore point collection {name} in {vm.resource_group} exists but is not "
+                    f"tagged {MANAGED_TAG}=true: Quiesce does not write into it",
+                    code="NotManaged",
+                )
+            return name
+        tags = {
+            MANAGED_TAG: "true",
+            "quiesce:policy": call.policy,
+            "quiesce:group": call.group,
+            "quiesce:member": call.member,
+            "quiesce:machine": call.machine.machine_id,
+        }
+        body = {"location": location, "tags": tags, "properties": {"source": {"id": vm.id}}}
+        self.backoff.call(
+            lambda: compute.restore_point_collections.create_or_update(
+                vm.resource_group, name, models.RestorePointCollection(body)
+            ),
+            what=f"create restore point collection {name}",
+        )
+        return name
+
+    def _delete_restore_point(self, ref: SnapshotRef, match: re.Match[str]) -> None:
+        compute = self.clients.compute(match["sub"])
+        rg, coll, name = match["rg"], match["coll"], match["name"]
+        collection = as_json(
+            self.backoff.call(
+                lambda: compute.restore_point_collections.get(rg, coll),
+                what=f"GET restore point collection {coll}",
+            )
+        )
+        if (collection.get("tags") or {}).get(MANAGED_TAG) != "true":
+            raise ProviderError(
+                f"refusing to delete restore point {ref.id}: its collection is not tagged "
+                f"{MANAGED_TAG}=true, so Quiesce did not make it",
+                code="NotManaged",
+            )
+        poller = self.backoff.call(
+            lambda: compute.restore_points.begin_delete(rg, coll, name),
+            what=f"delete restore point {name}",
+        )
+        poller.result()
+
+    def _restore_point_ref(self, point: dict[str, Any], tags: dict[str, str]) -> SnapshotRef:
+        created = dig(point, "properties", "timeCreated")
+        when = _parse_time(created) or utcnow()
+        state = _provisioning(dig(point, "properties", "provisioningState"))
+        name = str(point.get("name") or "")
+        ref_tags = dict(tags)
+        ref_tags["quiesce:recovery-point"] = name
+        mode = dig(point, "properties", "consistencyMode")
+        if mode:
+            ref_tags["azure:consistency-mode"] = str(mode)
+        return SnapshotRef(
+            id=str(point.get("id") or ""),
+            provider=PROVIDER,
+            machine_id=tags.get("quiesce:machine", ""),
+            volume=ALL_DISKS,
+            method=METHOD_RESTORE_POINT,
+            state=state,
+            started_at=when,
+            fixed_at=when,
+            location=str(point.get("id") or ""),
+            tags=ref_tags,
+        )
+
+    # ------------------------------------------------------------------------------ snapshots
+
+    def _take_disks(self, call: SnapshotCall, vm: VmRef, location: str) -> list[SnapshotRef]:
+        disks = list(call.machine.volumes)
+        if not disks:
+            raise ProviderError(
+                f"member {call.member!r}: {vm.name} has no managed disk to snapshot",
+                code="NoVolumes",
+            )
+        outcomes = fan_out(lambda disk: self._take_disk(call, vm, location, disk), disks)
+        refs: list[SnapshotRef] = []
+        errors: list[str] = []
+        for disk, outcome in zip(disks, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                errors.append(f"{disk.rsplit('/', 1)[-1]}: {error_message(outcome)}")
+            else:
+                refs.append(outcome)
+        if errors:
+            raise ProviderError(
+                f"member {call.member!r}: snapshots of {vm.name} failed: "
+                + "; ".join(errors)
+                + (f" ({len(refs)} other disk(s) were snapshotted)" if refs else ""),
+                code="SnapshotFailed",
+            )
+        return refs
+
+    def _take_disk(self, call: SnapshotCall, vm: VmRef, location: str, disk: str) -> SnapshotRef:
+        compute = self.clients.compute(vm.subscription)
+        name = _name(f"{disk.rsplit('/', 1)[-1]}-{call.recovery_point}")
+        tags = snapshot_tags(call)
+        tags["quiesce:disk"] = disk
+        body = {
+            "location": location,
+            "tags": tags,
+            "properties": {
+                "creationData": {"createOption": "Copy", "sourceResourceId": disk},
+                "incremental": True,
+            },
+        }
+        started = utcnow()
+        poller = self.backoff.call(
+            lambda: compute.snapshots.begin_create_or_update(
+                vm.resource_group, name, models.Snapshot(body)
+            ),
+            what=f"create snapshot {name}",
+        )
+        snap = as_json(poller.result())
+        status = str(dig(snap, "properties", "provisioningState") or poller.status())
+        if not point_in_time_is_fixed(status):
+            raise ProviderError(f"snapshot {name} ended {status}", code="SnapshotFailed")
+        fixed = utcnow()
+        ref = self._snapshot_ref(snap, tags)
+        return ref.model_copy(
+            update={"started_at": started, "fixed_at": fixed, "state": SnapshotState.PENDING}
+        )
+
+    def _snapshot_ref(self, snap: dict[str, Any], tags: dict[str, str]) -> SnapshotRef:
+        created = _parse_time(dig(snap, "properties", "timeCreated")) or utcnow()
+        size = dig(snap, "properties", "diskSizeGB")
+        snap_id = str(snap.get("id") or "")
+        return SnapshotRef(
+            id=snap_id,
+            provider=PROVIDER,
+            machine_id=tags.get("quiesce:machine", ""),
+            volume=str(
+                dig(snap, "properties", "creationData", "sourceResourceId")
+                or tags.get("quiesce:disk", "")
+            ),
+            method=METHOD_SNAPSHOT,
+            state=_snapshot_state(snap),
+            started_at=created,
+            fixed_at=created,
+            size_bytes=int(size) * GIB if isinstance(size, int | float) else None,
+            location=snap_id,
+            tags=dict(tags),
+        )
+
+    def _delete_snapshot(self, ref: SnapshotRef, match: re.Match[str]) -> None:
+        compute = self.clients.compute(match["sub"])
+        rg, name = match["rg"], match["name"]
+        live = as_json(
+            self.backoff.call(lambda: compute.snapshots.get(rg, name), what=f"GET snapshot {name}")
+        )
+        if (live.get("tags") or {}).get(MANAGED_TAG) != "true":
+            raise ProviderError(
+                f"refusing to delete snapshot {ref.id}: it is not tagged {MANAGED_TAG}=true, so "
+                "Quiesce did not make it",
+                code="NotManaged",
+            )
+        poller = self.backoff.call(
+            lambda: compute.snapshots.begin_delete(rg, name), what=f"delete snapshot {name}"
+        )
+        poller.result()
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _durability(self, ref: SnapshotRef) -> SnapshotState:
+        try:
+            if match := RESTORE_POINT_ID.match(ref.id):
+                compute = self.clients.compute(match["sub"])
+                rg, coll, name = match["rg"], match["coll"], match["name"]
+                point = as_json(
+                    self.backoff.call(
+                        lambda: compute.restore_points.get(rg, coll, name),
+                        what="GET restore point",
+                    )
+                )
+                return _provisioning(dig(point, "properties", "provisioningState"))
+            if match := SNAPSHOT_ID.match(ref.id):
+                compute = self.clients.compute(match["sub"])
+                rg, name = match["rg"], match["name"]
+                snap = as_json(
+                    self.backoff.call(
+                        lambda: compute.snapshots.get(rg, name),
+                        what="GET snapshot",
+                    )
+                )
+                return _snapshot_state(snap)
+        except ResourceNotFoundError:
+            return SnapshotState.FAILED
+        return SnapshotState.FAILED
+
+    def _vm_location(self, vm: VmRef) -> str:
+        compute = self.clients.compute(vm.subscription)
+        found = self.backoff.call(
+            lambda: compute.virtual_machines.get(vm.resource_group, vm.name),
+            what=f"GET virtual machine {vm.name}",
+        )
+        return str(as_json(found).get("location") or "")
+
+
+def _provisioning(value: Any) -> SnapshotState:
+    state = str(value or "").lower()
+    if state == "succeeded":
+        return SnapshotState.COMPLETED
+    if state in ("failed", "canceled", "deleting"):
+        return SnapshotState.FAILED
+    return SnapshotState.PENDING
+
+
+def _snapshot_state(snap: dict[str, Any]) -> SnapshotState:
+    """An incremental snapshot is durable when Succeeded and its background copy is done."""
+    state = _provisioning(dig(snap, "properties", "provisioningState"))
+    if state is not SnapshotState.COMPLETED:
+        return state
+    percent = dig(snap, "properties", "completionPercent")
+    if percent is not None and float(percent) < 100:
+        return SnapshotState.PENDING
+    return SnapshotState.COMPLETED
+
+
+def _parse_time(value: Any) -> Any:
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None

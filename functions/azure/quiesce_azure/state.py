@@ -1,0 +1,398 @@
+"""The catalog in one Azure Table: runs, recovery points, group locks, trigger claims,
+cooldowns and the outbox.
+
+Table design (one table; infra creates it, `create_table()` does it for tests and scripts):
+
+    entity      PartitionKey  RowKey                      other properties
+    run         run           <run id>                    policy, grp, started, status, data
+    point       point         <point id>                  policy, grp, created, data
+    lock        lock          <key>                       run_id, expires_us
+    trigger     trigger       <trigger id>                run_id, created
+    cooldown    cooldown      <key>                       fired_us
+    outbox      outbox        s-<added µs>-<n>-<event id> data           (the ordered copy)
+    outbox      outbox        i-<event id>                seq (the RowKey of the ordered copy)
+
+Keys are percent-encoded (Azure resource ids hold `/`, which a RowKey may not), and hashed when
+the encoded key would be longer than a RowKey may be. Times in comparisons are integers
+(microseconds since the epoch, as decimal text), so comparisons are exact.
+
+Atomicity, with ETags instead of DynamoDB's conditions:
+  * a lock is taken by `create_entity` (fails when it exists) or, when the holder's lease has
+    expired or is ours, by replacing the entity with `If-Match: <etag we read>`; losing either
+    race re-reads and reports the winner.
+  * a trigger is claimed by `create_entity`; the loser reads the winner's run id.
+  * a cooldown fires by `create_entity` or by an `If-Match` replace of an old enough firing.
+  * an outbox event is added by one entity-group transaction that creates both its id marker
+    and its ordered copy, so adding an id twice keeps one, and the order is the RowKey order.
+
+Large records: a string property holds at most 64 KiB (32K UTF-16 characters), an entity 1 MiB.
+A record's JSON up to 30,000 characters is stored as text (`data`); a larger one is
+zlib-compressed and split over binary properties `z0`..`zN` (60,000 bytes each, `zn` = N+1) of
+the same entity, so saving a record stays one atomic write. Records whose compressed JSON
+exceeds 14 chunks (840,000 bytes) are refused with a ProviderError: the JSON of a run compresses
+roughly tenfold, so that is a run of several thousand machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import (
+    TableClient,
+    TableEntity,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
+
+from quiesce.errors import ProviderError
+from quiesce.events import CloudEvent
+from quiesce.ports import LockHolder, StateStore, fan_out
+from quiesce.record import RecoveryPoint, RunRecord, utcnow
+
+M = TypeVar("M", RunRecord, RecoveryPoint)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Records up to this many characters are stored as plain text.
+TEXT_LIMIT = 30_000
+#: Bytes per binary chunk property (a property may hold 64 KiB).
+CHUNK_BYTES = 60_000
+#: Chunks per entity (an entity may hold 1 MiB in all).
+MAX_CHUNKS = 14
+#: A RowKey may hold 1 KiB.
+KEY_LIMIT = 512
+#: Attempts at a compare-and-swap before giving up (each loss means someone else progressed).
+CAS_ATTEMPTS = 5
+
+RUN, POINT, LOCK, TRIGGER, COOLDOWN, OUTBOX = (
+    "run",
+    "point",
+    "lock",
+    "trigger",
+    "cooldown",
+    "outbox",
+)
+
+
+def micros(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def row_key(text: str) -> str:
+    """A RowKey for any text: percent-encoded (no `/ \\ # ?` or control characters), hashed
+    when too long."""
+    encoded = quote(text, safe="-_.~:@!$&'()*+,;=")
+    if len(encoded) > KEY_LIMIT:
+        return "sha256-" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return encoded
+
+
+def encode(text: str) -> dict[str, Any]:
+    """The properties that hold a record's JSON (see the module's notes on large records)."""
+    if len(text) <= TEXT_LIMIT:
+        return {"data": text}
+    packed = zlib.compress(text.encode("utf-8"), 6)
+    parts = [packed[i : i + CHUNK_BYTES] for i in range(0, len(packed), CHUNK_BYTES)]
+    if len(parts) > MAX_CHUNKS:
+        raise ProviderError(
+            f"a catalog record of {len(text)} characters compresses to {len(packed)} bytes, "
+            f"more than an Azure Table entity can hold ({MAX_CHUNKS * CHUNK_BYTES} bytes)",
+            code="RecordTooLarge",
+        )
+    properties: dict[str, Any] = {f"z{i}": part for i, part in enumerate(parts)}
+    properties["zn"] = len(parts)
+    return properties
+
+
+def decode(entity: TableEntity) -> str:
+    if "data" in entity:
+        return str(entity["data"])
+    count = int(entity["zn"])
+    packed = b"".join(bytes(entity[f"z{i}"]) for i in range(count))
+    return zlib.decompress(packed).decode("utf-8")
+
+
+def _etag(entity: TableEntity) -> str:
+    return str(entity.metadata["etag"])
+
+
+def _odata(value: str) -> str:
+    return value.replace("'", "''")
+
+
+class TableStateStore(StateStore):
+    """The StateStore port over one Azure Table (azure-data-tables)."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        table: str,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.service = service
+        self.table = table
+        self.clock = clock
+        self.client: TableClient = service.get_table_client(table)
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
+
+    def create_table(self) -> None:
+        """Creates the table if it is missing (infra normally does this)."""
+        self.service.create_table_if_not_exists(self.table)
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _get(self, partition: str, key: str) -> TableEntity | None:
+        try:
+            return self.client.get_entity(partition, key)
+        except ResourceNotFoundError:
+            return None
+
+    def _create(self, entity: dict[str, Any]) -> bool:
+        """Creates the entity; False when one with its keys exists already."""
+        try:
+            self.client.create_entity(entity)
+        except ResourceExistsError:
+            return False
+        return True
+
+    def _replace_if(self, entity: dict[str, Any], etag: str) -> bool:
+        """Replaces the entity if it is unchanged since it was read with `etag`."""
+        try:
+            self.client.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def _query(self, text: str, parameters: dict[str, Any]) -> Iterable[TableEntity]:
+        return self.client.query_entities(text, parameters=parameters)
+
+    def _list(self, partition: str, policy: str, group: str | None, model: type[M]) -> list[M]:
+        query = "PartitionKey eq @pk and policy eq @policy"
+        parameters: dict[str, Any] = {"pk": partition, "policy": policy}
+        if group is not None:
+            query += " and grp eq @grp"
+            parameters["grp"] = group
+        return [model.model_validate_json(decode(e)) for e in self._query(query, parameters)]
+
+    # ------------------------------------------------------------------------------ runs
+
+    def save_run(self, record: RunRecord) -> None:
+        self.client.upsert_entity(
+            {
+                "PartitionKey": RUN,
+                "RowKey": row_key(record.run_id),
+                "policy": record.policy,
+                "grp": record.group,
+                "started": str(micros(record.started_at)),
+                "status": record.status.value,
+                **encode(record.model_dump_json()),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        entity = self._get(RUN, row_key(run_id))
+        return RunRecord.model_validate_json(decode(entity)) if entity is not None else None
+
+    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
+        runs = self._list(RUN, policy, group, RunRecord)
+        return sorted(runs, key=lambda r: r.started_at, reverse=True)
+
+    # ------------------------------------------------------------------------------ locks
+
+    def acquire_lock(self, key: str, run_id: str, expires_at: datetime) -> LockHolder | None:
+        entity = {
+            "PartitionKey": LOCK,
+            "RowKey": row_key(key),
+            "run_id": run_id,
+            "expires_us": str(micros(expires_at)),
+        }
+        for _ in range(CAS_ATTEMPTS):
+            if self._create(entity):
+                return None
+            held = self._get(LOCK, entity["RowKey"])
+            if held is None:
+                continue  # released between our create and our read
+            holder = LockHolder(
+                run_id=str(held["run_id"]), expires_at=from_micros(int(held["expires_us"]))
+            )
+            free = holder.run_id == run_id or int(held["expires_us"]) < micros(self.clock())
+            if not free:
+                return holder
+            if self._replace_if(entity, _etag(held)):
+                return None
+        raise ProviderError(
+            f"the lock {key!r} changed hands {CAS_ATTEMPTS} times while it was taken",
+            code="LockContention",
+            retryable=True,
+        )
+
+    def release_lock(self, key: str, run_id: str) -> None:
+        held = self._get(LOCK, row_key(key))
+        if held is None or str(held["run_id"]) != run_id:
+            return
+        # Modified: someone took it over after it expired; not ours to delete any more.
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            self.client.delete_entity(
+                LOCK,
+                row_key(key),
+                etag=_etag(held),
+                match_condition=MatchConditions.IfNotModified,
+            )
+
+    # ------------------------------------------------------------------------------ triggers
+
+    def claim_trigger(self, trigger_id: str, run_id: str) -> str | None:
+        """Claims `trigger_id` for `run_id`; returns the run that claimed it before, if another.
+
+        Claiming again for the same run is not a duplicate (a retried call): it returns None.
+        """
+        entity = {
+            "PartitionKey": TRIGGER,
+            "RowKey": row_key(trigger_id),
+            "run_id": run_id,
+            "trigger_id": trigger_id,
+            "created": str(micros(self.clock())),
+        }
+        if self._create(entity):
+            return None
+        earlier = self._get(TRIGGER, entity["RowKey"])
+        earlier_run = str(earlier["run_id"]) if earlier is not None else None
+        return None if earlier_run in (None, run_id) else earlier_run
+
+    def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
+        """Fires `key` at `now` if it last fired at least `cooldown_seconds` earlier (or never)."""
+        fired = micros(now)
+        threshold = fired - round(cooldown_seconds * 1_000_000)
+        entity = {"PartitionKey": COOLDOWN, "RowKey": row_key(key), "fired_us": str(fired)}
+        for _ in range(CAS_ATTEMPTS):
+            if self._create(entity):
+                return True
+            last = self._get(COOLDOWN, entity["RowKey"])
+            if last is None:
+                continue
+            last_fired = int(last["fired_us"])
+            if last_fired == fired:
+                return True  # a retry of our own write that went through
+            if last_fired > threshold:
+                return False
+            if self._replace_if(entity, _etag(last)):
+                return True
+        return False  # others kept firing it: it has just fired
+
+    # ------------------------------------------------------------------------------ points
+
+    def save_point(self, point: RecoveryPoint) -> None:
+        self.client.upsert_entity(
+            {
+                "PartitionKey": POINT,
+                "RowKey": row_key(point.id),
+                "policy": point.policy,
+                "grp": point.group,
+                "created": str(micros(point.created_at)),
+                **encode(point.model_dump_json()),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+
+    def get_point(self, point_id: str) -> RecoveryPoint | None:
+        entity = self._get(POINT, row_key(point_id))
+        return RecoveryPoint.model_validate_json(decode(entity)) if entity is not None else None
+
+    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
+        points = self._list(POINT, policy, group, RecoveryPoint)
+        return sorted(points, key=lambda p: p.created_at, reverse=True)
+
+    def delete_point(self, point_id: str) -> None:
+        self.client.delete_entity(POINT, row_key(point_id))  # absent: no error
+
+    # ------------------------------------------------------------------------------ outbox
+
+    def _next_seq(self) -> int:
+        """Microseconds now, strictly increasing within this process."""
+        with self._seq_lock:
+            self._last_seq = max(time.time_ns() // 1000, self._last_seq + 1)
+            return self._last_seq
+
+    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
+        unique: dict[str, CloudEvent] = {}
+        for event in events:
+            unique.setdefault(event.id, event)
+        seq = self._next_seq()
+        work = [(n, event) for n, event in enumerate(unique.values())]
+
+        def add(item: tuple[int, CloudEvent]) -> None:
+            n, event = item
+            key = row_key(event.id)
+            ordered = f"s-{seq:020d}-{n:06d}-{key}"
+            operations: list[Any] = [
+                ("create", {"PartitionKey": OUTBOX, "RowKey": f"i-{key}", "seq": ordered}),
+                (
+                    "create",
+                    {"PartitionKey": OUTBOX, "RowKey": ordered, **encode(event.to_json())},
+                ),
+            ]
+            try:
+                self.client.submit_transaction(operations)
+            except TableTransactionError as exc:
+                if str(getattr(exc, "error_code", "")) != "EntityAlreadyExists":
+                    raise  # else: that event id is in the outbox already
+
+        for outcome in fan_out(add, work):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
+        out: list[CloudEvent] = []
+        entities = self.client.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": OUTBOX, "lo": "s-", "hi": "s."},
+            results_per_page=min(limit, 1000),
+        )
+        for entity in entities:
+            out.append(CloudEvent.model_validate_json(decode(entity)))
+            if len(out) >= limit:
+                break
+        return out
+
+    def outbox_remove(self, event_ids: Sequence[str]) -> None:
+        def remove(event_id: str) -> None:
+            key = f"i-{row_key(event_id)}"
+            marker = self._get(OUTBOX, key)
+            if marker is None:
+                return
+            # The copy first: a marker without a copy only blocks re-adding the same id.
+            self.client.delete_entity(OUTBOX, str(marker["seq"]))
+            self.client.delete_entity(OUTBOX, key)
+
+        for outcome in fan_out(remove, list(dict.fromkeys(event_ids))):
+            if isinstance(outcome, BaseException):
+                raise outcome

@@ -1,0 +1,568 @@
+"""A wire-level fake of the ARM Compute API (and an Event Grid topic) for the Azure adapters.
+
+A stdlib ThreadingHTTPServer on 127.0.0.1:0 that keeps VMs, run commands, restore point
+collections, restore points and snapshots in memory and answers the REST calls the real
+azure-mgmt-compute client makes, with ARM's long-running-operation shapes: a PUT answers
+200/201/202 with `Azure-AsyncOperation` and `Location` headers, the operation then reports
+InProgress (`lro_polls` times) and Succeeded, or {"status": "Failed", "error": {...}}.
+
+What a run command does on the VM is `guest(vm_name, parameters) -> (executionState, exitCode,
+output, error)`: by default the runner's JSON result for a succeeded hook. Tests can make it
+fail, time out, answer 429 with Retry-After, or fail a restore point. The Event Grid topic is
+`/api/events` on the same server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from azure.core.credentials import AccessToken
+
+SUB = "00000000-0000-0000-0000-000000000001"
+RG = "rg-orders"
+LOCATION = "westeurope"
+
+Guest = Callable[[str, dict[str, str]], tuple[str, int, str, str]]
+
+
+class FakeCredential:
+    """A TokenCredential: any token will do."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("fake-token", int(time.time()) + 3600)
+
+
+def succeeded_output(params: dict[str, str]) -> str:
+    now = datetime.now(UTC).isoformat()
+    return json.dumps(
+        {
+            "status": "succeeded",
+            "code": "Succeeded",
+            "message": f"{params.get('QUIESCE_PHASE')} ok",
+            "exit_code": 0,
+            "attempts": 1,
+            "started_at": now,
+            "ended_at": now,
+        }
+    )
+
+
+def default_guest(vm: str, params: dict[str, str]) -> tuple[str, int, str, str]:
+    return "Succeeded", 0, "some log line\n" + succeeded_output(params) + "\n", ""
+
+
+@dataclass
+class Operation:
+    polls_left: int
+    status: str = "Succeeded"
+    error: dict[str, Any] | None = None
+    on_done: Callable[[], None] | None = None
+
+
+@dataclass
+class Throttle:
+    method: str
+    pattern: str
+    count: int
+    retry_after: str
+
+
+@dataclass
+class HookCallSeen:
+    at: float
+    vm: str
+    name: str
+    params: dict[str, str]
+    script: str
+    timeout: int
+
+
+@dataclass
+class FakeArm:
+    lro_polls: int = 1
+    guest: Guest = default_guest
+    vms: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    run_commands: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    collections: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    points: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    snapshots: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, Operation] = field(default_factory=dict)
+    throttles: list[Throttle] = field(default_factory=list)
+    fail_restore_points: set[str] = field(default_factory=set)
+    hook_calls: list[HookCallSeen] = field(default_factory=list)
+    deleted_run_commands: list[str] = field(default_factory=list)
+    created: list[tuple[float, str, str]] = field(default_factory=list)  # (at, kind, id)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    event_batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    fail_event_batches: int = 0
+    event_key: str = "topic-key"
+    snapshot_copy_polls: int = 1  # GETs before an incremental snapshot reaches 100 %
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+        self.server: ThreadingHTTPServer | None = None
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> str:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, headers, payload = fake.handle(
+                    self.command, self.path, dict(self.headers.items()), body
+                )
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if data:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self.base_url
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def events_endpoint(self) -> str:
+        return f"{self.base_url}/api/events"
+
+    # ------------------------------------------------------------------------------ setup
+
+    def add_vm(
+        self,
+        name: str,
+        *,
+        rg: str = RG,
+        sub: str = SUB,
+        tags: dict[str, str] | None = None,
+        os: str = "Linux",
+        data_disks: int = 1,
+    ) -> dict[str, Any]:
+        prefix = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute"
+        vm = {
+            "id": f"{prefix}/virtualMachines/{name}",
+            "name": name,
+            "type": "Microsoft.Compute/virtualMachines",
+            "location": LOCATION,
+            "tags": dict(tags or {}),
+            "properties": {
+                "provisioningState": "Succeeded",
+                "storageProfile": {
+                    "osDisk": {
+                        "osType": os,
+                        "name": f"{name}-os",
+                        "createOption": "FromImage",
+                        "managedDisk": {"id": f"{prefix}/disks/{name}-os"},
+                    },
+                    "dataDisks": [
+                        {
+                            "lun": lun,
+                            "name": f"{name}-data{lun}",
+                            "createOption": "Attach",
+                            "managedDisk": {"id": f"{prefix}/disks/{name}-data{lun}"},
+                        }
+                        for lun in reversed(range(data_disks))
+                    ],
+                },
+            },
+        }
+        with self.lock:
+            self.vms[(sub.lower(), rg.lower(), name.lower())] = vm
+        return vm
+
+    def throttle(self, method: str, pattern: str, count: int = 1, retry_after: str = "3") -> None:
+        """Answer the next `count` matching requests with 429 and Retry-After."""
+        with self.lock:
+            self.throttles.append(Throttle(method, pattern, count, retry_after))
+
+    def hook_calls_of(self, phase: str) -> list[HookCallSeen]:
+        return [c for c in self.hook_calls if c.params.get("QUIESCE_PHASE") == phase]
+
+    # ------------------------------------------------------------------------------ routing
+
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
+        url = urlsplit(raw_path)
+        path = url.path.rstrip("/")
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        with self.lock:
+            self.requests.append((method, path))
+            for throttle in self.throttles:
+                if (
+                    throttle.count > 0
+                    and throttle.method == method
+                    and re.search(throttle.pattern, path)
+                ):
+                    throttle.count -= 1
+                    return (
+                        429,
+                        {"Retry-After": throttle.retry_after},
+                        {"error": {"code": "TooManyRequests", "message": "throttled"}},
+                    )
+        if path == "/api/events":
+            return self._events(headers, body)
+        if not {k.lower() for k in headers} & {"authorization"}:
+            return 401, {}, {"error": {"code": "AuthenticationFailed", "message": "no token"}}
+        payload = json.loads(body) if body else {}
+        if m := re.fullmatch(r"/operations/([^/]+)", path):
+            return self._operation(m[1])
+        m = re.fullmatch(
+            r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Compute/(.*)",
+            path,
+            re.IGNORECASE,
+        )
+        if not m:
+            return _not_found(path)
+        sub, rg, rest = m[1].lower(), m[2].lower(), m[3]
+        prefix = path[: len(path) - len(rest)]
+        parts = rest.split("/")
+        kind = parts[0].lower()
+        with self.lock:
+            if kind == "virtualmachines":
+                return self._vms(method, sub, rg, parts, payload, query, prefix)
+            if kind == "restorepointcollections":
+                return self._collections(method, sub, rg, parts, payload, query, prefix)
+            if kind == "snapshots":
+                return self._snapshots(method, sub, rg, parts, payload, prefix)
+        return _not_found(path)
+
+    # ------------------------------------------------------------------------------ LROs
+
+    def _lro(
+        self,
+        status: int,
+        resource: dict[str, Any],
+        *,
+        final: str = "Succeeded",
+        error: dict[str, Any] | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        op_id = uuid.uuid4().hex
+        self.operations[op_id] = Operation(self.lro_polls, final, error, on_done)
+        url = f"{self.base_url}/operations/{op_id}?api-version=2026-04-01"
+        return status, {"Azure-AsyncOperation": url, "Location": url}, resource
+
+    def _operation(self, op_id: str) -> tuple[int, dict[str, str], Any]:
+        with self.lock:
+            op = self.operations.get(op_id)
+            if op is None:
+                return _not_found(op_id)
+            if op.polls_left > 0:
+                op.polls_left -= 1
+                return 200, {}, {"name": op_id, "status": "InProgress"}
+            if op.on_done is not None:
+                op.on_done()
+                op.on_done = None
+            answer: dict[str, Any] = {"name": op_id, "status": op.status}
+            if op.error is not None:
+                answer["error"] = op.error
+            return 200, {}, answer
+
+    # ------------------------------------------------------------------------------ VMs
+
+    def _vms(
+        self,
+        method: str,
+        sub: str,
+        rg: str,
+        parts: list[str],
+        payload: dict[str, Any],
+        query: dict[str, str],
+        prefix: str,
+    ) -> tuple[int, dict[str, str], Any]:
+        if len(parts) == 1 and method == "GET":
+            found = [v for (s, r, _), v in sorted(self.vms.items()) if (s, r) == (sub, rg)]
+            return 200, {}, {"value": found}
+        vm = self.vms.get((sub, rg, parts[1].lower()))
+        if vm is None:
+            return _not_found(parts[1], "ResourceNotFound")
+        if len(parts) == 2 and method == "GET":
+            return 200, {}, vm
+        if len(parts) == 4 and parts[2].lower() == "runcommands":
+            return self._run_command(method, sub, rg, vm, parts[3], payload, query)
+        return _not_found("/".join(parts))
+
+    def _run_command(
+        self,
+        method: str,
+        sub: str,
+        rg: str,
+        vm: dict[str, Any],
+        name: str,
+        payload: dict[str, Any],
+        query: dict[str, str],
+    ) -> tuple[int, dict[str, str], Any]:
+        key = (sub, rg, vm["name"].lower(), name.lower())
+        if method == "PUT":
+            props = payload.get("properties", {})
+            params = {p["name"]: p["value"] for p in props.get("parameters", [])}
+            protected = {p["name"]: p["value"] for p in props.get("protectedParameters", [])}
+            seen = HookCallSeen(
+                time.monotonic(),
+                vm["name"],
+                name,
+                {**params, **protected},
+                props.get("source", {}).get("script", ""),
+                int(props.get("timeoutInSeconds", 0)),
+            )
+            self.hook_calls.append(seen)
+            state, exit_code, output, error = self.guest(vm["name"], seen.params)
+            now = datetime.now(UTC).isoformat()
+            resource: dict[str, Any] = {
+                "id": f"{vm['id']}/runCommands/{name}",
+                "name": name,
+                "type": "Microsoft.Compute/virtualMachines/runCommands",
+                "location": payload.get("location"),
+                "properties": {
+                    "source": props.get("source"),
+                    "parameters": props.get("parameters", []),
+                    "timeoutInSeconds": props.get("timeoutInSeconds"),
+                    "asyncExecution": props.get("asyncExecution"),
+                    "provisioningState": "Creating",
+                },
+            }
+            self.run_commands[key] = resource
+            view: dict[str, Any] = {
+                "executionState": state,
+                "exitCode": exit_code,
+                "output": output,
+                "error": error,
+                "startTime": now,
+                "endTime": now,
+            }
+
+            def done() -> None:
+                resource["properties"]["provisioningState"] = "Succeeded"
+                resource["_view"] = view
+
+            return self._lro(201, resource, on_done=done)
+        found_rc = self.run_commands.get(key)
+        if method == "GET":
+            if found_rc is None:
+                return _not_found(name)
+            out: dict[str, Any] = {k: v for k, v in found_rc.items() if k != "_view"}
+            if query.get("$expand") == "instanceView":
+                out["properties"] = {
+                    **out["properties"],
+                    "instanceView": found_rc.get("_view", {"executionState": "Running"}),
+                }
+            return 200, {}, out
+        if method == "DELETE":
+            if self.run_commands.pop(key, None) is not None:
+                self.deleted_run_commands.append(name)
+            return 204, {}, None
+        return _not_found(name)
+
+    # ------------------------------------------------------------------------------ restore points
+
+    def _collections(
+        self,
+        method: str,
+        sub: str,
+        rg: str,
+        parts: list[str],
+        payload: dict[str, Any],
+        query: dict[str, str],
+        prefix: str,
+    ) -> tuple[int, dict[str, str], Any]:
+        if len(parts) == 1 and method == "GET":
+            found = [c for (s, r, _), c in sorted(self.collections.items()) if (s, r) == (sub, rg)]
+            return 200, {}, {"value": found}
+        name = parts[1]
+        key = (sub, rg, name.lower())
+        if len(parts) == 2:
+            if method == "PUT":
+                existed = key in self.collections
+                coll: dict[str, Any] = {
+                    "id": f"{prefix}restorePointCollections/{name}",
+                    "name": name,
+                    "type": "Microsoft.Compute/restorePointCollections",
+                    "location": payload.get("location"),
+                    "tags": payload.get("tags", {}),
+                    "properties": {
+                        "source": payload.get("properties", {}).get("source", {}),
+                        "provisioningState": "Succeeded",
+                        "restorePointCollectionId": uuid.uuid4().hex,
+                    },
+                }
+                self.collections[key] = coll
+                return (200 if existed else 201), {}, coll
+            got = self.collections.get(key)
+            if got is None:
+                return _not_found(name)
+            if method == "GET":
+                out = json.loads(json.dumps(got))
+                if query.get("$expand") == "restorePoints":
+                    out["properties"]["restorePoints"] = [
+                        p for (s, r, c, _), p in sorted(self.points.items()) if (s, r, c) == key
+                    ]
+                return 200, {}, out
+            if method == "DELETE":
+                self.collections.pop(key, None)
+                return 200, {}, None
+        if len(parts) == 4 and parts[2].lower() == "restorepoints":
+            parent = self.collections.get(key)
+            if parent is None:
+                return _not_found(name)
+            coll = parent
+            rp_name = parts[3]
+            rp_key = (*key, rp_name.lower())
+            if method == "PUT":
+                vm_name = coll["properties"]["source"]["id"].rsplit("/", 1)[-1]
+                requested = payload.get("properties", {}).get("consistencyMode")
+                point: dict[str, Any] = {
+                    "id": f"{coll['id']}/restorePoints/{rp_name}",
+                    "name": rp_name,
+                    "type": "Microsoft.Compute/restorePointCollections/restorePoints",
+                    "properties": {
+                        "consistencyMode": requested,
+                        "provisioningState": "Creating",
+                        "timeCreated": datetime.now(UTC).isoformat(),
+                    },
+                }
+                self.points[rp_key] = point
+                self.created.append((time.monotonic(), "restore_point", point["id"]))
+                if vm_name.lower() in self.fail_restore_points:
+
+                    def failed() -> None:
+                        point["properties"]["provisioningState"] = "Failed"
+
+                    return self._lro(
+                        201,
+                        point,
+                        final="Failed",
+                        error={
+                            "code": "VMAgentStatusCommunicationError",
+                            "message": f"the VM agent of {vm_name} did not respond",
+                        },
+                        on_done=failed,
+                    )
+
+                def made() -> None:
+                    point["properties"]["provisioningState"] = "Succeeded"
+
+                return self._lro(201, point, on_done=made)
+            got_point = self.points.get(rp_key)
+            if method == "GET":
+                return (200, {}, got_point) if got_point is not None else _not_found(rp_name)
+            if method == "DELETE":
+                self.points.pop(rp_key, None)
+                return 200, {}, None
+        return _not_found("/".join(parts))
+
+    # ------------------------------------------------------------------------------ snapshots
+
+    def _snapshots(
+        self,
+        method: str,
+        sub: str,
+        rg: str,
+        parts: list[str],
+        payload: dict[str, Any],
+        prefix: str,
+    ) -> tuple[int, dict[str, str], Any]:
+        if len(parts) == 1 and method == "GET":
+            found = [s for (su, r, _), s in sorted(self.snapshots.items()) if (su, r) == (sub, rg)]
+            return 200, {}, {"value": found}
+        name = parts[1]
+        key = (sub, rg, name.lower())
+        if method == "PUT":
+            props = payload.get("properties", {})
+            snap: dict[str, Any] = {
+                "id": f"{prefix}snapshots/{name}",
+                "name": name,
+                "type": "Microsoft.Compute/snapshots",
+                "location": payload.get("location"),
+                "tags": payload.get("tags", {}),
+                "properties": {
+                    "creationData": props.get("creationData"),
+                    "incremental": props.get("incremental"),
+                    "diskSizeGB": 32,
+                    "provisioningState": "Creating",
+                    "timeCreated": datetime.now(UTC).isoformat(),
+                },
+                "_copy_polls": self.snapshot_copy_polls,
+            }
+            self.snapshots[key] = snap
+            self.created.append((time.monotonic(), "snapshot", snap["id"]))
+
+            def made() -> None:
+                snap["properties"]["provisioningState"] = "Succeeded"
+                snap["properties"]["completionPercent"] = 0.0 if snap["_copy_polls"] else 100.0
+
+            return self._lro(202, _public(snap), on_done=made)
+        got_snap = self.snapshots.get(key)
+        if method == "GET":
+            if got_snap is None:
+                return _not_found(name)
+            props = got_snap["properties"]
+            if props["provisioningState"] == "Succeeded" and got_snap["_copy_polls"] > 0:
+                got_snap["_copy_polls"] -= 1
+                if got_snap["_copy_polls"] == 0:
+                    props["completionPercent"] = 100.0
+            return 200, {}, _public(got_snap)
+        if method == "DELETE":
+            self.snapshots.pop(key, None)
+            return 200, {}, None
+        return _not_found(name)
+
+    # ------------------------------------------------------------------------------ Event Grid
+
+    def _events(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], Any]:
+        keys = {k.lower(): v for k, v in headers.items()}
+        if keys.get("aeg-sas-key") != self.event_key:
+            return 401, {}, {"error": {"code": "Unauthorized", "message": "bad key"}}
+        with self.lock:
+            if self.fail_event_batches > 0:
+                self.fail_event_batches -= 1
+                return 500, {}, {"error": {"code": "InternalServerError", "message": "boom"}}
+            self.event_batches.append(json.loads(body))
+        return 200, {}, None
+
+
+def _public(snap: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in snap.items() if not k.startswith("_")}
+
+
+def _not_found(what: str, code: str = "NotFound") -> tuple[int, dict[str, str], Any]:
+    return 404, {}, {"error": {"code": code, "message": f"{what} was not found"}}

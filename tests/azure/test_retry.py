@@ -1,0 +1,65 @@
+"""Backoff: Retry-After honoured (seconds, milliseconds, HTTP date), else full jitter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from quiesce.errors import ProviderError
+from quiesce_azure.retry import Backoff, retry_after
+
+from .conftest import Sleeps
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code = status
+        self.headers = headers
+        self.reason = "x"
+
+    def text(self) -> str:
+        return ""
+
+
+def error(status: int, **headers: str) -> HttpResponseError:
+    exc = HttpResponseError(message="throttled", response=Response(status, headers))  # type: ignore[arg-type]
+    exc.status_code = status
+    return exc
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after(error(429, **{"Retry-After": "12"})) == 12.0
+    assert retry_after(error(429, **{"retry-after-ms": "1500"})) == 1.5
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert (
+        25
+        < (retry_after(error(503, **{"Retry-After": format_datetime(later, usegmt=True)})) or 0)
+        <= 30
+    )
+    assert retry_after(error(429)) is None
+
+
+def test_without_retry_after_the_delay_is_full_jitter() -> None:
+    backoff = Backoff(base=1, cap=5, random=lambda: 0.5)
+    assert [backoff.delay(n) for n in range(5)] == [0.5, 1.0, 2.0, 2.5, 2.5]
+
+
+def test_only_429_and_503_are_retried() -> None:
+    sleeps = Sleeps()
+    calls: list[int] = []
+
+    def fails(status: int) -> None:
+        calls.append(status)
+        raise error(status)
+
+    with pytest.raises(HttpResponseError):
+        Backoff(sleep=sleeps).call(lambda: fails(409), what="x")
+    assert calls == [409]
+    with pytest.raises(ProviderError) as err:
+        Backoff(attempts=3, sleep=sleeps, random=lambda: 1.0).call(lambda: fails(503), what="x")
+    assert err.value.retryable
+    assert calls == [409, 503, 503, 503]
+    assert len(sleeps.waits) == 2
