@@ -26,7 +26,7 @@ from quiesce.ports import (
     Snapshotter,
 )
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
-from quiesce.record import HookResult, HookStatus, SnapshotRef, SnapshotState, utcnow
+from quiesce.record import Consistency, HookResult, HookStatus, SnapshotRef, SnapshotState, utcnow
 
 
 @dataclass
@@ -115,6 +115,7 @@ class FakeSnapshotter(Snapshotter):
         self.failing: set[str] = set()
         self.not_durable: set[str] = set()
         self.interrupt: set[str] = set()
+        self.reported: dict[str, Consistency] = {}
         self.store: dict[str, SnapshotRef] = {}
         self.deleted: list[str] = []
         self._lock = threading.Lock()
@@ -139,6 +140,7 @@ class FakeSnapshotter(Snapshotter):
             fixed_at=utcnow(),
             size_bytes=100,
             tags={"quiesce:run-id": call.run_id, "quiesce:group": call.group},
+            reported_consistency=self.reported.get(call.member),
         )
         with self._lock:
             self.store[ref.id] = ref

@@ -90,6 +90,13 @@ class SnapshotRef(Record):
     size_bytes: int | None = None
     location: str = Field(default="", description="Where the provider keeps it (path, ARN, URI).")
     tags: dict[str, str] = Field(default_factory=dict)
+    reported_consistency: Consistency | None = Field(
+        default=None,
+        description=(
+            "The level the platform itself reports for this snapshot (Windows VSS through AWS "
+            "or Azure); None when it reports none. The machine is never judged above it."
+        ),
+    )
 
 
 class MachineRecord(Record):

@@ -92,3 +92,17 @@ def test_the_run_publishes_its_story_as_cloudevents_in_order(world: World) -> No
     result = RunResult.model_validate(world.bus.events[-1].data)
     assert result.recovery_point == record.recovery_point
     assert world.state.outbox == {}
+
+
+def test_a_machine_is_never_judged_above_the_level_its_platform_reports(world: World) -> None:
+    world.snapshots.reported = {"m1": Consistency.CRASH}  # e.g. VSS did not make it
+    record = run_group(group_policy(2, hooked=1), "g", world.backends)
+    assert [m.consistency for m in record.members] == [Consistency.APPLICATION, Consistency.CRASH]
+    assert record.consistency is Consistency.CRASH
+    assert record.status is RunStatus.DEGRADED
+
+
+def test_a_platform_that_reports_application_consistency_keeps_it(world: World) -> None:
+    world.snapshots.reported = {"m1": Consistency.APPLICATION}
+    record = run_group(group_policy(2, hooked=1), "g", world.backends)
+    assert record.consistency is Consistency.APPLICATION

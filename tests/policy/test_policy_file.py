@@ -256,3 +256,20 @@ def test_guest_flush_cannot_hold_a_group_of_several_members() -> None:
     )
     assert "guest_flush" in problem
     assert "group of its own" in problem
+
+
+def test_an_application_group_of_windows_members_is_quiesced_by_vss_alone() -> None:
+    text = """\
+version: 1
+name: shop
+groups:
+  files:
+    consistency: application
+    members:
+      - name: fs
+        provider: aws
+        region: eu-central-1
+        os: windows
+        select: {tags: {role: fileserver}}
+"""
+    assert parse_policy(text).groups["files"].members[0].os == "windows"

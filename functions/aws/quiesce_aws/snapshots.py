@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
-from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce_aws.clients import AwsMembers, ClientFactory, chunks
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import (
@@ -499,9 +499,11 @@ class EbsSnapshotter(Snapshotter):
     ) -> SnapshotRef:
         """A SnapshotRef of a described snapshot (its StartTime is its point in time)."""
         tags = _tags(item.get("Tags"))
+        reported: Consistency | None = None
         if APP_CONSISTENT_TAG in tags:
             consistent = tags[APP_CONSISTENT_TAG].lower() == "true"
-            tags["quiesce:consistency"] = "application" if consistent else "crash"
+            reported = Consistency.APPLICATION if consistent else Consistency.CRASH
+            tags["quiesce:consistency"] = reported.value
             method = "ebs-vss"
         start = _aware(item.get("StartTime")) or utcnow()
         state = STATES.get(str(item.get("State")), SnapshotState.PENDING)
@@ -518,4 +520,5 @@ class EbsSnapshotter(Snapshotter):
             size_bytes=int(size) * GIB if size is not None else None,
             location=snapshot_arn(region, str(item.get("SnapshotId"))),
             tags=tags,
+            reported_consistency=reported,
         )

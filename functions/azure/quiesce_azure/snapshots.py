@@ -30,7 +30,7 @@ from azure.mgmt.compute import models
 
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
-from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce_azure.clients import AzureClientFactory, AzureMembers, VmRef, as_json, dig, parse_vm_id
 from quiesce_azure.permissions import Permission
 from quiesce_azure.retry import Backoff, error_code, error_message
@@ -297,9 +297,11 @@ class AzureSnapshotter(Snapshotter):
         reported = str(dig(point, "properties", "consistencyMode") or mode)
         tags = snapshot_tags(call)
         tags["azure:consistency-mode"] = reported
+        platform_level: Consistency | None = None
         if os_name == "windows":
             # VSS made it application-consistent only if the platform says so.
-            tags["quiesce:consistency"] = PLATFORM_LEVELS.get(reported.lower(), "crash")
+            platform_level = Consistency(PLATFORM_LEVELS.get(reported.lower(), "crash"))
+            tags["quiesce:consistency"] = platform_level.value
         point_id = str(point.get("id") or "") or (
             f"/subscriptions/{vm.subscription}/resourceGroups/{vm.resource_group}/providers/"
             f"Microsoft.Compute/restorePointCollections/{coll}/restorePoints/{name}"
@@ -316,6 +318,7 @@ class AzureSnapshotter(Snapshotter):
                 fixed_at=fixed,
                 location=point_id,
                 tags=tags,
+                reported_consistency=platform_level,
             )
         ]
 

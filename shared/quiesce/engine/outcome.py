@@ -32,8 +32,9 @@ def judge(record: RunRecord) -> None:
     A hooked machine is application-consistent when its pre hook succeeded and every snapshot's
     point in time was fixed before its thaw started. A machine without hooks relies on the other
     members' hooks: it is application-consistent when they all succeeded and its snapshots were
-    fixed before the first thaw in the group. The group is as weak as its weakest member, and
-    `none` when any machine has no snapshot.
+    fixed before the first thaw in the group. A machine is never judged above the level its
+    platform reports for a snapshot (Windows VSS). The group is as weak as its weakest member,
+    and `none` when any machine has no snapshot.
     """
     machines = [mc for _, mc in record.machines()]
     hooked = [mc for m, mc in record.machines() if m.has_hooks]
@@ -56,6 +57,9 @@ def judge(record: RunRecord) -> None:
             else:
                 ok = all_quiesced and _fixed_before(machine, first_thaw)
                 machine.consistency = Consistency.APPLICATION if ok else Consistency.CRASH
+            reported = [s.reported_consistency for s in machine.snapshots if s.reported_consistency]
+            if reported:
+                machine.consistency = Consistency.weakest([machine.consistency, *reported])
         member.consistency = Consistency.weakest([mc.consistency for mc in member.machines])
         errors = [mc.snapshot_error for mc in member.machines if mc.snapshot_error]
         errors += [

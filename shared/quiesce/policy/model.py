@@ -447,10 +447,12 @@ class Group(StrictModel):
                 "hook_channel: agent to freeze it with the group"
             )
         if self.consistency == "application":
-            if not any(m.hooks.pre for m in self.members):
+            vss = [m for m in self.members if getattr(m, "os", "linux") == "windows"]
+            if not any(m.hooks.pre for m in self.members) and not vss:
                 raise ValueError(
-                    "consistency: application needs at least one member with a pre hook; "
-                    "use consistency: crash for hook-less snapshots"
+                    "consistency: application needs at least one member with a pre hook (or a "
+                    "windows member quiesced by VSS); use consistency: crash for hook-less "
+                    "snapshots"
                 )
             for m in self.members:
                 pre = m.hooks.pre
