@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck demo bench docs clean aws-package aws-tfvars aws-plan
+.PHONY: test lint typecheck demo bench docs clean aws-package aws-tfvars aws-plan azure-package
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,13 @@ docs: $(STAMP)
 # AWS deployment (see docs/aws-deploy.md)
 AWS_POLICY ?= policy.yaml
 AWS_REGION ?= eu-central-1
+AZURE_POLICY ?= policy.yaml
 
 aws-package: $(STAMP)
 	$(BIN)/python scripts/package_aws.py --policy $(AWS_POLICY)
+
+azure-package: $(STAMP)
+	$(BIN)/python scripts/package_azure.py --policy $(AZURE_POLICY)
 
 aws-tfvars: $(STAMP)
 	$(BIN)/python scripts/aws_triggers.py $(AWS_POLICY)
