@@ -1,0 +1,220 @@
+"""Where the adapters' Compute Engine clients come from, and where each member lives.
+
+Every adapter takes a `GcpClients` and asks it for the REST clients it needs. Clients are built
+once, lazily and under a lock, with the same credentials and client options; `compute_endpoint`
+points them at another endpoint (tests use a local fake: "http://127.0.0.1:PORT").
+
+Long-running operations are polled here, with our own ZoneOperationsClient
+(`wait_zone_operation`): `ExtendedOperation.result()` would poll through an operations client
+that ignores our client options. Adapters call the `*_unary` methods and poll themselves.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from google.api_core.client_options import ClientOptions
+from google.cloud import compute_v1
+
+from quiesce.errors import ProviderError
+from quiesce.policy.model import GcpMember, Policy
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
+
+    from quiesce.ports import Provider
+
+#: A zonal resource URL (or partial URL): projects/P/zones/Z/<kind>/NAME.
+ZONAL = re.compile(
+    r"projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/(?P<kind>[^/]+)/(?P<name>[^/]+)$"
+)
+GLOBAL = re.compile(r"projects/(?P<project>[^/]+)/global/(?P<kind>[^/]+)/(?P<name>[^/]+)$")
+
+
+class GcpClients:
+    """Hands out one Compute Engine REST client of each kind (thread-safe, shared)."""
+
+    def __init__(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        compute_endpoint: str | None = None,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.credentials = credentials
+        options = dict(client_options or {})
+        if compute_endpoint:
+            options["api_endpoint"] = compute_endpoint
+        self.client_options = ClientOptions(**options) if options else None
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, cls: type[Any]) -> Any:
+        with self._lock:
+            client = self._clients.get(cls.__name__)
+            if client is None:
+                client = cls(
+                    credentials=self.credentials,
+                    client_options=self.client_options,
+                    transport="rest",
+                )
+                self._clients[cls.__name__] = client
+            return client
+
+    def instances(self) -> compute_v1.InstancesClient:
+        client: compute_v1.InstancesClient = self._client(compute_v1.InstancesClient)
+        return client
+
+    def disks(self) -> compute_v1.DisksClient:
+        client: compute_v1.DisksClient = self._client(compute_v1.DisksClient)
+        return client
+
+    def snapshots(self) -> compute_v1.SnapshotsClient:
+        client: compute_v1.SnapshotsClient = self._client(compute_v1.SnapshotsClient)
+        return client
+
+    def zone_operations(self) -> compute_v1.ZoneOperationsClient:
+        client: compute_v1.ZoneOperationsClient = self._client(compute_v1.ZoneOperationsClient)
+        return client
+
+
+@dataclass(frozen=True)
+class GcpMembers:
+    """The policy's GCP members by (group, member): project, zone, channel, OS.
+
+    Adapters need these where the engine's calls do not carry them: a machine rebuilt from a run
+    record (by `quiesce recover`) has no attributes, and `find` only names a group.
+    """
+
+    members: dict[tuple[str, str], GcpMember] = field(default_factory=dict)
+    default_project: str | None = None
+
+    @classmethod
+    def from_policy(cls, policy: Policy | None, default_project: str | None = None) -> GcpMembers:
+        members: dict[tuple[str, str], GcpMember] = {}
+        if policy is not None:
+            for group_name, group in policy.groups.items():
+                for member in group.members:
+                    if isinstance(member, GcpMember):
+                        members[(group_name, member.name)] = member
+        return cls(members=members, default_project=default_project)
+
+    def get(self, group: str, member: str) -> GcpMember | None:
+        return self.members.get((group, member))
+
+    def where(
+        self, group: str, member: str, attributes: dict[str, str] | None = None
+    ) -> tuple[str, str]:
+        """The member's (project, zone): from the machine's attributes, else the policy."""
+        attrs = attributes or {}
+        known = self.get(group, member)
+        project = attrs.get("project") or (known.project if known else self.default_project)
+        zone = attrs.get("zone") or (known.zone if known else None)
+        if not project or not zone:
+            raise ProviderError(
+                f"member {member!r} of group {group!r}: its GCP project/zone is unknown (the "
+                "policy does not name it and the machine carries no attributes)",
+                code="UnknownLocation",
+            )
+        return project, zone
+
+    def channel(self, group: str, member: str, attributes: dict[str, str] | None = None) -> str:
+        """`agent` or `guest_flush`."""
+        known = self.get(group, member)
+        if known is not None:
+            return known.hook_channel
+        return (attributes or {}).get("hook_channel", "agent")
+
+    def group_projects(self, group: str) -> list[str]:
+        projects = sorted({m.project for (g, _), m in self.members.items() if g == group})
+        if not projects and self.default_project:
+            projects = [self.default_project]
+        return projects
+
+
+def parse_zonal(url: str) -> tuple[str, str, str]:
+    """(project, zone, name) of a zonal resource URL such as a disk's selfLink."""
+    match = ZONAL.search(url)
+    if match is None:
+        raise ProviderError(f"not a zonal resource URL: {url!r}", code="BadResourceUrl")
+    return match["project"], match["zone"], match["name"]
+
+
+def parse_global(url: str) -> tuple[str, str]:
+    """(project, name) of a global resource URL such as a snapshot's selfLink."""
+    match = GLOBAL.search(url)
+    if match is None:
+        raise ProviderError(f"not a global resource URL: {url!r}", code="BadResourceUrl")
+    return match["project"], match["name"]
+
+
+def operation_error(op: compute_v1.Operation) -> str | None:
+    """The operation's error text, or None when it has none."""
+    if op.error and op.error.errors:
+        return "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
+    if op.http_error_status_code and op.http_error_status_code >= 400:
+        return f"HTTP {op.http_error_status_code}: {op.http_error_message}"
+    return None
+
+
+def wait_zone_operation(
+    clients: GcpClients,
+    project: str,
+    zone: str,
+    op: compute_v1.Operation,
+    *,
+    timeout: float,
+    interval: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> compute_v1.Operation:
+    """Polls a zonal operation until DONE (or `timeout`); raises ProviderError on its error."""
+    deadline = clock() + timeout
+    while op.status != compute_v1.Operation.Status.DONE:
+        if clock() >= deadline:
+            raise ProviderError(
+                f"operation {op.name} in {project}/{zone} not done after {timeout:g}s",
+                code="OperationTimeout",
+                retryable=True,
+            )
+        sleep(interval)
+        op = clients.zone_operations().get(project=project, zone=zone, operation=op.name)
+    error = operation_error(op)
+    if error:
+        raise ProviderError(
+            f"operation {op.name} ({op.operation_type}) failed: {error}", code="OperationFailed"
+        )
+    return op
+
+
+def gcp_provider(
+    policy: Policy | None,
+    *,
+    credentials: Credentials | None = None,
+    compute_endpoint: str | None = None,
+    clients: GcpClients | None = None,
+    default_project: str | None = None,
+    poll_interval: float = 0.5,
+) -> Provider:
+    """Compute Engine inventory, agent / guest-flush hooks and disk snapshots.
+
+    `clients` wins over `credentials`/`compute_endpoint`; `poll_interval` is how often hook
+    answers, snapshot states and operations are polled.
+    """
+    from quiesce.ports import Provider
+    from quiesce_gcp.hooks import AgentHookRunner
+    from quiesce_gcp.inventory import GceInventory
+    from quiesce_gcp.snapshots import GceSnapshotter
+
+    clients = clients or GcpClients(credentials, compute_endpoint=compute_endpoint)
+    members = GcpMembers.from_policy(policy, default_project)
+    return Provider(
+        inventory=GceInventory(clients),
+        hooks=AgentHookRunner(clients, members=members, poll_interval=poll_interval),
+        snapshots=GceSnapshotter(clients, members=members, poll_interval=poll_interval),
+    )

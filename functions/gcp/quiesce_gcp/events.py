@@ -1,0 +1,128 @@
+"""Quiesce's CloudEvents on a Pub/Sub topic, in the CloudEvents Pub/Sub protocol binding.
+
+Binary content mode: each CloudEvent becomes one message whose data is the event's `data` as
+JSON and whose attributes are the context attributes prefixed `ce-` (ce-specversion, ce-type,
+ce-source, ce-id, ce-time, ce-subject, ce-dataschema and the extensions ce-quiescerunid,
+ce-quiescegroup) plus `content-type`. Messages go out in batches of at most 1,000 messages and
+10 MB (Pub/Sub's publish limits); the client's own batching is configured to the same bounds.
+The ids of events whose publish failed are returned; the engine keeps them in its outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any, ClassVar
+
+from google.cloud.pubsub_v1 import PublisherClient  # type: ignore[import-untyped]
+from google.cloud.pubsub_v1.types import BatchSettings  # type: ignore[import-untyped]
+
+from quiesce.events import CloudEvent
+from quiesce.ports import EventPublisher
+from quiesce_gcp.permissions import TOPIC, Permission
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 1000
+MAX_BYTES = 10 * 1000 * 1000
+#: Per-message overhead Pub/Sub's request carries besides data and attributes (a safe bound).
+MESSAGE_OVERHEAD = 64
+PUBLISH_TIMEOUT_SECONDS = 60.0
+
+
+def to_message(event: CloudEvent) -> tuple[bytes, dict[str, str]]:
+    """(data, attributes) of one event in binary content mode."""
+    attributes = {
+        "ce-specversion": event.specversion,
+        "ce-type": event.type,
+        "ce-source": event.source,
+        "ce-id": event.id,
+        "ce-time": event.time.isoformat().replace("+00:00", "Z"),
+        "content-type": event.datacontenttype,
+    }
+    optional = {
+        "ce-subject": event.subject,
+        "ce-dataschema": event.dataschema,
+        "ce-quiescerunid": event.quiescerunid,
+        "ce-quiescegroup": event.quiescegroup,
+    }
+    attributes.update({k: v for k, v in optional.items() if v is not None})
+    data = json.dumps(event.data, separators=(",", ":"), default=str).encode("utf-8")
+    return data, attributes
+
+
+def from_message(data: bytes, attributes: dict[str, str]) -> CloudEvent:
+    """The CloudEvent of a binary-mode message (what a subscriber would rebuild)."""
+    fields: dict[str, Any] = {k[3:]: v for k, v in attributes.items() if k.startswith("ce-")}
+    fields["data"] = json.loads(data)
+    return CloudEvent.model_validate(fields)
+
+
+def message_size(data: bytes, attributes: dict[str, str]) -> int:
+    return (
+        len(data)
+        + sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
+        + MESSAGE_OVERHEAD
+    )
+
+
+def batches(
+    messages: Sequence[tuple[str, bytes, dict[str, str]]],
+    *,
+    max_messages: int = MAX_MESSAGES,
+    max_bytes: int = MAX_BYTES,
+) -> list[list[tuple[str, bytes, dict[str, str]]]]:
+    """Messages (with their event ids) in batches of <= max_messages and <= max_bytes."""
+    out: list[list[tuple[str, bytes, dict[str, str]]]] = []
+    size = 0
+    for item in messages:
+        this = message_size(item[1], item[2])
+        if not out or len(out[-1]) >= max_messages or size + this > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += this
+    return out
+
+
+class PubSubPublisher(EventPublisher):
+    PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "publish": [Permission("pubsub.topics.publish", TOPIC)],
+    }
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        client: PublisherClient | None = None,
+        timeout: float = PUBLISH_TIMEOUT_SECONDS,
+    ) -> None:
+        """`topic` is the full path, projects/P/topics/T."""
+        self.topic = topic
+        self.client = client or PublisherClient(
+            batch_settings=BatchSettings(
+                max_messages=MAX_MESSAGES, max_bytes=MAX_BYTES, max_latency=0.01
+            )
+        )
+        self.timeout = timeout
+
+    def publish(self, events: Sequence[CloudEvent]) -> list[str]:
+        messages = [(e.id, *to_message(e)) for e in events]
+        failed: list[str] = []
+        for batch in batches(messages):
+            futures: list[tuple[str, Future[str]]] = []
+            for event_id, data, attributes in batch:
+                try:
+                    futures.append((event_id, self.client.publish(self.topic, data, **attributes)))
+                except Exception as exc:
+                    log.warning("publish %s: %s", event_id, exc)
+                    failed.append(event_id)
+            for event_id, future in futures:
+                try:
+                    future.result(timeout=self.timeout)
+                except Exception as exc:
+                    log.warning("publish %s to %s failed: %s", event_id, self.topic, exc)
+                    failed.append(event_id)
+        return failed

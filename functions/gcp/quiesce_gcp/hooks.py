@@ -1,0 +1,230 @@
+"""Hooks on Compute Engine instances: through Quiesce's guest agent, or the guest flush.
+
+`agent` channel: each call writes one command into the instance's metadata (`quiesce-command`,
+instances.setMetadata with the current fingerprint; see quiesce_gcp.agent), then reads the
+agent's answer from the instance's guest attributes (getGuestAttributes, queryPath
+`quiesce/`) until the hook's budget plus slack has passed; no answer by then is
+timed_out/NoAnswer, and a pre hook's watchdog on the VM thaws by itself. The answer must carry
+the command's nonce, so a result of an earlier command is never taken for this one.
+
+`guest_flush` channel: Quiesce runs no hook; the snapshots are created with guestFlush and the
+Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around them. `run` answers at
+once, saying so; what the snapshot operation reports is recorded on each snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import compute_v1
+from pydantic import ValidationError
+
+from quiesce.errors import ProviderError
+from quiesce.policy.model import Hook
+from quiesce.ports import HookCall, HookRunner
+from quiesce.record import HookResult, HookStatus, utcnow
+from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command
+from quiesce_gcp.clients import GcpClients, GcpMembers, wait_zone_operation
+from quiesce_gcp.permissions import INSTANCE, ZONE_OPERATION, Permission
+from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
+
+log = logging.getLogger(__name__)
+
+#: Per attempt (runner start-up, checks) and once per call (metadata propagation to the agent's
+#: long poll, interpreter start, arming the watchdog, writing the guest attribute).
+PER_ATTEMPT_SLACK = 1.5
+FIXED_SLACK = 20.0
+CHECK_TIMEOUT_SECONDS = 60.0
+#: A command the agent sees later than this after it was written is refused as stale.
+COMMAND_TTL_SECONDS = 30.0
+#: setMetadata attempts when another writer changed the fingerprint meanwhile (HTTP 412).
+FINGERPRINT_ATTEMPTS = 5
+
+
+def answer_timeout(hook: Hook | None, phase: str) -> float:
+    """How long the orchestrator waits for the agent's answer to one call, after writing it."""
+    if phase == "check" or hook is None:
+        return CHECK_TIMEOUT_SECONDS
+    return hook.budget_seconds + PER_ATTEMPT_SLACK * (hook.retries + 1) + FIXED_SLACK
+
+
+def _result(status: HookStatus, code: str, message: str) -> HookResult:
+    now = utcnow()
+    return HookResult(
+        status=status, code=code, message=message, started_at=now, ended_at=now, duration_ms=0.0
+    )
+
+
+class AgentHookRunner(HookRunner):
+    PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "run": [
+            Permission("compute.instances.get", INSTANCE),
+            Permission("compute.instances.setMetadata", INSTANCE),
+            Permission("compute.instances.getGuestAttributes", INSTANCE),
+            Permission("compute.zoneOperations.get", ZONE_OPERATION),
+        ],
+        "check": [
+            Permission("compute.instances.get", INSTANCE),
+            Permission("compute.instances.setMetadata", INSTANCE),
+            Permission("compute.instances.getGuestAttributes", INSTANCE),
+            Permission("compute.zoneOperations.get", ZONE_OPERATION),
+        ],
+    }
+
+    def __init__(
+        self,
+        clients: GcpClients,
+        *,
+        members: GcpMembers | None = None,
+        poll_interval: float = 1.0,
+        command_ttl: float = COMMAND_TTL_SECONDS,
+        answer_timeout: Callable[[Hook | None, str], float] = answer_timeout,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.clients = clients
+        self.members = members or GcpMembers()
+        self.poll_interval = poll_interval
+        self.command_ttl = command_ttl
+        self.answer_timeout = answer_timeout
+        self.backoff = backoff or Backoff()
+        self.sleep = sleep
+        self.clock = clock
+        self.wall = wall
+
+    # ------------------------------------------------------------------------- the port
+
+    def run(self, call: HookCall) -> HookResult:
+        channel = self.members.channel(call.group, call.member, call.machine.attributes)
+        if channel == "guest_flush":
+            return _result(
+                HookStatus.SUCCEEDED,
+                "GuestFlush",
+                f"{call.phase}: no hook is sent; the snapshots are created with guestFlush and "
+                "the Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around "
+                "them (each snapshot records what the operation reported)",
+            )
+        return self._agent(call, call.phase, call.phase)
+
+    def check(self, call: HookCall) -> HookResult:
+        channel = self.members.channel(call.group, call.member, call.machine.attributes)
+        if channel == "guest_flush":
+            return _result(
+                HookStatus.SUCCEEDED, "GuestFlush", "guest flush: the Google guest agent checks"
+            )
+        return self._agent(call, "check", call.phase)
+
+    # ------------------------------------------------------------------------- the channel
+
+    def _agent(self, call: HookCall, phase: str, hook_name: str) -> HookResult:
+        project, zone = self.members.where(call.group, call.member, call.machine.attributes)
+        instance = call.machine.machine_id
+        command = Command.new(
+            phase, call.run_id, call.member, hook_name, self.wall() + self.command_ttl
+        )
+        started = self.clock()
+        try:
+            self.write_command(project, zone, instance, command)
+        except (ProviderError, gexc.GoogleAPICallError) as exc:
+            return _result(
+                HookStatus.FAILED,
+                "Undeliverable",
+                f"cannot write the command to {project}/{zone}/{instance}: {error_message(exc)}",
+            )
+        budget = self.answer_timeout(call.hook, phase)
+        deadline = started + budget
+        while True:
+            try:
+                answer = self.read_answer(project, zone, instance, command)
+            except (ProviderError, gexc.GoogleAPICallError) as exc:
+                log.warning("getGuestAttributes %s: %s", instance, error_message(exc))
+                answer = None
+            if answer is not None:
+                return answer
+            if self.clock() >= deadline:
+                return _result(
+                    HookStatus.TIMED_OUT,
+                    "NoAnswer",
+                    f"no answer from the agent on {instance} within {budget:g}s; a pre hook's "
+                    "watchdog thaws the machine by itself",
+                )
+            self.sleep(self.poll_interval)
+
+    def write_command(self, project: str, zone: str, instance: str, command: Command) -> None:
+        """Sets `quiesce-command` in the instance's metadata, keeping every other item."""
+        instances = self.clients.instances()
+        for attempt in range(FINGERPRINT_ATTEMPTS):
+            current = self.backoff.call(
+                lambda: instances.get(project=project, zone=zone, instance=instance, retry=None),
+                what=f"instances.get {instance}",
+            )
+            items = [i for i in current.metadata.items if i.key != METADATA_KEY]
+            items.append(compute_v1.Items(key=METADATA_KEY, value=command.to_json()))
+            metadata = compute_v1.Metadata(fingerprint=current.metadata.fingerprint, items=items)
+            try:
+                op = self.backoff.call(
+                    lambda m=metadata: instances.set_metadata_unary(  # type: ignore[misc]
+                        project=project,
+                        zone=zone,
+                        instance=instance,
+                        metadata_resource=m,
+                        retry=None,
+                    ),
+                    retry_on=MUTATION_RETRYABLE,
+                    what=f"instances.setMetadata {instance}",
+                )
+            except gexc.PreconditionFailed:
+                log.info("setMetadata %s: fingerprint changed (attempt %d)", instance, attempt + 1)
+                continue
+            wait_zone_operation(
+                self.clients,
+                project,
+                zone,
+                op,
+                timeout=30.0,
+                interval=min(self.poll_interval, 0.5),
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+            return
+        raise ProviderError(
+            f"setMetadata {instance}: the fingerprint kept changing", code="FingerprintConflict"
+        )
+
+    def read_answer(
+        self, project: str, zone: str, instance: str, command: Command
+    ) -> HookResult | None:
+        """The agent's answer to `command`, or None when there is none (yet)."""
+        request = compute_v1.GetGuestAttributesInstanceRequest(
+            project=project, zone=zone, instance=instance, query_path=f"{GUEST_NAMESPACE}/"
+        )
+        try:
+            attrs = self.backoff.call(
+                lambda: self.clients.instances().get_guest_attributes(request=request, retry=None),
+                what=f"instances.getGuestAttributes {instance}",
+            )
+        except gexc.NotFound:
+            return None  # no attribute under the namespace yet
+        for entry in attrs.query_value.items:
+            if entry.namespace != GUEST_NAMESPACE or entry.key != command.key:
+                continue
+            try:
+                wrapped = json.loads(entry.value)
+            except ValueError:
+                return _result(
+                    HookStatus.FAILED, "BadAnswer", f"unparseable answer: {entry.value[:200]!r}"
+                )
+            if not isinstance(wrapped, dict) or wrapped.get("nonce") != command.nonce:
+                return None  # an answer to an earlier command with the same key
+            try:
+                return HookResult.model_validate(wrapped.get("result"))
+            except ValidationError as exc:
+                return _result(HookStatus.FAILED, "BadAnswer", f"invalid answer: {exc}")
+        return None

@@ -1,0 +1,96 @@
+"""Builds the GCP provider and backends from environment variables.
+
+`make_provider` is the `quiesce.providers` entry point ("gcp"): the CLI gets Compute Engine
+inventory, agent hooks and disk snapshots from it and keeps its own catalog. `gcp_backends` is
+what the Cloud Functions run with: the same provider plus the Firestore catalog and the Pub/Sub
+event topic.
+
+Environment:
+
+    QUIESCE_PROJECT            the project of the catalog, the topic and members without one
+                               (else GOOGLE_CLOUD_PROJECT, else GCP_PROJECT)
+    QUIESCE_PUBSUB_TOPIC       the events topic: a name in that project or projects/P/topics/T
+                               (required by gcp_backends)
+    QUIESCE_FIRESTORE_DATABASE the Firestore database                     ((default))
+    QUIESCE_FIRESTORE_PREFIX   the prefix of the catalog's collections    (quiesce)
+    QUIESCE_COMPUTE_ENDPOINT   another Compute Engine endpoint (tests)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from quiesce.errors import QuiesceError
+from quiesce.policy.model import Policy
+from quiesce.ports import Backends, EventPublisher, Provider
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
+PROJECT_ENV = "QUIESCE_PROJECT"
+TOPIC_ENV = "QUIESCE_PUBSUB_TOPIC"
+DATABASE_ENV = "QUIESCE_FIRESTORE_DATABASE"
+PREFIX_ENV = "QUIESCE_FIRESTORE_PREFIX"
+COMPUTE_ENDPOINT_ENV = "QUIESCE_COMPUTE_ENDPOINT"
+
+
+def project_of(env: Mapping[str, str]) -> str | None:
+    return env.get(PROJECT_ENV) or env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT")
+
+
+def topic_path(topic: str, project: str | None) -> str:
+    """A topic name made into projects/P/topics/T."""
+    if topic.startswith("projects/"):
+        return topic
+    if not project:
+        raise QuiesceError(
+            f"{TOPIC_ENV}={topic!r} names no project: set {PROJECT_ENV} (or GOOGLE_CLOUD_PROJECT) "
+            "or give projects/P/topics/T"
+        )
+    return f"projects/{project}/topics/{topic}"
+
+
+def make_provider(policy: Policy, *, env: Mapping[str, str] | None = None) -> Provider:
+    """The `gcp` provider of a policy (the `quiesce.providers` entry point)."""
+    from quiesce_gcp.clients import gcp_provider
+
+    env = os.environ if env is None else env
+    return gcp_provider(
+        policy,
+        default_project=project_of(env),
+        compute_endpoint=env.get(COMPUTE_ENDPOINT_ENV) or None,
+    )
+
+
+def gcp_backends(
+    policy: Policy,
+    *,
+    env: Mapping[str, str] | None = None,
+    firestore_client: firestore.Client | None = None,
+    provider: Provider | None = None,
+    bus: EventPublisher | None = None,
+) -> Backends:
+    """Everything the engine needs on GCP: the provider, the Firestore catalog and the Pub/Sub
+    topic (QUIESCE_PUBSUB_TOPIC). `provider` and `bus` replace the real ones (tests)."""
+    from quiesce_gcp.state import FirestoreStateStore
+
+    env = os.environ if env is None else env
+    project = project_of(env)
+    if bus is None:
+        topic = env.get(TOPIC_ENV)
+        if not topic:
+            raise QuiesceError(f"set {TOPIC_ENV} to the Pub/Sub topic Quiesce publishes events to")
+        from quiesce_gcp.events import PubSubPublisher
+
+        bus = PubSubPublisher(topic_path(topic, project))
+    if firestore_client is None:
+        from google.cloud import firestore
+
+        firestore_client = firestore.Client(project=project, database=env.get(DATABASE_ENV) or None)
+    return Backends(
+        providers={"gcp": provider or make_provider(policy, env=env)},
+        state=FirestoreStateStore(firestore_client, env.get(PREFIX_ENV) or "quiesce"),
+        bus=bus,
+    )

@@ -1,0 +1,79 @@
+"""Retries with exponential backoff and full jitter, for Compute Engine and Pub/Sub errors.
+
+The delay before retry n (0-based) is uniform in [0, min(cap, base * 2**n)]. Only errors that
+mean the request was NOT carried out are retried on mutations (429 rate limits, 503
+unavailable); reads may also retry 500/504. The client libraries' own retries are switched off
+by passing `retry=None` at every call site, so this is the one place that decides. `sleep` and
+`random` are injectable so tests run in no time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from google.api_core import exceptions as gexc
+
+from quiesce.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Errors after which a mutation (setMetadata, createSnapshot, publish) was not carried out.
+MUTATION_RETRYABLE: tuple[type[Exception], ...] = (gexc.TooManyRequests, gexc.ServiceUnavailable)
+#: Errors a read (get, list, getGuestAttributes) may be repeated after.
+READ_RETRYABLE: tuple[type[Exception], ...] = (
+    *MUTATION_RETRYABLE,
+    gexc.InternalServerError,
+    gexc.GatewayTimeout,
+    gexc.DeadlineExceeded,
+)
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return f"{type(exc).__name__} ({exc.code}): {exc.message}"
+    return str(exc) or type(exc).__name__
+
+
+@dataclass
+class Backoff:
+    """`attempts` calls in all, delays capped at `cap` seconds, full jitter."""
+
+    attempts: int = 6
+    base: float = 0.1
+    cap: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = field(default=random.random)
+
+    def delay(self, retry: int) -> float:
+        return float(self.random()) * min(self.cap, self.base * float(2**retry))
+
+    def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        retry_on: tuple[type[Exception], ...] = READ_RETRYABLE,
+        what: str,
+    ) -> T:
+        """Calls `fn`, retrying while it raises one of `retry_on`; then ProviderError."""
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except retry_on as exc:
+                if attempt + 1 >= self.attempts:
+                    raise ProviderError(
+                        f"{what}: still failing after {self.attempts} attempts with backoff: "
+                        f"{error_message(exc)}",
+                        code=type(exc).__name__,
+                        retryable=True,
+                    ) from exc
+                wait = self.delay(attempt)
+                log.info("%s: %s, retrying in %.3fs", what, type(exc).__name__, wait)
+                self.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover

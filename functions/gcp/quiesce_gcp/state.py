@@ -1,0 +1,328 @@
+"""The catalog in Firestore (native mode): runs, recovery points, group locks, trigger claims,
+cooldowns and the outbox.
+
+Layout (collection names start with the store's prefix, `quiesce` by default):
+
+    collection          document id         fields
+    <p>-runs            <run id>            policy, grp, started_us, data | data_z
+    <p>-points          <point id>          policy, grp, created_us, data | data_z
+    <p>-locks           <key>               run_id, expires_us, expire_at
+    <p>-triggers        <trigger id>        run_id, created_us, expire_at
+    <p>-cooldowns       <key>               fired_us, expire_at
+    <p>-outbox          <event id>          seq, data
+
+Document ids are the keys percent-encoded (`/` is not allowed in an id). Everything that must
+be atomic is one Firestore transaction that reads the document and then writes it: a lock is
+taken when it is absent, expired or already ours; a trigger is claimed when absent; a cooldown
+fires when its last firing is old enough. Firestore retries a transaction that lost a race, and
+the retry sees the winner's write, so of two concurrent callers exactly one wins. Times in
+comparisons are integers (microseconds since the epoch), so they are exact.
+
+Listing runs and points uses equality filters only (policy, and group when given), which
+Firestore serves from its automatic single-field indexes: no composite index to deploy. The
+newest-first order is applied here. Queries are strongly consistent.
+
+Records are JSON strings; one over 900 KB is stored zlib-compressed (`data_z`, bytes) so a
+document stays under Firestore's 1 MiB limit. `expire_at` (a timestamp) is meant for a
+Firestore TTL policy on the locks, triggers and cooldowns collections (docs/gcp-functions.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote
+
+from google.api_core.exceptions import AlreadyExists, Conflict
+from google.cloud import firestore
+
+from quiesce.errors import ProviderError
+from quiesce.events import CloudEvent
+from quiesce.ports import LockHolder, StateStore, fan_out
+from quiesce.record import RecoveryPoint, RunRecord, utcnow
+
+M = TypeVar("M", RunRecord, RecoveryPoint)
+T = TypeVar("T")
+
+#: Above this, a record is stored compressed (a document may hold 1 MiB).
+COMPRESS_ABOVE = 900_000
+#: The most a compressed record may take (the document's other fields need the rest).
+MAX_PACKED = 1_040_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+#: A transaction that keeps losing races is retried this often before giving up.
+TRANSACTION_ATTEMPTS = 25
+#: Firestore's limit of writes in one batch.
+BATCH_LIMIT = 500
+
+
+def micros(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def doc_id(key: str) -> str:
+    """A valid document id for any key: percent-encoded, hashed when still unusable."""
+    encoded = quote(key, safe="")
+    if not encoded or encoded in (".", "..") or encoded.startswith("__"):
+        return "k-" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    if len(encoded.encode("utf-8")) > 1000:
+        return "h-" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return encoded
+
+
+def key_of(document_id: str) -> str:
+    return unquote(document_id)
+
+
+class FirestoreStateStore(StateStore):
+    """The StateStore port over a handful of Firestore collections."""
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        prefix: str = "quiesce",
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        trigger_ttl_days: float = 90,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+        self.trigger_ttl = timedelta(days=trigger_ttl_days)
+
+    def _collection(self, name: str) -> firestore.CollectionReference:
+        return self.client.collection(f"{self.prefix}-{name}")
+
+    def _doc(self, collection: str, key: str) -> firestore.DocumentReference:
+        return self._collection(collection).document(doc_id(key))
+
+    def _transact(self, fn: Callable[[firestore.Transaction], T]) -> T:
+        """Runs `fn` in a transaction, retried while it loses races."""
+        transaction = self.client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
+        return firestore.transactional(fn)(transaction)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------------------ runs
+
+    def save_run(self, record: RunRecord) -> None:
+        self._doc("runs", record.run_id).set(
+            {
+                "policy": record.policy,
+                "grp": record.group,
+                "status": record.status.value,
+                "started_us": micros(record.started_at),
+                **_encode(record.model_dump_json()),
+            }
+        )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        snapshot = self._doc("runs", run_id).get()
+        data = snapshot.to_dict() if snapshot.exists else None
+        return RunRecord.model_validate_json(_decode(data)) if data else None
+
+    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
+        return self._list("runs", policy, group, "started_us", RunRecord)
+
+    # ------------------------------------------------------------------------------ locks
+
+    def acquire_lock(self, key: str, run_id: str, expires_at: datetime) -> LockHolder | None:
+        ref = self._doc("locks", key)
+        expires = micros(expires_at)
+
+        def attempt(transaction: firestore.Transaction) -> LockHolder | None:
+            snapshot = ref.get(transaction=transaction)
+            held = snapshot.to_dict() if snapshot.exists else None
+            now = micros(self.clock())
+            if held and held.get("run_id") != run_id and int(held["expires_us"]) >= now:
+                return LockHolder(
+                    run_id=str(held["run_id"]), expires_at=from_micros(int(held["expires_us"]))
+                )
+            transaction.set(
+                ref,
+                {
+                    "key": key,
+                    "run_id": run_id,
+                    "expires_us": expires,
+                    "expire_at": from_micros(expires) + DAY,
+                },
+            )
+            return None
+
+        return self._transact(attempt)
+
+    def release_lock(self, key: str, run_id: str) -> None:
+        ref = self._doc("locks", key)
+
+        def attempt(transaction: firestore.Transaction) -> None:
+            snapshot = ref.get(transaction=transaction)
+            held = snapshot.to_dict() if snapshot.exists else None
+            if held and held.get("run_id") == run_id:
+                transaction.delete(ref)
+
+        self._transact(attempt)
+
+    # ------------------------------------------------------------------------------ triggers
+
+    def claim_trigger(self, trigger_id: str, run_id: str) -> str | None:
+        """Claims `trigger_id` for `run_id`; returns the run that claimed it before, if another.
+
+        Claiming again for the same run is not a duplicate (a retried call): it returns None.
+        """
+        ref = self._doc("triggers", trigger_id)
+        now = self.clock()
+
+        def attempt(transaction: firestore.Transaction) -> str | None:
+            snapshot = ref.get(transaction=transaction)
+            earlier = snapshot.to_dict() if snapshot.exists else None
+            if earlier:
+                earlier_run = str(earlier.get("run_id"))
+                return None if earlier_run == run_id else earlier_run
+            transaction.set(
+                ref,
+                {
+                    "trigger_id": trigger_id,
+                    "run_id": run_id,
+                    "created_us": micros(now),
+                    "expire_at": now + self.trigger_ttl,
+                },
+            )
+            return None
+
+        return self._transact(attempt)
+
+    def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
+        """Fires `key` at `now` if it last fired at least `cooldown_seconds` earlier (or never)."""
+        ref = self._doc("cooldowns", key)
+        fired = micros(now)
+        threshold = fired - round(cooldown_seconds * 1_000_000)
+
+        def attempt(transaction: firestore.Transaction) -> bool:
+            snapshot = ref.get(transaction=transaction)
+            last = snapshot.to_dict() if snapshot.exists else None
+            if last:
+                last_fired = int(last["fired_us"])
+                # `last_fired == fired`: a retry of our own write that went through.
+                if last_fired > threshold and last_fired != fired:
+                    return False
+            transaction.set(
+                ref,
+                {
+                    "key": key,
+                    "fired_us": fired,
+                    "expire_at": from_micros(fired) + timedelta(seconds=cooldown_seconds) + DAY,
+                },
+            )
+            return True
+
+        return self._transact(attempt)
+
+    # ------------------------------------------------------------------------------ points
+
+    def save_point(self, point: RecoveryPoint) -> None:
+        self._doc("points", point.id).set(
+            {
+                "policy": point.policy,
+                "grp": point.group,
+                "created_us": micros(point.created_at),
+                **_encode(point.model_dump_json()),
+            }
+        )
+
+    def get_point(self, point_id: str) -> RecoveryPoint | None:
+        snapshot = self._doc("points", point_id).get()
+        data = snapshot.to_dict() if snapshot.exists else None
+        return RecoveryPoint.model_validate_json(_decode(data)) if data else None
+
+    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
+        return self._list("points", policy, group, "created_us", RecoveryPoint)
+
+    def delete_point(self, point_id: str) -> None:
+        self._doc("points", point_id).delete()
+
+    # ------------------------------------------------------------------------------ outbox
+
+    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
+        unique: dict[str, CloudEvent] = {}
+        for event in events:
+            unique.setdefault(event.id, event)
+        if not unique:
+            return
+        base = time.time_ns() // 1000
+        items = [
+            (event.id, {"seq": f"{base:020d}#{n:06d}", "data": event.to_json()})
+            for n, event in enumerate(unique.values())
+        ]
+
+        def put(item: tuple[str, dict[str, Any]]) -> None:
+            # AlreadyExists: that event id is in the outbox already.
+            with contextlib.suppress(AlreadyExists, Conflict):
+                self._doc("outbox", item[0]).create(item[1])
+
+        for outcome in fan_out(put, items):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
+        query = self._collection("outbox").order_by("seq").limit(limit)
+        out = []
+        for snapshot in query.stream():
+            data = snapshot.to_dict() or {}
+            out.append(CloudEvent.model_validate_json(str(data["data"])))
+        return out
+
+    def outbox_remove(self, event_ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), BATCH_LIMIT):
+            batch = self.client.batch()
+            for event_id in ids[start : start + BATCH_LIMIT]:
+                batch.delete(self._doc("outbox", event_id))
+            batch.commit()
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _list(
+        self, collection: str, policy: str, group: str | None, order: str, model: type[M]
+    ) -> list[M]:
+        """Newest first (ties broken by id, descending, like the other stores)."""
+        query: Any = self._collection(collection).where(
+            filter=firestore.FieldFilter("policy", "==", policy)
+        )
+        if group is not None:
+            query = query.where(filter=firestore.FieldFilter("grp", "==", group))
+        rows = []
+        for snapshot in query.stream():
+            data = snapshot.to_dict() or {}
+            rows.append((int(data.get(order, 0)), snapshot.id, data))
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        return [model.model_validate_json(_decode(data)) for _, _, data in rows]
+
+
+def _encode(text: str) -> dict[str, Any]:
+    data = text.encode("utf-8")
+    if len(data) > COMPRESS_ABOVE:
+        packed = zlib.compress(data, 6)
+        if len(packed) > MAX_PACKED:
+            raise ProviderError(
+                f"a record of {len(data)} bytes compresses to {len(packed)}: more than a "
+                "Firestore document can hold",
+                code="RecordTooLarge",
+            )
+        return {"data_z": packed}
+    return {"data": text}
+
+
+def _decode(data: dict[str, Any]) -> str:
+    if "data_z" in data:
+        return zlib.decompress(bytes(data["data_z"])).decode("utf-8")
+    return str(data["data"])

@@ -1,0 +1,344 @@
+"""A wire-level fake of the Compute Engine REST API, for the real google-cloud-compute clients.
+
+A stdlib ThreadingHTTPServer on 127.0.0.1:0 keeping instances (with metadata and fingerprints),
+disks, snapshots, guest attributes and zone/global operations. Snapshots pass CREATING ->
+UPLOADING -> READY on successive reads; a createSnapshot operation is RUNNING until its snapshot
+is READY. `fail_disks` makes createSnapshot of those disks fail (operation DONE with an error).
+Every mutation is appended to `journal` (and to `journal_path` when set, where hook scripts
+append too), so tests can check the order of hooks and snapshots.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+BASE = "https://www.googleapis.com/compute/v1"
+LABEL_TERM = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^")\s]*)"?')
+
+
+def matches(labels: dict[str, str], filt: str) -> bool:
+    return all(labels.get(k) == v for k, v in LABEL_TERM.findall(filt or ""))
+
+
+class FakeCompute:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.disks: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.snapshots: dict[tuple[str, str], dict[str, Any]] = {}
+        self.snapshot_reads: dict[tuple[str, str], int] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.guest_attributes: dict[tuple[str, str, str], dict[tuple[str, str], str]] = {}
+        self.fail_disks: set[str] = set()
+        self.journal: list[str] = []
+        self.journal_path: Path | None = None
+        self.requests: list[tuple[str, str]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeCompute:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ----------------------------------------------------------------- test helpers
+
+    def note(self, line: str) -> None:
+        with self.lock:
+            self.journal.append(line)
+            if self.journal_path is not None:
+                with self.journal_path.open("a") as f:
+                    f.write(line + "\n")
+
+    def add_instance(
+        self,
+        project: str,
+        zone: str,
+        name: str,
+        *,
+        labels: dict[str, str] | None = None,
+        data_disks: int = 1,
+    ) -> dict[str, Any]:
+        disks = []
+        for i in range(data_disks + 1):
+            disk = f"{name}-{'boot' if i == 0 else f'data{i}'}"
+            url = f"{BASE}/projects/{project}/zones/{zone}/disks/{disk}"
+            self.disks[(project, zone, disk)] = {"name": disk, "selfLink": url}
+            disks.append({"source": url, "boot": i == 0, "deviceName": disk})
+        inst = {
+            "name": name,
+            "id": str(secrets.randbelow(10**12)),
+            "zone": f"{BASE}/projects/{project}/zones/{zone}",
+            "selfLink": f"{BASE}/projects/{project}/zones/{zone}/instances/{name}",
+            "status": "RUNNING",
+            "labels": labels or {},
+            "disks": disks,
+            "metadata": {"fingerprint": self._fingerprint(), "items": []},
+        }
+        with self.lock:
+            self.instances[(project, zone, name)] = inst
+        return inst
+
+    def metadata_value(self, project: str, zone: str, name: str, key: str) -> str | None:
+        with self.lock:
+            for item in self.instances[(project, zone, name)]["metadata"]["items"]:
+                if item["key"] == key:
+                    return str(item["value"])
+        return None
+
+    def set_metadata_value(self, project: str, zone: str, name: str, key: str, value: str) -> None:
+        """Writes one metadata item directly (as an attacker with setMetadata could)."""
+        with self.changed:
+            md = self.instances[(project, zone, name)]["metadata"]
+            md["items"] = [i for i in md["items"] if i["key"] != key] + [
+                {"key": key, "value": value}
+            ]
+            md["fingerprint"] = self._fingerprint()
+            self.changed.notify_all()
+
+    def put_guest_attribute(
+        self, project: str, zone: str, name: str, namespace: str, key: str, value: str
+    ) -> None:
+        with self.lock:
+            self.guest_attributes.setdefault((project, zone, name), {})[(namespace, key)] = value
+            self.note(f"answer {name} {key}")
+
+    @staticmethod
+    def _fingerprint() -> str:
+        return base64.b64encode(secrets.token_bytes(8)).decode()
+
+    # ----------------------------------------------------------------- snapshots
+
+    def _snapshot_view(self, project: str, name: str, *, advance: bool) -> dict[str, Any] | None:
+        snap = self.snapshots.get((project, name))
+        if snap is None:
+            return None
+        if advance and snap["status"] not in ("READY", "FAILED"):
+            reads = self.snapshot_reads.get((project, name), 0)
+            self.snapshot_reads[(project, name)] = reads + 1
+            snap["status"] = ["CREATING", "UPLOADING", "READY"][min(reads, 2)]
+            if snap["status"] == "READY":
+                snap["storageBytes"] = "1048576"
+        return snap
+
+    def _operation(self, op_id: str) -> dict[str, Any]:
+        op = self.operations[op_id]
+        snap_key = op.get("_snapshot")
+        if op["status"] != "DONE" and snap_key is not None:
+            snap = self.snapshots.get(snap_key)
+            if snap is not None and snap["status"] == "READY":
+                op["status"] = "DONE"
+        return {k: v for k, v in op.items() if not k.startswith("_")}
+
+    def _new_op(
+        self,
+        project: str,
+        zone: str | None,
+        kind: str,
+        target: str,
+        *,
+        done: bool = True,
+        error: str | None = None,
+        snapshot: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        name = f"operation-{secrets.token_hex(6)}"
+        where = f"zones/{zone}" if zone else "global"
+        op: dict[str, Any] = {
+            "kind": "compute#operation",
+            "id": str(secrets.randbelow(10**12)),
+            "name": name,
+            "operationType": kind,
+            "targetLink": target,
+            "status": "DONE" if done or error else "RUNNING",
+            "selfLink": f"{BASE}/projects/{project}/{where}/operations/{name}",
+            "progress": 100 if done else 0,
+        }
+        if zone:
+            op["zone"] = f"{BASE}/projects/{project}/zones/{zone}"
+        if error:
+            op["error"] = {"errors": [{"code": "RESOURCE_OPERATION_FAILED", "message": error}]}
+            op["httpErrorStatusCode"] = 400
+            op["httpErrorMessage"] = "BAD REQUEST"
+        if snapshot is not None:
+            op["_snapshot"] = snapshot
+        self.operations[name] = op
+        return self._operation(name)
+
+    # ----------------------------------------------------------------- HTTP
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _error(self, code: int, message: str) -> None:
+                reason = {404: "notFound", 409: "alreadyExists", 412: "conditionNotMet"}
+                self._send(
+                    code,
+                    {
+                        "error": {
+                            "code": code,
+                            "message": message,
+                            "errors": [{"reason": reason.get(code, "invalid"), "message": message}],
+                        }
+                    },
+                )
+
+            def _body(self) -> dict[str, Any]:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                return json.loads(raw) if raw else {}
+
+            def do_GET(self) -> None:
+                self._dispatch("GET")
+
+            def do_POST(self) -> None:
+                self._dispatch("POST")
+
+            def do_DELETE(self) -> None:
+                self._dispatch("DELETE")
+
+            def _dispatch(self, method: str) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                path = url.path.removeprefix("/compute/v1/")
+                body = self._body() if method == "POST" else {}
+                fake.requests.append((method, path))
+                with fake.lock:
+                    try:
+                        self._route(method, path.split("/"), query, body)
+                    except KeyError as exc:
+                        self._error(404, f"The resource {exc} was not found")
+
+            def _route(
+                self, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any]
+            ) -> None:
+                f = fake
+                match parts:
+                    case ["projects", p, "zones", z, "instances"] if method == "GET":
+                        items = [
+                            i
+                            for (pp, zz, _), i in sorted(f.instances.items())
+                            if pp == p and zz == z and matches(i["labels"], query.get("filter", ""))
+                        ]
+                        self._send(200, {"items": items})
+                    case ["projects", p, "zones", z, "instances", n] if method == "GET":
+                        self._send(200, f.instances[(p, z, n)])
+                    case ["projects", p, "zones", z, "instances", n, "setMetadata"]:
+                        inst = f.instances[(p, z, n)]
+                        if body.get("fingerprint") != inst["metadata"]["fingerprint"]:
+                            self._error(412, "Supplied fingerprint does not match current.")
+                            return
+                        with f.changed:
+                            inst["metadata"] = {
+                                "fingerprint": f._fingerprint(),
+                                "items": body.get("items", []),
+                            }
+                            f.changed.notify_all()
+                        f.note(f"setMetadata {n}")
+                        self._send(200, f._new_op(p, z, "setMetadata", inst["selfLink"]))
+                    case ["projects", p, "zones", z, "instances", n, "getGuestAttributes"]:
+                        f.instances[(p, z, n)]
+                        qp = query.get("queryPath", "")
+                        ns = qp.split("/", 1)[0]
+                        items = [
+                            {"namespace": a, "key": k, "value": v}
+                            for (a, k), v in sorted(f.guest_attributes.get((p, z, n), {}).items())
+                            if a == ns
+                        ]
+                        if not items:
+                            self._error(404, f"The resource 'guest attributes {qp}' was not found")
+                            return
+                        self._send(200, {"queryPath": qp, "queryValue": {"items": items}})
+                    case ["projects", p, "zones", z, "disks", d, "createSnapshot"]:
+                        disk = f.disks[(p, z, d)]
+                        name = body["name"]
+                        if (p, name) in f.snapshots:
+                            self._error(409, f"The resource '{name}' already exists")
+                            return
+                        flush = query.get("guestFlush") in ("true", "True", "1")
+                        target = f"{BASE}/projects/{p}/global/snapshots/{name}"
+                        if d in f.fail_disks:
+                            f.note(f"snapshot-failed {d}")
+                            self._send(
+                                200,
+                                f._new_op(
+                                    p, z, "createSnapshot", target, error=f"disk {d}: I/O error"
+                                ),
+                            )
+                            return
+                        f.snapshots[(p, name)] = {
+                            "kind": "compute#snapshot",
+                            "name": name,
+                            "id": str(secrets.randbelow(10**12)),
+                            "status": "CREATING",
+                            "sourceDisk": disk["selfLink"],
+                            "labels": body.get("labels", {}),
+                            "guestFlush": flush,
+                            "selfLink": target,
+                            "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+                        }
+                        f.note(f"snapshot {d}{' guestFlush' if flush else ''}")
+                        self._send(
+                            200,
+                            f._new_op(
+                                p, z, "createSnapshot", target, done=False, snapshot=(p, name)
+                            ),
+                        )
+                    case ["projects", p, "global", "snapshots"] if method == "GET":
+                        items = [
+                            s
+                            for (pp, _), s in sorted(f.snapshots.items())
+                            if pp == p and matches(s["labels"], query.get("filter", ""))
+                        ]
+                        self._send(200, {"items": items})
+                    case ["projects", p, "global", "snapshots", n] if method == "GET":
+                        snap = f._snapshot_view(p, n, advance=True)
+                        if snap is None:
+                            raise KeyError(n)
+                        self._send(200, snap)
+                    case ["projects", p, "global", "snapshots", n] if method == "DELETE":
+                        snap = f.snapshots.pop((p, n))
+                        f.note(f"delete {n}")
+                        self._send(200, f._new_op(p, None, "delete", snap["selfLink"]))
+                    case ["projects", p, "zones", z, "operations", o]:
+                        self._send(200, f._operation(o))
+                    case ["projects", p, "global", "operations", o]:
+                        self._send(200, f._operation(o))
+                    case _:
+                        self._error(404, f"no route for {method} {'/'.join(parts)}")
+
+        return Handler

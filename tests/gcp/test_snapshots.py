@@ -1,0 +1,142 @@
+"""GceSnapshotter against the fake Compute API: the point-in-time rule, durability, failures,
+labels, find and delete."""
+
+from __future__ import annotations
+
+import pytest
+
+from quiesce.errors import ProviderError
+from quiesce.ports import Machine, SnapshotCall
+from quiesce.record import SnapshotState
+from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.snapshots import FIXED_WHEN, GceSnapshotter, label_value, snapshot_name
+
+from .conftest import PROJECT, ZONE
+from .fake_compute import FakeCompute
+
+
+def machine(compute: FakeCompute, name: str = "db-vm", data_disks: int = 1) -> Machine:
+    inst = compute.add_instance(PROJECT, ZONE, name, data_disks=data_disks)
+    return Machine(
+        "gcp",
+        "db",
+        name,
+        tuple(d["source"] for d in inst["disks"]),
+        {"project": PROJECT, "zone": ZONE},
+    )
+
+
+def call(m: Machine, run_id: str = "20261129T100000Z-ABC123") -> SnapshotCall:
+    return SnapshotCall(run_id, "Shop", "orders", "db", m, "rp-1", "application")
+
+
+def snapper(clients: GcpClients, **kw: object) -> GceSnapshotter:
+    return GceSnapshotter(clients, poll_interval=0.0, **kw)  # type: ignore[arg-type]
+
+
+def test_take_returns_when_the_snapshots_leave_creating(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    assert frozenset({"UPLOADING", "READY"}) == FIXED_WHEN
+    refs = snapper(clients).take(call(machine(compute)))
+    assert len(refs) == 2
+    for ref in refs:
+        assert ref.state is SnapshotState.PENDING
+        assert ref.tags["status"] == "UPLOADING"
+        assert ref.fixed_at >= ref.started_at
+        assert ref.location.endswith(f"projects/{PROJECT}/global/snapshots/{ref.id}")
+        assert ref.method == "gce-snapshot"
+    labels = compute.snapshots[(PROJECT, refs[0].id)]["labels"]
+    assert labels == {
+        "quiesce-managed": "true",
+        "quiesce-policy": "shop",
+        "quiesce-group": "orders",
+        "quiesce-member": "db",
+        "quiesce-run": "20261129t100000z-abc123",
+        "quiesce-point": "rp-1",
+        "quiesce-consistency": "application",
+        "quiesce-machine": "db-vm",
+    }
+
+
+def test_fixed_when_is_configurable(compute: FakeCompute, clients: GcpClients) -> None:
+    refs = snapper(clients, fixed_when={"READY"}).take(call(machine(compute)))
+    assert all(r.state is SnapshotState.COMPLETED and r.durable_at for r in refs)
+
+
+def test_wait_durable_waits_for_ready(compute: FakeCompute, clients: GcpClients) -> None:
+    s = snapper(clients)
+    refs = s.take(call(machine(compute)))
+    done = s.wait_durable(refs, timeout=10)
+    assert [r.state for r in done] == [SnapshotState.COMPLETED] * 2
+    assert all(r.durable_at is not None and r.size_bytes == 1048576 for r in done)
+
+
+def test_wait_durable_reports_a_failed_snapshot(compute: FakeCompute, clients: GcpClients) -> None:
+    s = snapper(clients)
+    refs = s.take(call(machine(compute)))
+    compute.snapshots[(PROJECT, refs[0].id)]["status"] = "FAILED"
+    done = s.wait_durable(refs, timeout=10)
+    assert done[0].state is SnapshotState.FAILED
+    assert done[1].state is SnapshotState.COMPLETED
+
+
+def test_a_failed_operation_fails_take_and_cleans_up_the_machines_other_snapshots(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    compute.fail_disks.add("db-vm-data1")
+    with pytest.raises(ProviderError) as err:
+        snapper(clients).take(call(machine(compute)))
+    assert "I/O error" in str(err.value)
+    assert compute.snapshots == {}
+
+
+def test_names_are_valid_and_labels_are_sanitized() -> None:
+    name = snapshot_name("R.1", "vm", f"projects/p/zones/z/disks/{'D' * 80}")
+    assert len(name) <= 63
+    assert name[0].isalpha()
+    assert name == name.lower()
+    assert label_value("Run.ID:" + "x" * 80) == "run_id_" + "x" * 56
+
+
+def test_find_and_delete_only_touch_quiesce_snapshots(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    from quiesce.policy.model import Policy
+    from quiesce_gcp.clients import GcpMembers
+
+    policy = Policy.model_validate(
+        {
+            "version": 1,
+            "name": "shop",
+            "groups": {
+                "orders": {
+                    "consistency": "crash",
+                    "members": [
+                        {
+                            "name": "db",
+                            "provider": "gcp",
+                            "project": PROJECT,
+                            "zone": ZONE,
+                            "select": {"instances": ["db-vm"]},
+                        }
+                    ],
+                }
+            },
+        }
+    )
+    s = GceSnapshotter(clients, members=GcpMembers.from_policy(policy), poll_interval=0.0)
+    m = machine(compute)
+    first = s.take(call(m, "run-a"))
+    s.take(call(m, "run-b"))
+    assert len(s.find("Shop", "orders")) == 4
+    found = s.find("Shop", "orders", "run-a")
+    assert sorted(r.id for r in found) == sorted(r.id for r in first)
+    # Someone else's snapshot with the same name pattern is never deleted.
+    compute.snapshots[(PROJECT, first[0].id)]["labels"] = {"team": "other"}
+    with pytest.raises(ProviderError) as err:
+        s.delete(first[0])
+    assert err.value.code == "NotManaged"
+    s.delete(first[1])
+    s.delete(first[1])  # gone already: not an error
+    assert (PROJECT, first[1].id) not in compute.snapshots
