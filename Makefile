@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck demo bench docs clean aws-package aws-tfvars aws-plan azure-package
+.PHONY: test lint typecheck demo bench docs clean aws-package aws-tfvars aws-plan azure-package gcp-os-policy
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,8 @@ docs: $(STAMP)
 AWS_POLICY ?= policy.yaml
 AWS_REGION ?= eu-central-1
 AZURE_POLICY ?= policy.yaml
+GCP_POLICY ?= policy.yaml
+GCP_BUCKET ?=
 
 aws-package: $(STAMP)
 	$(BIN)/python scripts/package_aws.py --policy $(AWS_POLICY)
@@ -51,3 +53,6 @@ aws-tfvars: $(STAMP)
 aws-plan: aws-package aws-tfvars
 	terraform -chdir=infra/aws init -input=false
 	terraform -chdir=infra/aws plan -var region=$(AWS_REGION)
+
+gcp-os-policy: $(STAMP)
+	$(BIN)/python scripts/gcp_os_policy.py $(GCP_POLICY) --bucket $(GCP_BUCKET)

@@ -139,6 +139,12 @@ def test_a_non_empty_workdir_is_refused(tmp_path: Path) -> None:
         run_demo(tmp_path)
 
 
+def _ctrl_c_delivered() -> None:
+    """In the child: Ctrl-C is delivered even if the tests were started with SIGINT ignored
+    (as background jobs of a non-interactive shell are)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     workdir = tmp_path / "ws"
     demo = subprocess.Popen(
@@ -146,6 +152,7 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ctrl_c_delivered,
     )
     try:
         deadline = time.monotonic() + 20

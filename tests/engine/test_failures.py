@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+
 import pytest
 
 from quiesce.engine import run_group
@@ -116,6 +119,16 @@ def test_an_unresolvable_member_fails_the_run_before_any_hook_runs(world: World)
     assert world.state.locks == {}, "the lock is released"
 
 
+@pytest.fixture
+def ctrl_c_delivered() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here even when this process was started with SIGINT
+    ignored (as background jobs of a non-interactive shell are)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_delivered")
 def test_an_interrupt_during_the_snapshot_still_thaws_and_records_the_run(world: World) -> None:
     world.snapshots.interrupt = {"m0"}
     with pytest.raises(KeyboardInterrupt):

@@ -1,0 +1,24 @@
+output "functions" {
+  description = "The Cloud Functions by kind."
+  value       = { for k, f in google_cloudfunctions2_function.quiesce : k => f.name }
+}
+
+output "events_topic" {
+  description = "Quiesce's CloudEvents: subscribe to this topic."
+  value       = google_pubsub_topic.events.id
+}
+
+output "notification_channel" {
+  description = "Add this channel to the alert policies that may fire alert triggers."
+  value       = google_monitoring_notification_channel.alerts.id
+}
+
+output "guest_bucket" {
+  description = "Pass it to scripts/gcp_os_policy.py --bucket."
+  value       = google_storage_bucket.guest.name
+}
+
+output "functions_service_account" {
+  description = "The functions' identity."
+  value       = google_service_account.functions.email
+}

@@ -1,0 +1,87 @@
+variable "project" {
+  description = "The project of the functions, topics, catalog and buckets."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, Cloud Scheduler jobs and buckets."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "quiesce"
+}
+
+variable "policy_file" {
+  description = "The policy (YAML); its schedule triggers become Cloud Scheduler jobs."
+  type        = string
+  default     = "policy.yaml"
+}
+
+variable "policy_setting" {
+  description = "QUIESCE_POLICY: the policy's path inside the function source, or gs://bucket/object."
+  type        = string
+  default     = "policy.yaml"
+}
+
+variable "function_source_zip" {
+  description = "The functions' source archive (main.py, requirements.txt, quiesce, quiesce_gcp, the policy)."
+  type        = string
+}
+
+variable "function_timeout_seconds" {
+  description = "Timeout of each function (event-driven 2nd gen functions run up to 540 s)."
+  type        = number
+  default     = 540
+}
+
+variable "firestore_database" {
+  description = "The Firestore database of the catalog: a new one, or \"(default)\" with create_firestore_database = false."
+  type        = string
+  default     = "quiesce"
+}
+
+variable "create_firestore_database" {
+  description = "false: reuse an existing Firestore database (native mode) named firestore_database."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_location" {
+  description = "Location of a new Firestore database."
+  type        = string
+  default     = "eur3"
+}
+
+variable "create_clouddeploy_topic" {
+  description = "Create the clouddeploy-operations topic Cloud Deploy publishes to (false: it exists)."
+  type        = bool
+  default     = true
+}
+
+variable "cloud_builds_topic" {
+  description = "The topic Cloud Build publishes build notifications to (created when the Cloud Build API is enabled)."
+  type        = string
+  default     = "cloud-builds"
+}
+
+variable "member_service_accounts" {
+  description = "Service accounts of the member VMs: they read the guest runner and agent from the guest bucket."
+  type        = list(string)
+  default     = []
+}
+
+variable "os_policy_assignments" {
+  description = "Written by scripts/gcp_os_policy.py (os-policy.auto.tfvars.json): what OS Config installs on the members."
+  type        = any
+  default     = {}
+}
+
+variable "kms_key_name" {
+  description = "Optional Cloud KMS key for the topics and buckets (null: Google-managed keys)."
+  type        = string
+  default     = null
+}

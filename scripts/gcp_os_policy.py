@@ -1,0 +1,371 @@
+"""Generates the OS Config OS policy assignments that install Quiesce on a policy's GCP members.
+
+    python scripts/gcp_os_policy.py POLICY --bucket BUCKET [--format terraform|gcloud] [-o PATH]
+
+`--format terraform` (default) writes `infra/gcp/os-policy.auto.tfvars.json`: the variable
+`os_policy_assignments` that infra/gcp's google_os_config_os_policy_assignment reads.
+`--format gcloud` writes one YAML file per assignment into the folder `-o` (default
+`os-policies/`), for `gcloud compute os-config os-policy-assignments create NAME
+--location=ZONE --file=FILE`.
+
+What an assignment installs on the member instances (Linux only):
+
+- the guest runner /usr/local/lib/quiesce/quiesce_guest.py and the agent
+  /usr/local/lib/quiesce/quiesce_agent.py, root-owned, mode 0755. Both are too large to be inline
+  content, so they are fetched from the GCS bucket under a content-addressed name
+  (`quiesce/<sha256>/<file>`) into a staging file, and an exec resource installs them only when
+  the staged file's SHA-256 is the pinned one (and re-installs whenever the installed file
+  drifts from it);
+- for `agent` members: /etc/quiesce/hooks.json from quiesce_gcp.agent.agent_config (mode 0600),
+  the systemd unit quiesce-agent.service (Restart=always, logs to the journal only) and an exec
+  resource that keeps it enabled and running (restarted when the unit or agent changes);
+- for `guest_flush` members: /etc/google/snapshots/pre.sh and post.sh (mode 0700), shims that run
+  the member's hooks through the runner, and `[Snapshots] enabled = true` in
+  /etc/default/instance_configs.cfg.
+
+Assignments are zonal: there is one per (project, zone, channel); the agent assignment of a zone
+targets every agent member there, a guest_flush member gets its own (its shims name it). The
+instance filter is the members' labels; members selected by instance name are targeted by the
+label `quiesce-member=<member>`, which those instances must carry (OS Config filters by labels,
+not by names). Windows members (VSS through guest flush) need nothing installed and get none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quiesce.guest import RUNNER_PATH as RUNNER_SOURCE
+from quiesce.policy import Policy, parse_policy
+from quiesce.policy.model import GcpMember, Group, Hook
+from quiesce_gcp.agent import AGENT_CONFIG_PATH, RUNNER_PATH, agent_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TERRAFORM_DIR = ROOT / "infra" / "gcp"
+DEFAULT_TFVARS = TERRAFORM_DIR / "os-policy.auto.tfvars.json"
+AGENT_SOURCE = RUNNER_SOURCE.with_name("quiesce_agent.py")
+
+AGENT_PATH = "/usr/local/lib/quiesce/quiesce_agent.py"
+STAGING_DIR = "/var/lib/quiesce/staging"
+UNIT_NAME = "quiesce-agent.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+PRE_SH = "/etc/google/snapshots/pre.sh"
+POST_SH = "/etc/google/snapshots/post.sh"
+INSTANCE_CONFIGS = "/etc/default/instance_configs.cfg"
+#: Where a guest-flush pre.sh leaves its run id for post.sh (tmpfs: never frozen).
+FLUSH_RUN_FILE = "/run/quiesce/guest-flush-run"
+#: The label that targets members selected by instance name.
+MEMBER_LABEL = "quiesce-member"
+PYTHON = "/usr/bin/python3"
+#: Objects in the bucket: quiesce/<sha256>/<file name> (infra/gcp uploads the same names).
+OBJECT_PREFIX = "quiesce"
+
+UNIT = f"""[Unit]
+Description=Quiesce guest agent (runs backup hooks asked for through instance metadata)
+Wants=network-online.target
+After=network-online.target google-guest-agent.service
+
+[Service]
+Type=simple
+ExecStart={PYTHON} {AGENT_PATH} --config {AGENT_CONFIG_PATH} --python {PYTHON}
+Restart=always
+RestartSec=2
+# Logs go to the journal only, never to a file on a filesystem a hook may freeze.
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier=quiesce-agent
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def object_name(path: Path) -> str:
+    return f"{OBJECT_PREFIX}/{sha256_of(path)}/{path.name}"
+
+
+def _file(rid: str, path: str, permissions: str, **source: Any) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "file": {"path": path, "state": "CONTENTS_MATCH", "permissions": permissions, **source},
+    }
+
+
+def _exec(rid: str, validate: str, enforce: str) -> dict[str, Any]:
+    """Exec resources: validate exits 100 when in the desired state, 101 when not; enforce
+    exits 100 when it brought the instance there."""
+    return {
+        "id": rid,
+        "exec": {
+            "validate": {"interpreter": "SHELL", "script": validate},
+            "enforce": {"interpreter": "SHELL", "script": enforce},
+        },
+    }
+
+
+def pinned_install(rid: str, source: Path, target: str, bucket: str) -> list[dict[str, Any]]:
+    """A GCS object staged, then installed root-owned 0755 only if its SHA-256 is the pin."""
+    digest = sha256_of(source)
+    staged = f"{STAGING_DIR}/{source.name}"
+    check = f'[ "$(sha256sum {target} 2>/dev/null | cut -d" " -f1)" = "{digest}" ]'
+    validate = f"{check} && [ \"$(stat -c '%u %a' {target})\" = '0 755' ] && exit 100\nexit 101\n"
+    enforce = (
+        f'[ "$(sha256sum {staged} | cut -d" " -f1)" = "{digest}" ] || '
+        f'{{ echo "{staged}: not the pinned sha256 {digest}" >&2; exit 1; }}\n'
+        f"install -D -o root -g root -m 0755 {staged} {target}.new && mv -f {target}.new {target}"
+        " && exit 100\nexit 1\n"
+    )
+    return [
+        _file(
+            f"{rid}-staged",
+            staged,
+            "600",
+            file={"gcs": {"bucket": bucket, "object": object_name(source)}},
+        ),
+        _exec(rid, validate, enforce),
+    ]
+
+
+def agent_service() -> dict[str, Any]:
+    validate = (
+        f"systemctl is-enabled --quiet {UNIT_NAME} && systemctl is-active --quiet {UNIT_NAME} || "
+        "exit 101\n"
+        # Restart when the unit, the agent or its config changed after the agent started.
+        f'started=$(date -d "$(systemctl show -p ActiveEnterTimestamp --value {UNIT_NAME})" +%s)'
+        " || exit 101\n"
+        f"for f in {UNIT_PATH} {AGENT_PATH} {AGENT_CONFIG_PATH}; do\n"
+        '  [ "$(stat -c %Y "$f")" -le "$started" ] || exit 101\ndone\nexit 100\n'
+    )
+    enforce = (
+        f"systemctl daemon-reload && systemctl enable {UNIT_NAME} && "
+        f"systemctl restart {UNIT_NAME} && exit 100\nexit 1\n"
+    )
+    return _exec("agent-service", validate, enforce)
+
+
+def snapshots_enabled() -> dict[str, Any]:
+    """`[Snapshots] enabled = true` in instance_configs.cfg (the Google guest agent's switch)."""
+    program = (
+        "import configparser, sys\n"
+        "c = configparser.ConfigParser()\n"
+        f"c.read('{INSTANCE_CONFIGS}')\n"
+        "ok = c.has_section('Snapshots') and c.get('Snapshots', 'enabled', fallback='') == 'true'\n"
+        "if sys.argv[1] == 'validate':\n"
+        "    sys.exit(100 if ok else 101)\n"
+        "if not c.has_section('Snapshots'):\n"
+        "    c.add_section('Snapshots')\n"
+        "c.set('Snapshots', 'enabled', 'true')\n"
+        f"with open('{INSTANCE_CONFIGS}', 'w') as f:\n"
+        "    c.write(f)\n"
+    )
+
+    def script(mode: str) -> str:
+        return f"{PYTHON} - {mode} <<'EOF'\n{program}EOF\n"
+
+    enforce = (
+        script("enforce") + "systemctl restart google-guest-agent 2>/dev/null || true\nexit 100\n"
+    )
+    return _exec("guest-flush-snapshots-enabled", script("validate") + "exit 101\n", enforce)
+
+
+def _hook_flags(hook: Hook, prefix: str = "") -> list[str]:
+    flags = [
+        f"--{prefix}script",
+        hook.run[0],
+        f"--{prefix}args-json",
+        json.dumps(list(hook.run[1:])),
+    ]
+    if hook.sha256:
+        flags += [f"--{prefix}sha256", hook.sha256]
+    flags += [f"--{prefix}timeout", f"{hook.timeout_seconds:g}"]
+    flags += [f"--{prefix}retries", str(hook.retries)]
+    if hook.env:
+        flags += [f"--{prefix}env-json", json.dumps([f"{k}={v}" for k, v in hook.env.items()])]
+    return flags
+
+
+_CHECK = (
+    f"{PYTHON} -c 'import json, sys; r = json.loads(sys.stdin.read()); "
+    'print("quiesce", r.get("status"), r.get("code"), r.get("message"), file=sys.stderr); '
+    'sys.exit(0 if r.get("status") == "succeeded" else 1)\''
+)
+
+
+def flush_shims(member: GcpMember, group: Group) -> tuple[str, str]:
+    """pre.sh and post.sh: the member's pre (with its post as the watchdog's thaw) and post,
+    run by the runner; a non-zero exit makes Compute Engine skip the snapshot."""
+    head = (
+        "#!/bin/sh\n# Installed by Quiesce's OS policy: the Google guest agent runs this around a\n"
+    )
+    head += "# guest-flush snapshot. Do not edit: OS Config restores it.\nset -eu\numask 077\n"
+    runner = f"{PYTHON} {RUNNER_PATH} run-args"
+    hooks = member.hooks
+    if hooks.pre is None:
+        pre = head + "exit 0\n"
+    else:
+        flags = ["--phase", "pre", "--member", member.name]
+        flags += ["--max-freeze-seconds", f"{group.max_freeze_seconds:g}"]
+        flags += _hook_flags(hooks.pre)
+        if hooks.post is not None:
+            flags += _hook_flags(hooks.post, "thaw-")
+        pre = (
+            head
+            + f"mkdir -p {FLUSH_RUN_FILE.rsplit('/', 1)[0]}\n"
+            + 'run_id="guest-flush-$(date -u +%Y%m%dT%H%M%SZ)-$$"\n'
+            + f"printf '%s\\n' \"$run_id\" > {FLUSH_RUN_FILE}\n"
+            + f'{runner} --run-id "$run_id" {shlex.join(flags)} | {_CHECK}\n'
+        )
+    if hooks.post is None:
+        post = head + "exit 0\n"
+    else:
+        flags = ["--phase", "post", "--member", member.name, *_hook_flags(hooks.post)]
+        post = (
+            head
+            + f'run_id=$(cat {FLUSH_RUN_FILE} 2>/dev/null || echo "guest-flush-no-pre-$$")\n'
+            + f'{runner} --run-id "$run_id" {shlex.join(flags)} | {_CHECK}\n'
+        )
+    return pre, post
+
+
+def instance_filter(members: Sequence[GcpMember]) -> dict[str, Any]:
+    """Labels of each member (OR'ed); members selected by name by quiesce-member=<name>."""
+    sets: list[dict[str, Any]] = []
+    for member in members:
+        labels = member.select.labels if member.select.labels else {MEMBER_LABEL: member.name}
+        entry = {"labels": dict(sorted(labels.items()))}
+        if entry not in sets:
+            sets.append(entry)
+    return {"inclusionLabels": sets}
+
+
+def _policy(pid: str, description: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "description": description,
+        "mode": "ENFORCEMENT",
+        "allowNoResourceGroupMatch": False,
+        "resourceGroups": [{"resources": resources}],
+    }
+
+
+def _name(*parts: str) -> str:
+    text = re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())
+    return re.sub(r"-+", "-", text).strip("-")[:63]
+
+
+def assignments(policy: Policy, bucket: str) -> dict[str, dict[str, Any]]:
+    """The OS policy assignments (OS Config API shape) by name."""
+    binaries = [
+        *pinned_install("runner", RUNNER_SOURCE, RUNNER_PATH, bucket),
+        *pinned_install("agent", AGENT_SOURCE, AGENT_PATH, bucket),
+    ]
+    config = json.dumps(agent_config(policy), indent=2, sort_keys=True) + "\n"
+    agents: dict[tuple[str, str], list[GcpMember]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    rollout = {"disruptionBudget": {"percent": 100}, "minWaitDuration": "0s"}
+    for group_name, group in policy.groups.items():
+        for member in group.members:
+            if not isinstance(member, GcpMember) or member.os != "linux":
+                continue
+            if member.hook_channel == "agent":
+                agents.setdefault((member.project, member.zone), []).append(member)
+                continue
+            pre, post = flush_shims(member, group)
+            resources = [
+                *binaries,
+                _file("pre-sh", PRE_SH, "700", content=pre),
+                _file("post-sh", POST_SH, "700", content=post),
+                snapshots_enabled(),
+            ]
+            name = _name("quiesce-flush", member.name, member.zone)
+            out[name] = {
+                "project": member.project,
+                "location": member.zone,
+                "description": f"Quiesce guest-flush shims of member {member.name} ({group_name})",
+                "osPolicies": [_policy("quiesce-guest-flush", "guest runner and shims", resources)],
+                "instanceFilter": instance_filter([member]),
+                "rollout": rollout,
+            }
+    for (project, zone), members in sorted(agents.items()):
+        resources = [
+            *binaries,
+            _file("hooks-json", AGENT_CONFIG_PATH, "600", content=config),
+            _file("agent-unit", UNIT_PATH, "644", content=UNIT),
+            agent_service(),
+        ]
+        name = _name("quiesce-agent", project, zone)
+        out[name] = {
+            "project": project,
+            "location": zone,
+            "description": "Quiesce guest agent, hook runner and hooks of "
+            + ", ".join(sorted({m.name for m in members})),
+            "osPolicies": [_policy("quiesce-agent", "guest agent and runner", resources)],
+            "instanceFilter": instance_filter(members),
+            "rollout": rollout,
+        }
+    return out
+
+
+def _snake(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): _snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake(v) for v in value]
+    return value
+
+
+def terraform_vars(policy: Policy, bucket: str) -> dict[str, Any]:
+    """The tfvars of infra/gcp: assignments in Terraform's snake_case shape."""
+    return {
+        "os_policy_assignments": {
+            name: _snake(body) for name, body in assignments(policy, bucket).items()
+        }
+    }
+
+
+def gcloud_files(policy: Policy, bucket: str) -> dict[str, str]:
+    """One YAML file per assignment, for `gcloud compute os-config os-policy-assignments
+    create NAME --location ZONE --project P --file FILE`."""
+    files: dict[str, str] = {}
+    for name, body in assignments(policy, bucket).items():
+        document = {k: v for k, v in body.items() if k not in ("project", "location")}
+        files[f"{name}.yaml"] = yaml.safe_dump(document, sort_keys=False, width=1000)
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("policy", type=Path)
+    parser.add_argument("--bucket", required=True, help="the bucket infra/gcp uploads to")
+    parser.add_argument("--format", choices=("terraform", "gcloud"), default="terraform")
+    parser.add_argument("-o", "--output", type=Path)
+    args = parser.parse_args(argv)
+    policy = parse_policy(args.policy.read_text(encoding="utf-8"))
+    if args.format == "terraform":
+        target = args.output or DEFAULT_TFVARS
+        target.write_text(json.dumps(terraform_vars(policy, args.bucket), indent=2) + "\n")
+        print(f"wrote {target}")
+        return 0
+    folder = args.output or Path("os-policies")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in gcloud_files(policy, args.bucket).items():
+        (folder / name).write_text(text, encoding="utf-8")
+        print(f"wrote {folder / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

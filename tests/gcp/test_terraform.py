@@ -1,0 +1,177 @@
+"""infra/gcp is formatted Terraform that fits the code it deploys (python-hcl2, no provider)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quiesce.policy import parse_policy
+
+hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 parses the Terraform files")
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra" / "gcp"
+GUIDE = ROOT / "docs" / "gcp-deploy.md"
+TERRAFORM = shutil.which("terraform")
+
+
+def unquote(value: Any) -> Any:
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    if isinstance(value, list):
+        return [unquote(v) for v in value]
+    if isinstance(value, dict):
+        return {unquote(k): unquote(v) for k, v in value.items() if k != "__is_block__"}
+    return value
+
+
+@cache
+def load_configuration() -> dict[str, Any]:
+    merged: dict[str, Any] = {"variable": {}, "locals": {}, "resource": {}, "output": {}}
+    for path in sorted(INFRA.glob("*.tf")):
+        with path.open(encoding="utf-8") as handle:
+            parsed = unquote(hcl2.load(handle))
+        for kind in ("variable", "locals", "output"):
+            for block in parsed.get(kind, []):
+                merged[kind].update(block)
+        for block in parsed.get("resource", []):
+            for type_, named in block.items():
+                merged["resource"].setdefault(type_, {}).update(named)
+    return merged
+
+
+def resources(type_: str) -> dict[str, Any]:
+    found: dict[str, Any] = load_configuration()["resource"].get(type_, {})
+    return found
+
+
+def only(value: Any) -> Any:
+    if isinstance(value, list):
+        (value,) = value
+    return value
+
+
+def test_terraform_files_are_formatted(tmp_path: Path) -> None:
+    if TERRAFORM is None:
+        pytest.skip("the terraform binary is not installed")
+    rc = tmp_path / "terraform.rc"
+    rc.write_text("")
+    result = subprocess.run(
+        [TERRAFORM, "fmt", "-check", "-recursive", "-diff", "-no-color", str(INFRA)],
+        env={**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "CHECKPOINT_DISABLE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"run `terraform fmt infra/gcp`:\n{result.stdout}"
+
+
+def test_every_checkov_skip_gives_its_reason() -> None:
+    for path in sorted(INFRA.glob("*.tf")):
+        for line in path.read_text().splitlines():
+            if "checkov:skip" in line:
+                assert re.fullmatch(r"\s*# checkov:skip=CKV2?_GCP_\d+:.{40,}", line), line
+
+
+def entry_points_of_main() -> set[str]:
+    source = ROOT / "functions" / "gcp" / "quiesce_gcp" / "main.py"
+    tree = ast.parse(source.read_text())
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("cloud_event" in ast.unparse(d) for d in node.decorator_list)
+    }
+
+
+def test_the_functions_entry_points_are_main_pys_and_run_python_3_12() -> None:
+    functions = load_configuration()["locals"]["functions"]
+    assert {f["entry_point"] for f in functions.values()} == entry_points_of_main()
+    body = resources("google_cloudfunctions2_function")["quiesce"]
+    build = only(body["build_config"])
+    assert build["runtime"] == "python312"
+    assert build["entry_point"] == "${each.value.entry_point}"
+    trigger = only(body["event_trigger"])
+    assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert trigger["pubsub_topic"] == "${each.value.topic}"
+
+
+def test_the_environment_is_what_the_code_reads() -> None:
+    from quiesce_gcp import provider
+    from quiesce_gcp.policy_source import POLICY_ENV
+
+    env = only(resources("google_cloudfunctions2_function")["quiesce"]["service_config"])[
+        "environment_variables"
+    ]
+    known = {
+        POLICY_ENV,
+        provider.PROJECT_ENV,
+        provider.TOPIC_ENV,
+        provider.DATABASE_ENV,
+        provider.PREFIX_ENV,
+    }
+    assert set(env) <= known
+    assert {POLICY_ENV, provider.PROJECT_ENV, provider.TOPIC_ENV} <= set(env)
+    assert env[provider.TOPIC_ENV] == "${google_pubsub_topic.events.id}"
+
+
+def guide_policy() -> Any:
+    text = GUIDE.read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "version: 1" in b)
+    return parse_policy(block)
+
+
+def test_scheduler_jobs_are_the_policys_schedule_triggers() -> None:
+    """local.schedule_triggers, evaluated on the guide's example policy, is one job per
+    schedule trigger with its cron and time zone, publishing {"trigger": name}."""
+    expression = load_configuration()["locals"]["schedule_triggers"]
+    assert "try(local.policy.triggers, [])" in expression
+    assert "if try(t.schedule, null) != null" in expression
+    assert 'try(t.timezone, "UTC")' in expression
+    job = resources("google_cloud_scheduler_job")["trigger"]
+    assert job["for_each"] == "${local.schedule_triggers}"
+    assert job["schedule"] == "${each.value.schedule}"
+    assert job["time_zone"] == "${each.value.time_zone}"
+    target = only(job["pubsub_target"])
+    assert target["topic_name"] == "${google_pubsub_topic.schedules.id}"
+    assert target["data"].replace(" ", "") == "${base64encode(jsonencode({trigger=each.key}))}"
+    policy = guide_policy()
+    schedules = {t.name: (t.schedule, t.timezone) for t in policy.triggers if t.schedule}
+    assert schedules, "the guide's policy has schedule triggers"
+    functions = load_configuration()["locals"]["functions"]
+    assert functions["schedule"]["topic"] == "${google_pubsub_topic.schedules.id}"
+
+
+def test_the_scheduler_message_is_what_the_trigger_converter_reads() -> None:
+    import base64
+    import json
+
+    from quiesce_gcp.triggers import convert
+
+    data = base64.b64encode(json.dumps({"trigger": "nightly"}).encode()).decode()
+    event = {
+        "type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "source": "//pubsub.googleapis.com/projects/p/topics/quiesce-schedules",
+        "data": {
+            "message": {"messageId": "1", "data": data, "publishTime": "2026-01-01T00:00:00Z"}
+        },
+    }
+    (converted,) = convert(event)
+    assert (converted.kind, converted.trigger) == ("schedule", "nightly")
+
+
+def test_firestore_is_native_mode_and_the_alert_channel_is_pubsub() -> None:
+    db = resources("google_firestore_database")["catalog"]
+    assert db["type"] == "FIRESTORE_NATIVE"
+    channel = resources("google_monitoring_notification_channel")["alerts"]
+    assert channel["type"] == "pubsub"
+    assert set(resources("google_pubsub_topic")) >= {"schedules", "events", "alerts"}
