@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck demo bench docs clean aws-package aws-tfvars aws-plan azure-package gcp-os-policy
+.PHONY: test lint typecheck demo bench docs clean aws-package aws-tfvars aws-plan azure-package gcp-package gcp-os-policy
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ aws-package: $(STAMP)
 	$(BIN)/python scripts/package_aws.py --policy $(AWS_POLICY)
 
 azure-package: $(STAMP)
-	$(BIN)/python scripts/package_azure.py --policy $(AZURE_POLICY)
+	$(BIN)/python scripts/package_functions.py azure --policy $(AZURE_POLICY)
 
 aws-tfvars: $(STAMP)
 	$(BIN)/python scripts/aws_triggers.py $(AWS_POLICY)
@@ -53,6 +53,9 @@ aws-tfvars: $(STAMP)
 aws-plan: aws-package aws-tfvars
 	terraform -chdir=infra/aws init -input=false
 	terraform -chdir=infra/aws plan -var region=$(AWS_REGION)
+
+gcp-package: $(STAMP)
+	$(BIN)/python scripts/package_functions.py gcp --policy $(GCP_POLICY)
 
 gcp-os-policy: $(STAMP)
 	$(BIN)/python scripts/gcp_os_policy.py $(GCP_POLICY) --bucket $(GCP_BUCKET)

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "package_azure.py"
+SCRIPT = ROOT / "scripts" / "package_functions.py"
 POLICY = {
     "version": 1,
     "name": "shop",
@@ -34,7 +34,7 @@ POLICY = {
 
 def package(tmp_path: Path, policy: object, *extra: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
-    command = [sys.executable, str(SCRIPT), "--policy", str(tmp_path / "policy.yaml")]
+    command = [sys.executable, str(SCRIPT), "azure", "--policy", str(tmp_path / "policy.yaml")]
     return subprocess.run(
         [*command, "-o", str(tmp_path / "app.zip"), *extra],
         capture_output=True,

@@ -1,18 +1,20 @@
-"""Builds the Function App package of Quiesce on Azure (a zip for remote build).
+"""Builds the source package of Quiesce's functions on Azure or GCP (a zip the platform builds).
 
-    python scripts/package_azure.py --policy POLICY [-o dist/quiesce-azure.zip]
-                                    [--function-timeout 00:30:00]
+    python scripts/package_functions.py azure --policy POLICY [-o dist/quiesce-azure.zip]
+                                              [--function-timeout 00:30:00]
+    python scripts/package_functions.py gcp --policy POLICY [-o dist/quiesce-gcp.zip]
 
 The zip holds, at its root:
 
-- `function_app.py`: one line that exposes `quiesce_azure.function_app.app`, where the Python
-  v2 programming model looks for it;
-- `host.json`: the Functions host settings, with `functionTimeout` (a run must fit in it:
-  max_freeze_seconds + 60 s at least; infra/azure checks the policy against it);
-- `requirements.txt`: the third-party packages, installed by the platform's remote build
-  (`SCM_DO_BUILD_DURING_DEPLOYMENT`);
-- `quiesce/` (the core, without its command line and demo) and `quiesce_azure/`;
-- `policy.yaml`: the policy, validated first (the app reads it through QUIESCE_POLICY).
+- the entry module the platform looks for: `function_app.py` exposing
+  `quiesce_azure.function_app.app` (Azure Functions, Python v2 model), or `main.py` exposing
+  `on_schedule`, `on_deploy` and `on_alert` from `quiesce_gcp.main` (Cloud Functions);
+- Azure only: `host.json`, with `functionTimeout` (a run must fit in it: max_freeze_seconds +
+  60 s at least; infra/azure checks the policy against it);
+- `requirements.txt`: the third-party packages (the core's, without the command line's typer
+  and rich, and the cloud's extra), installed by the platform's build;
+- `quiesce/` (the core, without its command line and demo) and the cloud's package;
+- `policy.yaml`: the policy, validated first (the functions read it through QUIESCE_POLICY).
 
 Entries are sorted and carry fixed timestamps, and no bytecode or caches are included, so the
 same sources give the same bytes.
@@ -33,11 +35,7 @@ from quiesce.errors import PolicyError
 from quiesce.policy import parse_policy
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {
-    "quiesce": ROOT / "shared" / "quiesce",
-    "quiesce_azure": ROOT / "functions" / "azure" / "quiesce_azure",
-}
-DEFAULT_OUTPUT = ROOT / "dist" / "quiesce-azure.zip"
+CORE = ROOT / "shared" / "quiesce"
 LEFT_OUT = ("quiesce/cli/", "quiesce/demo/")
 EXCLUDED_DIRS = frozenset({"__pycache__", "tests", ".pytest_cache", ".mypy_cache"})
 #: The core's command-line dependencies, which the app never imports.
@@ -45,16 +43,25 @@ CLI_ONLY = frozenset({"typer", "rich"})
 FIXED_TIME = (2026, 1, 1, 0, 0, 0)
 TIMEOUT = re.compile(r"^\d{2}:[0-5]\d:[0-5]\d$")
 
-FUNCTION_APP = (
-    '"""The Function App: Quiesce\'s functions live in quiesce_azure.function_app."""\n\n'
-    "from quiesce_azure.function_app import app  # noqa: F401\n"
-)
+#: Per cloud: its package, and the entry module the platform imports.
+ENTRY = {
+    "azure": (
+        "function_app.py",
+        '"""The Function App: Quiesce\'s functions live in quiesce_azure.function_app."""\n\n'
+        "from quiesce_azure.function_app import app  # noqa: F401\n",
+    ),
+    "gcp": (
+        "main.py",
+        '"""Cloud Functions entry points: they live in quiesce_gcp.main."""\n\n'
+        "from quiesce_gcp.main import on_alert, on_deploy, on_schedule  # noqa: F401\n",
+    ),
+}
 
 
-def requirements() -> list[str]:
+def requirements(cloud: str) -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = [r for r in project["dependencies"] if re.split(r"[<>=!~ \[]", r)[0] not in CLI_ONLY]
-    return [*core, *project["optional-dependencies"]["azure"]]
+    return [*core, *project["optional-dependencies"][cloud]]
 
 
 def host_json(function_timeout: str) -> str:
@@ -70,8 +77,12 @@ def host_json(function_timeout: str) -> str:
     return json.dumps(host, indent=2) + "\n"
 
 
-def sources() -> Iterator[tuple[str, Path]]:
-    for package, root in SOURCES.items():
+def sources(cloud: str) -> Iterator[tuple[str, Path]]:
+    packages = {
+        "quiesce": CORE,
+        f"quiesce_{cloud}": ROOT / "functions" / cloud / f"quiesce_{cloud}",
+    }
+    for package, root in packages.items():
         for path in sorted(root.rglob("*")):
             relative = f"{package}/{path.relative_to(root).as_posix()}"
             if path.is_dir() or set(path.parts) & EXCLUDED_DIRS or path.suffix == ".pyc":
@@ -81,16 +92,18 @@ def sources() -> Iterator[tuple[str, Path]]:
             yield relative, path
 
 
-def build(policy: Path, output: Path, function_timeout: str) -> list[str]:
+def build(cloud: str, policy: Path, output: Path, function_timeout: str) -> list[str]:
     text = policy.read_text(encoding="utf-8")
     parse_policy(text, path=str(policy))  # refuse to package a policy that does not validate
+    entry, entry_text = ENTRY[cloud]
     files: dict[str, bytes] = {
-        "function_app.py": FUNCTION_APP.encode(),
-        "host.json": host_json(function_timeout).encode(),
-        "requirements.txt": ("\n".join(requirements()) + "\n").encode(),
+        entry: entry_text.encode(),
+        "requirements.txt": ("\n".join(requirements(cloud)) + "\n").encode(),
         "policy.yaml": text.encode(),
     }
-    files.update({name: path.read_bytes() for name, path in sources()})
+    if cloud == "azure":
+        files["host.json"] = host_json(function_timeout).encode()
+    files.update({name: path.read_bytes() for name, path in sources(cloud)})
     output.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(files):
@@ -103,27 +116,31 @@ def build(policy: Path, output: Path, function_timeout: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Build the Azure Function App package (a zip for remote build)."
+        description="Build the source package of Quiesce's functions on Azure or GCP."
     )
+    parser.add_argument("cloud", choices=sorted(ENTRY), help="azure or gcp")
     parser.add_argument("--policy", type=Path, required=True, help="the policy file (YAML)")
-    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT, help="the zip")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="the zip (default: dist/quiesce-<cloud>.zip)"
+    )
     parser.add_argument(
         "--function-timeout",
         default="00:30:00",
-        help="host.json functionTimeout, hh:mm:ss (default 00:30:00)",
+        help="azure: host.json functionTimeout, hh:mm:ss (default 00:30:00)",
     )
     args = parser.parse_args(argv)
     if not TIMEOUT.match(args.function_timeout):
         parser.error("--function-timeout must look like hh:mm:ss")
+    output = args.output or ROOT / "dist" / f"quiesce-{args.cloud}.zip"
     try:
-        names = build(args.policy, args.output, args.function_timeout)
+        names = build(args.cloud, args.policy, output, args.function_timeout)
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc.filename}: no such file", file=sys.stderr)
         return 2
-    print(f"{args.output}: {len(names)} files")
+    print(f"{output}: {len(names)} files")
     return 0
 
 

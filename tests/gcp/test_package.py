@@ -1,0 +1,41 @@
+"""The Cloud Functions source: main.py with the three entry points, the code and the policy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = """\
+version: 1
+name: shop
+groups:
+  g:
+    consistency: crash
+    members:
+      - {name: r, provider: gcp, project: orders-prod, zone: europe-west1-b, select: {instances: [r-1]}}
+"""
+
+
+def test_the_function_source_has_main_py_with_the_three_entry_points(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    out = tmp_path / "src.zip"
+    script = ROOT / "scripts" / "package_functions.py"
+    built = subprocess.run(
+        [sys.executable, str(script), "gcp", "--policy", str(policy), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    with zipfile.ZipFile(out) as archive:
+        names = set(archive.namelist())
+        main = archive.read("main.py").decode()
+        requirements = archive.read("requirements.txt").decode()
+    assert "from quiesce_gcp.main import on_alert, on_deploy, on_schedule" in main
+    assert {"policy.yaml", "quiesce_gcp/main.py", "quiesce/engine/run.py"} <= names
+    assert "host.json" not in names
+    assert "google-cloud-compute" in requirements
