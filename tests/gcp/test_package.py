@@ -15,7 +15,8 @@ groups:
   g:
     consistency: crash
     members:
-      - {name: r, provider: gcp, project: orders-prod, zone: europe-west1-b, select: {instances: [r-1]}}
+      - {name: r, provider: gcp, project: orders-prod, zone: europe-west1-b,
+         select: {instances: [r-1]}}
 """
 
 
