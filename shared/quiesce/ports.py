@@ -215,7 +215,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def claim_trigger(self, trigger_id: str, run_id: str) -> str | None:
-        """Records that `trigger_id` started `run_id`; returns the earlier run id if claimed."""
+        """Records that `trigger_id` started `run_id`; returns the earlier run id if another run
+        claimed it (claiming again for the same run, a retried call, returns None)."""
 
     @abstractmethod
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:

@@ -17,6 +17,7 @@ from quiesce.events import CloudEvent
 from quiesce.ports import LockHolder
 from quiesce.providers.local.state import CATALOG_MIGRATIONS, SqliteFile, SqliteStateStore
 from quiesce.record import Phase, RunStatus, utcnow
+from tests.contracts.state_store import StateStoreContract
 
 from .support import T0, recovery_point, run_record
 
@@ -293,3 +294,7 @@ def test_writers_in_many_threads_do_not_lose_each_others_writes(store: SqliteSta
     race(20, lambda i: store.outbox_add([event(i)]))
     assert len(store.list_runs("shop")) == 20
     assert len(store.outbox_pending()) == 20
+
+
+class TestSqliteStateStore(StateStoreContract):
+    """The StateStore contract (tests/contracts/state_store.py) on the SQLite catalog."""

@@ -54,10 +54,8 @@ class MemoryStateStore(StateStore):
 
     def claim_trigger(self, trigger_id: str, run_id: str) -> str | None:
         with self._lock:
-            earlier = self.triggers.get(trigger_id)
-            if earlier is None:
-                self.triggers[trigger_id] = run_id
-            return earlier
+            earlier = self.triggers.setdefault(trigger_id, run_id)
+            return None if earlier == run_id else earlier
 
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
         with self._lock:
