@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from quiesce.durability import poll_durable
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
@@ -234,33 +235,28 @@ class EbsSnapshotter(Snapshotter):
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
         """Polls DescribeSnapshots (in batches) until every snapshot is completed or failed, or
         `timeout` passes (those come back still pending). A snapshot that is gone is failed."""
-        deadline = self.clock() + timeout
-        current = {s.id: s for s in snapshots}
-        while True:
-            pending = [s for s in current.values() if s.state is SnapshotState.PENDING]
-            if not pending:
-                break
-            for region, refs in self._by_region(pending).items():
-                seen = self._describe_ids(region, [r.id for r in refs])
-                for ref in refs:
-                    found = seen.get(ref.id)
-                    if found is None:
-                        current[ref.id] = ref.model_copy(update={"state": SnapshotState.FAILED})
-                        continue
-                    state = STATES.get(str(found.get("State")), SnapshotState.PENDING)
-                    if state is SnapshotState.COMPLETED:
-                        current[ref.id] = ref.model_copy(
-                            update={"state": state, "durable_at": utcnow()}
-                        )
-                    elif state is SnapshotState.FAILED:
-                        current[ref.id] = ref.model_copy(update={"state": state})
-            if all(s.state is not SnapshotState.PENDING for s in current.values()):
-                break
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                break
-            self.sleep(min(self.poll_interval, remaining))
-        return [current[s.id] for s in snapshots]
+        return poll_durable(
+            snapshots,
+            timeout,
+            self._states,
+            clock=self.clock,
+            sleep=self.sleep,
+            interval=self.poll_interval,
+        )
+
+    def _states(self, pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
+        """One DescribeSnapshots per region (batched): a snapshot that is gone has failed."""
+        states: dict[str, SnapshotState] = {}
+        for region, refs in self._by_region(pending).items():
+            seen = self._describe_ids(region, [r.id for r in refs])
+            for ref in refs:
+                found = seen.get(ref.id)
+                states[ref.id] = (
+                    SnapshotState.FAILED
+                    if found is None
+                    else STATES.get(str(found.get("State")), SnapshotState.PENDING)
+                )
+        return states
 
     def delete(self, snapshot: SnapshotRef) -> None:
         region = self._region(snapshot)

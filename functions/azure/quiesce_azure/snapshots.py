@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.compute import models
 
+from quiesce.durability import poll_durable
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
@@ -179,29 +180,24 @@ class AzureSnapshotter(Snapshotter):
             ) from exc
 
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
-        deadline = self.clock() + timeout
-        current = {s.id: s for s in snapshots}
-        while True:
-            pending = [s for s in current.values() if s.state is SnapshotState.PENDING]
-            if not pending:
-                break
-            for ref, outcome in zip(pending, fan_out(self._durability, pending), strict=True):
-                if isinstance(outcome, BaseException):
-                    log.warning("polling %s failed: %s", ref.id, outcome)
-                    continue
-                if outcome is SnapshotState.COMPLETED:
-                    current[ref.id] = ref.model_copy(
-                        update={"state": outcome, "durable_at": utcnow()}
-                    )
-                elif outcome is SnapshotState.FAILED:
-                    current[ref.id] = ref.model_copy(update={"state": outcome})
-            if all(s.state is not SnapshotState.PENDING for s in current.values()):
-                break
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                break
-            self.sleep(min(self.poll_interval, remaining))
-        return [current[s.id] for s in snapshots]
+        return poll_durable(
+            snapshots,
+            timeout,
+            self._states,
+            clock=self.clock,
+            sleep=self.sleep,
+            interval=self.poll_interval,
+        )
+
+    def _states(self, pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
+        """Every pending snapshot's state, asked concurrently; a failed poll leaves it pending."""
+        states: dict[str, SnapshotState] = {}
+        for ref, outcome in zip(pending, fan_out(self._durability, pending), strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("polling %s failed: %s", ref.id, outcome)
+            else:
+                states[ref.id] = outcome
+        return states
 
     def delete(self, snapshot: SnapshotRef) -> None:
         try:
