@@ -10,15 +10,14 @@ injectable, so tests run in no time and can check the delays.
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from botocore.exceptions import ClientError
 
-from quiesce.errors import ProviderError
+from quiesce.backoff import Backoff as CoreBackoff
+from quiesce.backoff import Transient
 
 log = logging.getLogger(__name__)
 
@@ -61,45 +60,19 @@ def error_message(exc: BaseException) -> str:
 
 
 @dataclass
-class Backoff:
+class Backoff(CoreBackoff):
     """How often and how long to wait: `attempts` calls in all, delays capped at `cap` seconds."""
 
-    attempts: int = 6
-    base: float = 0.1
-    cap: float = 5.0
-    sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = field(default=random.random)
-
-    def delay(self, retry: int) -> float:
-        """The wait before retry number `retry` (0 for the first retry): full jitter."""
-        return float(self.random()) * min(self.cap, self.base * float(2**retry))
-
-    def call(
-        self,
-        fn: Callable[[], T],
-        *,
-        retry_on: Collection[str],
-        what: str,
-    ) -> T:
+    def call(self, fn: Callable[[], T], *, retry_on: Collection[str], what: str) -> T:
         """Calls `fn`, retrying while it raises a ClientError whose code is in `retry_on`.
 
         When the attempts run out, raises ProviderError(code=<the AWS code>, retryable=True).
         """
-        for attempt in range(self.attempts):
-            try:
-                return fn()
-            except ClientError as exc:
-                code = error_code(exc)
-                if code not in retry_on:
-                    raise
-                if attempt + 1 >= self.attempts:
-                    raise ProviderError(
-                        f"{what}: still {code} after {self.attempts} attempts with backoff: "
-                        f"{error_message(exc)}",
-                        code=code or "Throttled",
-                        retryable=True,
-                    ) from exc
-                wait = self.delay(attempt)
-                log.info("%s: %s, retrying in %.3fs (attempt %d)", what, code, wait, attempt + 2)
-                self.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def transient(exc: Exception) -> Transient | None:
+            code = error_code(exc)
+            if code is None or code not in retry_on:
+                return None
+            return Transient(code=code, state=code, message=error_message(exc))
+
+        return self.retry(fn, what=what, transient=transient)

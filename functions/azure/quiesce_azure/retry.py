@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from azure.core.exceptions import HttpResponseError
 
-from quiesce.errors import ProviderError
+from quiesce.backoff import Backoff as CoreBackoff
+from quiesce.backoff import Transient
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +88,13 @@ def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> flo
 
 
 @dataclass
-class Backoff:
-    """How often and how long to wait: `attempts` calls in all."""
+class Backoff(CoreBackoff):
+    """How often and how long to wait: `attempts` calls in all; the server's Retry-After is
+    honoured (up to `max_retry_after` seconds), else full jitter."""
 
-    attempts: int = 6
     base: float = 0.2
     cap: float = 10.0
     max_retry_after: float = 60.0
-    sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = field(default=random.random)
-
-    def delay(self, retry: int, exc: BaseException | None = None) -> float:
-        """The wait before retry number `retry`: the server's Retry-After, else full jitter."""
-        if exc is not None:
-            hinted = retry_after(exc)
-            if hinted is not None:
-                return min(hinted, self.max_retry_after)
-        return float(self.random()) * min(self.cap, self.base * float(2**retry))
 
     def call(
         self,
@@ -115,26 +105,16 @@ class Backoff:
     ) -> T:
         """Calls `fn`, retrying while it raises an HttpResponseError with a status in
         `retry_on`. When the attempts run out, raises ProviderError(retryable=True)."""
-        for attempt in range(self.attempts):
-            try:
-                return fn()
-            except HttpResponseError as exc:
-                if exc.status_code not in retry_on:
-                    raise
-                if attempt + 1 >= self.attempts:
-                    raise ProviderError(
-                        f"{what}: still HTTP {exc.status_code} after {self.attempts} attempts: "
-                        f"{error_message(exc)}",
-                        code=error_code(exc) or "Throttled",
-                        retryable=True,
-                    ) from exc
-                wait = self.delay(attempt, exc)
-                log.info(
-                    "%s: HTTP %s, retrying in %.3fs (attempt %d)",
-                    what,
-                    exc.status_code,
-                    wait,
-                    attempt + 2,
-                )
-                self.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def transient(exc: Exception) -> Transient | None:
+            if not isinstance(exc, HttpResponseError) or exc.status_code not in retry_on:
+                return None
+            hinted = retry_after(exc)
+            return Transient(
+                code=error_code(exc) or "Throttled",
+                state=f"HTTP {exc.status_code}",
+                message=error_message(exc),
+                retry_after=None if hinted is None else min(hinted, self.max_retry_after),
+            )
+
+        return self.retry(fn, what=what, transient=transient)

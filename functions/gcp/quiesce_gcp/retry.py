@@ -10,15 +10,14 @@ by passing `retry=None` at every call site, so this is the one place that decide
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from google.api_core import exceptions as gexc
 
-from quiesce.errors import ProviderError
+from quiesce.backoff import Backoff as CoreBackoff
+from quiesce.backoff import Transient
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +41,8 @@ def error_message(exc: BaseException) -> str:
 
 
 @dataclass
-class Backoff:
+class Backoff(CoreBackoff):
     """`attempts` calls in all, delays capped at `cap` seconds, full jitter."""
-
-    attempts: int = 6
-    base: float = 0.1
-    cap: float = 5.0
-    sleep: Callable[[float], None] = time.sleep
-    random: Callable[[], float] = field(default=random.random)
-
-    def delay(self, retry: int) -> float:
-        return float(self.random()) * min(self.cap, self.base * float(2**retry))
 
     def call(
         self,
@@ -62,18 +52,11 @@ class Backoff:
         what: str,
     ) -> T:
         """Calls `fn`, retrying while it raises one of `retry_on`; then ProviderError."""
-        for attempt in range(self.attempts):
-            try:
-                return fn()
-            except retry_on as exc:
-                if attempt + 1 >= self.attempts:
-                    raise ProviderError(
-                        f"{what}: still failing after {self.attempts} attempts with backoff: "
-                        f"{error_message(exc)}",
-                        code=type(exc).__name__,
-                        retryable=True,
-                    ) from exc
-                wait = self.delay(attempt)
-                log.info("%s: %s, retrying in %.3fs", what, type(exc).__name__, wait)
-                self.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def transient(exc: Exception) -> Transient | None:
+            if not isinstance(exc, retry_on):
+                return None
+            name = type(exc).__name__
+            return Transient(code=name, state=name, message=error_message(exc))
+
+        return self.retry(fn, what=what, transient=transient)
