@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from quiesce.permissions import declared
+
 
 @dataclass(frozen=True)
 class Permission:
@@ -27,14 +29,8 @@ class Permission:
     conditions: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
-def declared(*classes: type) -> dict[str, list[Permission]]:
-    """Every declared permission of the given adapter classes, by "Class.operation"."""
-    out: dict[str, list[Permission]] = {}
-    for cls in classes:
-        for operation, perms in getattr(cls, "PERMISSIONS", {}).items():
-            out[f"{cls.__name__}.{operation}"] = list(perms)
-    return out
-
-
 def actions(permissions: Iterable[Permission]) -> set[str]:
     return {p.action for p in permissions}
+
+
+__all__ = ["Permission", "declared"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from quiesce.permissions import declared
+
 
 @dataclass(frozen=True)
 class Permission:
@@ -33,15 +35,6 @@ ZONE_OPERATION = "projects/*/zones/*/operations/*"
 TOPIC = "projects/*/topics/*"
 
 
-def declared(*classes: type) -> dict[str, list[Permission]]:
-    """Every declared permission of the given adapter classes, by "Class.operation"."""
-    out: dict[str, list[Permission]] = {}
-    for cls in classes:
-        for operation, perms in getattr(cls, "PERMISSIONS", {}).items():
-            out[f"{cls.__name__}.{operation}"] = list(perms)
-    return out
-
-
 def permissions(items: Iterable[Permission]) -> set[str]:
     return {p.permission for p in items}
 
@@ -52,3 +45,6 @@ def role_permissions(*classes: type) -> list[str]:
     for perms in declared(*classes).values():
         out |= permissions(perms)
     return sorted(out)
+
+
+__all__ = ["Permission", "declared"]
