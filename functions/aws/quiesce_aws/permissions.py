@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from quiesce.permissions import declared
+from quiesce.permissions import declared as declared  # re-exported: the cloud's entry
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,3 @@ class Permission:
 
 def actions(permissions: Iterable[Permission]) -> set[str]:
     return {p.action for p in permissions}
-
-
-__all__ = ["Permission", "declared"]

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from quiesce.permissions import declared
+from quiesce.permissions import declared as declared  # re-exported: the cloud's entry
 
 #: Where an action is granted: the member's resource group, the subscription, or one resource
 #: (the Event Grid topic).
@@ -34,6 +34,3 @@ class Permission:
 
 def actions(permissions: Iterable[Permission]) -> set[str]:
     return {p.action for p in permissions}
-
-
-__all__ = ["Permission", "declared"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from quiesce.permissions import declared
+from quiesce.permissions import declared as declared  # re-exported: the cloud's entry
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,3 @@ def role_permissions(*classes: type) -> list[str]:
     for perms in declared(*classes).values():
         out |= permissions(perms)
     return sorted(out)
-
-
-__all__ = ["Permission", "declared"]
