@@ -16,18 +16,20 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from functools import cache
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from quiesce_aws.permissions import Permission, declared
+from tests.terraform import read_module
 
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 parses the Terraform files")
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra" / "aws"
+load_configuration = partial(read_module, INFRA)
 
 #: Every adapter class the functions run with (quiesce_aws.provider.aws_backends).
 ADAPTERS = (
@@ -63,36 +65,6 @@ ARN_SHAPES = {
 }
 
 # ------------------------------------------------------------------------- reading the files
-
-
-def unquote(value: Any) -> Any:
-    """python-hcl2 keeps the quotes of string literals; drop them (recursively)."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    if isinstance(value, list):
-        return [unquote(v) for v in value]
-    if isinstance(value, dict):
-        return {unquote(k): unquote(v) for k, v in value.items() if k != "__is_block__"}
-    return value
-
-
-@cache
-def load_configuration(folder: Path = INFRA) -> dict[str, Any]:
-    """The root module's blocks: {"variable": {name: body}, "locals": {...},
-    "resource": {type: {name: body}}, "data": {type: {name: body}}}."""
-    merged: dict[str, Any] = {"variable": {}, "locals": {}, "resource": {}, "data": {}}
-    for path in sorted(folder.glob("*.tf")):
-        with path.open(encoding="utf-8") as handle:
-            parsed = unquote(hcl2.load(handle))
-        for block in parsed.get("variable", []):
-            merged["variable"].update(block)
-        for block in parsed.get("locals", []):
-            merged["locals"].update(block)
-        for kind in ("resource", "data"):
-            for block in parsed.get(kind, []):
-                for type_, named in block.items():
-                    merged[kind].setdefault(type_, {}).update(named)
-    return merged
 
 
 INTERPOLATION = re.compile(r"\$\{([^{}]+)\}")

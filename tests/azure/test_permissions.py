@@ -16,16 +16,19 @@ import importlib
 import pkgutil
 import re
 from fnmatch import fnmatchcase
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.terraform import read_module
+
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 parses the Terraform files")
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra" / "azure"
+load_configuration = partial(read_module, INFRA)
 
 IDENTITY = "${azurerm_function_app_flex_consumption.quiesce.identity[0].principal_id}"
 TOPIC = "${azurerm_eventgrid_topic.quiesce.id}"
@@ -78,41 +81,6 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 # ------------------------------------------------------------------------- reading the files
-
-
-def unquote(value: Any) -> Any:
-    """python-hcl2 keeps the quotes of string literals; drop them (recursively)."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    if isinstance(value, list):
-        return [unquote(v) for v in value]
-    if isinstance(value, dict):
-        return {unquote(k): unquote(v) for k, v in value.items() if k != "__is_block__"}
-    return value
-
-
-@cache
-def load_configuration(folder: Path = INFRA) -> dict[str, Any]:
-    """The module's blocks: {"variable": {name: body}, "locals": {...}, "resource": {type:
-    {name: body}}, "data": {type: {name: body}}, "output": {...}}."""
-    merged: dict[str, Any] = {
-        "variable": {},
-        "locals": {},
-        "resource": {},
-        "data": {},
-        "output": {},
-    }
-    for path in sorted(folder.glob("*.tf")):
-        with path.open(encoding="utf-8") as handle:
-            parsed = unquote(hcl2.load(handle))
-        for kind in ("variable", "locals", "output"):
-            for block in parsed.get(kind, []):
-                merged[kind].update(block)
-        for kind in ("resource", "data"):
-            for block in parsed.get(kind, []):
-                for type_, named in block.items():
-                    merged[kind].setdefault(type_, {}).update(named)
-    return merged
 
 
 def resources(type_: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import pytest
 
 from quiesce.policy import parse_policy
 from tests.azure.test_permissions import INFRA, ROOT, load_configuration, resources
+from tests.terraform import only
 
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 parses the Terraform files")
 
@@ -38,13 +39,6 @@ APP = "azurerm_function_app_flex_consumption"
 def app() -> dict[str, Any]:
     body: dict[str, Any] = resources(APP)["quiesce"]
     return body
-
-
-def only(value: Any) -> Any:
-    """A block python-hcl2 gives as a one-element list."""
-    if isinstance(value, list):
-        (value,) = value
-    return value
 
 
 # ------------------------------------------------------------------------------ terraform CLI

@@ -7,56 +7,27 @@ import os
 import re
 import shutil
 import subprocess
-from functools import cache
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from quiesce.policy import parse_policy
+from tests.terraform import only, read_module
 
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 parses the Terraform files")
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra" / "gcp"
+load_configuration = partial(read_module, INFRA)
 GUIDE = ROOT / "docs" / "gcp-deploy.md"
 TERRAFORM = shutil.which("terraform")
-
-
-def unquote(value: Any) -> Any:
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    if isinstance(value, list):
-        return [unquote(v) for v in value]
-    if isinstance(value, dict):
-        return {unquote(k): unquote(v) for k, v in value.items() if k != "__is_block__"}
-    return value
-
-
-@cache
-def load_configuration() -> dict[str, Any]:
-    merged: dict[str, Any] = {"variable": {}, "locals": {}, "resource": {}, "output": {}}
-    for path in sorted(INFRA.glob("*.tf")):
-        with path.open(encoding="utf-8") as handle:
-            parsed = unquote(hcl2.load(handle))
-        for kind in ("variable", "locals", "output"):
-            for block in parsed.get(kind, []):
-                merged[kind].update(block)
-        for block in parsed.get("resource", []):
-            for type_, named in block.items():
-                merged["resource"].setdefault(type_, {}).update(named)
-    return merged
 
 
 def resources(type_: str) -> dict[str, Any]:
     found: dict[str, Any] = load_configuration()["resource"].get(type_, {})
     return found
-
-
-def only(value: Any) -> Any:
-    if isinstance(value, list):
-        (value,) = value
-    return value
 
 
 def test_terraform_files_are_formatted(tmp_path: Path) -> None:
