@@ -4,19 +4,21 @@
 One self-contained file (Python 3.8+, standard library only) that is copied onto every machine
 as-is. Usage:
 
-    python3 quiesce_guest.py run [--request-file PATH | --request JSON]   (else JSON on stdin)
-    python3 quiesce_guest.py run-args --phase pre --run-id ID --member NAME --script PATH ...
-    python3 quiesce_guest.py watchdog --state-dir DIR --key KEY             (internal)
+    python3 quiesce_guest.py run [--config PATH] [--request-file PATH | --request JSON]
+    python3 quiesce_guest.py run-args [--config PATH] --phase pre --run-id ID --member NAME
+                                      --hook NAME [--expires-at T] [--restore-path DIR]
     python3 quiesce_guest.py status --state-dir DIR --key KEY
+    python3 quiesce_guest.py watchdog ...                                    (internal)
 
-`run` prints exactly one JSON result on stdout and exits 0 (2 when the request is malformed).
-`run-args` builds the same request from typed flags (one per field, no JSON to assemble in a
-shell), for channels such as an SSM Command document that substitute parameters into a script.
-Before anything runs, the script is vetted (absolute path, regular file, trusted owner, nothing
-on the way to it writable by other users, executable, optional SHA-256 pin). A `pre` arms a
-detached watchdog that runs the thaw (post) hook at the deadline unless a `post` came first;
-the post hook runs exactly once per run and member, whoever runs it. State lives in
-<state_dir>/runs/<run_id>--<member>.json, written atomically under an flock.
+Hooks are declared on the machine, never chosen by the caller: the root-owned allowlist
+(`--config`, default /etc/quiesce/hooks.json) names each hook with its argv, environment,
+timeouts and optional SHA-256 pin, and a request carries only a hook's name and the run's
+identifiers (docs/guest-protocol.md). Before anything runs, every file and folder on the way to
+the script is opened one component at a time without following links that another user could
+have planted, checked, and the checked file descriptor is what is executed. A `pre` hands its
+thaw hook (already checked and opened) to a detached watchdog that runs it at the deadline
+unless a `post` came first; the post hook runs exactly once per run and member, whoever runs it.
+A thaw never waits on a write: hook output goes to memory, and state is recorded after the thaw.
 """
 
 from __future__ import annotations
@@ -34,58 +36,125 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 JSON = Dict[str, Any]
 
-REQUEST_VERSION = 1
-STATE_VERSION = 1
+REQUEST_VERSION = 2
+CONFIG_VERSION = 1
+STATE_VERSION = 2
+DEFAULT_CONFIG = "/etc/quiesce/hooks.json"
 DEFAULT_STATE_DIR = "/var/lib/quiesce"
-STATE_DIR_ENV = "QUIESCE_GUEST_STATE_DIR"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_TAIL_BYTES = 4096
 TERM_GRACE_SECONDS = 1.0  # after SIGTERM to a process group, before SIGKILL
 KILL_WAIT_SECONDS = 5.0  # after SIGKILL, how long to wait for the processes to be gone
 WATCHDOG_READY_SECONDS = 15.0  # how long a pre waits for its watchdog to report armed
 WATCHDOG_POLL_SECONDS = 1.0  # the watchdog re-reads the state this often while it waits
+WATCHDOG_LOCK_SECONDS = 5.0  # at the deadline: how long the watchdog waits for the lock
+RECORD_WAIT_SECONDS = 3.0  # on the thaw path, how long a state write may block
+LOCK_SLACK_SECONDS = 10.0  # a post waits for the lock this long beyond its hook's budget
 MAX_TIMEOUT_SECONDS = 3600.0
 MAX_RETRIES = 5
 MAX_FREEZE_SECONDS = 3600.0
 MAX_EVENTS = 200
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_SECRET_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 8
+MAX_LINKS = 40
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MEMBER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,128}--[a-z0-9][a-z0-9_-]{0,62}")
+HOOK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 PHASES = ("pre", "post", "verify", "check")
-REQUEST_FIELDS = (
-    "version",
-    "run_id",
-    "member",
+HOOK_PHASES = ("pre", "post", "verify")
+REQUEST_FIELDS = ("version", "run_id", "member", "phase", "hook", "expires_at", "restore_path")
+CONFIG_FIELDS = ("version", "state_dir", "hooks", "agent")
+ENTRY_FIELDS = (
     "phase",
-    "hook",
+    "run",
+    "sha256",
+    "env",
+    "env_files",
+    "timeout_seconds",
+    "retries",
     "thaw",
     "max_freeze_seconds",
-    "extra_args",
-    "state_dir",
-    "expires_at",
 )
-HOOK_FIELDS = ("run", "sha256", "timeout_seconds", "retries", "env")
-RESERVED_ENV = ("QUIESCE_RUN_ID", "QUIESCE_PHASE", "QUIESCE_MEMBER")
+
+#: Environment variables a declared hook may not set: they change which code a program loads or
+#: how a shell parses its input, so they would turn a reviewed script into someone else's code.
+DENIED_ENV_NAMES = frozenset(
+    (
+        "PATH", "IFS", "ENV", "BASH_ENV", "CDPATH", "GLOBIGNORE", "SHELLOPTS", "BASHOPTS",
+        "PS4", "PROMPT_COMMAND", "FPATH", "ZDOTDIR", "HOSTALIASES", "RES_OPTIONS",
+        "LOCALDOMAIN", "LOCPATH", "NLSPATH", "TCLLIBPATH", "CLASSPATH", "PHPRC",
+        "PHP_INI_SCAN_DIR", "OPENSSL_CONF", "OPENSSL_ENGINES", "RUBYOPT", "RUBYLIB",
+        "MALLOC_CONF", "GLIBC_TUNABLES",
+    )
+)  # fmt: skip
+DENIED_ENV_PREFIXES = (
+    "LD_", "DYLD_", "BASH_FUNC_", "PYTHON", "PERL", "RUBY", "NODE_", "GCONV_", "LUA_",
+    "JAVA_", "_JAVA_", "JDK_", "GIT_", "QUIESCE_",
+)  # fmt: skip
+
+#: Interpreters whose first non-option argument is the script they run: that script is checked
+#: like a hook, and only the options listed here are accepted (no inline code such as `-c`).
+#: The value: single-letter flags that may be combined, and long options with one argument.
+INTERPRETERS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "sh": ("euxvfn", ("-o",)),
+    "bash": ("euxvfn", ("-o",)),
+    "dash": ("euxvfn", ("-o",)),
+    "ksh": ("euxvfn", ("-o",)),
+    "mksh": ("euxvfn", ("-o",)),
+    "zsh": ("euxvfn", ("-o",)),
+    "ash": ("euxvfn", ("-o",)),
+    "python": ("IEsSBuOq", ()),
+    "perl": ("wWXTt", ()),
+    "ruby": ("w", ()),
+    "node": ("", ()),
+    "nodejs": ("", ()),
+    "php": ("", ()),
+    "lua": ("", ()),
+    "tclsh": ("", ()),
+}
+SHELL_OPTIONS = frozenset(("errexit", "nounset", "pipefail", "xtrace", "noglob", "verbose"))
+#: Programs that run another program named in their arguments: never a hook's run[0].
+COMMAND_RUNNERS = frozenset(
+    (
+        "env", "sudo", "su", "runuser", "doas", "pkexec", "setsid", "nohup", "nice", "ionice",
+        "chrt", "taskset", "timeout", "stdbuf", "xargs", "chroot", "flock", "unshare",
+        "nsenter", "systemd-run", "script", "watch", "time", "strace", "ltrace", "gdb",
+        "busybox", "find", "awk", "gawk", "mawk", "nawk", "sed", "expect", "parallel",
+        "setpriv", "capsh", "firejail", "bwrap", "eval", "exec", "command", "builtin",
+    )
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
-# Request
+# Errors
 
 
-class BadRequest(Exception):
-    """The request itself is malformed; `field` names the culprit."""
+class Invalid(ValueError):
+    """Malformed input; `field` names the culprit."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__("bad request: " + field + " " + problem)
+        super().__init__(field + " " + problem)
         self.field = field
+        self.problem = problem
+
+
+class BadRequest(Invalid):
+    """The request itself is malformed."""
+
+    def __str__(self) -> str:
+        return "bad request: " + self.field + " " + self.problem
 
 
 class Refused(Exception):
@@ -97,35 +166,301 @@ class Refused(Exception):
         self.message = message
 
 
-class Hook:
-    """A script to run without a shell: argv, optional SHA-256 pin, timeout, retries, env."""
+# --------------------------------------------------------------------------------------------
+# Bounded JSON: size and nesting are capped before and after parsing
 
-    def __init__(
-        self,
-        run: List[str],
-        sha256: Optional[str],
-        timeout_seconds: float,
-        retries: int,
-        env: Dict[str, str],
-    ) -> None:
-        self.run = run
-        self.sha256 = sha256
-        self.timeout_seconds = timeout_seconds
-        self.retries = retries
-        self.env = env
+
+def _depth(value: object, limit: int) -> int:
+    """The nesting depth of a parsed JSON value, counting no deeper than `limit` + 1."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(item, limit - 1) for item in items), default=0)
+
+
+def parse_json(raw: str, field: str, max_bytes: int, error: Callable[[str, str], Exception]) -> Any:
+    if len(raw) > max_bytes:
+        raise error(field, "is larger than %d bytes" % max_bytes)
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise error(field, "is nested deeper than %d levels" % MAX_JSON_DEPTH) from None
+    except ValueError as exc:
+        raise error(field, "is not valid JSON (%s)" % exc) from None
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise error(field, "is nested deeper than %d levels" % MAX_JSON_DEPTH)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Declared hooks: the allowlist entries, normalized
+
+
+def env_name_problem(name: object) -> Optional[str]:
+    """Why a hook may not set the variable `name`, or None when it may."""
+    if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
+        return "is not a valid variable name"
+    upper = name.upper()
+    if upper in DENIED_ENV_NAMES or upper.startswith(DENIED_ENV_PREFIXES):
+        return (
+            "is refused: it changes which code a program loads or how a shell reads its input "
+            "(refused: %s and names starting with %s)"
+            % (", ".join(sorted(DENIED_ENV_NAMES)), ", ".join(DENIED_ENV_PREFIXES))
+        )
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bounded_number(value: object, field: str, maximum: float) -> float:
+    if not _is_number(value) or not 0 < float(value) <= maximum:  # type: ignore[arg-type]
+        raise Invalid(field, "must be a number greater than 0 and at most %g" % maximum)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _strings(value: object, field: str, allow_empty: bool) -> List[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise Invalid(field, "must be a list of strings")
+    if not value and not allow_empty:
+        raise Invalid(field, "must not be empty")
+    if any("\x00" in item for item in value):
+        raise Invalid(field, "must not contain NUL bytes")
+    return list(value)
+
+
+def _refuse_unknown(data: JSON, known: Sequence[str], prefix: str) -> None:
+    for name in sorted(data):
+        if name not in known:
+            raise Invalid(
+                prefix + str(name),
+                "is not a known field (known: %s); unknown fields are refused so that a "
+                "misspelt one never silently drops a check" % ", ".join(known),
+            )
+
+
+def _env_map(value: object, field: str, paths: bool) -> Dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(field, "must be an object of NAME: value strings")
+    env = {}
+    for name, text in value.items():
+        problem = env_name_problem(name)
+        if problem:
+            raise Invalid(field + "." + str(name), problem)
+        if not isinstance(text, str) or "\x00" in text:
+            raise Invalid(field + "." + name, "must be a string without NUL bytes")
+        if paths and not os.path.isabs(text):
+            raise Invalid(field + "." + name, "must be an absolute path (got %r)" % text)
+        env[name] = text
+    return env
+
+
+def normalize_entry(entry: object, field: str = "hook") -> JSON:
+    """A declared hook with every field present and checked; raises Invalid naming the field.
+
+    The same function builds the entries that `quiesce hooks allowlist` prints, so the digest of
+    a policy's hook and of a machine's declaration can be compared (`entry_digest`)."""
+    if not isinstance(entry, dict):
+        raise Invalid(field, 'must be an object like {"phase": "pre", "run": ["/abs/script"]}')
+    _refuse_unknown(entry, ENTRY_FIELDS, field + ".")
+    phase = entry.get("phase")
+    if phase not in HOOK_PHASES:
+        raise Invalid(field + ".phase", "must be one of pre, post, verify (got %r)" % (phase,))
+    if "run" not in entry:
+        raise Invalid(field + ".run", "is missing")
+    run = _strings(entry["run"], field + ".run", allow_empty=False)
+    if not os.path.isabs(run[0]):
+        raise Invalid(
+            field + ".run", "must start with the script's absolute path (got %r)" % run[0]
+        )
+    sha256 = entry.get("sha256")
+    if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.fullmatch(sha256)):
+        raise Invalid(field + ".sha256", "must be null or 64 hexadecimal digits")
+    env = _env_map(entry.get("env"), field + ".env", paths=False)
+    env_files = _env_map(entry.get("env_files"), field + ".env_files", paths=True)
+    both = sorted(set(env) & set(env_files))
+    if both:
+        raise Invalid(field + ".env_files", "names %s, which env sets too" % ", ".join(both))
+    timeout = entry.get("timeout_seconds")
+    timeout = 30.0 if timeout is None else timeout
+    retries = entry.get("retries")
+    retries = 0 if retries is None else retries
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
+        raise Invalid(field + ".retries", "must be an integer from 0 to %d" % MAX_RETRIES)
+    thaw = entry.get("thaw")
+    max_freeze = entry.get("max_freeze_seconds")
+    if phase == "pre":
+        if not isinstance(thaw, str) or not HOOK_NAME_RE.fullmatch(thaw):
+            raise Invalid(field + ".thaw", "is required for a pre hook: the post hook's name")
+        if max_freeze is None:
+            raise Invalid(field + ".max_freeze_seconds", "is required for a pre hook")
+        max_freeze = _bounded_number(max_freeze, field + ".max_freeze_seconds", MAX_FREEZE_SECONDS)
+    else:
+        for name, value in (("thaw", thaw), ("max_freeze_seconds", max_freeze)):
+            if value is not None:
+                raise Invalid(field + "." + name, "is only for pre hooks")
+    return {
+        "phase": phase,
+        "run": run,
+        "sha256": sha256.lower() if sha256 else None,
+        "env": env,
+        "env_files": env_files,
+        "timeout_seconds": _bounded_number(
+            timeout, field + ".timeout_seconds", MAX_TIMEOUT_SECONDS
+        ),
+        "retries": retries,
+        "thaw": thaw if phase == "pre" else None,
+        "max_freeze_seconds": max_freeze if phase == "pre" else None,
+    }
+
+
+def entry_digest(entry: JSON) -> str:
+    """SHA-256 of a declared hook's canonical JSON (with defaults filled in)."""
+    import hashlib
+
+    canonical = json.dumps(normalize_entry(entry), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Hook:
+    """A declared hook, resolved: its name and normalized entry."""
+
+    def __init__(self, name: str, entry: JSON) -> None:
+        self.name = name
+        self.entry = entry
+
+    @property
+    def run(self) -> List[str]:
+        return list(self.entry["run"])
 
     @property
     def script(self) -> str:
-        return self.run[0]
+        return str(self.entry["run"][0])
 
-    def to_json(self) -> JSON:
-        return {
-            "run": list(self.run),
-            "sha256": self.sha256,
-            "timeout_seconds": self.timeout_seconds,
-            "retries": self.retries,
-            "env": dict(self.env),
-        }
+    @property
+    def timeout_seconds(self) -> float:
+        return float(self.entry["timeout_seconds"])
+
+    @property
+    def retries(self) -> int:
+        return int(self.entry["retries"])
+
+    @property
+    def budget_seconds(self) -> float:
+        return self.timeout_seconds * (self.retries + 1)
+
+
+class Config:
+    """The machine's hook allowlist."""
+
+    def __init__(self, path: str, state_dir: str, hooks: Dict[str, JSON]) -> None:
+        self.path = path
+        self.state_dir = state_dir
+        self.hooks = hooks
+
+    def hook(self, name: str, phase: str) -> Hook:
+        entry = self.hooks.get(name)
+        if entry is None:
+            raise Refused(
+                "HookNotDeclared",
+                "this machine's hook allowlist %s declares no hook named %r, so nothing was run; "
+                "add it there (quiesce hooks allowlist POLICY prints the entries a policy needs) "
+                "or fix the hook's name in the policy" % (self.path, name),
+            )
+        if phase != "check" and entry["phase"] != phase:
+            raise Refused(
+                "WrongPhase",
+                "the hook %r is declared in %s for the %s phase and cannot be run as %s"
+                % (name, self.path, entry["phase"], phase),
+            )
+        return Hook(name, entry)
+
+
+def _config_problem(path: str, problem: str) -> Refused:
+    return Refused("ConfigRefused", "the hook allowlist %s %s" % (path, problem))
+
+
+def parse_config(raw: str, path: str) -> Config:
+    def error(field: str, problem: str) -> Exception:
+        return _config_problem(path, problem if field == "config" else field + " " + problem)
+
+    data = parse_json(raw, "config", MAX_CONFIG_BYTES, error)
+    if not isinstance(data, dict):
+        raise error("config", "must be a JSON object")
+    try:
+        _refuse_unknown(data, CONFIG_FIELDS, "")
+        version = data.get("version")
+        if version != CONFIG_VERSION or isinstance(version, bool):
+            raise Invalid("version", "must be %d (got %r)" % (CONFIG_VERSION, version))
+        state_dir = data.get("state_dir") or DEFAULT_STATE_DIR
+        if not isinstance(state_dir, str) or "\x00" in state_dir:
+            raise Invalid("state_dir", "must be a path")
+        state_dir = os.path.normpath(os.path.join(os.path.dirname(path), state_dir))
+        hooks_raw = data.get("hooks")
+        if not isinstance(hooks_raw, dict):
+            raise Invalid("hooks", 'must be an object: {"<name>": {"phase": ..., "run": [...]}}')
+        hooks: Dict[str, JSON] = {}
+        for name, entry in hooks_raw.items():
+            if not HOOK_NAME_RE.fullmatch(name):
+                raise Invalid(
+                    "hooks." + name, "is not a valid hook name (%s)" % HOOK_NAME_RE.pattern
+                )
+            hooks[name] = normalize_entry(entry, "hooks." + name)
+        for name, entry in hooks.items():
+            thaw = entry.get("thaw")
+            if thaw is not None and (thaw not in hooks or hooks[thaw]["phase"] != "post"):
+                raise Invalid(
+                    "hooks.%s.thaw" % name, "names %r, which is not a declared post hook" % thaw
+                )
+    except Invalid as exc:
+        raise error(exc.field, exc.problem) from None
+    return Config(path, state_dir, hooks)
+
+
+def load_config(path: str) -> Config:
+    """Opens the allowlist without following untrusted links, checks it, then parses it."""
+    if not os.path.isabs(path):
+        raise _config_problem(path, "must be given as an absolute path")
+    try:
+        opened = open_checked(path, "file", "the hook allowlist")
+    except Refused as exc:
+        if exc.code == "ScriptNotFound":
+            raise _config_problem(
+                path,
+                "does not exist, so no hook is declared on this machine; install one (quiesce "
+                "hooks allowlist POLICY prints it; docs/guest-protocol.md)",
+            ) from None
+        raise Refused("ConfigRefused", exc.message) from None
+    try:
+        raw = _read_fd(opened.fd, MAX_CONFIG_BYTES + 1)
+    finally:
+        opened.close()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _config_problem(path, "is not UTF-8 text") from None
+    return parse_config(text, path)
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    offset = 0
+    while size < limit:
+        chunk = os.pread(fd, min(1 << 16, limit - size), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# Request
 
 
 class Request:
@@ -134,22 +469,16 @@ class Request:
         run_id: str,
         member: str,
         phase: str,
-        hook: Hook,
-        thaw: Optional[Hook],
-        max_freeze_seconds: Optional[float],
-        extra_args: List[str],
-        state_dir: str,
+        hook: str,
         expires_at: Optional[float],
+        restore_path: Optional[str],
     ) -> None:
         self.run_id = run_id
         self.member = member
         self.phase = phase
         self.hook = hook
-        self.thaw = thaw
-        self.max_freeze_seconds = max_freeze_seconds
-        self.extra_args = extra_args
-        self.state_dir = state_dir
         self.expires_at = expires_at
+        self.restore_path = restore_path
 
     @property
     def key(self) -> str:
@@ -160,89 +489,21 @@ def state_key(run_id: str, member: str) -> str:
     return run_id + "--" + member
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _number(
-    data: JSON, name: str, field: str, default: Optional[float], maximum: float
-) -> Optional[float]:
-    value = data.get(name, default)
-    if value is None:
-        return None
-    if not _is_number(value) or not 0 < float(value) <= maximum:
-        raise BadRequest(field, "must be a number greater than 0 and at most %g" % maximum)
-    return float(value)
-
-
-def _strings(value: object, field: str, allow_empty: bool) -> List[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise BadRequest(field, "must be a list of strings")
-    if not value and not allow_empty:
-        raise BadRequest(field, "must not be empty")
-    if any("\x00" in item for item in value):
-        raise BadRequest(field, "must not contain NUL bytes")
-    return list(value)
-
-
-def _refuse_unknown(data: JSON, known: Sequence[str], prefix: str) -> None:
-    for name in sorted(data):
-        if name not in known:
-            raise BadRequest(
-                prefix + name,
-                "is not a known field (known: %s); unknown fields are refused so that a "
-                "misspelt one never silently drops a check" % ", ".join(known),
-            )
-
-
-def parse_hook(value: object, field: str) -> Hook:
-    if not isinstance(value, dict):
-        raise BadRequest(field, 'must be an object like {"run": ["/abs/script"]}')
-    _refuse_unknown(value, HOOK_FIELDS, field + ".")
-    if "run" not in value:
-        raise BadRequest(field + ".run", "is missing")
-    run = _strings(value["run"], field + ".run", allow_empty=False)
-    if not run[0].strip():
-        raise BadRequest(field + ".run", "must start with the script's path")
-    sha256 = value.get("sha256")
-    if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.fullmatch(sha256)):
-        raise BadRequest(field + ".sha256", "must be null or 64 hexadecimal digits")
-    timeout = _number(
-        value, "timeout_seconds", field + ".timeout_seconds", 30.0, MAX_TIMEOUT_SECONDS
-    )
-    retries = value.get("retries", 0)
-    if retries is None:
-        retries = 0
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
-        raise BadRequest(field + ".retries", "must be an integer from 0 to %d" % MAX_RETRIES)
-    env = value.get("env") or {}
-    if not isinstance(env, dict):
-        raise BadRequest(field + ".env", "must be an object of NAME: value strings")
-    for name, text in env.items():
-        if not ENV_NAME_RE.fullmatch(name):
-            raise BadRequest(field + ".env", "has an invalid variable name %r" % name)
-        if not isinstance(text, str) or "\x00" in text:
-            raise BadRequest(field + ".env." + name, "must be a string without NUL bytes")
-    return Hook(
-        run=run,
-        sha256=sha256.lower() if sha256 else None,
-        timeout_seconds=float(timeout or 30.0),
-        retries=retries,
-        env=dict(env),
-    )
-
-
 def parse_request(raw: str) -> Request:
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest("request", "is not valid JSON (%s)" % exc) from None
+    data = parse_json(raw, "request", MAX_REQUEST_BYTES, BadRequest)
     if not isinstance(data, dict):
         raise BadRequest("request", "must be a JSON object")
-    _refuse_unknown(data, REQUEST_FIELDS, "")
     version = data.get("version")
     if version != REQUEST_VERSION or isinstance(version, bool):
-        raise BadRequest("version", "must be %d (got %r)" % (REQUEST_VERSION, version))
+        raise BadRequest(
+            "version",
+            "must be %d (got %r); requests name a hook declared on the machine and carry no "
+            "argv (docs/guest-protocol.md)" % (REQUEST_VERSION, version),
+        )
+    try:
+        _refuse_unknown(data, REQUEST_FIELDS, "")
+    except Invalid as exc:
+        raise BadRequest(exc.field, exc.problem) from None
     run_id = data.get("run_id")
     if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
         raise BadRequest("run_id", "must match ^[A-Za-z0-9._-]{1,128}$ (got %r)" % (run_id,))
@@ -252,36 +513,29 @@ def parse_request(raw: str) -> Request:
     phase = data.get("phase")
     if phase not in PHASES:
         raise BadRequest("phase", "must be one of %s (got %r)" % (", ".join(PHASES), phase))
-    if "hook" not in data:
-        raise BadRequest("hook", "is missing")
-    hook = parse_hook(data["hook"], "hook")
-    thaw = None if data.get("thaw") is None else parse_hook(data["thaw"], "thaw")
-    max_freeze = _number(data, "max_freeze_seconds", "max_freeze_seconds", None, MAX_FREEZE_SECONDS)
-    if phase == "pre":
-        if thaw is None:
-            raise BadRequest("thaw", "is required for pre: the post hook the watchdog runs")
-        if max_freeze is None:
-            raise BadRequest("max_freeze_seconds", "is required for pre: the watchdog's bound")
-    extra = data.get("extra_args")
-    extra_args = [] if extra is None else _strings(extra, "extra_args", allow_empty=True)
-    state_dir = data.get("state_dir")
-    if state_dir is None:
-        state_dir = os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
-    if not isinstance(state_dir, str) or not os.path.isabs(state_dir) or "\x00" in state_dir:
-        raise BadRequest("state_dir", "must be an absolute path (got %r)" % (state_dir,))
+    hook = data.get("hook")
+    if not isinstance(hook, str) or not HOOK_NAME_RE.fullmatch(hook):
+        raise BadRequest(
+            "hook", "must be a declared hook's name, %s (got %r)" % (HOOK_NAME_RE.pattern, hook)
+        )
     expires_at = data.get("expires_at")
     if expires_at is not None and not _is_number(expires_at):
         raise BadRequest("expires_at", "must be null or epoch seconds")
+    restore_path = data.get("restore_path")
+    if restore_path is not None:
+        if phase != "verify":
+            raise BadRequest("restore_path", "is only for verify")
+        if not isinstance(restore_path, str) or not os.path.isabs(restore_path):
+            raise BadRequest("restore_path", "must be an absolute path (got %r)" % (restore_path,))
+        if "\x00" in restore_path or len(restore_path) > 4096:
+            raise BadRequest("restore_path", "must be a path without NUL bytes")
     return Request(
         run_id=run_id,
         member=member,
         phase=phase,
         hook=hook,
-        thaw=thaw,
-        max_freeze_seconds=max_freeze,
-        extra_args=extra_args,
-        state_dir=os.path.normpath(state_dir),
         expires_at=None if expires_at is None else float(expires_at),
+        restore_path=restore_path,
     )
 
 
@@ -331,7 +585,12 @@ def refused(code: str, message: str) -> JSON:
 
 
 # --------------------------------------------------------------------------------------------
-# Security checks
+# Security checks: open one component at a time, check what was opened, keep the descriptor
+
+O_PATH = getattr(os, "O_PATH", 0)
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def _trusted_owner(uid: int) -> bool:
@@ -342,239 +601,549 @@ def _owner_hint(path: str) -> str:
     return "chown root:root " + path if os.geteuid() == 0 else "chown $(id -un) " + path
 
 
-def _parents(path: str) -> List[str]:
-    """Every folder above `path`, nearest first, up to /."""
-    folders = []
-    current = os.path.dirname(path)
-    while True:
-        folders.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            return folders
-        current = parent
+class Opened:
+    """A file or folder reached safely: its descriptor, status, real path and parent folder."""
+
+    def __init__(self, fd: int, st: os.stat_result, path: str, parent_fd: int) -> None:
+        self.fd = fd
+        self.st = st
+        self.path = path
+        self.parent_fd = parent_fd
+
+    def close(self) -> None:
+        for fd in {self.fd, self.parent_fd}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
-def _folder_problem(folder: str, script: str) -> Optional[str]:
-    try:
-        st = os.stat(folder)
-    except OSError as exc:
-        return "the folder %s (on the way to %s) cannot be inspected (%s)" % (
-            folder,
-            script,
-            exc.strerror,
-        )
-    if st.st_uid == 0 and st.st_mode & stat.S_ISVTX:
-        return None  # like /tmp: others may add files there, but not replace ours
+def _folder_problem(st: os.stat_result, folder: str, what: str) -> Optional[str]:
     fixes = []
     reasons = []
     if not _trusted_owner(st.st_uid):
         reasons.append("is owned by uid %d" % st.st_uid)
         fixes.append(_owner_hint(folder))
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not (st.st_uid == 0 and st.st_mode & stat.S_ISVTX):
         reasons.append("is group- or world-writable (mode %04o)" % stat.S_IMODE(st.st_mode))
         fixes.append("chmod go-w " + folder)
     if not reasons:
         return None
     return (
-        "the folder %s (on the way to %s) %s, so another user could swap the script that runs "
-        "as root; fix it with: %s" % (folder, script, " and ".join(reasons), " && ".join(fixes))
+        "the folder %s (on the way to %s) %s, so another user could swap what runs as root; fix "
+        "it with: %s" % (folder, what, " and ".join(reasons), " && ".join(fixes))
     )
 
 
-def sha256_of(path: str) -> str:
+def open_checked(path: str, kind: str, what: str, create: bool = False) -> Opened:
+    """Walks `path` from / one component at a time with O_NOFOLLOW: every folder must be owned
+    by root (or this user) and not writable by others (a root-owned sticky folder such as /tmp
+    is accepted: its entries can only be replaced by their owners, and every entry on the way
+    must be ours), every symlink must be owned by root (or this user), and the final component
+    must be a `kind` ("file" or "dir") that passes the same checks. Returns the opened
+    descriptor: callers read, hash and execute *that*, never the path again. With `create`,
+    missing folders are created (mode 0700) below checked ones."""
+    if not os.path.isabs(path):
+        raise Refused("NotAbsolute", "%s %r is not an absolute path" % (what, path))
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    stack = [os.open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)]
+    names: List[str] = []
+    links = 0
+    try:
+        problem = _folder_problem(os.fstat(stack[-1]), "/", path)
+        if problem:
+            raise Refused("InsufficientPermission", problem)
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                    names.pop()
+                continue
+            here = "/" + "/".join([*names, name])
+            last = not parts
+            try:
+                fd = os.open(name, O_PATH | O_NOFOLLOW | O_CLOEXEC, dir_fd=stack[-1])
+            except FileNotFoundError:
+                if not (create and (kind == "dir" or not last)):
+                    raise Refused(
+                        "ScriptNotFound", "%s %s does not exist (no %s)" % (what, path, here)
+                    ) from None
+                os.mkdir(name, 0o700, dir_fd=stack[-1])
+                fd = os.open(name, O_PATH | O_NOFOLLOW | O_CLOEXEC, dir_fd=stack[-1])
+            except OSError as exc:
+                raise Refused(
+                    "ScriptNotFound",
+                    "%s %s cannot be opened at %s (%s)" % (what, path, here, exc.strerror),
+                ) from None
+            st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    if not _trusted_owner(st.st_uid):
+                        raise Refused(
+                            "InsufficientPermission",
+                            "the symlink %s (on the way to %s) is owned by uid %d, so another "
+                            "user chose where it points; remove it or fix it with: %s"
+                            % (
+                                here,
+                                path,
+                                st.st_uid,
+                                _owner_hint(here).replace("chown", "chown -h"),
+                            ),
+                        )
+                    target = os.readlink(name, dir_fd=stack[-1])
+                finally:
+                    os.close(fd)
+                links += 1
+                if links > MAX_LINKS:
+                    raise Refused("ScriptNotFound", "%s %s has too many symlinks" % (what, path))
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                    names = []
+                continue
+            if not last or kind == "dir":
+                if not stat.S_ISDIR(st.st_mode):
+                    os.close(fd)
+                    code = "ScriptNotFound" if not last else "NotARegularFile"
+                    raise Refused(code, "%s %s: %s is not a folder" % (what, path, here))
+                problem = _folder_problem(st, here, path)
+                if problem:
+                    os.close(fd)
+                    raise Refused("InsufficientPermission", problem)
+                stack.append(fd)
+                names.append(name)
+                if last:
+                    real = "/" + "/".join(names)
+                    parent = os.dup(stack[-2]) if len(stack) > 1 else os.dup(stack[-1])
+                    return Opened(os.dup(fd), st, real, parent)
+                continue
+            try:
+                if not stat.S_ISREG(st.st_mode):
+                    raise Refused(
+                        "NotARegularFile",
+                        "%s %s (-> %s) is not a regular file" % (what, path, here),
+                    )
+                if not _trusted_owner(st.st_uid):
+                    raise Refused(
+                        "InsufficientPermission",
+                        "%s %s (-> %s) is owned by uid %d, not by root or the user running "
+                        "hooks (uid %d), so someone else could change what runs as root; fix "
+                        "it with: %s"
+                        % (what, path, here, st.st_uid, os.geteuid(), _owner_hint(here)),
+                    )
+                if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                    raise Refused(
+                        "InsufficientPermission",
+                        "%s %s (-> %s) is group- or world-writable (mode %04o), so another user "
+                        "could change what runs as root; fix it with: chmod go-w %s"
+                        % (what, path, here, stat.S_IMODE(st.st_mode), here),
+                    )
+                readable = os.open(name, os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC, dir_fd=stack[-1])
+            finally:
+                os.close(fd)
+            again = os.fstat(readable)
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                os.close(readable)
+                raise Refused(
+                    "InsufficientPermission", "%s %s changed while it was checked" % (what, path)
+                )
+            return Opened(readable, again, here, os.dup(stack[-1]))
+        # the path was "/" itself
+        if kind != "dir":
+            raise Refused("NotARegularFile", "%s %s is not a regular file" % (what, path))
+        return Opened(os.dup(stack[-1]), os.fstat(stack[-1]), "/", os.dup(stack[-1]))
+    finally:
+        for fd in stack:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def sha256_fd(fd: int) -> str:
     import hashlib  # only when a hook is pinned: keeps the runner's start-up short
 
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(functools.partial(handle.read, 1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return digest.hexdigest()
+        digest.update(chunk)
+        offset += len(chunk)
 
 
-def vet(hook: Hook) -> str:
-    """Runs every security check in order; returns the real path to execute or raises Refused."""
-    script = hook.script
-    if not os.path.isabs(script):
+def _program_name(path: str) -> str:
+    """`python3.11` -> `python`, `bash` -> `bash`: the family an executable belongs to."""
+    base = os.path.basename(path)
+    return re.sub(r"[0-9.]+$", "", base) or base
+
+
+def script_argument(family: str, argv: List[str], shown: str) -> int:
+    """The index of the script an interpreter runs; refuses inline code and unknown options."""
+    letters, with_value = INTERPRETERS[family]
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            index += 1
+            break
+        if arg == "-" or not arg.startswith("-"):
+            break
+        if arg in with_value:
+            value = argv[index + 1] if index + 1 < len(argv) else ""
+            if value not in SHELL_OPTIONS:
+                raise Refused(
+                    "InlineCode",
+                    "the hook %s passes %s %r, which is not an accepted option (accepted: %s)"
+                    % (shown, arg, value, ", ".join(sorted(SHELL_OPTIONS))),
+                )
+            index += 2
+            continue
+        flags = arg[1:]
+        if not flags or any(flag not in letters for flag in flags):
+            raise Refused(
+                "InlineCode",
+                "the hook %s gives the interpreter the option %r; hooks run a script file, "
+                "never inline code (-c, -e, -m, ...) or options that load other code; accepted "
+                "flags: %s" % (shown, arg, " ".join("-" + f for f in letters) or "none"),
+            )
+        index += 1
+    if index >= len(argv) or argv[index] == "-":
         raise Refused(
-            "NotAbsolute",
-            "the hook script %r is not an absolute path; hooks run as root, so give the full "
-            "path, e.g. /etc/quiesce/hooks/%s" % (script, os.path.basename(script) or "hook.sh"),
+            "InlineCode",
+            "the hook %s runs an interpreter without a script file (it would read code from its "
+            "input); name the script: run: [%s, /etc/quiesce/hooks/NAME]" % (shown, argv[0]),
         )
-    if not os.path.exists(script):
+    return index
+
+
+class Checked:
+    """A hook that passed every check: what to execute (descriptors), how, and its secrets."""
+
+    def __init__(self, hook: Hook) -> None:
+        self.hook = hook
+        self.argv = hook.run
+        self.exec_fd = -1
+        self.cwd_fd = -1
+        self.fds: List[int] = []
+        self.secrets: Dict[str, str] = {}
+
+    def keep(self, opened: Opened) -> None:
+        self.fds.extend([opened.fd, opened.parent_fd])
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+
+    def handoff(self) -> JSON:
+        """What a watchdog needs to run this hook later with the same descriptors."""
+        return {
+            "name": self.hook.name,
+            "entry": self.hook.entry,
+            "argv": self.argv,
+            "exec_fd": self.exec_fd,
+            "cwd_fd": self.cwd_fd,
+            "fds": self.fds,
+            "secrets": self.secrets,
+        }
+
+    @classmethod
+    def from_handoff(cls, data: JSON) -> "Checked":
+        checked = cls(Hook(str(data["name"]), dict(data["entry"])))
+        checked.argv = [str(a) for a in data["argv"]]
+        checked.exec_fd = int(data["exec_fd"])
+        checked.cwd_fd = int(data["cwd_fd"])
+        checked.fds = [int(fd) for fd in data["fds"]]
+        checked.secrets = {str(k): str(v) for k, v in data["secrets"].items()}
+        return checked
+
+
+def _shebang_interpreter(fd: int) -> Optional[List[str]]:
+    head = os.pread(fd, 256, 0)
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    return line.split() or None
+
+
+def _vet_shebang(checked: Checked, fd: int, shown: str) -> None:
+    """The interpreter on a script's #! line is executed as root too: check it like a hook."""
+    words = _shebang_interpreter(fd)
+    if not words:
+        return
+    interpreter = words[0]
+    opened = open_checked(interpreter, "file", "the interpreter of %s (#! line)" % shown)
+    checked.keep(opened)
+    if _program_name(interpreter) == "env" and len(words) > 1:
+        program = words[1]
+        if program.startswith("-"):
+            raise Refused(
+                "InlineCode",
+                "the #! line of %s passes options to env (%s); name the interpreter directly"
+                % (shown, " ".join(words)),
+            )
+        for folder in SAFE_PATH.split(":"):
+            candidate = os.path.join(folder, program)
+            if os.path.exists(candidate):
+                found = open_checked(candidate, "file", "the interpreter of %s (#! line)" % shown)
+                checked.keep(found)
+                return
         raise Refused(
             "ScriptNotFound",
-            "the hook script %s does not exist on this machine; install it there (e.g. "
-            "install -o root -g root -m 0755 %s %s) or fix the path in the policy"
-            % (script, os.path.basename(script), script),
+            "the #! line of %s names %s, which is not in %s" % (shown, program, SAFE_PATH),
         )
-    real = os.path.realpath(script)
-    shown = script if real == script else "%s (-> %s)" % (script, real)
+
+
+def _read_secret(name: str, path: str, shown: str) -> str:
+    opened = open_checked(path, "file", "the secret file for %s of %s" % (name, shown))
     try:
-        st = os.stat(real)
-    except OSError as exc:
-        raise Refused(
-            "ScriptNotFound", "the hook script %s cannot be read (%s)" % (shown, exc.strerror)
-        ) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise Refused(
-            "NotARegularFile",
-            "the hook script %s is not a regular file; point run[0] at the script itself" % shown,
-        )
-    if not _trusted_owner(st.st_uid):
-        raise Refused(
-            "InsufficientPermission",
-            "the hook script %s is owned by uid %d, not by root or the user running hooks "
-            "(uid %d), so someone else could change what runs as root; fix it with: %s"
-            % (shown, st.st_uid, os.geteuid(), _owner_hint(real)),
-        )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise Refused(
-            "InsufficientPermission",
-            "the hook script %s is group- or world-writable (mode %04o), so another user could "
-            "change what runs as root; fix it with: chmod go-w %s"
-            % (shown, stat.S_IMODE(st.st_mode), real),
-        )
-    seen = set()
-    for folder in _parents(real) + _parents(script):
-        if folder in seen:
-            continue
-        seen.add(folder)
-        problem = _folder_problem(folder, shown)
-        if problem:
-            raise Refused("InsufficientPermission", problem)
-    if not st.st_mode & stat.S_IXUSR:
-        raise Refused(
-            "NotExecutable",
-            "the hook script %s is not executable by its owner; fix it with: chmod u+x %s "
-            "(and give it a #! line)" % (shown, real),
-        )
-    if hook.sha256:
-        actual = sha256_of(real)
-        if actual != hook.sha256:
+        if opened.st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise Refused(
-                "HashMismatch",
-                "the hook script %s has SHA-256 %s but the policy pins %s; if the change is "
-                "intended, update sha256 in the policy (sha256sum %s), otherwise find out who "
-                "changed the script" % (shown, actual, hook.sha256, real),
+                "InsufficientPermission",
+                "the secret file %s (for %s of %s) can be read by other users (mode %04o); fix "
+                "it with: chmod 600 %s"
+                % (path, name, shown, stat.S_IMODE(opened.st.st_mode), path),
             )
-    return real
+        data = _read_fd(opened.fd, MAX_SECRET_BYTES + 1)
+    finally:
+        opened.close()
+    if len(data) > MAX_SECRET_BYTES or b"\x00" in data:
+        raise Refused("BadSecret", "the secret file %s is larger than 64 KiB or binary" % path)
+    text = data.decode("utf-8", "replace")
+    return text[:-1] if text.endswith("\n") else text
 
 
-def vet_thaw(thaw: Hook) -> str:
+def vet(hook: Hook) -> Checked:
+    """Runs every check on a declared hook and opens what it will execute, or raises Refused."""
+    checked = Checked(hook)
+    shown = hook.script
+    try:
+        family = _program_name(hook.script)
+        if family in COMMAND_RUNNERS:
+            raise Refused(
+                "InlineCode",
+                "the hook %s is a program that runs other commands named in its arguments; "
+                "declare the hook's own script instead" % shown,
+            )
+        opened = open_checked(hook.script, "file", "the hook script")
+        checked.keep(opened)
+        checked.exec_fd, checked.cwd_fd = opened.fd, opened.parent_fd
+        if not opened.st.st_mode & stat.S_IXUSR:
+            raise Refused(
+                "NotExecutable",
+                "the hook script %s is not executable by its owner; fix it with: chmod u+x %s "
+                "(and give it a #! line)" % (shown, opened.path),
+            )
+        family = family if family in INTERPRETERS else _program_name(opened.path)
+        if family in COMMAND_RUNNERS:
+            raise Refused(
+                "InlineCode",
+                "the hook %s is %s, a program that runs other commands; declare the hook's own "
+                "script instead" % (shown, opened.path),
+            )
+        pinned = opened.fd
+        argv = hook.run
+        if family in INTERPRETERS:
+            index = script_argument(family, argv, shown)
+            script = open_checked(argv[index], "file", "the script of the hook %s" % shown)
+            checked.keep(script)
+            checked.cwd_fd = script.parent_fd
+            argv = [*argv[:index], "/dev/fd/%d" % script.fd, *argv[index + 1:]]
+            pinned = script.fd
+        else:
+            _vet_shebang(checked, opened.fd, shown)
+        checked.argv = argv
+        pin = hook.entry.get("sha256")
+        if pin:
+            actual = sha256_fd(pinned)
+            if actual != pin:
+                raise Refused(
+                    "HashMismatch",
+                    "the hook %s has SHA-256 %s but its declaration pins %s; if the change is "
+                    "intended, update sha256 in the allowlist, otherwise find out who changed "
+                    "the script" % (shown, actual, pin),
+                )
+        for name, path in sorted(hook.entry.get("env_files", {}).items()):
+            checked.secrets[name] = _read_secret(name, path, shown)
+        return checked
+    except BaseException:
+        checked.close()
+        raise
+
+
+def vet_thaw(thaw: Hook) -> Checked:
     try:
         return vet(thaw)
     except Refused as exc:
         raise Refused(
             "ThawHookRefused",
-            "the pre hook was not run because the thaw hook (the post hook the watchdog would "
-            "run) is refused, and nothing is frozen that could not be thawed: %s: %s"
-            % (exc.code, exc.message),
+            "the pre hook was not run because the thaw hook %s (the post hook the watchdog "
+            "would run) is refused, and nothing is frozen that could not be thawed: %s: %s"
+            % (thaw.name, exc.code, exc.message),
         ) from None
 
 
 # --------------------------------------------------------------------------------------------
-# State: <state_dir>/runs/<key>.json (atomic writes) guarded by <state_dir>/runs/<key>.lock
+# State: <state_dir>/runs/<key>.json (atomic writes) guarded by <state_dir>/runs/<key>.lock.
+# The folder is opened once, safely; every read and write is relative to its descriptors.
+
+
+class LockTimeout(Exception):
+    pass
 
 
 class StateDir:
     def __init__(self, root: str) -> None:
         self.root = root
-        self.runs = os.path.join(root, "runs")
-        self.tmp = os.path.join(root, "tmp")
+        self.fd = -1
+        self.runs_fd = -1
 
-    def state_path(self, key: str) -> str:
-        return os.path.join(self.runs, key + ".json")
+    @classmethod
+    def from_fd(cls, root: str, fd: int) -> "StateDir":
+        states = cls(root)
+        states.fd = fd
+        states.runs_fd = states._subfolder("runs", create=False)
+        return states
 
-    def lock_path(self, key: str) -> str:
-        return os.path.join(self.runs, key + ".lock")
+    def prepare(self, create: bool = True) -> "StateDir":
+        """Opens (and creates, mode 0700) the folder; refuses it if others could write it."""
+        try:
+            opened = open_checked(self.root, "dir", "the state folder", create=create)
+        except Refused as exc:
+            raise Refused(
+                exc.code if exc.code != "ScriptNotFound" else "StateMissing", exc.message
+            ) from None
+        os.close(opened.parent_fd)
+        self.fd = opened.fd
+        self._private(opened.st, self.root)
+        self.runs_fd = self._subfolder("runs", create)
+        return self
 
-    def watchdog_log(self, key: str) -> str:
-        return os.path.join(self.runs, key + ".watchdog.log")
+    def _private(self, st: os.stat_result, path: str) -> None:
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise Refused(
+                "InsufficientPermission",
+                "the state folder %s must not be writable by other users, because the watchdog "
+                "acts on what it finds there; fix it with: %s && chmod 700 %s"
+                % (path, _owner_hint(path), path),
+            )
 
-    def prepare(self) -> None:
-        """Creates the folders (mode 0700) and refuses to use them if others could write them."""
-        parent = os.path.dirname(self.root)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, exist_ok=True)
-        for folder in (self.root, self.runs, self.tmp):
-            try:
-                os.mkdir(folder, 0o700)
-                os.chmod(folder, 0o700)
-            except FileExistsError:
-                pass
-            st = os.stat(folder)
-            if not stat.S_ISDIR(st.st_mode):
-                raise Refused(
-                    "InsufficientPermission",
-                    "the state folder %s is not a folder; remove it or set state_dir" % folder,
-                )
-            if not _trusted_owner(st.st_uid) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise Refused(
-                    "InsufficientPermission",
-                    "the state folder %s must be owned by root (or the user running hooks) and "
-                    "not writable by others, because the watchdog acts on what it finds there; "
-                    "fix it with: %s && chmod 700 %s" % (folder, _owner_hint(folder), folder),
-                )
-        for folder in _parents(self.root):
-            problem = _folder_problem(folder, self.root)
-            if problem:
-                raise Refused("InsufficientPermission", problem)
-        self._forget_old_output()
+    def _subfolder(self, name: str, create: bool) -> int:
+        path = os.path.join(self.root, name)
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=self.fd)
+        try:
+            fd = os.open(name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC, dir_fd=self.fd)
+        except OSError as exc:
+            raise Refused(
+                "InsufficientPermission" if exc.errno != errno.ENOENT else "StateMissing",
+                "the state folder %s cannot be used (%s); remove it or fix its owner"
+                % (path, exc.strerror),
+            ) from None
+        st = os.fstat(fd)
+        if not _trusted_owner(st.st_uid):
+            os.close(fd)
+            raise Refused(
+                "InsufficientPermission",
+                "the state folder %s is owned by uid %d; fix it with: %s"
+                % (path, st.st_uid, _owner_hint(path)),
+            )
+        self._private(st, path)
+        return fd
 
-    def _forget_old_output(self) -> None:
-        """Removes output files left by runners that were killed more than a day ago."""
-        cutoff = time.time() - 86400
-        with contextlib.suppress(OSError), os.scandir(self.tmp) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
+    def open(self, name: str, flags: int, mode: int = 0o600) -> int:
+        return os.open(name, flags | O_NOFOLLOW | O_CLOEXEC, mode, dir_fd=self.runs_fd)
 
     def load(self, key: str) -> Optional[JSON]:
         try:
-            with open(self.state_path(key), encoding="utf-8") as handle:
-                data = json.load(handle)
+            fd = self.open(key + ".json", os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not _trusted_owner(st.st_uid):
+                raise ValueError("the state file for %s is not a regular file of ours" % key)
+            data = json.loads(_read_fd(fd, MAX_CONFIG_BYTES).decode("utf-8"))
+        finally:
+            os.close(fd)
         if not isinstance(data, dict):
-            raise ValueError("the state file %s is not a JSON object" % self.state_path(key))
+            raise ValueError("the state file for %s is not a JSON object" % key)
         return data
 
     def save(self, key: str, state: JSON) -> None:
-        fd, tmp = private_file(self.runs, "." + key + ".", ".tmp")
+        fd, tmp = private_file(self.runs_fd, "." + key + ".", ".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(state, handle, indent=2, sort_keys=True)
                 handle.write("\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self.state_path(key))
+            os.replace(tmp, key + ".json", src_dir_fd=self.runs_fd, dst_dir_fd=self.runs_fd)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=self.runs_fd)
             raise
 
     @contextlib.contextmanager
-    def locked(self, key: str) -> Iterator[None]:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.lock_path(key), flags, 0o600)
+    def locked(self, key: str, timeout: Optional[float] = None) -> Iterator[bool]:
+        """Holds the key's flock; with `timeout`, yields False (unlocked) when it was not had
+        in time, so a thaw never waits forever on a holder stuck on a frozen filesystem."""
+        fd = self.open(key + ".lock", os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            if timeout is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield True
+                return
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.02)
+            yield True
         finally:
             os.close(fd)  # releases the lock
 
 
-def private_file(folder: str, prefix: str, suffix: str) -> Tuple[int, str]:
+def private_file(dir_fd: int, prefix: str, suffix: str) -> Tuple[int, str]:
     """Creates a new file only we can read (mode 0600) with an unpredictable name."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC
     while True:
-        path = os.path.join(folder, prefix + os.urandom(8).hex() + suffix)
+        name = prefix + os.urandom(8).hex() + suffix
         try:
-            return os.open(path, flags, 0o600), path
+            return os.open(name, flags, 0o600, dir_fd=dir_fd), name
         except FileExistsError:
             continue
+
+
+def bounded(action: Callable[[], None], seconds: float) -> Optional[str]:
+    """Runs `action` in a thread for at most `seconds`; None when it finished, else why not.
+
+    For writes on the thaw path: a full disk fails them and a frozen filesystem blocks them,
+    and neither may keep a machine frozen."""
+    problem: List[str] = []
+
+    def target() -> None:
+        try:
+            action()
+        except BaseException as exc:  # reported, never raised
+            problem.append("%s: %s" % (type(exc).__name__, exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return "did not finish within %gs (is the state folder on a frozen filesystem?)" % seconds
+    return problem[0] if problem else None
 
 
 def new_state(run_id: str, member: str) -> JSON:
@@ -609,6 +1178,10 @@ def thaw_happened(state: Optional[JSON]) -> bool:
     if not state:
         return False
     return state.get("post") is not None or state.get("thaw_requested_at") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
 
 
 # --------------------------------------------------------------------------------------------
@@ -730,34 +1303,70 @@ def reap(proc: subprocess.Popen[bytes]) -> Optional[int]:
         return None  # stuck in the kernel (e.g. writing to a frozen filesystem)
 
 
-def _start(
-    argv: List[str], real: str, out_fd: int, cwd: str, env: Dict[str, str]
-) -> subprocess.Popen[bytes]:
+def _start(checked: Checked, out_fd: int, env: Dict[str, str]) -> subprocess.Popen[bytes]:
+    """Executes the checked descriptor (not the path again), in the checked folder."""
     return subprocess.Popen(
-        argv,
-        executable=real,
+        checked.argv,
+        executable="/proc/self/fd/%d" % checked.exec_fd,
         stdin=subprocess.DEVNULL,
         stdout=out_fd,
         stderr=subprocess.STDOUT,
-        cwd=cwd,
+        cwd="/proc/self/fd/%d" % checked.cwd_fd,
         env=env,
         start_new_session=True,
         close_fds=True,
+        pass_fds=tuple(checked.fds),
     )
 
 
-def _tail(path: str) -> str:
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - OUTPUT_TAIL_BYTES))
-        return handle.read(OUTPUT_TAIL_BYTES).decode("utf-8", "replace")
+def output_file() -> int:
+    """Where a hook's output goes: memory, so that writing it never waits on a filesystem that
+    a hook froze or filled."""
+    return os.memfd_create("quiesce-hook-output", getattr(os, "MFD_CLOEXEC", 1))
 
 
-def hook_env(hook: Hook, run_id: str, phase: str, member: str) -> Dict[str, str]:
+def redact(text: str, secrets: Dict[str, str]) -> str:
+    """Replaces every line that contains a secret value by `[redacted: NAME]`."""
+    values = [(name, value) for name, value in secrets.items() if value.strip()]
+    if not values:
+        return text
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        for name, value in values:
+            if value in line or value.strip() in line:
+                lines[index] = "[redacted: %s]" % name
+                break
+    return "\n".join(lines)
+
+
+def _tail(fd: int, secrets: Dict[str, str]) -> str:
+    size = os.fstat(fd).st_size
+    longest = max((len(v.encode("utf-8")) for v in secrets.values()), default=0)
+    start = max(0, size - OUTPUT_TAIL_BYTES - longest - 1)
+    data = os.pread(fd, size - start, start).decode("utf-8", "replace")
+    if start > 0 and secrets:
+        data = data.split("\n", 1)[1] if "\n" in data else ""  # a cut first line may hide a secret
+    data = redact(data, secrets)
+    return data[-OUTPUT_TAIL_BYTES:]
+
+
+def hook_env(
+    checked: Checked, run_id: str, phase: str, member: str, restore_path: Optional[str]
+) -> Dict[str, str]:
     env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
-    env.update(hook.env)
-    env.update({"QUIESCE_RUN_ID": run_id, "QUIESCE_PHASE": phase, "QUIESCE_MEMBER": member})
+    env.update(checked.hook.entry.get("env") or {})
+    env.update(checked.secrets)
+    env.update(
+        {
+            "QUIESCE_RUN_ID": run_id,
+            "QUIESCE_PHASE": phase,
+            "QUIESCE_MEMBER": member,
+            "QUIESCE_HOOK": checked.hook.name,
+            "QUIESCE_HOOK_PATH": checked.hook.script,
+        }
+    )
+    if restore_path is not None:
+        env["QUIESCE_RESTORE_PATH"] = restore_path
     return env
 
 
@@ -788,17 +1397,20 @@ class Gate:
 
 
 class PreGate(Gate):
-    """A pre attempt starts only while no thaw has happened, under the key's lock, and its
-    process group is recorded so that a post or the watchdog can stop it."""
+    """A pre attempt starts only before the deadline and while no thaw has happened, under the
+    key's lock, and its process group is recorded so that a post or the watchdog can stop it."""
 
-    def __init__(self, states: StateDir, key: str) -> None:
+    def __init__(self, states: StateDir, key: str, deadline: float) -> None:
         self.states = states
         self.key = key
+        self.deadline = deadline
 
     def spawn(
         self, attempt: int, start: Callable[[], subprocess.Popen[bytes]]
     ) -> Optional[subprocess.Popen[bytes]]:
-        with self.states.locked(self.key):
+        with self.states.locked(self.key, WATCHDOG_LOCK_SECONDS) as held:
+            if not held or time.time() >= self.deadline:
+                return None
             state = self.states.load(self.key) or {}
             if thaw_happened(state) or not state.get("pre"):
                 return None
@@ -816,133 +1428,135 @@ class PreGate(Gate):
             return proc
 
     def finished(self, proc: subprocess.Popen[bytes]) -> bool:
-        with self.states.locked(self.key):
-            state = self.states.load(self.key) or {}
+        with self.states.locked(self.key, WATCHDOG_LOCK_SECONDS) as held:
+            state: JSON = {}
+            with contextlib.suppress(ValueError, OSError):
+                state = self.states.load(self.key) or {}
             pre = state.get("pre")
-            if pre:
+            if held and pre:
                 pre.update({"pid": None, "pgid": None, "pgid_starttime": None})
                 self.states.save(self.key, state)
             reap(proc)  # only now may the pid (= the group id) be reused
-            return thaw_happened(state)
+            return thaw_happened(state) or time.time() >= self.deadline
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived while a thaw ran; raised only after the hook finished."""
 
 
 def run_hook(
-    hook: Hook,
-    real: str,
-    extra_args: List[str],
+    checked: Checked,
     run_id: str,
     member: str,
     phase: str,
-    states: StateDir,
     gate: Gate,
     by: str = "orchestrator",
+    restore_path: Optional[str] = None,
 ) -> JSON:
-    """Runs the hook, retrying a failed or timed-out attempt up to `hook.retries` times."""
-    argv = list(hook.run) + list(extra_args)
-    env = hook_env(hook, run_id, phase, member)
-    cwd = os.path.dirname(hook.script) or "/"
+    """Runs the hook, retrying a failed or timed-out attempt up to `retries` times."""
+    hook = checked.hook
+    env = hook_env(checked, run_id, phase, member, restore_path)
+    argv_extra = [] if restore_path is None else [restore_path]
     total = hook.retries + 1
     first_start: Optional[float] = None
     last: Optional[JSON] = None
-    key = state_key(run_id, member)
-    for attempt in range(1, total + 1):
-        out_fd, out_path = private_file(states.tmp, key + "." + phase + ".", ".out")
-        try:
-            started = time.time()
+    shown = "%s (%s)" % (hook.name, hook.script)
+    base_argv = checked.argv
+    checked.argv = base_argv + argv_extra
+    try:
+        for attempt in range(1, total + 1):
+            out_fd = output_file()
             try:
-                proc = gate.spawn(attempt, functools.partial(_start, argv, real, out_fd, cwd, env))
-            except OSError as exc:
-                ended = time.time()
+                started = time.time()
+                try:
+                    proc = gate.spawn(attempt, functools.partial(_start, checked, out_fd, env))
+                except OSError as exc:
+                    ended = time.time()
+                    first_start = started if first_start is None else first_start
+                    last = make_result(
+                        "failed",
+                        "ExecutionFailed",
+                        "the hook %s could not be started (%s); check its #! line and that its "
+                        "interpreter exists" % (shown, exc.strerror or exc),
+                        attempts=attempt,
+                        started=first_start,
+                        ended=ended,
+                        by=by,
+                    )
+                    continue
+                if proc is None:
+                    message = (
+                        "the thaw for this run and member already happened (or its deadline "
+                        "passed), so attempt %d of the pre hook was not started (nothing is "
+                        "frozen after a thaw)" % attempt
+                    )
+                    if last is not None:
+                        return dict(last, status="refused", code="AlreadyThawed", message=message)
+                    return make_result(
+                        "refused", "AlreadyThawed", message, attempts=attempt - 1, by=by
+                    )
                 first_start = started if first_start is None else first_start
+                timed_out = not wait_exit(proc.pid, hook.timeout_seconds)
+                if timed_out:
+                    stop_group(proc.pid)
+                    wait_exit(proc.pid, KILL_WAIT_SECONDS)
+                overtaken = gate.finished(proc)
+                ended = time.time()
+                code = proc.returncode
+                output = _tail(out_fd, checked.secrets)
+            finally:
+                os.close(out_fd)
+            tries = "attempt %d of %d" % (attempt, total)
+            common = dict(
+                exit_code=code,
+                attempts=attempt,
+                started=first_start,
+                ended=ended,
+                output=output,
+                by=by,
+            )
+            if overtaken:
+                return make_result(
+                    "failed",
+                    "AlreadyThawed",
+                    "the thaw for this run and member happened while the pre hook ran (%s), so "
+                    "its process group was stopped and the member is not quiesced; it %s"
+                    % (tries, _describe_exit(code)),
+                    **common,  # type: ignore[arg-type]
+                )
+            if timed_out:
+                last = make_result(
+                    "timed_out",
+                    "Timeout",
+                    "the hook %s did not finish within %gs (%s); its whole process group was "
+                    "stopped (SIGTERM, then SIGKILL after %gs). Make it faster or raise "
+                    "timeout_seconds" % (shown, hook.timeout_seconds, tries, TERM_GRACE_SECONDS),
+                    **common,  # type: ignore[arg-type]
+                )
+            elif code == 0:
+                return make_result(
+                    "succeeded",
+                    "Succeeded",
+                    "the hook %s exited 0 (%s)" % (shown, tries),
+                    **common,  # type: ignore[arg-type]
+                )
+            else:
                 last = make_result(
                     "failed",
                     "ExecutionFailed",
-                    "the hook %s could not be started (%s); check its #! line and that its "
-                    "interpreter exists" % (hook.script, exc.strerror or exc),
-                    attempts=attempt,
-                    started=first_start,
-                    ended=ended,
-                    by=by,
+                    "the hook %s %s (%s)%s"
+                    % (shown, _describe_exit(code), tries, _output_hint(output)),
+                    **common,  # type: ignore[arg-type]
                 )
-                continue
-            if proc is None:
-                done = attempt - 1
-                message = (
-                    "the thaw for this run and member already happened, so attempt %d of the "
-                    "pre hook was not started (nothing is frozen after a thaw)" % attempt
-                )
-                if last is not None:
-                    return dict(last, status="refused", code="AlreadyThawed", message=message)
-                return make_result("refused", "AlreadyThawed", message, attempts=done, by=by)
-            first_start = started if first_start is None else first_start
-            timed_out = not wait_exit(proc.pid, hook.timeout_seconds)
-            if timed_out:
-                stop_group(proc.pid)
-                wait_exit(proc.pid, KILL_WAIT_SECONDS)
-            overtaken = gate.finished(proc)
-            ended = time.time()
-            code = proc.returncode
-            output = _tail(out_path)
-        finally:
-            os.close(out_fd)
-            with contextlib.suppress(OSError):
-                os.unlink(out_path)
-        tries = "attempt %d of %d" % (attempt, total)
-        if overtaken:
-            return make_result(
-                "failed",
-                "AlreadyThawed",
-                "the thaw for this run and member happened while the pre hook ran (%s), so its "
-                "process group was stopped and the member is not quiesced; it %s"
-                % (tries, _describe_exit(code)),
-                exit_code=code,
-                attempts=attempt,
-                started=first_start,
-                ended=ended,
-                output=output,
-                by=by,
-            )
-        if timed_out:
-            last = make_result(
-                "timed_out",
-                "Timeout",
-                "the hook %s did not finish within %gs (%s); its whole process group was "
-                "stopped (SIGTERM, then SIGKILL after %gs). Make it faster or raise "
-                "timeout_seconds" % (hook.script, hook.timeout_seconds, tries, TERM_GRACE_SECONDS),
-                exit_code=code,
-                attempts=attempt,
-                started=first_start,
-                ended=ended,
-                output=output,
-                by=by,
-            )
-        elif code == 0:
-            return make_result(
-                "succeeded",
-                "Succeeded",
-                "the hook %s exited 0 (%s)" % (hook.script, tries),
-                exit_code=0,
-                attempts=attempt,
-                started=first_start,
-                ended=ended,
-                output=output,
-                by=by,
-            )
-        else:
-            last = make_result(
-                "failed",
-                "ExecutionFailed",
-                "the hook %s %s (%s); its output shows why"
-                % (hook.script, _describe_exit(code), tries),
-                exit_code=code,
-                attempts=attempt,
-                started=first_start,
-                ended=ended,
-                output=output,
-                by=by,
-            )
-    assert last is not None
-    return last
+        assert last is not None
+        return last
+    finally:
+        checked.argv = base_argv
+
+
+def _output_hint(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return "; its output ends with: %s" % lines[-1][-300:] if lines else "; it printed nothing"
 
 
 # --------------------------------------------------------------------------------------------
@@ -956,29 +1570,41 @@ def _runner_file() -> str:
     return path
 
 
-def spawn_watchdog(states: StateDir, key: str) -> int:
-    """Starts the watchdog detached (own session, stdio to its log) and waits until it is armed."""
+_DETACHED: List[subprocess.Popen[bytes]] = []  # keeps detached watchdogs' handles quiet
+
+
+def spawn_watchdog(states: StateDir, key: str, handoff: JSON, fds: Sequence[int]) -> int:
+    """Starts the watchdog detached (own session) and hands it, through a pipe, everything it
+    needs to thaw: the checked thaw hook with its open descriptors, the deadline and the state
+    folder's descriptor. It never re-reads a hook or a path. Waits until it reports armed."""
     read_fd, write_fd = os.pipe()
-    log_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
-    log_fd = os.open(states.watchdog_log(key), log_flags, 0o600)
+    log_fd = -1
+    with contextlib.suppress(OSError):
+        log_fd = states.open(key + ".watchdog.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    if log_fd < 0:
+        log_fd = os.open(os.devnull, os.O_WRONLY | O_CLOEXEC)
     try:
         argv = [sys.executable or "python3", "-I", _runner_file(), "watchdog"]
-        argv += ["--state-dir", states.root, "--key", key, "--ready-fd", str(write_fd)]
+        argv += ["--key", key, "--ready-fd", str(write_fd)]
         proc = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=log_fd,
             stderr=log_fd,
             cwd="/",
             env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
             start_new_session=True,
             close_fds=True,
-            pass_fds=(write_fd,),
+            pass_fds=tuple([write_fd, *fds]),
         )
     finally:
         os.close(log_fd)
         os.close(write_fd)
     try:
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.write(json.dumps(handoff).encode("utf-8"))
+            proc.stdin.close()
         ready, _, _ = select.select([read_fd], [], [], WATCHDOG_READY_SECONDS)
         answer = os.read(read_fd, 16) if ready else b""
     finally:
@@ -988,12 +1614,39 @@ def spawn_watchdog(states: StateDir, key: str) -> int:
         with contextlib.suppress(OSError):
             proc.kill()
         raise OSError(
-            errno.EIO, "the watchdog did not report armed; see " + states.watchdog_log(key)
+            errno.EIO, "the watchdog did not report armed; see its log in the state folder"
         )
     return proc.pid
 
 
-_DETACHED: List[subprocess.Popen[bytes]] = []  # keeps detached watchdogs' handles quiet
+class _Log:
+    """The watchdog's log lines, written by a thread: a log on a frozen filesystem must not
+    keep the watchdog from thawing."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+        self.ready = threading.Condition()
+        threading.Thread(target=self._write, daemon=True).start()
+
+    def __call__(self, text: str) -> None:
+        with self.ready:
+            self.lines.append("%s %s\n" % (iso(time.time()), text))
+            self.ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self.ready:
+                while not self.lines:
+                    self.ready.wait()
+                line = self.lines.pop(0)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    def drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.lines and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _log(text: str) -> None:
@@ -1002,23 +1655,41 @@ def _log(text: str) -> None:
         sys.stderr.flush()
 
 
+def _watchdog_pid_is(pid: int, key: str) -> bool:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            args = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"watchdog" in args and key.encode() in args
+
+
 def stop_watchdog(state: JSON, by: str) -> None:
-    """SIGTERMs the key's watchdog, after making sure the pid still is that watchdog."""
+    """Tells the key's watchdog that the post ran (SIGUSR1), after making sure the pid still is
+    that watchdog. SIGTERM would make it thaw at once."""
     pid = state.get("watchdog_pid")
     if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return
     if state.get("watchdog_stopped_at"):
         return
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            args = handle.read().split(b"\0")
-    except OSError:
-        return  # gone (or no /proc: it notices the post itself within a second)
-    if b"watchdog" in args and state["key"].encode() in args:
+    if _watchdog_pid_is(pid, state["key"]):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGUSR1)
             state["watchdog_stopped_at"] = iso(time.time())
             add_event(state, by, "stopped the watchdog (pid %d)" % pid)
+
+
+def watchdog_missing(state: Optional[JSON]) -> Optional[str]:
+    """A warning when the run's watchdog died before its post came."""
+    if not state or not state.get("watchdog_pid") or state.get("watchdog_stopped_at"):
+        return None
+    pid = int(state["watchdog_pid"])
+    if _watchdog_pid_is(pid, str(state.get("key"))):
+        return None
+    return (
+        "warning: the watchdog (pid %d) was no longer running before the post, so nothing "
+        "would have thawed this member had the post not come" % pid
+    )
 
 
 def stop_running_pre(state: JSON, by: str) -> None:
@@ -1036,57 +1707,83 @@ def stop_running_pre(state: JSON, by: str) -> None:
     add_event(state, by, "stopped the still-running pre hook (process group %d)" % pgid)
 
 
-def watchdog(states: StateDir, key: str, ready_fd: Optional[int]) -> int:
-    state = states.load(key)
+def _load_quietly(states: StateDir, key: str) -> Tuple[Optional[JSON], Optional[str]]:
+    try:
+        return states.load(key), None
+    except (OSError, ValueError) as exc:
+        return None, str(exc)
+
+
+def watchdog(key: str, ready_fd: Optional[int], handoff: JSON) -> int:
+    """Sleeps until the deadline, a SIGTERM (thaw now) or a SIGUSR1 (the post ran), re-reading
+    the state about once a second; then thaws unless a post already did."""
+    log = _Log()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    os.set_blocking(wake_read, False)
+    signal.set_wakeup_fd(wake_write)
+    received: List[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+        signal.signal(signum, lambda num, _frame: received.append(num))
+    states = StateDir.from_fd(str(handoff["state_dir"]), int(handoff["state_fd"]))
+    thaw = Checked.from_handoff(handoff["thaw"])
+    deadline = float(handoff["deadline"])
+    run_id, member = str(handoff["run_id"]), str(handoff["member"])
     if ready_fd is not None:
         with contextlib.suppress(OSError):
-            if state is not None and state.get("deadline") is not None:
-                os.write(ready_fd, b"armed")
+            os.write(ready_fd, b"armed")
             os.close(ready_fd)
-    if state is None or state.get("deadline") is None:
-        _log("watchdog %s: no armed state, nothing to do" % key)
-        return 1
-    _log("watchdog %s: armed, thaws at %s" % (key, iso(float(state["deadline"]))))
+    log("watchdog %s: armed, thaws at %s" % (key, iso(deadline)))
+    why = "deadline reached without a post"
     while True:
-        state = states.load(key)
-        if state is None:
-            _log("watchdog %s: the state file is gone, exiting" % key)
+        if signal.SIGUSR1 in received:
+            log("watchdog %s: the post ran, exiting" % key)
+            log.drain(1.0)
             return 0
-        if state.get("post") is not None:
-            _log("watchdog %s: the post already ran, exiting" % key)
+        if signal.SIGTERM in received or signal.SIGINT in received:
+            why = "asked to stop (SIGTERM) before a post came"
+            break
+        state, _ = _load_quietly(states, key)
+        if state is not None and state.get("post") is not None:
+            log("watchdog %s: the post already ran, exiting" % key)
+            log.drain(1.0)
             return 0
-        remaining = float(state["deadline"]) - time.time()
+        remaining = deadline - time.time()
         if remaining <= 0:
             break
-        time.sleep(min(remaining, WATCHDOG_POLL_SECONDS))
-    with states.locked(key):
-        state = states.load(key)
-        if state is None or state.get("post") is not None:
-            _log("watchdog %s: the post already ran, exiting" % key)
+        with contextlib.suppress(OSError, ValueError):
+            select.select([wake_read], [], [], min(remaining, WATCHDOG_POLL_SECONDS))
+            with contextlib.suppress(OSError):
+                os.read(wake_read, 64)
+    log("watchdog %s: %s: thawing" % (key, why))
+    with states.locked(key, WATCHDOG_LOCK_SECONDS) as held:
+        state, damaged = _load_quietly(states, key)
+        if state is not None and state.get("post") is not None:
+            log("watchdog %s: the post already ran, exiting" % key)
+            log.drain(1.0)
             return 0
+        if not held:
+            log("watchdog %s: the state lock is held elsewhere; thawing without it" % key)
+        if damaged:
+            log("watchdog %s: the state cannot be read (%s); thawing anyway" % (key, damaged))
+        state = state or new_state(run_id, member)
         if not state.get("thaw_requested_at"):
             state["thaw_requested_at"] = iso(time.time())
             state["thaw_requested_by"] = "watchdog"
-        add_event(state, "watchdog", "deadline reached without a post: thawing")
-        states.save(key, state)
+        add_event(state, "watchdog", why + ": thawing")
         stop_running_pre(state, "watchdog")
-        thaw = parse_hook(state.get("thaw"), "thaw")
-        try:
-            real = vet(thaw)
-        except Refused as exc:
-            result = make_result("refused", exc.code, exc.message, by="watchdog")
-            state["post_refused"] = result
-            add_event(state, "watchdog", "the thaw hook was refused: " + exc.message)
-            states.save(key, state)
-            _log("watchdog %s: THE THAW HOOK WAS REFUSED: %s" % (key, exc.message))
-            return 1
-        result = run_hook(
-            thaw, real, [], state["run_id"], state["member"], "post", states, Gate(), "watchdog"
-        )
+        first = dict(state)
+        problem = bounded(lambda: states.save(key, first), 1.0) if held else None
+        if problem:
+            log("watchdog %s: could not record the thaw before running it (%s)" % (key, problem))
+        result = run_hook(thaw, run_id, member, "post", Gate(), "watchdog")
         state["post"] = {"result": result, "by": "watchdog", "at": iso(time.time())}
         add_event(state, "watchdog", "ran the thaw hook: " + result["status"])
-        states.save(key, state)
-    _log("watchdog %s: thawed: %s %s" % (key, result["status"], result["message"]))
+        problem = bounded(lambda: states.save(key, state), RECORD_WAIT_SECONDS)
+        if problem:
+            log("watchdog %s: thawed, but could not record it (%s)" % (key, problem))
+    log("watchdog %s: thawed: %s %s" % (key, result["status"], result["message"]))
+    log.drain(2.0)
     return 0
 
 
@@ -1094,34 +1791,59 @@ def watchdog(states: StateDir, key: str, ready_fd: Optional[int]) -> int:
 # Phases
 
 
-def phase_check(req: Request) -> JSON:
-    vet(req.hook)
-    message = "%s passed every security check (not run: check only)" % req.hook.script
-    if req.thaw is not None:
-        vet_thaw(req.thaw)
-        message += "; so did the thaw hook %s" % req.thaw.script
-    return make_result("succeeded", "Allowed", message)
+def phase_check(req: Request, config: Config) -> JSON:
+    hook = config.hook(req.hook, "check")
+    vet(hook).close()
+    message = "%s (%s) passed every security check (not run: check only)" % (hook.name, hook.script)
+    result = make_result("succeeded", "Allowed", message)
+    result["declared"] = entry_digest(hook.entry)
+    thaw_name = hook.entry.get("thaw")
+    if thaw_name:
+        thaw = config.hook(thaw_name, "post")
+        vet_thaw(thaw).close()
+        result["message"] += "; so did the thaw hook %s" % thaw.name
+        result["thaw_declared"] = entry_digest(thaw.entry)
+    return result
 
 
-def phase_verify(req: Request) -> JSON:
-    real = vet(req.hook)
-    states = StateDir(req.state_dir)
-    states.prepare()
-    return run_hook(
-        req.hook, real, req.extra_args, req.run_id, req.member, "verify", states, Gate()
-    )
+def phase_verify(req: Request, config: Config) -> JSON:
+    checked = vet(config.hook(req.hook, "verify"))
+    try:
+        return run_hook(
+            checked, req.run_id, req.member, "verify", Gate(), restore_path=req.restore_path
+        )
+    finally:
+        checked.close()
 
 
-def phase_pre(req: Request) -> JSON:
-    real = vet(req.hook)
-    assert req.thaw is not None
-    assert req.max_freeze_seconds is not None
-    vet_thaw(req.thaw)
-    states = StateDir(req.state_dir)
-    states.prepare()
+def phase_pre(req: Request, config: Config) -> JSON:
+    hook = config.hook(req.hook, "pre")
+    checked = vet(hook)
+    try:
+        thaw = vet_thaw(config.hook(str(hook.entry["thaw"]), "post"))
+    except BaseException:
+        checked.close()
+        raise
+    try:
+        return _pre(req, config, checked, thaw)
+    finally:
+        checked.close()
+        thaw.close()
+
+
+def _pre(req: Request, config: Config, checked: Checked, thaw: Checked) -> JSON:
+    max_freeze = float(checked.hook.entry["max_freeze_seconds"])
+    states = StateDir(config.state_dir).prepare()
     key = req.key
     with states.locked(key):
-        state = states.load(key)
+        try:
+            state = states.load(key)
+        except ValueError as exc:
+            return refused(
+                "StateDamaged",
+                "the state of run %s, member %s cannot be read (%s), so the pre was not run; "
+                "start a new run" % (req.run_id, req.member, exc),
+            )
         if thaw_happened(state):
             assert state is not None
             by = state.get("thaw_requested_by") or (state.get("post") or {}).get("by")
@@ -1140,11 +1862,13 @@ def phase_pre(req: Request) -> JSON:
             )
         state = state or new_state(req.run_id, req.member)
         now = time.time()
+        deadline = now + max_freeze
         state.update(
             {
-                "thaw": req.thaw.to_json(),
-                "max_freeze_seconds": req.max_freeze_seconds,
-                "deadline": now + req.max_freeze_seconds,
+                "hook": checked.hook.name,
+                "thaw": thaw.hook.name,
+                "max_freeze_seconds": max_freeze,
+                "deadline": deadline,
                 "pre": {
                     "started_at": iso(now),
                     "pid": None,
@@ -1155,12 +1879,18 @@ def phase_pre(req: Request) -> JSON:
                 },
             }
         )
-        add_event(
-            state, "orchestrator", "pre accepted; the watchdog thaws at %s" % iso(state["deadline"])
-        )
+        add_event(state, "orchestrator", "pre accepted; the watchdog thaws at %s" % iso(deadline))
         states.save(key, state)
+    handoff = {
+        "state_dir": states.root,
+        "state_fd": states.fd,
+        "deadline": deadline,
+        "run_id": req.run_id,
+        "member": req.member,
+        "thaw": thaw.handoff(),
+    }
     try:
-        watchdog_pid = spawn_watchdog(states, key)
+        watchdog_pid = spawn_watchdog(states, key, handoff, [states.fd, *thaw.fds])
     except OSError as exc:
         result = make_result(
             "failed",
@@ -1180,52 +1910,110 @@ def phase_pre(req: Request) -> JSON:
         if thaw_happened(state):
             stop_watchdog(state, "orchestrator")
         states.save(key, state)
-    result = run_hook(
-        req.hook, real, req.extra_args, req.run_id, req.member, "pre", states, PreGate(states, key)
-    )
-    with states.locked(key):
-        state = states.load(key) or new_state(req.run_id, req.member)
-        if state.get("pre") is not None:
-            state["pre"]["result"] = result
-        add_event(state, "orchestrator", "pre hook: " + result["status"])
-        states.save(key, state)
+    result = run_hook(checked, req.run_id, req.member, "pre", PreGate(states, key, deadline))
+
+    def record() -> None:
+        with states.locked(key, RECORD_WAIT_SECONDS) as held:
+            if not held:
+                raise LockTimeout("the state lock was not free")
+            state = states.load(key) or new_state(req.run_id, req.member)
+            if state.get("pre") is not None:
+                state["pre"]["result"] = result
+            add_event(state, "orchestrator", "pre hook: " + result["status"])
+            states.save(key, state)
+
+    problem = bounded(record, RECORD_WAIT_SECONDS)
+    if problem:
+        result["message"] += (
+            "; warning: the result could not be recorded in the state folder %s (%s)"
+            % (states.root, problem)
+        )
     return result
 
 
-def phase_post(req: Request) -> JSON:
-    states = StateDir(req.state_dir)
-    states.prepare()
+class _DeferTerm:
+    """Holds SIGTERM and SIGINT back while a thaw runs, so stopping the service (or the whole
+    process group) lets the thaw finish instead of leaving the machine frozen."""
+
+    def __init__(self) -> None:
+        self.received: List[int] = []
+        self.previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_DeferTerm":
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ValueError, OSError):
+                self.previous[signum] = signal.signal(
+                    signum, lambda num, _frame: self.received.append(num)
+                )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, handler)
+
+
+def phase_post(req: Request, config: Config) -> JSON:
+    hook = config.hook(req.hook, "post")
+    with _DeferTerm() as deferred:
+        result = _post(req, config, hook)
+    if deferred.received:
+        result["message"] += "; a stop signal arrived during the post and was held until it ended"
+    return result
+
+
+def _post(req: Request, config: Config, hook: Hook) -> JSON:
+    states = StateDir(config.state_dir).prepare()
     key = req.key
-    with states.locked(key):  # blocks while the watchdog may be thawing
-        state = states.load(key) or new_state(req.run_id, req.member)
-        if state.get("post") is not None:
-            stop_watchdog(state, "orchestrator")
-            states.save(key, state)
-            return dict(state["post"]["result"])
+    wait = hook.budget_seconds + LOCK_SLACK_SECONDS
+    with states.locked(key, wait) as held:  # blocks while the watchdog may be thawing
+        state, damaged = _load_quietly(states, key)
+        if state is not None and state.get("post") is not None:
+            done: JSON = state
+            stop_watchdog(done, "orchestrator")
+            bounded(lambda: states.save(key, done), RECORD_WAIT_SECONDS)
+            return dict(done["post"]["result"])
+        state = state or new_state(req.run_id, req.member)
+        warnings = []
+        if not held:
+            warnings.append("the state lock stayed busy for %gs; thawed without it" % wait)
+        if damaged:
+            warnings.append("the state could not be read (%s)" % damaged)
+        missing = watchdog_missing(state)
+        if missing:
+            warnings.append(missing)
         if not state.get("thaw_requested_at"):
             state["thaw_requested_at"] = iso(time.time())
             state["thaw_requested_by"] = "orchestrator"
-        states.save(key, state)
         stop_running_pre(state, "orchestrator")
+        marked = dict(state)
+        problem = bounded(lambda: states.save(key, marked), 1.0)
+        if problem:
+            warnings.append("the thaw could not be recorded before it ran (%s)" % problem)
         try:
-            real = vet(req.hook)
+            checked = vet(hook)
         except Refused as exc:
             result = refused(exc.code, exc.message)
             state["post_refused"] = result
             add_event(state, "orchestrator", "post refused (the watchdog stays armed): " + exc.code)
-            states.save(key, state)
+            bounded(lambda: states.save(key, state), RECORD_WAIT_SECONDS)
             return result
-        result = run_hook(
-            req.hook, real, req.extra_args, req.run_id, req.member, "post", states, Gate()
-        )
+        try:
+            result = run_hook(checked, req.run_id, req.member, "post", Gate())
+        finally:
+            checked.close()
         state["post"] = {"result": result, "by": "orchestrator", "at": iso(time.time())}
         add_event(state, "orchestrator", "ran the post hook: " + result["status"])
         stop_watchdog(state, "orchestrator")
-        states.save(key, state)
+        problem = bounded(lambda: states.save(key, state), RECORD_WAIT_SECONDS)
+        if problem:
+            warnings.append("the post ran but could not be recorded (%s)" % problem)
+    if warnings:
+        result = dict(result, message=result["message"] + "; " + "; ".join(warnings))
     return result
 
 
-PHASE_HANDLERS: Dict[str, Callable[[Request], JSON]] = {
+PHASE_HANDLERS: Dict[str, Callable[[Request, Config], JSON]] = {
     "check": phase_check,
     "verify": phase_verify,
     "pre": phase_pre,
@@ -1233,7 +2021,7 @@ PHASE_HANDLERS: Dict[str, Callable[[Request], JSON]] = {
 }
 
 
-def execute(req: Request) -> JSON:
+def execute(req: Request, config_path: str) -> JSON:
     if req.expires_at is not None and time.time() > req.expires_at:
         return refused(
             "Stale",
@@ -1242,7 +2030,8 @@ def execute(req: Request) -> JSON:
             % (iso(req.expires_at), iso(time.time())),
         )
     try:
-        return PHASE_HANDLERS[req.phase](req)
+        config = load_config(config_path)
+        return PHASE_HANDLERS[req.phase](req, config)
     except Refused as exc:
         return refused(exc.code, exc.message)
 
@@ -1264,102 +2053,18 @@ def _flag_number(text: Optional[str], flag: str) -> Optional[float]:
     return value
 
 
-def _flag_int(text: Optional[str], flag: str) -> Optional[int]:
-    if text is None or text == "":
-        return None
-    if not re.fullmatch(r"[0-9]{1,3}", text):
-        raise BadRequest(flag, "must be a whole number (got %r)" % (text,))
-    return int(text)
-
-
-def _flag_list(
-    items: Optional[List[str]], as_json: Optional[str], flag: str, json_flag: str
-) -> List[str]:
-    """Repeated `--arg` items, or one `--args-json` list (how SSM renders a StringList that is
-    embedded in a command line: a JSON array; `null` when the list is empty)."""
-    if as_json is None or as_json == "":
-        return list(items or [])
-    if items:
-        raise BadRequest(flag, "give the items either one by one or as %s, not both" % json_flag)
-    try:
-        value = json.loads(as_json)
-    except ValueError as exc:
-        raise BadRequest(json_flag, "is not valid JSON (%s)" % exc) from None
-    if value is None:
-        return []
-    return _strings(value, json_flag, allow_empty=True)
-
-
-def _flag_env(
-    items: Optional[List[str]], as_json: Optional[str], flag: str, json_flag: str
-) -> Dict[str, str]:
-    """NAME=value items (repeated flags, or a JSON list of them, or a JSON object)."""
-    if as_json and as_json.lstrip().startswith("{"):
-        if items:
-            raise BadRequest(flag, "give the variables either one by one or as JSON, not both")
-        try:
-            value = json.loads(as_json)
-        except ValueError as exc:
-            raise BadRequest(json_flag, "is not valid JSON (%s)" % exc) from None
-        if not isinstance(value, dict):
-            raise BadRequest(json_flag, "must be a JSON object or list of NAME=value")
-        return value
-    env: Dict[str, str] = {}
-    for item in _flag_list(items, as_json, flag, json_flag):
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise BadRequest(flag, "items must look like NAME=value (got %r)" % (item,))
-        env[name] = text
-    return env
-
-
-def _flag_hook(args: argparse.Namespace, prefix: str, flag: str) -> Optional[JSON]:
-    script = getattr(args, prefix + "script")
-    if script is None or script == "":
-        return None
-    args_list = _flag_list(
-        getattr(args, prefix + "arg"),
-        getattr(args, prefix + "args_json"),
-        flag + "arg",
-        flag + "args-json",
-    )
-    run = [script, *args_list]
-    hook: JSON = {
-        "run": run,
-        "sha256": getattr(args, prefix + "sha256") or None,
-        "env": _flag_env(
-            getattr(args, prefix + "env"),
-            getattr(args, prefix + "env_json"),
-            flag + "env",
-            flag + "env-json",
-        ),
-    }
-    timeout = _flag_number(getattr(args, prefix + "timeout"), flag + "timeout")
-    if timeout is not None:
-        hook["timeout_seconds"] = timeout
-    retries = _flag_int(getattr(args, prefix + "retries"), flag + "retries")
-    if retries is not None:
-        hook["retries"] = retries
-    return hook
-
-
 def request_from_flags(args: argparse.Namespace) -> str:
     """The JSON request `run` would get, built from `run-args` flags (then parsed as usual)."""
-    hook = _flag_hook(args, "", "--")
-    if hook is None:
-        raise BadRequest("--script", "is required: the hook script's absolute path")
     request: JSON = {
         "version": REQUEST_VERSION,
         "run_id": args.run_id,
         "member": args.member,
         "phase": args.phase,
-        "hook": hook,
-        "thaw": _flag_hook(args, "thaw_", "--thaw-"),
-        "max_freeze_seconds": _flag_number(args.max_freeze_seconds, "--max-freeze-seconds"),
+        "hook": args.hook,
         "expires_at": _flag_number(args.expires_at, "--expires-at"),
     }
-    if args.state_dir:
-        request["state_dir"] = args.state_dir
+    if args.restore_path:
+        request["restore_path"] = args.restore_path
     return json.dumps(request)
 
 
@@ -1411,110 +2116,101 @@ def emit(obj: object) -> None:
             os.dup2(devnull, stream.fileno())  # so the interpreter's final flush stays quiet
 
 
-def _bad_request(message: str) -> int:
-    emit(refused("BadRequest", message))
-    return 2
-
-
 def _read_request(args: argparse.Namespace) -> str:
     if args.request is not None:
         return str(args.request)
     if args.request_file is not None:
         try:
             with open(args.request_file, encoding="utf-8") as handle:
-                return handle.read()
+                return handle.read(MAX_REQUEST_BYTES + 1)
         except (OSError, UnicodeDecodeError) as exc:
             raise BadRequest("--request-file", "cannot be read (%s)" % exc) from None
     if sys.stdin is None:
         raise BadRequest("request", "is missing: pass --request, --request-file or stdin")
-    return sys.stdin.read()
-
-
-def _checked_key(args: argparse.Namespace) -> Tuple[StateDir, str]:
-    if not KEY_RE.fullmatch(args.key or ""):
-        raise BadRequest("--key", "must look like <run_id>--<member> (got %r)" % (args.key,))
-    if not os.path.isabs(args.state_dir or ""):
-        raise BadRequest("--state-dir", "must be an absolute path")
-    return StateDir(os.path.normpath(args.state_dir)), args.key
+    return sys.stdin.read(MAX_REQUEST_BYTES + 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="quiesce_guest.py", description="Quiesce guest hook runner")
     commands = parser.add_subparsers(dest="command")
+    config_help = "the machine's hook allowlist (default %s)" % DEFAULT_CONFIG
     run = commands.add_parser("run", help="run one hook request; prints one JSON result")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
     source = run.add_mutually_exclusive_group()
     source.add_argument("--request-file", help="read the JSON request from this file")
     source.add_argument("--request", help="the JSON request itself (default: read stdin)")
     typed = commands.add_parser(
-        "run-args", help="run one hook given as typed flags; prints one JSON result"
+        "run-args", help="run one declared hook given as typed flags; prints one JSON result"
     )
-    typed.add_argument("--phase", required=True)
+    typed.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
+    typed.add_argument("--phase", required=True, help="pre, post, verify or check")
     typed.add_argument("--run-id", required=True)
     typed.add_argument("--member", required=True)
-    for prefix, what in (("", "hook"), ("thaw-", "thaw (post) hook, for pre")):
-        typed.add_argument("--%sscript" % prefix, help="the %s script's absolute path" % what)
-        typed.add_argument("--%sarg" % prefix, action="append", help="one argument (repeat)")
-        typed.add_argument("--%sargs-json" % prefix, help="all arguments as one JSON list")
-        typed.add_argument("--%ssha256" % prefix, help="pin: the script's SHA-256 (or empty)")
-        typed.add_argument("--%stimeout" % prefix, help="seconds per attempt (or empty)")
-        typed.add_argument("--%sretries" % prefix, help="more attempts after a failed one")
-        typed.add_argument("--%senv" % prefix, action="append", help="NAME=value (repeat)")
-        typed.add_argument("--%senv-json" % prefix, help="NAME=value items as one JSON list")
-    typed.add_argument("--max-freeze-seconds", help="for pre: the watchdog's bound")
+    typed.add_argument("--hook", required=True, help="the declared hook's name")
     typed.add_argument("--expires-at", help="epoch seconds after which the request is stale")
-    typed.add_argument(
-        "--state-dir", help="default: $%s or %s" % (STATE_DIR_ENV, DEFAULT_STATE_DIR)
-    )
+    typed.add_argument("--restore-path", help="verify: the restored copy's folder")
     typed.add_argument(
         "--max-result-chars", type=int, default=None, help="shorten the result to fit"
     )
-    for name, text in (
-        ("watchdog", "internal: thaw at the deadline unless a post came"),
-        ("status", "print a run's state JSON (null when there is none)"),
-    ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--state-dir", required=True)
-        command.add_argument("--key", required=True)
-        if name == "watchdog":
-            command.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    status = commands.add_parser("status", help="print a run's state JSON (null when none)")
+    status.add_argument("--state-dir", required=True)
+    status.add_argument("--key", required=True)
+    dog = commands.add_parser("watchdog", help="internal: thaw at the deadline unless a post came")
+    dog.add_argument("--key", required=True)
+    dog.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def _status(args: argparse.Namespace) -> int:
+    if not KEY_RE.fullmatch(args.key or ""):
+        raise BadRequest("--key", "must look like <run_id>--<member> (got %r)" % (args.key,))
+    if not os.path.isabs(args.state_dir or ""):
+        raise BadRequest("--state-dir", "must be an absolute path")
+    try:
+        states = StateDir(os.path.normpath(args.state_dir)).prepare(create=False)
+        emit(states.load(args.key))
+    except Refused as exc:
+        if exc.code == "StateMissing":
+            emit(None)
+            return 0
+        emit(refused(exc.code, exc.message))
+        return 1
+    except (OSError, ValueError) as exc:
+        emit(refused("StateDamaged", "the state cannot be read: %s" % exc))
+        return 1
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:
-        return _bad_request("bad command line: %s" % exc)
+        emit(refused("BadRequest", "bad command line: %s" % exc))
+        return 2
     if args.command is None:
-        return _bad_request("bad command line: give a command: run, run-args, watchdog or status")
+        emit(refused("BadRequest", "bad command line: give a command: run, run-args or status"))
+        return 2
     limit = getattr(args, "max_result_chars", None)
     try:
+        if args.command == "watchdog":
+            handoff = json.loads(sys.stdin.read())
+            return watchdog(args.key, args.ready_fd, handoff)
+        if args.command == "status":
+            return _status(args)
         if args.command == "run":
             req = parse_request(_read_request(args))
-        elif args.command == "run-args":
-            req = parse_request(request_from_flags(args))
         else:
-            states, key = _checked_key(args)
+            req = parse_request(request_from_flags(args))
     except BadRequest as exc:
         emit(fit_result(refused("BadRequest", str(exc)), limit))
         return 2
-    if args.command == "watchdog":
-        try:
-            return watchdog(states, key, args.ready_fd)
-        except Exception as exc:
-            _log("watchdog %s failed: %r" % (key, exc))
-            raise
-    if args.command == "status":
-        emit(states.load(key))
-        return 0
     try:
-        result = execute(req)
+        result = execute(req, os.path.abspath(args.config))
     except Exception as exc:
         result = make_result(
             "failed",
             "ExecutionFailed",
-            "the hook runner itself failed (%s: %s); see the state folder %s"
-            % (type(exc).__name__, exc, req.state_dir),
+            "the hook runner itself failed (%s: %s)" % (type(exc).__name__, exc),
         )
         emit(fit_result(result, limit))
         return 1
