@@ -62,6 +62,15 @@ class HookResult(Record):
     duration_ms: float | None = None
     output: str = Field(default="", description="The last 4 KB of the hook's output.")
     by: Literal["orchestrator", "watchdog"] = "orchestrator"
+    declared: str | None = Field(
+        default=None,
+        description="`check` only: the SHA-256 of the machine's declaration of the hook "
+        "(docs/guest-protocol.md); `quiesce plan` compares it with the policy's.",
+    )
+    thaw_declared: str | None = Field(
+        default=None,
+        description="`check` of a pre hook only: the same digest for its thaw (post) hook.",
+    )
 
     @property
     def ok(self) -> bool:
