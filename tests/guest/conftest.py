@@ -88,6 +88,9 @@ class Guest:
         self.hooks.mkdir(mode=0o755)
         self.hooks.chmod(0o755)
         self.state_dir = root / "state"
+        self.config = root / "hooks.json"
+        self.allowlist: dict[str, Any] = {"version": 1, "state_dir": str(self.state_dir), "hooks": {}}
+        self.declared = 0
         self.run_id = f"t-{uuid.uuid4().hex[:12]}"
         self.member = "db"
         self.started: list[subprocess.Popen[str]] = []
@@ -124,33 +127,69 @@ class Guest:
     def count(counter: Path) -> int:
         return int(counter.read_text()) if counter.exists() else 0
 
-    # ---- requests ------------------------------------------------------------------------
+    # ---- the allowlist and requests ---------------------------------------------------
+    #
+    # Tests describe hooks as before ({"run": [...], ...}); the harness declares each one in
+    # the machine's allowlist (hooks.json, as root would) under a name, and the request that
+    # reaches the runner carries only that name.
 
     @staticmethod
     def hook(path: Path | str, *args: str, **fields: Any) -> dict[str, Any]:
         return {"run": [str(path), *args], **fields}
 
+    def declare(self, phase: str, hook: dict[str, Any] | Path, **fields: Any) -> str:
+        """Adds a hook to the allowlist; returns its name."""
+        entry = self.hook(hook) if isinstance(hook, Path) else dict(hook)
+        entry.update(fields)
+        entry["phase"] = phase
+        self.declared += 1
+        name = f"{self.member}.{phase}.{self.declared}"
+        self.allowlist["hooks"][name] = entry
+        self.write_config()
+        return name
+
+    def write_config(self) -> None:
+        self.config.write_text(json.dumps(self.allowlist, indent=1))
+        self.config.chmod(0o644)
+
     def request(self, phase: str, hook: dict[str, Any] | Path, **fields: Any) -> dict[str, Any]:
+        thaw = fields.pop("thaw", None)
+        max_freeze = fields.pop("max_freeze_seconds", None)
+        extra = fields.pop("extra_args", None)
+        declared_phase = phase if phase != "check" else ("pre" if thaw is not None else "verify")
+        extra_entry: dict[str, Any] = {}
+        if declared_phase == "pre":
+            thaw_hook = self.hook(thaw) if isinstance(thaw, Path) else thaw
+            extra_entry["thaw"] = self.declare("post", thaw_hook)
+            extra_entry["max_freeze_seconds"] = 30 if max_freeze is None else max_freeze
         request: dict[str, Any] = {
-            "version": 1,
+            "version": 2,
             "run_id": self.run_id,
             "member": self.member,
             "phase": phase,
-            "hook": self.hook(hook) if isinstance(hook, Path) else hook,
-            "state_dir": str(self.state_dir),
+            "hook": self.declare(declared_phase, hook, **extra_entry),
         }
+        if extra:
+            request["restore_path"] = extra[-1]
         request.update(fields)
         return request
 
     def pre(self, hook: dict[str, Any] | Path, thaw: dict[str, Any] | Path, **fields: Any) -> Any:
         fields.setdefault("max_freeze_seconds", 30)
-        thaw_hook = self.hook(thaw) if isinstance(thaw, Path) else thaw
-        return self.request("pre", hook, thaw=thaw_hook, **fields)
+        return self.request("pre", hook, thaw=thaw, **fields)
+
+    def post_for(self, pre_request: dict[str, Any]) -> dict[str, Any]:
+        """The post request that goes with a pre request (naming the pre's declared thaw)."""
+        thaw = self.allowlist["hooks"][pre_request["hook"]]["thaw"]
+        return {**pre_request, "phase": "post", "hook": thaw}
 
     # ---- running the runner --------------------------------------------------------------
 
     def command(self, python: str | None = None) -> list[str]:
         return [python or RUNNER_PYTHON, str(RUNNER_PATH)]
+
+    def run_command(self, python: str | None = None) -> list[str]:
+        return [*self.command(python), "run", "--config", str(self.config)]
 
     def run(
         self,
@@ -161,8 +200,10 @@ class Guest:
     ) -> dict[str, Any]:
         """Runs `run --request` to completion and returns its one JSON result."""
         text = request if isinstance(request, str) else json.dumps(request)
+        large = len(text) > 100_000  # past what one command-line argument may hold
         done = subprocess.run(
-            [*self.command(python), "run", "--request", text],
+            [*self.run_command(python), *([] if large else ["--request", text])],
+            input=text if large else None,
             capture_output=True,
             text=True,
             timeout=60,
@@ -177,7 +218,7 @@ class Guest:
     def start(self, request: dict[str, Any]) -> subprocess.Popen[str]:
         """Starts `run` in the background (e.g. a pre whose hook hangs)."""
         proc = subprocess.Popen(
-            [*self.command(), "run", "--request", json.dumps(request)],
+            [*self.run_command(), "--request", json.dumps(request)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -206,36 +206,42 @@ def test_the_hook_sees_a_clean_environment_plus_its_own_env(guest: Guest) -> Non
         "QUIESCE_RUN_ID": guest.run_id,
         "QUIESCE_PHASE": "verify",
         "QUIESCE_MEMBER": "db",
+        "QUIESCE_HOOK": guest.allowlist["hooks"] and next(iter(guest.allowlist["hooks"])),
+        "QUIESCE_HOOK_PATH": str(script),
         "DB_NAME": "orders",
     }
 
 
-def test_hook_env_cannot_impersonate_another_run(guest: Guest) -> None:
-    script = guest.script("pause.sh", 'echo "$QUIESCE_RUN_ID"')
+def test_an_allowlist_that_lets_a_hook_impersonate_another_run_is_refused(guest: Guest) -> None:
+    script, marker = guest.marking_script("pause.sh")
 
     result = guest.run(
         guest.request("verify", guest.hook(script, env={"QUIESCE_RUN_ID": "someone-else"}))
     )
 
-    assert result["output"] == guest.run_id + "\n"
+    assert result["code"] == "ConfigRefused"
+    assert "QUIESCE_RUN_ID" in result["message"]
+    assert not marker.exists()
 
 
-def test_arguments_and_extra_args_are_passed_without_a_shell(guest: Guest) -> None:
+def test_arguments_and_the_restore_path_are_passed_without_a_shell(guest: Guest) -> None:
     pwned = guest.root / "pwned"
-    script = guest.script("verify.sh", 'for arg in "$@"; do echo "[$arg]"; done')
+    script = guest.script(
+        "verify.sh", 'for arg in "$@"; do echo "[$arg]"; done; echo "{$QUIESCE_RESTORE_PATH}"'
+    )
 
     result = guest.run(
         guest.request(
             "verify",
             guest.hook(script, "db; touch " + str(pwned)),
-            extra_args=["/restore/copy one", f"$(touch {pwned})"],
+            extra_args=[f"/restore/copy one $(touch {pwned})"],
         )
     )
 
     assert result["output"].splitlines() == [
         f"[db; touch {pwned}]",
-        "[/restore/copy one]",
-        f"[$(touch {pwned})]",
+        f"[/restore/copy one $(touch {pwned})]",
+        f"{{/restore/copy one $(touch {pwned})}}",
     ]
     assert not pwned.exists()
 
@@ -250,7 +256,7 @@ def test_the_hook_runs_in_its_own_process_group_in_its_folder_with_no_stdin(gues
     )
 
     done = subprocess.run(
-        [*guest.command(), "run", "--request-file", "/dev/stdin"],
+        [*guest.run_command(), "--request-file", "/dev/stdin"],
         input=json.dumps(guest.request("verify", script)),
         capture_output=True,
         text=True,
@@ -279,7 +285,7 @@ def test_a_caller_that_closed_stdout_does_not_break_the_runner(guest: Guest) -> 
     slow = guest.script("slow.sh", f"sleep 0.3\n{script}")
 
     proc = subprocess.Popen(
-        [*guest.command(), "run", "--request", json.dumps(guest.request("post", slow))],
+        [*guest.run_command(), "--request", json.dumps(guest.request("post", slow))],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -367,14 +373,16 @@ def test_a_pre_records_its_state_and_status_prints_it(guest: Guest) -> None:
     state = json.loads(done.stdout)
     assert state == guest.state()
     assert state["key"] == guest.key
-    assert state["thaw"]["run"] == [str(post)]
+    assert state["thaw"] == guest.allowlist["hooks"][state["hook"]]["thaw"]
     assert before + 30 <= state["deadline"] <= time.time() + 30
     assert state["pre"]["result"]["status"] == "succeeded"
     assert state["pre"]["pgid"] is None
     assert state["post"] is None
     assert alive(state["watchdog_pid"])
     assert Path(guest.state_dir / "runs" / f"{guest.key}.lock").exists()
-    assert list((guest.state_dir / "tmp").iterdir()) == []  # output files are cleaned up
+    assert sorted(p.name for p in (guest.state_dir / "runs").iterdir()) == sorted(
+        [f"{guest.key}.json", f"{guest.key}.lock", f"{guest.key}.watchdog.log"]
+    )  # hook output never touches the state folder
 
 
 def test_status_of_an_unknown_run_prints_null(guest: Guest) -> None:

@@ -962,8 +962,8 @@ def vet(hook: Hook) -> Checked:
                 raise Refused(
                     "HashMismatch",
                     "the hook %s has SHA-256 %s but its declaration pins %s; if the change is "
-                    "intended, update sha256 in the allowlist, otherwise find out who changed "
-                    "the script" % (shown, actual, pin),
+                    "intended, update sha256 in the allowlist (sha256sum %s), otherwise find "
+                    "out who changed the script" % (shown, actual, pin, shown),
                 )
         for name, path in sorted(hook.entry.get("env_files", {}).items()):
             checked.secrets[name] = _read_secret(name, path, shown)
@@ -2069,22 +2069,32 @@ def request_from_flags(args: argparse.Namespace) -> str:
 
 
 def fit_result(result: JSON, max_chars: Optional[int]) -> JSON:
-    """Shortens `output` (keeping its end), then `message`, until the JSON result fits in
-    `max_chars` characters, so a channel that keeps only the first N characters of stdout
-    (SSM: 2,500 in ListCommandInvocations) still gets a whole, parseable result."""
+    """Shortens `output` (keeping its end), then `message` (keeping its start), as little as
+    needed for the JSON result to fit in `max_chars` characters, so a channel that keeps only
+    the first N characters of stdout (SSM: 2,500 in ListCommandInvocations) still gets a whole,
+    parseable result."""
     if not max_chars:
         return result
     fitted = dict(result)
+
+    def size() -> int:
+        return len(json.dumps(fitted, sort_keys=True))
+
     for name, keep_end in (("output", True), ("message", False)):
         text = fitted.get(name) or ""
-        while text and len(json.dumps(fitted, sort_keys=True)) > max_chars:
-            overflow = len(json.dumps(fitted, sort_keys=True)) - max_chars
-            cut = max(overflow + 16, len(text) // 8)
-            text = text[cut:] if keep_end else text[: max(0, len(text) - cut)]
-            fitted[name] = ("[...]" + text) if keep_end else (text + "[...]")
-            if len(text) <= 16:
-                text = ""
-                fitted[name] = ""
+        if not text or size() <= max_chars:
+            continue
+        low, high = 0, len(text)  # the most characters of `text` that still fit
+        while low < high:
+            keep = (low + high + 1) // 2
+            part = text[len(text) - keep :] if keep_end else text[:keep]
+            fitted[name] = ("[...]" + part) if keep_end else (part + "[...]")
+            if size() <= max_chars:
+                low = keep
+            else:
+                high = keep - 1
+        part = text[len(text) - low :] if keep_end else text[:low]
+        fitted[name] = (("[...]" + part) if keep_end else (part + "[...]")) if low else ""
     return fitted
 
 
