@@ -236,6 +236,25 @@ class StateStore(ABC):
     @abstractmethod
     def delete_point(self, point_id: str) -> None: ...
 
+    def record_point(self, point: RecoveryPoint, record: RunRecord) -> None:
+        """Lists `point` and saves the run's record that names it.
+
+        Stores that can write both in one transaction override this. The default writes the
+        point first: a crash in between leaves the point listed (its snapshots are complete by
+        then) and the run's record still open; whoever closes the run keeps the snapshots of a
+        point the catalog lists (see the engine's `finish`), so a listed point stays restorable.
+        """
+        self.save_point(point)
+        self.save_run(record)
+
+    def claim_close(self, run_id: str, attempt: int, closer: str) -> bool:
+        """Claims the right to close an abandoned run: exactly one caller per (run, attempt)
+        wins. `attempt` is how many closers the record names already, so a closer that dies
+        half-way lets the next one claim the following attempt.
+
+        The default uses `claim_trigger`, which every store makes atomic."""
+        return self.claim_trigger(f"quiesce:close:{run_id}:{attempt}", closer) is None
+
     @abstractmethod
     def outbox_add(self, events: Sequence[CloudEvent]) -> None:
         """Stores events to publish; adding an event id twice keeps one."""

@@ -260,3 +260,22 @@ class StateStoreContract:
         race(self.RACERS, lambda i: store.outbox_add([event(1)]))
 
         assert [e.id for e in store.outbox_pending()] == ["e-1"]
+
+    def test_record_point_lists_the_point_and_saves_the_record_naming_it(
+        self, store: StateStore
+    ) -> None:
+        record = run_record("r-1", recovery_point="p-1")
+
+        store.record_point(point("p-1"), record)
+
+        assert store.get_point("p-1") == point("p-1")
+        saved = store.get_run("r-1")
+        assert saved is not None
+        assert saved.recovery_point == "p-1"
+
+    def test_closing_a_run_is_claimed_once_per_attempt(self, store: StateStore) -> None:
+        outcomes = race(self.RACERS, lambda i: store.claim_close("r-1", 0, f"closer-{i}"))
+
+        assert outcomes.count(True) == 1
+        assert store.claim_close("r-1", 1, "closer-0") is True  # the next attempt is free
+        assert store.claim_close("r-2", 0, "closer-0") is True

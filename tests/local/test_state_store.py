@@ -298,3 +298,32 @@ def test_writers_in_many_threads_do_not_lose_each_others_writes(store: SqliteSta
 
 class TestSqliteStateStore(StateStoreContract):
     """The StateStore contract (tests/contracts/state_store.py) on the SQLite catalog."""
+
+
+def test_record_point_writes_the_point_and_the_record_in_one_transaction(
+    store: SqliteStateStore, state_dir: Path
+) -> None:
+    """A record write that fails (here a trigger refuses it) takes the point's write with it."""
+    with sqlite3.connect(state_dir / "catalog.sqlite3") as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    record = run_record("r-1")
+    record.recovery_point = "p-1"
+    with pytest.raises(sqlite3.Error, match="refused"):
+        store.record_point(recovery_point("p-1"), record)
+
+    assert store.get_point("p-1") is None
+    assert store.get_run("r-1") is None
+
+
+def test_a_missing_catalog_beside_existing_snapshots_is_an_error_naming_it(
+    state_dir: Path,
+) -> None:
+    manifest = state_dir / "snapshots" / "rp-1" / "db" / "0-db" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+
+    with pytest.raises(QuiesceError, match=str(state_dir / "catalog.sqlite3")):
+        SqliteStateStore(state_dir)
+    assert not (state_dir / "catalog.sqlite3").exists()

@@ -69,6 +69,11 @@ class MemoryStateStore(StateStore):
         with self._lock:
             self.points[point.id] = point.model_dump_json()
 
+    def record_point(self, point: RecoveryPoint, record: RunRecord) -> None:
+        with self._lock:
+            self.points[point.id] = point.model_dump_json()
+            self.runs[record.run_id] = record.model_dump_json()
+
     def get_point(self, point_id: str) -> RecoveryPoint | None:
         with self._lock:
             raw = self.points.get(point_id)

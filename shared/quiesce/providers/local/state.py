@@ -85,33 +85,105 @@ def parse_timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+class CatalogError(QuiesceError):
+    """A catalog file that cannot be used as it is (empty, damaged, unreadable)."""
+
+
+class CatalogAccessError(CatalogError, sqlite3.DatabaseError):
+    """A catalog operation SQLite refused; the message names the file (still an sqlite3.Error
+    for callers that handle those)."""
+
+
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class SqliteFile:
-    """One SQLite file with a versioned schema; hands out short-lived connections."""
+    """One SQLite file with a versioned schema; hands out short-lived connections.
+
+    A new file is built under a temporary name and linked into place once its schema is
+    complete, so the file at `path` is never a half-made catalog: an empty or damaged file there
+    is an error that names it, never silently re-created (that would forget every snapshot the
+    catalog knew of).
+    """
 
     def __init__(self, path: Path, migrations: Sequence[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.path.exists():
-            # Created private: it holds the catalog of backups, not for other users to read.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.close(fd)
-        with self.connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-        self._migrate(migrations)
+            self._create(migrations)
+        self._check_file()
+        try:
+            with self.reading() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                row = conn.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise self._damaged(f"integrity check failed: {row[0] if row else '?'}")
+            self._migrate(migrations)
+        except CatalogAccessError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, sqlite3.OperationalError):  # locked, I/O: not the file's shape
+                raise
+            raise self._damaged(cause or exc) from exc
+
+    def _create(self, migrations: Sequence[str]) -> None:
+        # Created private: it holds the catalog of backups, not for other users to read.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        try:
+            staging = SqliteFile.__new__(SqliteFile)
+            staging.path = tmp
+            with staging.connect() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+            staging._migrate(migrations)
+            with contextlib.suppress(FileExistsError):  # another process made it first: use it
+                os.link(tmp, self.path)
+        finally:
+            tmp.unlink()
+
+    def _check_file(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise CatalogError(f"cannot read the catalog {self.path}: {exc}") from exc
+        if not header:
+            raise CatalogError(
+                f"the catalog {self.path} is empty (0 bytes): it was truncated or damaged. "
+                "It is not re-created, because a new catalog would forget every recovery point "
+                "and snapshot the old one listed; restore the file from a backup, or move it "
+                "away to start an empty catalog"
+            )
+        if header != SQLITE_HEADER:
+            raise self._damaged("file is not a database")
+
+    def _damaged(self, exc: BaseException | str) -> CatalogError:
+        return CatalogError(
+            f"the catalog {self.path} cannot be used: {exc}. It is left as it is; restore it "
+            "from a backup, or move it away to start an empty catalog (which forgets every "
+            "recovery point it listed)"
+        )
 
     def connect(self) -> contextlib.closing[sqlite3.Connection]:
         """A new autocommit connection; use `transaction` for atomic work."""
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise CatalogAccessError(f"cannot open the catalog {self.path}: {exc}") from exc
         return contextlib.closing(conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT on a fresh connection: writers are serialised from the start."""
-        with self.connect() as conn:
+        with self.connect() as conn, self._naming_the_file():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -122,8 +194,15 @@ class SqliteFile:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        with self.connect() as conn:
+        with self.connect() as conn, self._naming_the_file():
             yield conn
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise CatalogAccessError(f"catalog {self.path}: {exc}") from exc
 
     def _migrate(self, migrations: Sequence[str]) -> None:
         with self.transaction() as conn:
@@ -158,26 +237,21 @@ class SqliteStateStore(StateStore):
     """The StateStore port over `<state_dir>/catalog.sqlite3`."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.db = SqliteFile(Path(state_dir) / CATALOG_FILE, CATALOG_MIGRATIONS)
+        path = Path(state_dir) / CATALOG_FILE
+        snapshots = Path(state_dir) / "snapshots"
+        if not path.exists() and any(snapshots.glob("*/*/*/manifest.json")):
+            raise CatalogError(
+                f"the catalog {path} is missing but {snapshots} holds snapshots: it is not "
+                "re-created, because a new catalog would orphan them. Restore the file from a "
+                "backup, or move the snapshots folder away to start an empty catalog"
+            )
+        self.db = SqliteFile(path, CATALOG_MIGRATIONS)
 
     # runs
 
     def save_run(self, record: RunRecord) -> None:
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO runs (run_id, policy, grp, status, started_at, json) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-                "policy = excluded.policy, grp = excluded.grp, status = excluded.status, "
-                "started_at = excluded.started_at, json = excluded.json",
-                (
-                    record.run_id,
-                    record.policy,
-                    record.group,
-                    record.status.value,
-                    timestamp(record.started_at),
-                    record.model_dump_json(),
-                ),
-            )
+            _write_run(conn, record)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self.db.reading() as conn:
@@ -265,18 +339,13 @@ class SqliteStateStore(StateStore):
 
     def save_point(self, point: RecoveryPoint) -> None:
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO points (id, policy, grp, created_at, json) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET policy = excluded.policy, grp = excluded.grp, "
-                "created_at = excluded.created_at, json = excluded.json",
-                (
-                    point.id,
-                    point.policy,
-                    point.group,
-                    timestamp(point.created_at),
-                    point.model_dump_json(),
-                ),
-            )
+            _write_point(conn, point)
+
+    def record_point(self, point: RecoveryPoint, record: RunRecord) -> None:
+        """The point and the run record that names it, in one transaction."""
+        with self.db.transaction() as conn:
+            _write_point(conn, point)
+            _write_run(conn, record)
 
     def get_point(self, point_id: str) -> RecoveryPoint | None:
         with self.db.reading() as conn:
@@ -322,3 +391,35 @@ class SqliteStateStore(StateStore):
             return
         with self.db.transaction() as conn:
             conn.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids])
+
+
+def _write_run(conn: sqlite3.Connection, record: RunRecord) -> None:
+    conn.execute(
+        "INSERT INTO runs (run_id, policy, grp, status, started_at, json) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+        "policy = excluded.policy, grp = excluded.grp, status = excluded.status, "
+        "started_at = excluded.started_at, json = excluded.json",
+        (
+            record.run_id,
+            record.policy,
+            record.group,
+            record.status.value,
+            timestamp(record.started_at),
+            record.model_dump_json(),
+        ),
+    )
+
+
+def _write_point(conn: sqlite3.Connection, point: RecoveryPoint) -> None:
+    conn.execute(
+        "INSERT INTO points (id, policy, grp, created_at, json) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET policy = excluded.policy, grp = excluded.grp, "
+        "created_at = excluded.created_at, json = excluded.json",
+        (
+            point.id,
+            point.policy,
+            point.group,
+            timestamp(point.created_at),
+            point.model_dump_json(),
+        ),
+    )
