@@ -950,7 +950,7 @@ def vet(hook: Hook) -> Checked:
             script = open_checked(argv[index], "file", "the script of the hook %s" % shown)
             checked.keep(script)
             checked.cwd_fd = script.parent_fd
-            argv = [*argv[:index], "/dev/fd/%d" % script.fd, *argv[index + 1:]]
+            argv = [*argv[:index], "/dev/fd/%d" % script.fd, *argv[index + 1 :]]
             pinned = script.fd
         else:
             _vet_shebang(checked, opened.fd, shown)
@@ -1088,10 +1088,14 @@ class StateDir:
             raise
 
     @contextlib.contextmanager
-    def locked(self, key: str, timeout: Optional[float] = None) -> Iterator[bool]:
-        """Holds the key's flock; with `timeout`, yields False (unlocked) when it was not had
-        in time, so a thaw never waits forever on a holder stuck on a frozen filesystem."""
-        fd = self.open(key + ".lock", os.O_RDWR | os.O_CREAT)
+    def locked(
+        self, key: str, timeout: Optional[float] = None, lock: str = ".lock"
+    ) -> Iterator[bool]:
+        """Holds one of the key's flocks: `.lock` guards short read-modify-write updates of the
+        state, `.thaw` is held for a whole thaw (so the post hook runs once, whoever runs it).
+        With `timeout`, yields False (unlocked) when it was not had in time, so a thaw never
+        waits forever on a holder stuck on a frozen filesystem."""
+        fd = self.open(key + lock, os.O_RDWR | os.O_CREAT)
         try:
             if timeout is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -1140,10 +1144,34 @@ def bounded(action: Callable[[], None], seconds: float) -> Optional[str]:
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
+    PENDING.append(thread)
     thread.join(seconds)
     if thread.is_alive():
         return "did not finish within %gs (is the state folder on a frozen filesystem?)" % seconds
     return problem[0] if problem else None
+
+
+def update(
+    states: StateDir, key: str, change: Callable[[JSON], None], seconds: float, fresh: JSON
+) -> Optional[str]:
+    """Applies `change` to the key's current state under its lock and saves it, for at most
+    `seconds` (None when done, else why not). A write that is held up (a frozen filesystem)
+    still applies `change` to the state as it is *then*, so it never overwrites what others
+    recorded meanwhile."""
+
+    def apply() -> None:
+        with states.locked(key):
+            try:
+                state = states.load(key) or dict(fresh)
+            except ValueError:
+                state = dict(fresh)  # damaged: start over rather than fail the thaw's record
+            change(state)
+            states.save(key, state)
+
+    return bounded(apply, seconds)
+
+
+PENDING: List[threading.Thread] = []
 
 
 def new_state(run_id: str, member: str) -> JSON:
@@ -1692,19 +1720,100 @@ def watchdog_missing(state: Optional[JSON]) -> Optional[str]:
     )
 
 
-def stop_running_pre(state: JSON, by: str) -> None:
-    """Stops a pre hook that is still running, whole process group, before any thaw."""
+def stop_running_pre(state: JSON, by: str) -> Callable[[JSON], None]:
+    """Stops a pre hook that is still running, whole process group, before any thaw; returns
+    the change that records it."""
     pre = state.get("pre")
     if not pre or pre.get("result") is not None or not pre.get("pgid"):
-        return
+        return lambda _state: None
     pgid = int(pre["pgid"])
     if not group_is_ours(pgid, pre.get("pgid_starttime"), state["run_id"], state["member"]):
-        add_event(state, by, "process group %d is no longer the pre hook's; left alone" % pgid)
-        return
+        what = "process group %d is no longer the pre hook's; left alone" % pgid
+        return lambda st: add_event(st, by, what)
     stop_group(pgid)
-    pre["stopped_at"] = iso(time.time())
-    pre["stopped_by"] = by
-    add_event(state, by, "stopped the still-running pre hook (process group %d)" % pgid)
+    stopped_at = iso(time.time())
+
+    def change(st: JSON) -> None:
+        if st.get("pre"):
+            st["pre"].update({"stopped_at": stopped_at, "stopped_by": by})
+        add_event(st, by, "stopped the still-running pre hook (process group %d)" % pgid)
+
+    return change
+
+
+def thaw_once(
+    states: StateDir,
+    key: str,
+    run_id: str,
+    member: str,
+    checked_hook: Callable[[], Checked],
+    by: str,
+    wait: float,
+) -> Tuple[JSON, bool, List[str]]:
+    """Runs the thaw (post) hook unless a post or the watchdog already did: the one way both
+    thaw. Returns the result, whether it was an earlier one, and warnings.
+
+    The thaw is held back by nothing it does not need: it waits for another thaw of the same
+    key (the `.thaw` lock) at most `wait` seconds, and every state write is bounded, because
+    the state folder may be full or on a filesystem that the pre hook froze."""
+    warnings: List[str] = []
+    fresh = new_state(run_id, member)
+    with states.locked(key, wait, ".thaw") as held:
+        state, damaged = _load_quietly(states, key)
+        if state is not None and state.get("post") is not None:
+            return dict(state["post"]["result"]), True, warnings
+        if not held:
+            warnings.append("another thaw held the thaw lock for %gs; thawed anyway" % wait)
+        if damaged:
+            warnings.append("the state could not be read (%s)" % damaged)
+        current = state or fresh
+        if by == "orchestrator":
+            missing = watchdog_missing(current)
+            if missing:
+                warnings.append(missing)
+
+        def mark(st: JSON) -> None:
+            if not st.get("thaw_requested_at"):
+                st["thaw_requested_at"] = iso(time.time())
+                st["thaw_requested_by"] = by
+
+        problem = update(states, key, mark, 1.0, fresh)  # from now on no pre attempt starts
+        if problem:
+            warnings.append("the thaw could not be recorded before it ran (%s)" % problem)
+        stopped = stop_running_pre(current, by)
+        update(states, key, stopped, 1.0, fresh)
+        try:
+            checked = checked_hook()
+        except Refused as exc:
+            result = make_result("refused", exc.code, exc.message, by=by)
+            code = exc.code
+
+            def refuse(st: JSON) -> None:
+                st["post_refused"] = result
+                add_event(st, by, "thaw hook refused (the watchdog stays armed): " + code)
+
+            update(states, key, refuse, RECORD_WAIT_SECONDS, fresh)
+            return result, False, warnings
+        try:
+            result = run_hook(checked, run_id, member, "post", Gate(), by)
+        finally:
+            checked.close()
+
+        signalled = dict(current, events=[])
+        if by == "orchestrator":
+            stop_watchdog(signalled, by)  # at once: the record below may be held up
+
+        def record(st: JSON) -> None:
+            st["post"] = {"result": result, "by": by, "at": iso(time.time())}
+            add_event(st, by, "ran the thaw hook: " + result["status"])
+            if signalled.get("watchdog_stopped_at"):
+                st["watchdog_stopped_at"] = signalled["watchdog_stopped_at"]
+                st.setdefault("events", []).extend(signalled["events"])
+
+        problem = update(states, key, record, RECORD_WAIT_SECONDS, fresh)
+        if problem:
+            warnings.append("the thaw ran but could not be recorded (%s)" % problem)
+    return result, False, warnings
 
 
 def _load_quietly(states: StateDir, key: str) -> Tuple[Optional[JSON], Optional[str]]:
@@ -1756,33 +1865,21 @@ def watchdog(key: str, ready_fd: Optional[int], handoff: JSON) -> int:
             with contextlib.suppress(OSError):
                 os.read(wake_read, 64)
     log("watchdog %s: %s: thawing" % (key, why))
-    with states.locked(key, WATCHDOG_LOCK_SECONDS) as held:
-        state, damaged = _load_quietly(states, key)
-        if state is not None and state.get("post") is not None:
-            log("watchdog %s: the post already ran, exiting" % key)
-            log.drain(1.0)
-            return 0
-        if not held:
-            log("watchdog %s: the state lock is held elsewhere; thawing without it" % key)
-        if damaged:
-            log("watchdog %s: the state cannot be read (%s); thawing anyway" % (key, damaged))
-        state = state or new_state(run_id, member)
-        if not state.get("thaw_requested_at"):
-            state["thaw_requested_at"] = iso(time.time())
-            state["thaw_requested_by"] = "watchdog"
-        add_event(state, "watchdog", why + ": thawing")
-        stop_running_pre(state, "watchdog")
-        first = dict(state)
-        problem = bounded(lambda: states.save(key, first), 1.0) if held else None
-        if problem:
-            log("watchdog %s: could not record the thaw before running it (%s)" % (key, problem))
-        result = run_hook(thaw, run_id, member, "post", Gate(), "watchdog")
-        state["post"] = {"result": result, "by": "watchdog", "at": iso(time.time())}
-        add_event(state, "watchdog", "ran the thaw hook: " + result["status"])
-        problem = bounded(lambda: states.save(key, state), RECORD_WAIT_SECONDS)
-        if problem:
-            log("watchdog %s: thawed, but could not record it (%s)" % (key, problem))
-    log("watchdog %s: thawed: %s %s" % (key, result["status"], result["message"]))
+    result, earlier, warnings = thaw_once(
+        states,
+        key,
+        run_id,
+        member,
+        lambda: thaw,
+        "watchdog",
+        thaw.hook.budget_seconds + LOCK_SLACK_SECONDS,
+    )
+    for warning in warnings:
+        log("watchdog %s: %s" % (key, warning))
+    if earlier:
+        log("watchdog %s: the post already ran, exiting" % key)
+    else:
+        log("watchdog %s: thawed: %s %s" % (key, result["status"], result["message"]))
     log.drain(2.0)
     return 0
 
@@ -1964,50 +2061,17 @@ def phase_post(req: Request, config: Config) -> JSON:
 
 def _post(req: Request, config: Config, hook: Hook) -> JSON:
     states = StateDir(config.state_dir).prepare()
-    key = req.key
-    wait = hook.budget_seconds + LOCK_SLACK_SECONDS
-    with states.locked(key, wait) as held:  # blocks while the watchdog may be thawing
-        state, damaged = _load_quietly(states, key)
-        if state is not None and state.get("post") is not None:
-            done: JSON = state
-            stop_watchdog(done, "orchestrator")
-            bounded(lambda: states.save(key, done), RECORD_WAIT_SECONDS)
-            return dict(done["post"]["result"])
-        state = state or new_state(req.run_id, req.member)
-        warnings = []
-        if not held:
-            warnings.append("the state lock stayed busy for %gs; thawed without it" % wait)
-        if damaged:
-            warnings.append("the state could not be read (%s)" % damaged)
-        missing = watchdog_missing(state)
-        if missing:
-            warnings.append(missing)
-        if not state.get("thaw_requested_at"):
-            state["thaw_requested_at"] = iso(time.time())
-            state["thaw_requested_by"] = "orchestrator"
-        stop_running_pre(state, "orchestrator")
-        marked = dict(state)
-        problem = bounded(lambda: states.save(key, marked), 1.0)
-        if problem:
-            warnings.append("the thaw could not be recorded before it ran (%s)" % problem)
-        try:
-            checked = vet(hook)
-        except Refused as exc:
-            result = refused(exc.code, exc.message)
-            state["post_refused"] = result
-            add_event(state, "orchestrator", "post refused (the watchdog stays armed): " + exc.code)
-            bounded(lambda: states.save(key, state), RECORD_WAIT_SECONDS)
-            return result
-        try:
-            result = run_hook(checked, req.run_id, req.member, "post", Gate())
-        finally:
-            checked.close()
-        state["post"] = {"result": result, "by": "orchestrator", "at": iso(time.time())}
-        add_event(state, "orchestrator", "ran the post hook: " + result["status"])
-        stop_watchdog(state, "orchestrator")
-        problem = bounded(lambda: states.save(key, state), RECORD_WAIT_SECONDS)
-        if problem:
-            warnings.append("the post ran but could not be recorded (%s)" % problem)
+    result, earlier, warnings = thaw_once(
+        states,
+        req.key,
+        req.run_id,
+        req.member,
+        lambda: vet(hook),
+        "orchestrator",
+        hook.budget_seconds + LOCK_SLACK_SECONDS,
+    )
+    if earlier:
+        return result
     if warnings:
         result = dict(result, message=result["message"] + "; " + "; ".join(warnings))
     return result
