@@ -89,7 +89,11 @@ class Guest:
         self.hooks.chmod(0o755)
         self.state_dir = root / "state"
         self.config = root / "hooks.json"
-        self.allowlist: dict[str, Any] = {"version": 1, "state_dir": str(self.state_dir), "hooks": {}}
+        self.allowlist: dict[str, Any] = {
+            "version": 1,
+            "state_dir": str(self.state_dir),
+            "hooks": {},
+        }
         self.declared = 0
         self.run_id = f"t-{uuid.uuid4().hex[:12]}"
         self.member = "db"

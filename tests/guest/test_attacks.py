@@ -104,7 +104,8 @@ def test_a_symlink_planted_in_a_shared_sticky_folder_is_not_followed(
             {**guest.request("check", guest.hooks / "x"), "phase": phase, "hook": name}
         )
         assert_nothing_ran(arena, result, "InsufficientPermission")
-        assert "symlink" in result["message"] and "owned by uid" in result["message"]
+        assert "symlink" in result["message"]
+        assert "owned by uid" in result["message"]
 
 
 def test_a_script_planted_by_another_user_in_a_shared_sticky_folder_is_refused(
@@ -405,7 +406,8 @@ def test_a_deeply_nested_allowlist_is_refused_with_a_clear_error(guest: Guest) -
     result = guest.run(request)
 
     assert result["code"] == "ConfigRefused"
-    assert str(guest.config) in result["message"] and "nested" in result["message"]
+    assert str(guest.config) in result["message"]
+    assert "nested" in result["message"]
     assert not marker.exists()
 
 

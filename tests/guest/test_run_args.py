@@ -33,7 +33,7 @@ def run_args(
 
 
 def test_run_args_runs_a_declared_hook_by_name(guest: Guest) -> None:
-    script = guest.script("echo.sh", "for a in \"$@\"; do printf '[%s]\\n' \"$a\"; done")
+    script = guest.script("echo.sh", 'for a in "$@"; do printf \'[%s]\\n\' "$a"; done')
     name = guest.declare("verify", guest.hook(script, "a b", "$(x)"))
 
     result = run_args(guest, "--phase", "verify", "--hook", name, "--restore-path", "/r/copy 1")
@@ -108,7 +108,8 @@ def test_a_bad_or_unknown_flag_is_a_bad_request_naming_it(
 
 
 def test_max_result_chars_keeps_the_result_whole_and_the_end_of_the_output(guest: Guest) -> None:
-    script = guest.script("chatty.sh", "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done")
+    body = "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done"
+    script = guest.script("chatty.sh", body)
     name = guest.declare("verify", script)
 
     result = run_args(guest, "--phase", "verify", "--hook", name, "--max-result-chars", "600")
