@@ -122,7 +122,12 @@ def policy_for(members: int) -> Policy:
                 "g": {
                     "max_freeze_seconds": 60,
                     "members": [
-                        {"name": f"m{i}", "provider": "local", "volumes": ["/v"], "hooks": hooks}
+                        {
+                            "name": f"m{i}",
+                            "provider": "local",
+                            "volumes": [f"/v/{i}"],
+                            "hooks": hooks,
+                        }
                         for i in range(members)
                     ],
                 }

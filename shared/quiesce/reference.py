@@ -3,6 +3,7 @@ models, so the docs cannot drift from the code: `make docs` writes them, a test 
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -62,7 +63,7 @@ def _default(field: FieldInfo) -> str:
 
 def _model_section(model: type[BaseModel], title: str) -> list[str]:
     props = model.model_json_schema()["properties"]
-    lines = [f"## {title}", "", (model.__doc__ or "").strip(), ""]
+    lines = [f"## {title}", "", inspect.cleandoc(model.__doc__ or ""), ""]
     lines += ["| field | type | default | description | example |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         example = json.dumps(field.examples[0]) if field.examples else ""

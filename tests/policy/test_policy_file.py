@@ -54,16 +54,24 @@ def test_the_documented_example_is_valid_and_its_paths_are_resolved_against_the_
     assert policy.groups["orders"].members[1].hooks.pre is None
 
 
-def test_an_absolute_hook_path_and_a_bare_command_name_are_kept_as_written() -> None:
-    text = EXAMPLE.replace("./hooks/pause.sh", "/etc/quiesce/pause.sh").replace(
-        "./hooks/resume.sh", "resume"
-    )
+def test_an_absolute_hook_path_is_kept_and_a_bare_relative_one_is_refused() -> None:
+    text = EXAMPLE.replace("./hooks/pause.sh", "/etc/quiesce/pause.sh")
     policy = parse_policy(text, base_dir=Path("/srv"))
     hooks = policy.groups["orders"].members[0].hooks
     assert hooks.pre is not None
+    assert hooks.pre.run is not None
     assert hooks.pre.run[0] == "/etc/quiesce/pause.sh"
-    assert hooks.post is not None
-    assert hooks.post.run[0] == "resume"
+    # `hooks/resume.sh` is neither absolute nor ./-relative: what `plan` and the runner would
+    # refuse, `validate` refuses first, with or without the file's folder to resolve against.
+    for base in (Path("/srv"), None):
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(
+                EXAMPLE.replace("./hooks/resume.sh", "hooks/resume.sh"), path="p.yaml",
+                base_dir=base,
+            )  # fmt: skip
+        (problem,) = caught.value.problems
+        assert "line 11: groups.orders.members[0]: hooks.post.run" in problem
+        assert "'hooks/resume.sh' must be an absolute path or start with ./" in problem
 
 
 def test_a_misspelled_field_is_named_with_its_path_and_line() -> None:
@@ -186,7 +194,8 @@ def test_retention_needs_a_rule() -> None:
 def test_hook_environment_names_are_checked() -> None:
     text = EXAMPLE.replace("retries: 0}", "retries: 0, env: {'BAD NAME': x}}")
     (problem,) = problems_of(text)
-    assert "env" in problem
+    assert "groups.orders.members[0].hooks.pre.env" in problem
+    assert "BAD NAME: is not a valid variable name" in problem
 
 
 def test_broken_yaml_names_the_line() -> None:

@@ -1,4 +1,10 @@
-"""Reads a policy file and turns every problem into one line naming file, field and line."""
+"""Reads a policy file and turns every problem into one line naming file, field and line.
+
+A policy is small and plain: the reader refuses, before building anything, a file larger than
+MAX_POLICY_BYTES, YAML anchors and aliases (an alias "bomb" of a few hundred bytes otherwise
+expands to gigabytes), nesting deeper than MAX_DEPTH, more than MAX_NODES values and integers
+longer than MAX_INT_DIGITS digits, each with an error naming the file and line.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,60 @@ from quiesce.policy.model import Policy
 
 Loc = tuple[str | int, ...]
 
+MAX_POLICY_BYTES = 512 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 20_000
+MAX_INT_DIGITS = 30
+
+
+class PolicyInputError(yaml.YAMLError):
+    """The policy text is refused before it is built; `line` is 1-based when known."""
+
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
 
 class PolicyLoader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans,
-    which would turn a trigger's `on:` key into `True`."""
+    which would turn a trigger's `on:` key into `True`. No anchors or aliases, and bounded
+    depth, size and integers (see the module's docstring)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise PolicyInputError(
+                "YAML anchors and aliases (&name, *name) are not allowed in a policy; write "
+                "the values out",
+                event.start_mark,
+            )
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise PolicyInputError(f"has more than {MAX_NODES} values", event.start_mark)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise PolicyInputError(f"is nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = sum(ch.isdigit() for ch in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise PolicyInputError(
+                f"an integer of {digits} digits is not a value a policy can hold", node.start_mark
+            )
+        return int(super().construct_yaml_int(node))
+
+
+PolicyLoader.add_constructor("tag:yaml.org,2002:int", PolicyLoader.construct_yaml_int)
 
 
 PolicyLoader.yaml_implicit_resolvers = {
@@ -99,14 +155,30 @@ def _message(err: Any) -> str:
 
 def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = None) -> Policy:
     """Parses and validates policy text. Raises PolicyError with every problem found."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_POLICY_BYTES:
+        raise PolicyError(
+            path,
+            [f"{path}: the policy is {size} bytes, more than {MAX_POLICY_BYTES} (512 KiB); a "
+             "policy file is small: split it, or check that this is the right file"],
+        )  # fmt: skip
+    loader = PolicyLoader(text)
     try:
-        node = yaml.compose(text, Loader=PolicyLoader)
-        data = yaml.load(text, Loader=PolicyLoader)  # noqa: S506 (a SafeLoader subclass)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except PolicyInputError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise PolicyError(path, [f"{path}: {where}refused: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(path, [f"{path}: {where}not valid YAML: {problem}"]) from None
+    except (RecursionError, ValueError) as exc:  # defence in depth: never a traceback
+        raise PolicyError(path, [f"{path}: not a usable policy: {exc}"]) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise PolicyError(path, [f"{path}: a policy is a YAML mapping with version, name, groups"])
     index = _line_index(node) if node is not None else {}
@@ -131,7 +203,15 @@ def load_policy(path: str | Path) -> Policy:
     """Reads a policy file; relative paths in it are resolved against its folder."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_BYTES + 1)
+        if len(raw) > MAX_POLICY_BYTES:
+            raise PolicyError(
+                str(file),
+                [f"{file}: the policy is larger than {MAX_POLICY_BYTES} bytes (512 KiB); a policy "
+                 "file is small: split it, or check that this is the right file"],
+            )  # fmt: skip
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise PolicyError(str(file), [f"{file}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -6,33 +6,77 @@ and docs/policy.md is generated from the same models.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from quiesce.guest.quiesce_guest import HOOK_NAME_RE, env_name_problem
 from quiesce.triggers.model import Trigger
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+HOOK_NAME_PATTERN = "^" + HOOK_NAME_RE.pattern + "$"
+HookPhaseName = Literal["pre", "post", "verify"]
+#: Upper bounds that keep every duration a finite number a run can compute with.
+MAX_HOOK_SECONDS = 3600
+MAX_DURABILITY_SECONDS = 7 * 24 * 3600
+MAX_AGE_DAYS = 36500
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors: a typo must never silently disable a hook."""
+    """Unknown fields are errors: a typo must never silently disable a hook. Numbers are finite:
+    `.inf` and `.nan` are refused wherever a float is read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def default_hook_name(group: str, member: str, phase: str) -> str:
+    """The name a policy's hook has in the machines' allowlists unless it sets `name`."""
+    return f"{group}.{member}.{phase}"
+
+
+def hook_name(hook: Hook, group: str, member: str, phase: str) -> str:
+    """The name the channels send for `hook`: its `name`, or `<group>.<member>.<phase>`."""
+    return hook.name or default_hook_name(group, member, phase)
+
+
+def _env_names(value: dict[str, str], field: str) -> dict[str, str]:
+    for name, text in value.items():
+        problem = env_name_problem(name)
+        if problem:
+            raise ValueError(f"{field}.{name}: {problem}")
+        if "\x00" in text:
+            raise ValueError(f"{field}.{name}: must not contain NUL bytes")
+    return value
 
 
 class Hook(StrictModel):
-    """A script run on the machine by the guest hook runner, without a shell."""
+    """A hook run on the machine by the guest hook runner, without a shell.
 
-    run: list[str] = Field(
+    The machine runs only what its root-owned hook allowlist declares (docs/guest-protocol.md);
+    channels carry the hook's `name`. `run`, `sha256`, `env` and `secret_env` are the
+    declaration the allowlist is built from (`quiesce hooks allowlist`), and `quiesce plan`
+    shows whether each machine's declaration matches it."""
+
+    name: str | None = Field(
+        default=None,
+        pattern=HOOK_NAME_PATTERN,
+        description=(
+            "The hook's name in the machines' allowlists. Default: `<group>.<member>.<phase>`."
+        ),
+        examples=["orders.db.pre"],
+    )
+    run: list[str] | None = Field(
+        default=None,
         min_length=1,
         description=(
-            "The argv to execute, without a shell. The first item is the script; for `local` "
-            "members a relative path is resolved against the policy file's folder. The script "
-            "must exist, be a regular file owned by root or the invoking user, and neither it nor "
-            "any parent folder may be group- or world-writable."
+            "The argv the allowlist declares, run without a shell. The first item is the "
+            "script: an absolute path, or for `local` members a path starting with `./` or "
+            "`../`, resolved against the policy file's folder. Required for `local` members; "
+            "cloud members may give only `name` when the machines already declare the hook. "
+            "The script must be a regular file owned by root (or the invoking user) on a path "
+            "no one else can write."
         ),
         examples=[["./hooks/pause.sh", "db"]],
     )
@@ -45,8 +89,11 @@ class Hook(StrictModel):
     timeout_seconds: float = Field(
         default=30,
         gt=0,
-        le=3600,
-        description="Seconds one attempt may take; then its whole process group is killed.",
+        le=MAX_HOOK_SECONDS,
+        description=(
+            "Seconds one attempt may take; then its whole process group is killed. The default "
+            "(30) fits the default max_freeze_seconds (60) of a group."
+        ),
         examples=[10],
     )
     retries: int = Field(
@@ -56,20 +103,65 @@ class Hook(StrictModel):
         description="How many more attempts after a failed or timed-out one.",
         examples=[1],
     )
-    env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(
+    env: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra environment variables for the script (names are checked).",
+        description=(
+            "Extra environment variables for the script. Names that change which code runs "
+            "(`LD_*`, `BASH_ENV`, `ENV`, `PYTHON*`, `PERL*`, `IFS`, `PATH`, `QUIESCE_*`, ...) "
+            "are refused. Values are part of the machine's allowlist, never sent in a channel; "
+            "put secrets in `secret_env`."
+        ),
         examples=[{"DB_NAME": "orders"}],
+    )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "`NAME: /absolute/path/on/the/machine`: the variable's value is read on the machine "
+            "from that root-only file (mode 0600 or 0400) when the hook runs, and output lines "
+            "containing it are redacted. Becomes the allowlist's `env_files`."
+        ),
+        examples=[{"PGPASSWORD": "/etc/quiesce/secrets/orders-pg"}],
     )
 
     @field_validator("run")
     @classmethod
-    def _no_empty_args(cls, value: list[str]) -> list[str]:
+    def _no_empty_args(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         if not value[0].strip():
             raise ValueError("the first item (the script) must not be empty")
         if any("\x00" in arg for arg in value):
             raise ValueError("arguments must not contain NUL bytes")
         return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _env_names(value, "env")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        _env_names(value, "secret_env")
+        for name, path in value.items():
+            if not path.startswith("/"):
+                raise ValueError(
+                    f"secret_env.{name}: {path!r} must be the absolute path of a root-only file "
+                    "on the machine"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _declared_somewhere(self) -> Hook:
+        if self.run is None and self.name is None:
+            raise ValueError(
+                "give run (the argv the machines' allowlists declare) or name (a hook the "
+                "machines already declare)"
+            )
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"secret_env: {', '.join(both)} is set in env too; keep one")
+        return self
 
     @property
     def budget_seconds(self) -> float:
@@ -136,14 +228,43 @@ class LocalMember(MemberBase):
     )
     volumes: list[str] = Field(
         min_length=1,
-        description="Folders to snapshot; relative paths are resolved against the policy file.",
+        description=(
+            "Folders to snapshot; relative paths are resolved against the policy file. A "
+            "folder and a folder inside it cannot both be listed (in one group)."
+        ),
         examples=[["./data/db"]],
+    )
+    pre_freezes_volumes: bool = Field(
+        default=True,
+        description=(
+            "Whether the pre hook may freeze the volumes' filesystems (fsfreeze). While true, "
+            "`quiesce validate` and `plan` refuse a state_dir on the same filesystem as these "
+            "volumes: Quiesce's own writes there would block until the thaw. Set false for a "
+            "hook that only pauses the application."
+        ),
+        examples=[True],
     )
 
     @model_validator(mode="after")
     def _resolve_paths(self, info: ValidationInfo) -> LocalMember:
+        for phase in ("pre", "post", "verify"):
+            hook: Hook | None = getattr(self.hooks, phase)
+            if hook is None:
+                continue
+            if hook.run is None:
+                raise ValueError(
+                    f"hooks.{phase}.run: local members declare their hooks in the policy: give "
+                    "run (Quiesce writes the allowlist for them)"
+                )
+            script = hook.run[0]
+            if not script.startswith(("/", "./", "../")):
+                raise ValueError(
+                    f"hooks.{phase}.run: {script!r} must be an absolute path or start with ./ "
+                    "or ../ (relative to the policy file's folder), e.g. ./" + script
+                )
         base = (info.context or {}).get("base_dir")
         if base is None:
+            _no_nested(list(self.volumes), "volumes")
             return self
         base_dir = Path(base)
 
@@ -151,16 +272,15 @@ class LocalMember(MemberBase):
             return str((base_dir / path).resolve()) if not Path(path).is_absolute() else path
 
         def resolve_hook(hook: Hook | None) -> Hook | None:
-            if hook is None:
-                return None
+            if hook is None or hook.run is None:
+                return hook
             script = hook.run[0]
             if script.startswith(("./", "../")):
                 return hook.model_copy(update={"run": [resolve(script), *hook.run[1:]]})
             return hook
 
         volumes = [resolve(v) for v in self.volumes]
-        if len(set(volumes)) != len(volumes):
-            raise ValueError("volumes: the same folder is listed twice")
+        _no_nested(volumes, "volumes")
         hooks = Hooks.model_construct(
             pre=resolve_hook(self.hooks.pre),
             post=resolve_hook(self.hooks.post),
@@ -171,10 +291,26 @@ class LocalMember(MemberBase):
         return self
 
 
+def _no_nested(folders: list[str], field: str) -> None:
+    """Refuses a folder listed twice, or a folder and a folder inside it: their snapshots
+    would overlap, and a restore would write one over the other."""
+    normal = [os.path.normpath(f) for f in folders]
+    for i, outer in enumerate(normal):
+        for j, inner in enumerate(normal):
+            if i == j:
+                continue
+            if inner == outer and i < j:
+                raise ValueError(f"{field}: the folder {folders[i]} is listed twice")
+            if inner.startswith(outer.rstrip("/") + "/"):
+                raise ValueError(
+                    f"{field}: {folders[j]} is inside {folders[i]}; list only the outer folder"
+                )
+
+
 def _absolute_hooks(hooks: Hooks) -> None:
     for phase in ("pre", "post", "verify"):
         hook: Hook | None = getattr(hooks, phase)
-        if hook is not None and not hook.run[0].startswith("/"):
+        if hook is not None and hook.run is not None and not hook.run[0].startswith("/"):
             raise ValueError(
                 f"hooks.{phase}.run: {hook.run[0]!r} must be an absolute path on the machine"
             )
@@ -377,7 +513,11 @@ class Retention(StrictModel):
         default=None, ge=1, description="Keep this many newest recovery points.", examples=[7]
     )
     max_age_days: float | None = Field(
-        default=None, gt=0, description="Delete recovery points older than this.", examples=[30]
+        default=None,
+        gt=0,
+        le=MAX_AGE_DAYS,
+        description=f"Delete recovery points older than this (at most {MAX_AGE_DAYS} days).",
+        examples=[30],
     )
 
     @model_validator(mode="after")
@@ -404,21 +544,24 @@ class Group(StrictModel):
         examples=["fallback"],
     )
     max_freeze_seconds: float = Field(
-        default=30,
+        default=60,
         gt=0,
-        le=3600,
+        le=MAX_HOOK_SECONDS,
         description=(
             "Watchdog bound: every member is thawed by then, counted from the start of its pre "
-            "hook, whatever happens to the orchestrator."
+            "hook, whatever happens to the orchestrator. Each pre hook's budget "
+            "(timeout_seconds x (retries + 1)) must be shorter, so the snapshot fits in between; "
+            "the defaults (60 here, 30 per hook) fit each other."
         ),
         examples=[30],
     )
     durability_timeout_seconds: float = Field(
         default=3600,
         gt=0,
+        le=MAX_DURABILITY_SECONDS,
         description=(
             "How long to wait, after the thaw, for snapshots to become durable before the run "
-            "fails."
+            f"fails (at most {MAX_DURABILITY_SECONDS} s, 7 days)."
         ),
         examples=[3600],
     )
@@ -439,6 +582,10 @@ class Group(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"member names must be unique; repeated: {', '.join(dupes)}")
+        _no_nested(
+            [v for m in self.members if isinstance(m, LocalMember) for v in m.volumes],
+            "volumes (of the group's local members)",
+        )
         flushed = [m.name for m in self.members if getattr(m, "hook_channel", "") == "guest_flush"]
         if flushed and len(self.members) > 1:
             raise ValueError(
@@ -529,6 +676,47 @@ class Policy(StrictModel):
                 raise ValueError(
                     f"triggers[{i}] ({trigger.name}): group {trigger.group!r} is not in the "
                     f"policy; known groups: {', '.join(sorted(self.groups))}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _name_hooks(self) -> Policy:
+        """Gives every hook its allowlist name; one name stands for one declaration."""
+        placed: list[tuple[str, str, Hook, float | None, Hook | None]] = []
+        for group_name, group in self.groups.items():
+            for member in group.members:
+                for phase in ("pre", "post", "verify"):
+                    hook: Hook | None = getattr(member.hooks, phase)
+                    if hook is None:
+                        continue
+                    where = f"groups.{group_name}.members[{member.name}].hooks.{phase}"
+                    name = hook_name(hook, group_name, member.name, phase)
+                    if not HOOK_NAME_RE.fullmatch(name):
+                        raise ValueError(
+                            f"{where}: the default hook name {name!r} is longer than 128 "
+                            "characters; give the hook a shorter name"
+                        )
+                    object.__setattr__(hook, "name", name)
+                    pre = phase == "pre"
+                    placed.append(
+                        (
+                            where,
+                            phase,
+                            hook,
+                            group.max_freeze_seconds if pre else None,
+                            member.hooks.post if pre else None,
+                        )
+                    )
+        seen: dict[str, tuple[str, tuple[Any, ...]]] = {}
+        for where, phase, hook, freeze, thaw in placed:
+            assert hook.name is not None
+            key = (phase, hook, freeze, thaw.name if thaw else None)
+            first = seen.setdefault(hook.name, (where, key))
+            if first[1] != key:
+                raise ValueError(
+                    f"{where}: the hook name {hook.name!r} is also used by {first[0]} for "
+                    "another declaration (phase, run, env, timeouts, thaw or max_freeze_seconds "
+                    "differ); one name stands for one declaration on the machines"
                 )
         return self
 
