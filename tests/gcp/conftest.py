@@ -3,9 +3,10 @@ wire-level fake Compute API, fake metadata servers wired to it, the real guest a
 hook runner on real hook scripts, and the Pub/Sub emulator.
 
 A `Fleet` VM is an instance in the fake API, a FakeMetadata server for it, and (optionally) a
-running Agent (quiesce/guest/quiesce_agent.py) with its own config, state folder and hooks in
-tmp_path: the adapter's setMetadata reaches the agent through the metadata server's long poll,
-the agent runs the hook through the real runner, and its guest attribute answer is what the
+running Agent (quiesce/guest/quiesce_agent.py) with its own allowlist, signing key (derived from
+the fleet's master key, as the OS policy installs it), state folder and hooks in tmp_path: the
+adapter's signed setMetadata reaches the agent through the metadata server's long poll, the
+agent runs the hook through the real runner, and its signed guest attribute answer is what the
 adapter's getGuestAttributes reads.
 """
 
@@ -31,8 +32,9 @@ from google.auth.credentials import AnonymousCredentials
 from quiesce.guest import RUNNER_PATH
 from quiesce.guest import quiesce_agent as agent_mod
 from quiesce.policy.model import Policy
-from quiesce_gcp.agent import agent_config
+from quiesce_gcp.agent import allowlist
 from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.signing import AgentKeys, instance_path
 
 from .fake_compute import FakeCompute
 from .fake_metadata import FakeMetadata
@@ -46,6 +48,15 @@ def compute() -> Iterator[FakeCompute]:
     fake = FakeCompute().start()
     yield fake
     fake.stop()
+
+
+#: The fleet's agent master key (the orchestrator's secret); each VM gets only its derived key.
+MASTER_KEY = "5e" * 32
+
+
+@pytest.fixture
+def agent_keys() -> AgentKeys:
+    return AgentKeys.from_hex(MASTER_KEY)
 
 
 @pytest.fixture
@@ -65,6 +76,7 @@ class Vm:
     metadata: FakeMetadata
     config_path: Path
     state_dir: Path
+    key_path: Path
     agent: agent_mod.Agent | None = None
     thread: threading.Thread | None = None
 
@@ -99,6 +111,10 @@ class Fleet:
     def journal(self) -> Path:
         return self.root / "journal.log"
 
+    @property
+    def keys(self) -> AgentKeys:
+        return AgentKeys.from_hex(MASTER_KEY)
+
     def hooks(self, member: str) -> dict[str, Any]:
         """A member's hooks: scripts that append to the shared journal."""
         folder = self.root / "hooks"
@@ -124,11 +140,17 @@ class Fleet:
         folder = self.root / "vm" / name
         folder.mkdir(parents=True, mode=0o700)
         state = folder / "state"
-        config = agent_config(policy, runner=str(RUNNER_PATH), state_dir=str(state))
+        key_path = folder / "agent.key"
+        key_path.write_text(self.keys.for_instance(instance_path(PROJECT, ZONE, name)).hex())
+        key_path.chmod(0o600)
+        config = allowlist(
+            policy, runner=str(RUNNER_PATH), state_dir=str(state), signing_key_file=str(key_path)
+        )
         config_path = folder / "hooks.json"
         config_path.write_text(json.dumps(config))
         config_path.chmod(0o600)
-        vm = Vm(name, FakeMetadata(self.compute, PROJECT, ZONE, name).start(), config_path, state)
+        metadata = FakeMetadata(self.compute, PROJECT, ZONE, name).start()
+        vm = Vm(name, metadata, config_path, state, key_path)
         self.vms[name] = vm
         if agent:
             vm.start_agent()

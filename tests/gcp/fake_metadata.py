@@ -4,8 +4,11 @@ It serves `/computeMetadata/v1/instance/attributes/<key>` from the metadata the 
 holds for the instance (long poll with `wait_for_change=true&last_etag=...`, `ETag` header,
 `Metadata-Flavor: Google` required), and stores PUT `/computeMetadata/v1/instance/
 guest-attributes/<namespace>/<key>` as the instance's guest attributes, where getGuestAttributes
-reads them. `deaf` stops delivering metadata changes (an agent that hears nothing more);
-`drop_answers` drops the agent's answers (an agent whose answers never arrive).
+reads them. It also serves the instance's identity (`instance/name`, `instance/zone` as
+projects/NUMBER/zones/ZONE, `project/project-id`). Like the real server, it lets ANY process on
+the "VM" (anything that can reach it) write guest attributes. `deaf` stops delivering metadata
+changes (an agent that hears nothing more); `drop_answers` drops the agent's answers (an agent
+whose answers never arrive).
 """
 
 from __future__ import annotations
@@ -79,6 +82,15 @@ class FakeMetadata:
                     return
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                project, zone, name = meta.where
+                identity = {
+                    f"{PREFIX}/instance/name": name,
+                    f"{PREFIX}/instance/zone": f"projects/123456789/zones/{zone}",
+                    f"{PREFIX}/project/project-id": project,
+                }
+                if url.path in identity:
+                    self._send(200, identity[url.path])
+                    return
                 prefix = f"{PREFIX}/instance/attributes/"
                 if not url.path.startswith(prefix):
                     self._send(404, "not found")

@@ -1,9 +1,11 @@
-"""The guest agent (quiesce/guest/quiesce_agent.py) on a fake metadata server: replayed and
-stale commands are refused; the function's and the agent's protocol constants agree."""
+"""The guest agent (quiesce/guest/quiesce_agent.py) on a fake metadata server: signed commands
+name declared hooks and get signed answers; replayed, stale, malformed and misdirected commands
+are refused; the agent refuses an allowlist or key that others could change or read."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,13 +14,15 @@ import pytest
 from quiesce.guest import quiesce_agent as agent_mod
 from quiesce.policy.model import Policy
 from quiesce.ports import HookCall, Machine
-from quiesce_gcp import agent as fn_agent
-from quiesce_gcp.agent import Command
+from quiesce_gcp.agent import Command, allowlist
 from quiesce_gcp.clients import GcpClients, GcpMembers
 from quiesce_gcp.hooks import AgentHookRunner
+from quiesce_gcp.signing import AgentKeys, instance_path
 
 from .conftest import PROJECT, ZONE, Fleet, wait_for
 from .fake_compute import FakeCompute
+
+DB_VM = instance_path(PROJECT, ZONE, "db-vm")
 
 
 def one_vm_policy(fleet: Fleet) -> Policy:
@@ -46,17 +50,48 @@ def one_vm_policy(fleet: Fleet) -> Policy:
     )
 
 
-def answers(compute: FakeCompute) -> dict[tuple[str, str], str]:
-    return dict(compute.guest_attributes.get((PROJECT, ZONE, "db-vm"), {}))
+def answers(compute: FakeCompute, vm: str = "db-vm") -> dict[tuple[str, str], str]:
+    return dict(compute.guest_attributes.get((PROJECT, ZONE, vm), {}))
 
 
-def test_protocol_constants_match() -> None:
-    assert agent_mod.METADATA_KEY == fn_agent.METADATA_KEY
-    assert agent_mod.GUEST_NAMESPACE == fn_agent.GUEST_NAMESPACE
-    assert agent_mod.PROTOCOL_VERSION == fn_agent.PROTOCOL_VERSION
-    assert agent_mod.PHASES == fn_agent.PHASES
-    assert agent_mod.HOOKS == fn_agent.HOOKS
-    assert agent_mod.result_key("r.1", "db", "pre") == fn_agent.result_key("r.1", "db", "pre")
+def command(
+    phase: str,
+    hook: str,
+    *,
+    run_id: str = "run-1",
+    member: str = "db",
+    expires_in: float = 30,
+    instance: str = DB_VM,
+) -> Command:
+    return Command.new(phase, run_id, member, hook, time.time() + expires_in, instance)
+
+
+def answered_result(compute: FakeCompute, key: str) -> dict[str, object]:
+    wrapped = json.loads(answers(compute)[("quiesce", key)])
+    result: dict[str, object] = json.loads(wrapped["result"])
+    return result
+
+
+def test_the_function_and_the_agent_agree_on_signatures(fleet: Fleet) -> None:
+    keys = fleet.keys
+    cmd = command("pre", "orders.db.pre")
+    vm_key = keys.for_instance(DB_VM)
+    parsed = agent_mod.parse_command(cmd.signed(keys), vm_key)
+    assert parsed["hook"] == "orders.db.pre"
+    assert parsed["instance"] == DB_VM
+    text = agent_mod.canonical({"status": "succeeded"})
+    sig = agent_mod.answer_signature(vm_key, cmd.nonce, cmd.key, text)
+    assert keys.answer_is_signed(DB_VM, cmd.nonce, cmd.key, text, sig)
+    # A key is per VM: another VM's key neither verifies this command nor signs its answers.
+    other = keys.for_instance(instance_path(PROJECT, ZONE, "app-vm"))
+    assert other != vm_key
+    with pytest.raises(ValueError, match="signature"):
+        agent_mod.parse_command(cmd.signed(keys), other)
+    forged = agent_mod.answer_signature(other, cmd.nonce, cmd.key, text)
+    assert not keys.answer_is_signed(DB_VM, cmd.nonce, cmd.key, text, forged)
+    # The answer's signature covers the nonce, the key and the result.
+    assert not keys.answer_is_signed(DB_VM, cmd.nonce, "run-2-db-pre", text, sig)
+    assert not keys.answer_is_signed(DB_VM, cmd.nonce, cmd.key, text.replace("succ", "SUCC"), sig)
 
 
 def test_a_hook_call_round_trips_through_metadata_and_guest_attributes(
@@ -64,7 +99,9 @@ def test_a_hook_call_round_trips_through_metadata_and_guest_attributes(
 ) -> None:
     policy = one_vm_policy(fleet)
     fleet.add("db-vm", policy)
-    runner = AgentHookRunner(clients, members=GcpMembers.from_policy(policy), poll_interval=0.05)
+    runner = AgentHookRunner(
+        clients, members=GcpMembers.from_policy(policy), keys=fleet.keys, poll_interval=0.05
+    )
     machine = Machine("gcp", "db", "db-vm", attributes={"project": PROJECT, "zone": ZONE})
     member = policy.groups["orders"].members[0]
     assert member.hooks.post is not None
@@ -72,6 +109,12 @@ def test_a_hook_call_round_trips_through_metadata_and_guest_attributes(
     result = runner.run(call)
     assert result.ok, result
     assert fleet.hook_lines() == ["post db"]
+    sent = json.loads(
+        json.loads(compute.metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command") or "")[
+            "command"
+        ]
+    )
+    assert sent["hook"] == "orders.db.post"  # the declared name, never a script
     assert member.hooks.pre is not None
     check = runner.check(
         HookCall("run-2", "shop", "orders", "db", machine, "pre", member.hooks.pre)
@@ -86,17 +129,21 @@ def test_a_replayed_command_is_refused_and_not_run_again(
 ) -> None:
     policy = one_vm_policy(fleet)
     fleet.add("db-vm", policy)
-    command = Command.new("post", "run-1", "db", "post", time.time() + 30).to_json()
-    compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", command)
+    value = command("post", "orders.db.post").signed(fleet.keys)
+    compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", value)
     assert wait_for(lambda: ("quiesce", "run-1-db-post") in answers(compute))
     first = answers(compute)[("quiesce", "run-1-db-post")]
-    assert json.loads(first)["result"]["status"] == "succeeded"
+    assert answered_result(compute, "run-1-db-post")["status"] == "succeeded"
 
-    # Something else changes the item, then the very same command is written again.
+    # Something else changes the item, then the very same command is written again; a
+    # sentinel command after it shows the agent has handled the replay.
     compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", "{}")
     time.sleep(0.3)
-    compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", command)
-    time.sleep(1.0)
+    compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", value)
+    time.sleep(0.3)
+    sentinel = command("check", "orders.db.post", run_id="run-2").signed(fleet.keys)
+    compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", sentinel)
+    assert wait_for(lambda: ("quiesce", "run-2-db-check") in answers(compute))
     assert fleet.hook_lines() == ["post db"]  # ran once
     assert answers(compute)[("quiesce", "run-1-db-post")] == first  # not overwritten
 
@@ -105,48 +152,82 @@ def test_a_replay_is_refused_across_agent_restarts(fleet: Fleet, compute: FakeCo
     policy = one_vm_policy(fleet)
     vm = fleet.add("db-vm", policy, agent=False)
     agent = agent_mod.Agent(str(vm.config_path), vm.metadata.url)
-    command = Command.new("post", "run-1", "db", "post", time.time() + 30).to_json()
-    assert agent.handle(command) is not None
+    value = command("post", "orders.db.post").signed(fleet.keys)
+    assert agent.handle(value) is not None
     again = agent_mod.Agent(str(vm.config_path), vm.metadata.url)  # state persisted on disk
-    assert again.handle(command) is None
+    assert again.handle(value) is None
     assert fleet.hook_lines() == ["post db"]
 
 
-def test_a_stale_command_is_refused_and_never_runs(fleet: Fleet, compute: FakeCompute) -> None:
+def test_a_stale_command_is_refused_with_a_signed_answer_and_never_runs(
+    fleet: Fleet, compute: FakeCompute
+) -> None:
     policy = one_vm_policy(fleet)
     fleet.add("db-vm", policy)
-    command = Command.new("pre", "run-1", "db", "pre", time.time() - 5).to_json()
-    compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", command)
+    cmd = command("pre", "orders.db.pre", expires_in=-5)
+    compute.set_metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command", cmd.signed(fleet.keys))
     assert wait_for(lambda: ("quiesce", "run-1-db-pre") in answers(compute))
-    result = json.loads(answers(compute)[("quiesce", "run-1-db-pre")])["result"]
+    wrapped = json.loads(answers(compute)[("quiesce", "run-1-db-pre")])
+    assert fleet.keys.answer_is_signed(DB_VM, cmd.nonce, cmd.key, wrapped["result"], wrapped["sig"])
+    result = json.loads(wrapped["result"])
     assert result["status"] == "refused"
     assert result["code"] == "Stale"
     assert fleet.hook_lines() == []
 
 
-def test_malformed_and_script_carrying_commands_are_ignored(fleet: Fleet, tmp_path: Path) -> None:
+def test_malformed_and_script_carrying_commands_are_ignored(fleet: Fleet) -> None:
     policy = one_vm_policy(fleet)
     vm = fleet.add("db-vm", policy, agent=False)
     agent = agent_mod.Agent(str(vm.config_path), vm.metadata.url)
-    good = json.loads(Command.new("pre", "run-1", "db", "pre", time.time() + 30).to_json())
+    good = json.loads(command("pre", "orders.db.pre").text())
+    vm_key = fleet.keys.for_instance(DB_VM)
+
+    def signed(fields: dict[str, object]) -> str:
+        # Correctly signed with the VM's key: what is refused here is the content.
+        text = agent_mod.canonical(fields)
+        sig = agent_mod.command_signature(vm_key, text)
+        return json.dumps({"v": 2, "command": text, "sig": sig})
+
     for bad in (
         {**good, "run": ["/bin/sh", "-c", "id"]},  # an extra field: never a script
-        {**good, "hook": "post"},  # a pre must name the pre hook
         {**good, "member": "../etc"},
+        {**good, "hook": "../../bin/sh"},
         {**good, "nonce": "short"},
+        {**good, "phase": "shell"},
     ):
-        assert agent.handle(json.dumps(bad)) is None
+        assert agent.handle(signed(bad)) is None
+    # The version 1 form (unsigned, a pre/post slot instead of a name) is refused.
+    v1 = {k: v for k, v in good.items() if k != "instance"} | {"v": 1, "hook": "pre"}
+    assert agent.handle(json.dumps(v1)) is None
     assert agent.handle("not json") is None
+    assert agent.handle(json.dumps({"v": 2, "command": "x" * 5000, "sig": "0" * 64})) is None
     assert fleet.hook_lines() == []
 
 
-def test_an_unknown_member_is_refused_with_hook_not_configured(fleet: Fleet) -> None:
+def test_a_command_for_another_instance_is_refused(fleet: Fleet, compute: FakeCompute) -> None:
     policy = one_vm_policy(fleet)
     vm = fleet.add("db-vm", policy, agent=False)
     agent = agent_mod.Agent(str(vm.config_path), vm.metadata.url)
-    answer = agent.handle(Command.new("pre", "run-1", "web", "pre", time.time() + 30).to_json())
+    vm_key = fleet.keys.for_instance(DB_VM)
+    text = command("pre", "orders.db.pre", instance=instance_path(PROJECT, ZONE, "x")).text()
+    value = json.dumps({"v": 2, "command": text, "sig": agent_mod.command_signature(vm_key, text)})
+    assert agent.handle(value) is None
+    assert fleet.hook_lines() == []
+    assert answers(compute) == {}
+
+
+def test_an_undeclared_hook_is_refused_by_the_runner(fleet: Fleet) -> None:
+    policy = one_vm_policy(fleet)
+    vm = fleet.add("db-vm", policy, agent=False)
+    agent = agent_mod.Agent(str(vm.config_path), vm.metadata.url)
+    answer = agent.handle(command("pre", "orders.web.pre", member="web").signed(fleet.keys))
     assert answer is not None
-    assert answer["result"]["code"] == "HookNotConfigured"
+    assert json.loads(answer["result"])["code"] == "HookNotDeclared"
+    # A post hook cannot be started as a pre (nothing would thaw it).
+    answer = agent.handle(command("pre", "orders.db.post", run_id="r2").signed(fleet.keys))
+    assert answer is not None
+    assert json.loads(answer["result"])["code"] == "WrongPhase"
+    assert fleet.hook_lines() == []
 
 
 def test_a_writable_config_is_refused(fleet: Fleet) -> None:
@@ -156,6 +237,40 @@ def test_a_writable_config_is_refused(fleet: Fleet) -> None:
     with pytest.raises(agent_mod.Refused) as err:
         agent_mod.Agent(str(vm.config_path), vm.metadata.url)
     assert err.value.code == "InsufficientPermission"
+    assert "chmod go-w" in str(err.value)
+
+
+def test_a_key_others_can_read_or_a_linked_key_is_refused(fleet: Fleet) -> None:
+    policy = one_vm_policy(fleet)
+    vm = fleet.add("db-vm", policy, agent=False)
+    vm.key_path.chmod(0o640)
+    with pytest.raises(agent_mod.Refused, match="readable by others"):
+        agent_mod.Agent(str(vm.config_path), vm.metadata.url)
+    vm.key_path.chmod(0o600)
+    real = vm.key_path.with_name("real.key")
+    vm.key_path.rename(real)
+    vm.key_path.symlink_to(real)
+    with pytest.raises(agent_mod.Refused, match="symlink"):
+        agent_mod.Agent(str(vm.config_path), vm.metadata.url)
+
+
+def test_the_allowlist_is_the_runners_format_with_the_agent_settings(fleet: Fleet) -> None:
+    from quiesce.guest.quiesce_guest import load_config
+
+    policy = one_vm_policy(fleet)
+    config = allowlist(policy, signing_key_file="/etc/quiesce/agent.key")
+    assert config["agent"] == {
+        "runner": "/usr/local/lib/quiesce/quiesce_guest.py",
+        "signing_key_file": "/etc/quiesce/agent.key",
+    }
+    assert sorted(config["hooks"]) == ["orders.db.post", "orders.db.pre"]
+    pre = config["hooks"]["orders.db.pre"]
+    assert (pre["thaw"], pre["max_freeze_seconds"]) == ("orders.db.post", 20)
+    path = fleet.root / "allowlist.json"
+    path.write_text(json.dumps(config))
+    os.chmod(path, 0o600)
+    parsed = load_config(str(path))  # the runner's own loader accepts it
+    assert parsed.hook("orders.db.pre", "pre").run == pre["run"]
 
 
 def test_the_agent_parses_as_python_3_8_and_imports_only_the_stdlib() -> None:
@@ -173,3 +288,23 @@ def test_the_agent_parses_as_python_3_8_and_imports_only_the_stdlib() -> None:
         )
     }
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_keys_come_from_a_private_file_or_the_environment(tmp_path: Path) -> None:
+    from quiesce.errors import ProviderError
+
+    path = tmp_path / "master.key"
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o644)
+    with pytest.raises(ProviderError, match="chmod 600"):
+        AgentKeys.from_env({"QUIESCE_AGENT_MASTER_KEY_FILE": str(path)})
+    path.chmod(0o600)
+    from_file = AgentKeys.from_env({"QUIESCE_AGENT_MASTER_KEY_FILE": str(path)})
+    assert from_file is not None
+    from_env = AgentKeys.from_env({"QUIESCE_AGENT_MASTER_KEY": "ab" * 32})
+    assert from_env is not None
+    assert from_file.for_instance(DB_VM) == from_env.for_instance(DB_VM)
+    assert AgentKeys.from_env({}) is None
+    with pytest.raises(ProviderError, match="openssl rand -hex 32"):
+        AgentKeys.from_hex("abcd")
+    assert "ab" * 32 not in repr(from_env)

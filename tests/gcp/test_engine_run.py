@@ -17,9 +17,10 @@ from quiesce.record import Consistency, HookStatus, RunStatus
 from quiesce_gcp.clients import GcpClients, GcpMembers, gcp_provider
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
+from quiesce_gcp.signing import AgentKeys, instance_path
 from quiesce_gcp.snapshots import GceSnapshotter
 
-from .conftest import PROJECT, ZONE, Fleet, wait_for
+from .conftest import MASTER_KEY, PROJECT, ZONE, Fleet, wait_for
 from .fake_compute import FakeCompute
 
 
@@ -57,9 +58,10 @@ def make_policy(members: list[dict[str, Any]], **group: Any) -> Policy:
 
 def backends(policy: Policy, clients: GcpClients, **hooks: Any) -> Backends:
     members = GcpMembers.from_policy(policy)
+    keys = hooks.pop("keys", AgentKeys.from_hex(MASTER_KEY))
     provider = Provider(
         inventory=GceInventory(clients),
-        hooks=AgentHookRunner(clients, members=members, poll_interval=0.05, **hooks),
+        hooks=AgentHookRunner(clients, members=members, keys=keys, poll_interval=0.05, **hooks),
         snapshots=GceSnapshotter(clients, members=members, poll_interval=0.01),
     )
     return Backends(providers={"gcp": provider}, state=MemoryStateStore(), bus=MemoryEventBus())
@@ -109,12 +111,17 @@ def test_a_two_vm_agent_group_holds_both_before_any_snapshot_and_thaws_both(
         for snap in machine.snapshots:
             assert snap.tags["quiesce-managed"] == "true"
             assert snap.tags["guest-flush"] == "false"
-    # The commands written were references to hooks, never script text.
-    command = json.loads(compute.metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command") or "")
-    assert set(command) == {"v", "phase", "run_id", "member", "hook", "nonce", "expires_at"}
+    # The commands written were signed references to declared hooks, never script text.
+    value = json.loads(compute.metadata_value(PROJECT, ZONE, "db-vm", "quiesce-command") or "")
+    assert set(value) == {"v", "command", "sig"}
+    command = json.loads(value["command"])
+    assert set(command) == {
+        "phase", "run_id", "member", "hook", "nonce", "expires_at", "instance"
+    }  # fmt: skip
     assert command["phase"] == "post"
-    assert command["hook"] == "post"
-    assert "sh" not in json.dumps(command)
+    assert command["hook"] == "orders.db.post"
+    assert command["instance"] == instance_path(PROJECT, ZONE, "db-vm")
+    assert "sh" not in value["command"]
 
 
 def test_the_provider_factory_builds_a_working_provider(fleet: Fleet, compute: FakeCompute) -> None:
@@ -184,6 +191,24 @@ def test_a_failed_snapshot_operation_still_thaws_and_leaves_no_snapshots(
         "post db",
     ]
     assert wait_for(lambda: not compute.snapshots, timeout=5), compute.snapshots
+
+
+def test_without_a_master_key_agent_members_fail_and_nothing_is_sent(
+    fleet: Fleet, compute: FakeCompute, clients: GcpClients
+) -> None:
+    policy = two_vm_policy(fleet, on_quiesce_failure="abort")
+    fleet.add("db-vm", policy)
+    fleet.add("app-vm", policy)
+
+    record = run_group(policy, "orders", backends(policy, clients, keys=None))
+
+    assert record.status is RunStatus.FAILED
+    for _, machine in record.machines():
+        assert machine.pre is not None
+        assert machine.pre.status is HookStatus.FAILED
+        assert machine.pre.code == "NoSigningKey"
+    assert not any(line.startswith(("setMetadata", "snapshot ")) for line in compute.journal)
+    assert fleet.hook_lines() == []
 
 
 @pytest.mark.parametrize("on_failure", ["abort", "fallback"])

@@ -1,53 +1,61 @@
-"""The function's side of the agent channel: the command it writes, the answer it reads, and
-the agent configuration an OS policy installs on every VM.
+"""The function's side of the agent channel: the signed command it writes, and the allowlist an
+OS policy installs on every agent VM.
 
 The orchestrator writes ONE metadata item, `quiesce-command`, on the instance (through
-instances.setMetadata with the current fingerprint). Its value is a small JSON object that
-names what to run but never how:
+instances.setMetadata with the current fingerprint). Its value names a declared hook, never how
+to run it, and is signed with the VM's own key (quiesce_gcp.signing):
 
-    {"v": 1, "phase": "pre", "run_id": "...", "member": "db", "hook": "pre",
-     "nonce": "<32 hex>", "expires_at": 1764410000.0}
+    {"v": 2, "sig": "<HMAC-SHA256 hex>",
+     "command": "{\\"expires_at\\":1764410000.0,\\"hook\\":\\"orders.db.pre\\",
+                  \\"instance\\":\\"projects/P/zones/Z/instances/db-1\\",\\"member\\":\\"db\\",
+                  \\"nonce\\":\\"<32 hex>\\",\\"phase\\":\\"pre\\",\\"run_id\\":\\"...\\"}"}
 
-The agent on the VM (quiesce/guest/quiesce_agent.py) looks the hook up in its own root-owned
-config (/etc/quiesce/hooks.json, written by the OS policy from `agent_config`), refuses stale and
-replayed commands, runs the guest hook runner, and writes the runner's JSON result as the guest
-attribute `quiesce/<run_id>-<member>-<phase>`, wrapped as {"nonce": ..., "result": {...}}.
-Keep these names in step with quiesce_agent.py (tests/gcp check that they match).
+The agent on the VM (quiesce/guest/quiesce_agent.py) verifies the signature before anything
+else, refuses commands for another instance, stale and replayed ones, runs the guest hook runner
+with its allowlist (/etc/quiesce/hooks.json, written by the OS policy from `allowlist`), and
+answers through the guest attribute `quiesce/<run_id>-<member>-<phase>` with
+{"nonce", "result": "<canonical result JSON>", "sig"}. The protocol's names and formats are
+the agent's own, imported from it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import GcpMember, Hook, Policy
+from quiesce.guest import quiesce_agent as guest_agent
+from quiesce.guest.quiesce_guest import Invalid, normalize_entry
+from quiesce.policy.model import GcpMember, Group, Hook, Policy
+from quiesce_gcp.signing import AgentKeys
 
-PROTOCOL_VERSION = 1
-METADATA_KEY = "quiesce-command"
-GUEST_NAMESPACE = "quiesce"
-#: Where the agent reads its hooks; written by the OS policy, root-owned, mode 0600.
-AGENT_CONFIG_PATH = "/etc/quiesce/hooks.json"
-RUNNER_PATH = "/usr/local/lib/quiesce/quiesce_guest.py"
-STATE_DIR = "/var/lib/quiesce"
-#: Phases the agent accepts, and the hook each may name.
-PHASES = ("pre", "post", "verify", "check")
-HOOKS = ("pre", "post", "verify")
+PROTOCOL_VERSION = guest_agent.PROTOCOL_VERSION
+METADATA_KEY = guest_agent.METADATA_KEY
+GUEST_NAMESPACE = guest_agent.GUEST_NAMESPACE
+PHASES = guest_agent.PHASES
+result_key = guest_agent.result_key
+canonical = guest_agent.canonical
+#: The allowlist, which is also the agent's config; written by the OS policy, root-only.
+AGENT_CONFIG_PATH = guest_agent.DEFAULT_CONFIG
+#: This VM's signing key; written by the OS policy, root-only (0600).
+AGENT_KEY_PATH = guest_agent.DEFAULT_KEY_FILE
+RUNNER_PATH = guest_agent.DEFAULT_RUNNER
+STATE_DIR = guest_agent.DEFAULT_STATE_DIR
+HOOK_PHASES = ("pre", "post", "verify")
 
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
-
-def result_key(run_id: str, member: str, phase: str) -> str:
-    """The guest attribute key (below the `quiesce/` namespace) of one answer."""
-    return _KEY_UNSAFE.sub("_", f"{run_id}-{member}-{phase}")[:128]
+def hook_name(group: str, member: str, phase: str, hook: Hook | None = None) -> str:
+    """The name a policy's hook is declared under on the machine: the hook's own `name` when
+    the policy gives one, else `<group>.<member>.<phase>` (docs/guest-protocol.md)."""
+    declared = getattr(hook, "name", None)
+    return declared if isinstance(declared, str) and declared else f"{group}.{member}.{phase}"
 
 
 @dataclass(frozen=True)
 class Command:
-    """One command to the agent: a reference to a hook, never script text."""
+    """One command to the agent: a reference to a declared hook, for one instance."""
 
     phase: str
     run_id: str
@@ -55,58 +63,125 @@ class Command:
     hook: str
     nonce: str
     expires_at: float
-    v: int = PROTOCOL_VERSION
+    instance: str
 
     @classmethod
-    def new(cls, phase: str, run_id: str, member: str, hook: str, expires_at: float) -> Command:
-        if phase not in PHASES or hook not in HOOKS:
-            raise ProviderError(f"no agent command for phase {phase!r} / hook {hook!r}")
-        return cls(phase, run_id, member, hook, secrets.token_hex(16), round(expires_at, 3))
+    def new(
+        cls, phase: str, run_id: str, member: str, hook: str, expires_at: float, instance: str
+    ) -> Command:
+        if phase not in PHASES:
+            raise ProviderError(f"no agent command for phase {phase!r}")
+        return cls(
+            phase, run_id, member, hook, secrets.token_hex(16), round(expires_at, 3), instance
+        )
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+    def text(self) -> str:
+        """The canonical JSON that is signed (and sent as is)."""
+        return canonical(
+            {
+                "expires_at": self.expires_at,
+                "hook": self.hook,
+                "instance": self.instance,
+                "member": self.member,
+                "nonce": self.nonce,
+                "phase": self.phase,
+                "run_id": self.run_id,
+            }
+        )
+
+    def signed(self, keys: AgentKeys) -> str:
+        """The metadata value: the command and its signature with the instance's key."""
+        text = self.text()
+        sig = keys.sign_command(self.instance, text)
+        return json.dumps({"v": PROTOCOL_VERSION, "command": text, "sig": sig}, sort_keys=True)
 
     @property
     def key(self) -> str:
         return result_key(self.run_id, self.member, self.phase)
 
 
-def _hook(hook: Hook) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _entry(hook: Hook, phase: str, field: str, **extra: Any) -> dict[str, Any]:
+    if not hook.run:
+        raise ProviderError(
+            f"{field}: the policy gives only the hook's name, but the OS policy writes the "
+            "machine's whole allowlist: give the hook's run (and its other fields) in the policy",
+            code="BadHook",
+        )
+    entry: dict[str, Any] = {
+        "phase": phase,
         "run": list(hook.run),
+        "sha256": hook.sha256,
+        "env": dict(hook.env),
         "timeout_seconds": hook.timeout_seconds,
         "retries": hook.retries,
+        **extra,
     }
-    if hook.sha256:
-        out["sha256"] = hook.sha256
-    if hook.env:
-        out["env"] = dict(hook.env)
+    env_files = getattr(hook, "secret_env", None)
+    if env_files:
+        entry["env_files"] = dict(env_files)
+    try:
+        return normalize_entry(entry, field)
+    except Invalid as exc:
+        raise ProviderError(f"{field}: {exc}", code="BadHook") from None
+
+
+def member_hooks(group_name: str, group: Group, member: GcpMember) -> dict[str, dict[str, Any]]:
+    """A member's declared hooks, by name, as the runner's allowlist entries."""
+    hooks = member.hooks
+    out: dict[str, dict[str, Any]] = {}
+    post_name = hook_name(group_name, member.name, "post", hooks.post)
+    if hooks.post is not None:
+        out[post_name] = _entry(hooks.post, "post", f"hooks.{post_name}")
+    if hooks.pre is not None:
+        name = hook_name(group_name, member.name, "pre", hooks.pre)
+        out[name] = _entry(
+            hooks.pre,
+            "pre",
+            f"hooks.{name}",
+            thaw=post_name,
+            max_freeze_seconds=group.max_freeze_seconds,
+        )
+    if hooks.verify is not None:
+        name = hook_name(group_name, member.name, "verify", hooks.verify)
+        out[name] = _entry(hooks.verify, "verify", f"hooks.{name}")
     return out
 
 
-def agent_config(
-    policy: Policy, *, runner: str = RUNNER_PATH, state_dir: str = STATE_DIR
-) -> dict[str, Any]:
-    """The agent's /etc/quiesce/hooks.json for a policy's `agent`-channel GCP members.
+def agent_members(policy: Policy) -> list[tuple[str, Group, GcpMember]]:
+    """The policy's Linux GCP members whose hooks go through the agent."""
+    return [
+        (group_name, group, member)
+        for group_name, group in policy.groups.items()
+        for member in group.members
+        if isinstance(member, GcpMember) and member.hook_channel == "agent"
+    ]
 
-    Members are keyed by name (the command names only the member); a name used by two groups
-    with different hooks is refused, because the agent could not tell them apart.
-    """
-    members: dict[str, dict[str, Any]] = {}
-    for group in policy.groups.values():
-        for member in group.members:
-            if not isinstance(member, GcpMember) or member.hook_channel != "agent":
-                continue
-            entry: dict[str, Any] = {"max_freeze_seconds": group.max_freeze_seconds}
-            for name in HOOKS:
-                hook = getattr(member.hooks, name)
-                if hook is not None:
-                    entry[name] = _hook(hook)
-            if member.name in members and members[member.name] != entry:
+
+def allowlist(
+    policy: Policy,
+    *,
+    members: set[str] | None = None,
+    runner: str = RUNNER_PATH,
+    state_dir: str = STATE_DIR,
+    signing_key_file: str = AGENT_KEY_PATH,
+) -> dict[str, Any]:
+    """The machine's /etc/quiesce/hooks.json for the policy's agent members (all of them, or
+    those named in `members`): the runner's allowlist, with the agent's settings under
+    "agent"."""
+    hooks: dict[str, dict[str, Any]] = {}
+    for group_name, group, member in agent_members(policy):
+        if members is not None and member.name not in members:
+            continue
+        for name, entry in member_hooks(group_name, group, member).items():
+            if name in hooks and hooks[name] != entry:
                 raise ProviderError(
-                    f"member name {member.name!r} is used with different hooks in two groups; "
-                    "the agent config keys hooks by member name: rename one",
-                    code="AmbiguousMember",
+                    f"the hook name {name!r} is declared twice with different entries",
+                    code="AmbiguousHook",
                 )
-            members[member.name] = entry
-    return {"version": 1, "runner": runner, "state_dir": state_dir, "members": members}
+            hooks[name] = entry
+    return {
+        "version": 1,
+        "state_dir": state_dir,
+        "hooks": dict(sorted(hooks.items())),
+        "agent": {"runner": runner, "signing_key_file": signing_key_file},
+    }

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
     from quiesce.ports import Provider
+    from quiesce_gcp.signing import AgentKeys
 
 #: A zonal resource URL (or partial URL): projects/P/zones/Z/<kind>/NAME.
 ZONAL = re.compile(
@@ -200,11 +201,13 @@ def gcp_provider(
     clients: GcpClients | None = None,
     default_project: str | None = None,
     poll_interval: float = 0.5,
+    agent_keys: AgentKeys | None = None,
 ) -> Provider:
     """Compute Engine inventory, agent / guest-flush hooks and disk snapshots.
 
     `clients` wins over `credentials`/`compute_endpoint`; `poll_interval` is how often hook
-    answers, snapshot states and operations are polled.
+    answers, snapshot states and operations are polled; `agent_keys` sign agent commands and
+    verify answers (without them, agent hooks fail with NoSigningKey).
     """
     from quiesce.ports import Provider
     from quiesce_gcp.hooks import AgentHookRunner
@@ -215,6 +218,8 @@ def gcp_provider(
     members = GcpMembers.from_policy(policy, default_project)
     return Provider(
         inventory=GceInventory(clients),
-        hooks=AgentHookRunner(clients, members=members, poll_interval=poll_interval),
+        hooks=AgentHookRunner(
+            clients, members=members, keys=agent_keys, poll_interval=poll_interval
+        ),
         snapshots=GceSnapshotter(clients, members=members, poll_interval=poll_interval),
     )

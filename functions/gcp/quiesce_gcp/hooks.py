@@ -1,11 +1,15 @@
 """Hooks on Compute Engine instances: through Quiesce's guest agent, or the guest flush.
 
-`agent` channel: each call writes one command into the instance's metadata (`quiesce-command`,
-instances.setMetadata with the current fingerprint; see quiesce_gcp.agent), then reads the
-agent's answer from the instance's guest attributes (getGuestAttributes, queryPath
-`quiesce/`) until the hook's budget plus slack has passed; no answer by then is
-timed_out/NoAnswer, and a pre hook's watchdog on the VM thaws by itself. The answer must carry
-the command's nonce, so a result of an earlier command is never taken for this one.
+`agent` channel: each call writes one command, naming the declared hook
+(`<group>.<member>.<phase>` unless the policy names it) and signed with the VM's own key, into
+the instance's metadata (`quiesce-command`, instances.setMetadata with the current fingerprint;
+see quiesce_gcp.agent and quiesce_gcp.signing), then reads the agent's answer from the
+instance's guest attributes (getGuestAttributes, queryPath `quiesce/`) until the hook's budget
+plus slack has passed; no answer by then is timed_out/NoAnswer, and a pre hook's watchdog on the
+VM thaws by itself. An answer must carry the command's nonce (a result of an earlier command is
+never taken for this one) and the VM's signature: any process on the VM can write guest
+attributes, so an unsigned or mis-signed answer is recorded as failed/BadSignature, never as
+what it claims.
 
 `guest_flush` channel: Quiesce runs no hook; the snapshots are created with guestFlush and the
 Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around them. `run` answers at
@@ -28,10 +32,11 @@ from quiesce.errors import ProviderError
 from quiesce.policy.model import Hook
 from quiesce.ports import HookCall, HookRunner
 from quiesce.record import HookResult, HookStatus, utcnow
-from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command
+from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command, hook_name
 from quiesce_gcp.clients import GcpClients, GcpMembers, wait_zone_operation
-from quiesce_gcp.permissions import INSTANCE, ZONE_OPERATION, Permission
+from quiesce_gcp.permissions import AGENT_INSTANCES, INSTANCE, ZONE_OPERATION, Permission
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
+from quiesce_gcp.signing import AgentKeys, instance_path
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +69,13 @@ class AgentHookRunner(HookRunner):
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "run": [
             Permission("compute.instances.get", INSTANCE),
-            Permission("compute.instances.setMetadata", INSTANCE),
+            Permission("compute.instances.setMetadata", INSTANCE, scope=AGENT_INSTANCES),
             Permission("compute.instances.getGuestAttributes", INSTANCE),
             Permission("compute.zoneOperations.get", ZONE_OPERATION),
         ],
         "check": [
             Permission("compute.instances.get", INSTANCE),
-            Permission("compute.instances.setMetadata", INSTANCE),
+            Permission("compute.instances.setMetadata", INSTANCE, scope=AGENT_INSTANCES),
             Permission("compute.instances.getGuestAttributes", INSTANCE),
             Permission("compute.zoneOperations.get", ZONE_OPERATION),
         ],
@@ -81,6 +86,7 @@ class AgentHookRunner(HookRunner):
         clients: GcpClients,
         *,
         members: GcpMembers | None = None,
+        keys: AgentKeys | None = None,
         poll_interval: float = 1.0,
         command_ttl: float = COMMAND_TTL_SECONDS,
         answer_timeout: Callable[[Hook | None, str], float] = answer_timeout,
@@ -91,6 +97,7 @@ class AgentHookRunner(HookRunner):
     ) -> None:
         self.clients = clients
         self.members = members or GcpMembers()
+        self.keys = keys
         self.poll_interval = poll_interval
         self.command_ttl = command_ttl
         self.answer_timeout = answer_timeout
@@ -123,11 +130,23 @@ class AgentHookRunner(HookRunner):
 
     # ------------------------------------------------------------------------- the channel
 
-    def _agent(self, call: HookCall, phase: str, hook_name: str) -> HookResult:
+    def _agent(self, call: HookCall, phase: str, hook_phase: str) -> HookResult:
         project, zone = self.members.where(call.group, call.member, call.machine.attributes)
         instance = call.machine.machine_id
+        if self.keys is None:
+            return _result(
+                HookStatus.FAILED,
+                "NoSigningKey",
+                f"cannot send a signed command to {instance}: no agent master key is configured "
+                "(set QUIESCE_AGENT_MASTER_KEY or QUIESCE_AGENT_MASTER_KEY_FILE; docs/gcp.md)",
+            )
         command = Command.new(
-            phase, call.run_id, call.member, hook_name, self.wall() + self.command_ttl
+            phase,
+            call.run_id,
+            call.member,
+            hook_name(call.group, call.member, hook_phase, call.hook),
+            self.wall() + self.command_ttl,
+            instance_path(project, zone, instance),
         )
         started = self.clock()
         try:
@@ -166,7 +185,8 @@ class AgentHookRunner(HookRunner):
                 what=f"instances.get {instance}",
             )
             items = [i for i in current.metadata.items if i.key != METADATA_KEY]
-            items.append(compute_v1.Items(key=METADATA_KEY, value=command.to_json()))
+            value = command.signed(self.keys) if self.keys else ""
+            items.append(compute_v1.Items(key=METADATA_KEY, value=value))
             metadata = compute_v1.Metadata(fingerprint=current.metadata.fingerprint, items=items)
             try:
                 op = self.backoff.call(
@@ -223,8 +243,25 @@ class AgentHookRunner(HookRunner):
                 )
             if not isinstance(wrapped, dict) or wrapped.get("nonce") != command.nonce:
                 return None  # an answer to an earlier command with the same key
+            result = wrapped.get("result")
+            if not (
+                self.keys is not None
+                and isinstance(result, str)
+                and self.keys.answer_is_signed(
+                    command.instance, command.nonce, command.key, result, wrapped.get("sig")
+                )
+            ):
+                return _result(
+                    HookStatus.FAILED,
+                    "BadSignature",
+                    f"the answer in guest attribute {GUEST_NAMESPACE}/{command.key} on "
+                    f"{instance} is unsigned or its signature does not verify with this VM's "
+                    "key: something other than Quiesce's agent wrote it (any process on the VM "
+                    "can write guest attributes), so it is not trusted and the member is "
+                    "recorded failed; look for who writes guest attributes on that VM",
+                )
             try:
-                return HookResult.model_validate(wrapped.get("result"))
+                return HookResult.model_validate_json(result)
             except ValidationError as exc:
                 return _result(HookStatus.FAILED, "BadAnswer", f"invalid answer: {exc}")
         return None

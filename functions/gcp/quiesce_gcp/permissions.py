@@ -4,6 +4,15 @@ Every adapter class lists, per operation, the Compute Engine / Pub/Sub IAM permi
 so a custom role for the function's service account can be derived from (and checked against)
 the code instead of being kept by hand. `declared(GceInventory, AgentHookRunner, ...)` collects
 them; `role_permissions(...)` is the sorted set a custom role must grant.
+
+Each permission has a `scope`: where infra/gcp binds the role that grants it.
+
+- `project`: project-wide (reads, snapshot creation, operations, publishing);
+- `agent-instances`: only on the policy's agent member instances (an IAM condition on their
+  resource names): `compute.instances.setMetadata` lets its holder run anything as root on the
+  instance (startup scripts, ssh keys), so it is never granted project-wide;
+- `quiesce-snapshots`: only on snapshots named like Quiesce's (`q-...`, an IAM condition on
+  the name prefix): deleting and relabelling other snapshots is never granted.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ class Permission:
     permission: str
     resource: str = "*"
     conditions: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    scope: str = "project"
 
 
 INSTANCE = "projects/*/zones/*/instances/*"
@@ -34,14 +44,29 @@ SNAPSHOT = "projects/*/global/snapshots/*"
 ZONE_OPERATION = "projects/*/zones/*/operations/*"
 TOPIC = "projects/*/topics/*"
 
+PROJECT = "project"
+AGENT_INSTANCES = "agent-instances"
+QUIESCE_SNAPSHOTS = "quiesce-snapshots"
+SCOPES = (PROJECT, AGENT_INSTANCES, QUIESCE_SNAPSHOTS)
+
 
 def permissions(items: Iterable[Permission]) -> set[str]:
     return {p.permission for p in items}
 
 
-def role_permissions(*classes: type) -> list[str]:
-    """The sorted permissions a custom role needs for these adapter classes."""
+def role_permissions(*classes: type, scope: str | None = None) -> list[str]:
+    """The sorted permissions a custom role needs for these adapter classes (those of one
+    `scope`, when given)."""
     out: set[str] = set()
     for perms in declared(*classes).values():
-        out |= permissions(perms)
+        out |= permissions(p for p in perms if scope is None or p.scope == scope)
     return sorted(out)
+
+
+def scopes_of(*classes: type) -> dict[str, set[str]]:
+    """Each declared permission's scopes (a permission must have exactly one)."""
+    out: dict[str, set[str]] = {}
+    for perms in declared(*classes).values():
+        for p in perms:
+            out.setdefault(p.permission, set()).add(p.scope)
+    return out

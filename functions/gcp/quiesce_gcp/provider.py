@@ -14,6 +14,9 @@ Environment:
     QUIESCE_FIRESTORE_DATABASE the Firestore database                     ((default))
     QUIESCE_FIRESTORE_PREFIX   the prefix of the catalog's collections    (quiesce)
     QUIESCE_COMPUTE_ENDPOINT   another Compute Engine endpoint (tests)
+    QUIESCE_AGENT_MASTER_KEY   the agent master key (hex; the functions get it from Secret
+                               Manager), or QUIESCE_AGENT_MASTER_KEY_FILE: a file only this
+                               user can read. Agent hooks fail with NoSigningKey without one.
 """
 
 from __future__ import annotations
@@ -55,12 +58,14 @@ def topic_path(topic: str, project: str | None) -> str:
 def make_provider(policy: Policy, *, env: Mapping[str, str] | None = None) -> Provider:
     """The `gcp` provider of a policy (the `quiesce.providers` entry point)."""
     from quiesce_gcp.clients import gcp_provider
+    from quiesce_gcp.signing import AgentKeys
 
     env = os.environ if env is None else env
     return gcp_provider(
         policy,
         default_project=project_of(env),
         compute_endpoint=env.get(COMPUTE_ENDPOINT_ENV) or None,
+        agent_keys=AgentKeys.from_env(env),
     )
 
 

@@ -35,7 +35,13 @@ from quiesce_gcp.clients import (
     parse_global,
     parse_zonal,
 )
-from quiesce_gcp.permissions import DISK, SNAPSHOT, ZONE_OPERATION, Permission
+from quiesce_gcp.permissions import (
+    DISK,
+    QUIESCE_SNAPSHOTS,
+    SNAPSHOT,
+    ZONE_OPERATION,
+    Permission,
+)
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
 
 log = logging.getLogger(__name__)
@@ -56,11 +62,16 @@ def label_value(value: str) -> str:
     return _LABEL_UNSAFE.sub("_", value.lower())[:63]
 
 
+#: Every snapshot Quiesce creates is named with this prefix: infra/gcp grants deleting and
+#: labelling snapshots only on names that start with it.
+SNAPSHOT_PREFIX = "q-"
+
+
 def snapshot_name(run_id: str, machine_id: str, disk: str) -> str:
     """A deterministic, valid snapshot name (^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$)."""
     digest = hashlib.sha256(f"{run_id}|{machine_id}|{disk}".encode()).hexdigest()[:20]
     stem = re.sub(r"[^a-z0-9-]", "-", disk.rsplit("/", 1)[-1].lower())[:36].strip("-")
-    return f"q-{stem}-{digest}" if stem else f"q-{digest}"
+    return f"{SNAPSHOT_PREFIX}{stem}-{digest}" if stem else f"{SNAPSHOT_PREFIX}{digest}"
 
 
 class GceSnapshotter(Snapshotter):
@@ -68,7 +79,7 @@ class GceSnapshotter(Snapshotter):
         "take": [
             Permission("compute.disks.createSnapshot", DISK),
             Permission("compute.snapshots.create", SNAPSHOT),
-            Permission("compute.snapshots.setLabels", SNAPSHOT),
+            Permission("compute.snapshots.setLabels", SNAPSHOT, scope=QUIESCE_SNAPSHOTS),
             Permission("compute.snapshots.get", SNAPSHOT),
             Permission("compute.zoneOperations.get", ZONE_OPERATION),
         ],
@@ -79,6 +90,7 @@ class GceSnapshotter(Snapshotter):
                 "compute.snapshots.delete",
                 SNAPSHOT,
                 {"resource.labels.quiesce-managed": "true"},
+                scope=QUIESCE_SNAPSHOTS,
             ),
         ],
         "find": [Permission("compute.snapshots.list", "projects/*")],
