@@ -13,7 +13,10 @@ What it writes:
   (the schedule function reads the trigger's name back from the schedule's ARN), with the cron
   expression in EventBridge's six-field form and the trigger's time zone;
 - `event_rules`: at most one EventBridge rule per event kind (`deploy`, `alert`), whose pattern
-  lets through only the events that can fire one of the policy's triggers of that kind.
+  lets through only the events that can fire one of the policy's triggers of that kind;
+- `hook_allowlists`: the hook allowlist (/etc/quiesce/hooks.json) of each member's instances
+  and the State Manager targets that select them (quiesce_aws.allowlists): Terraform stores each
+  in S3 and a Quiesce-InstallHooks association installs it, pinned by its SHA-256.
 
 An event pattern is always a superset of what the triggers match: where a `match` pattern cannot
 be expressed in EventBridge (`?`, `[...]`, or a pattern that also matches an empty value), the
@@ -39,6 +42,7 @@ from quiesce.policy import Policy, parse_policy
 from quiesce.policy.model import AwsMember
 from quiesce.triggers.cron import to_eventbridge
 from quiesce.triggers.model import Trigger
+from quiesce_aws.allowlists import AllowlistError, hook_allowlists
 from quiesce_aws.handler import RUN_MARGIN_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,6 +309,9 @@ def tfvars(policy: Policy, raw: bytes, policy_file: str, warn: Any = None) -> di
         "groups": groups(policy),
         "schedules": schedules(policy),
         "event_rules": event_rules(policy, warn),
+        "hook_allowlists": {
+            name: target.tfvar() for name, target in sorted(hook_allowlists(policy).items())
+        },
     }
 
 
@@ -358,7 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for message in long_runs(policy):
         warn(message)
     relative = os.path.relpath(args.policy.resolve(), args.terraform_dir.resolve())
-    data = tfvars(policy, raw, Path(relative).as_posix(), warn)
+    try:
+        data = tfvars(policy, raw, Path(relative).as_posix(), warn)
+    except AllowlistError as exc:
+        warn(f"{args.policy}: {exc}")
+        return 2
     out = json.dumps(data, indent=2, sort_keys=True) + "\n"
     if args.output == "-":
         sys.stdout.write(out)
@@ -368,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         target.write_text(out, encoding="utf-8")
         print(
             f"{target}: {len(data['schedules'])} schedule(s), "
-            f"{len(data['event_rules'])} event rule(s)",
+            f"{len(data['event_rules'])} event rule(s), "
+            f"{len(data['hook_allowlists'])} hook allowlist(s)",
             file=sys.stderr,
         )
     return 0

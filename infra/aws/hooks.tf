@@ -1,7 +1,9 @@
-# Hooks: the guest hook runner in S3, and in every member region the two SSM documents and the
-# State Manager association that installs the runner on every instance carrying the Quiesce tag
-# (modules/regional). The documents pin the runner's SHA-256: an instance whose runner is not
-# exactly this file refuses to run hooks.
+# Hooks: the guest hook runner and the members' hook allowlists in S3, and in every member region
+# the SSM documents, the State Manager association that installs the runner on every instance
+# carrying the Quiesce tag, and one association per allowlist that installs
+# /etc/quiesce/hooks.json on the member's instances (modules/regional). The documents pin the
+# runner's SHA-256 (an instance whose runner is not exactly this file refuses to run hooks), the
+# associations pin each allowlist's SHA-256.
 
 locals {
   runner_sha256 = filesha256(local.runner_file)
@@ -13,6 +15,22 @@ locals {
 
   run_hook_document       = "${var.ssm_document_prefix}-RunHook"
   install_runner_document = "${var.ssm_document_prefix}-InstallRunner"
+  install_hooks_document  = "${var.ssm_document_prefix}-InstallHooks"
+
+  # Each allowlist is stored under its own hash; tag-targeted ones also require the Quiesce tag
+  # (State Manager ANDs tag targets), so an allowlist only lands where hooks may be sent.
+  allowlists = {
+    for name, a in var.hook_allowlists : name => {
+      region = a.region
+      key    = "allowlists/${name}/${sha256(a.content)}/hooks.json"
+      sha256 = sha256(a.content)
+      url    = "https://${aws_s3_bucket.runner.bucket}.s3.${var.region}.${data.aws_partition.current.dns_suffix}/allowlists/${name}/${sha256(a.content)}/hooks.json"
+      targets = concat(
+        a.targets,
+        startswith(a.targets[0].key, "tag:") ? [{ key = "tag:${var.instance_tag.key}", values = [var.instance_tag.value] }] : [],
+      )
+    }
+  }
 }
 
 resource "aws_s3_bucket" "runner" {
@@ -89,9 +107,9 @@ resource "aws_s3_bucket_policy" "runner" {
 
 data "aws_iam_policy_document" "runner_bucket" {
   statement {
-    sid       = "InstancesOfThisAccountReadTheRunner"
+    sid       = "InstancesOfThisAccountReadTheRunnerAndAllowlists"
     actions   = ["s3:GetObject"]
-    resources = ["${aws_s3_bucket.runner.arn}/runner/*"]
+    resources = ["${aws_s3_bucket.runner.arn}/runner/*", "${aws_s3_bucket.runner.arn}/allowlists/*"]
 
     principals {
       type        = "AWS"
@@ -132,6 +150,17 @@ resource "aws_s3_object" "runner" {
   content_type = "text/x-python"
 }
 
+# The allowlists hold hook argv and plain env values (never secrets: those are env_files, read
+# on the instance); every principal of the account may read them, like the runner.
+resource "aws_s3_object" "allowlist" {
+  for_each = var.hook_allowlists
+
+  bucket       = aws_s3_bucket.runner.id
+  key          = local.allowlists[each.key].key
+  content      = each.value.content
+  content_type = "application/json"
+}
+
 module "home_region" {
   source = "./modules/regional"
 
@@ -140,10 +169,13 @@ module "home_region" {
   install_runner_document = local.install_runner_document
   run_hook_content        = jsonencode(local.documents["run_hook"])
   install_runner_content  = jsonencode(local.documents["install_runner"])
+  install_hooks_document  = local.install_hooks_document
+  install_hooks_content   = jsonencode(local.documents["install_hooks"])
   runner_url              = local.runner_url
   runner_sha256           = local.runner_sha256
+  allowlists              = { for name, a in local.allowlists : name => a if a.region == var.region }
   instance_tag            = var.instance_tag
   association_schedule    = var.runner_association_schedule
 
-  depends_on = [aws_s3_object.runner, aws_s3_bucket_policy.runner]
+  depends_on = [aws_s3_object.runner, aws_s3_object.allowlist, aws_s3_bucket_policy.runner]
 }

@@ -44,14 +44,26 @@ data "aws_iam_policy_document" "adapters" {
     resources = ["*"]
   }
 
-  # EbsSnapshotter.take: CreateSnapshots needs the instance and its volumes ...
+  # EbsSnapshotter.take: CreateSnapshots needs the instance, which must carry the Quiesce
+  # tag ...
   statement {
-    sid     = "SnapshotInstancesAndTheirVolumes"
-    actions = ["ec2:CreateSnapshots"]
-    resources = [
-      "arn:${local.partition}:ec2:*:${local.account_id}:instance/*",
-      "arn:${local.partition}:ec2:*:${local.account_id}:volume/*",
-    ]
+    sid       = "SnapshotOnlyQuiesceTaggedInstances"
+    actions   = ["ec2:CreateSnapshots"]
+    resources = ["arn:${local.partition}:ec2:*:${local.account_id}:instance/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/${var.instance_tag.key}"
+      values   = [var.instance_tag.value]
+    }
+  }
+
+  # ... and its volumes (a policy cannot tie a volume to its instance; every CreateSnapshots
+  # call names the instance, so the condition above decides) ...
+  statement {
+    sid       = "SnapshotTheVolumesOfThoseInstances"
+    actions   = ["ec2:CreateSnapshots"]
+    resources = ["arn:${local.partition}:ec2:*:${local.account_id}:volume/*"]
   }
 
   # ... and creates only snapshots that carry quiesce:managed=true ...

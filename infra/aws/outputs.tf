@@ -48,6 +48,11 @@ output "runner_sha256" {
   value       = local.runner_sha256
 }
 
+output "allowlists" {
+  description = "The hook allowlists, by name: region, S3 URL, SHA-256 and State Manager targets. Pass those of another region to its modules/regional instance (docs/aws-deploy.md)."
+  value       = local.allowlists
+}
+
 output "instance_tag" {
   description = "Tag the EC2 instances Quiesce may run hooks on."
   value       = "${var.instance_tag.key}=${var.instance_tag.value}"

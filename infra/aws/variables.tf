@@ -1,6 +1,7 @@
 # ---------------------------------------------------------------------------------- the policy
-# policy_name, policy_file, policy_sha256, member_regions, schedules and event_rules are written
-# by scripts/aws_triggers.py (quiesce.auto.tfvars.json); do not keep them by hand.
+# policy_name, policy_file, policy_sha256, member_regions, schedules, event_rules, groups and
+# hook_allowlists are written by scripts/aws_triggers.py (quiesce.auto.tfvars.json); do not keep
+# them by hand.
 
 variable "policy_name" {
   description = "The policy's `name`. Written by scripts/aws_triggers.py."
@@ -60,6 +61,25 @@ variable "event_rules" {
   validation {
     condition     = alltrue([for kind, _ in var.event_rules : contains(["deploy", "alert"], kind)])
     error_message = "event_rules has the kinds deploy and alert only."
+  }
+}
+
+variable "hook_allowlists" {
+  description = "The hook allowlist (/etc/quiesce/hooks.json) of each member's instances: its region, State Manager targets (tag:<key> or InstanceIds), the members it serves and its JSON content. Written by scripts/aws_triggers.py."
+  type = map(object({
+    region = string
+    targets = list(object({
+      key    = string
+      values = list(string)
+    }))
+    members = list(string)
+    content = string
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for name, a in var.hook_allowlists : can(regex("^[a-z0-9][a-z0-9_.-]{0,69}$", name)) && length(a.targets) >= 1 && length(a.targets) <= 4])
+    error_message = "hook_allowlists are named <group>.<member> and have 1-4 targets: regenerate them with scripts/aws_triggers.py."
   }
 }
 

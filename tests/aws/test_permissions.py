@@ -251,6 +251,7 @@ SNAPSHOTS = "arn:*:ec2:*::snapshot/*"
     ("action", "resource", "condition", "value"),
     [
         ("ssm:SendCommand", INSTANCES, "ssm:resourceTag/quiesce:enabled", "true"),
+        ("ec2:CreateSnapshots", INSTANCES, "aws:ResourceTag/quiesce:enabled", "true"),
         ("ec2:CreateSnapshots", SNAPSHOTS, "aws:RequestTag/quiesce:managed", "true"),
         ("ec2:CreateTags", SNAPSHOTS, "ec2:CreateAction", "CreateSnapshots"),
         ("ec2:DeleteSnapshot", SNAPSHOTS, "aws:ResourceTag/quiesce:managed", "true"),

@@ -37,6 +37,7 @@ version: 1
 name: shop
 groups:
   orders:
+    max_freeze_seconds: 30
     durability_timeout_seconds: 600
     members:
       - name: db

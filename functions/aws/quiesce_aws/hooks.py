@@ -1,9 +1,12 @@
 """Hooks on EC2 instances through SSM Run Command and the Quiesce command document.
 
-Every hook call becomes a SendCommand of the "Quiesce-RunHook" document (ssm_document.yaml) with
-typed, constrained parameters: the document passes them as flags to the guest hook runner that
-a State Manager association installed on the instance, and the runner prints one JSON result
-that comes back in the invocation's output. No shell text is ever sent.
+Every hook call becomes a SendCommand of the "Quiesce-RunHook" document (ssm_document.yaml)
+whose parameters are only the run's identifiers and the NAME of a hook declared in the
+instance's root-owned allowlist (/etc/quiesce/hooks.json, installed by the member's
+Quiesce-InstallHooks association): the document passes them as flags to the guest hook runner
+that a State Manager association installed on the instance, and the runner prints one JSON
+result that comes back in the invocation's output. No argv, environment, script path or shell
+text is ever sent (docs/guest-protocol.md).
 
 `run_many` sends calls that share their parameters (the machines of one member in one phase)
 as one command per 50 instance ids, all commands at once, and never uses Targets (which ramps
@@ -34,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
+from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
 from quiesce.policy.model import Hook
 from quiesce.ports import HookCall, HookRunner, fan_out
 from quiesce.record import HookResult, HookStatus, utcnow
@@ -49,16 +53,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DOCUMENT_FILE = Path(__file__).with_name("ssm_document.yaml")
-#: The document names Terraform gives the two documents of ssm_document.yaml.
+#: The document names Terraform gives the documents of ssm_document.yaml.
 RUN_HOOK_DOCUMENT = "Quiesce-RunHook"
 INSTALL_RUNNER_DOCUMENT = "Quiesce-InstallRunner"
+INSTALL_HOOKS_DOCUMENT = "Quiesce-InstallHooks"
 #: Replaced by the runner's SHA-256 when the documents are created.
 SHA256_PLACEHOLDER = "__RUNNER_SHA256__"
 #: The document's one step: the plugin whose output carries the runner's result.
 STEP_NAME = "runHook"
 #: Where the install document puts the runner on every instance.
 RUNNER_INSTALL_PATH = "/usr/local/lib/quiesce/quiesce_guest.py"
+#: Where the member's allowlist association puts the hook allowlist (the runner's default).
+ALLOWLIST_PATH = DEFAULT_CONFIG
 
+#: The tag of the instances hooks may be sent to (infra/aws instance_tag).
+INSTANCE_TAG = "quiesce:enabled"
 #: SendCommand takes at most 50 instance ids.
 MAX_INSTANCES_PER_COMMAND = 50
 #: SendCommand's TimeoutSeconds: how long SSM tries to deliver (its minimum).
@@ -82,7 +91,7 @@ SEND_PERMISSIONS = [
     Permission(
         "ssm:SendCommand",
         "arn:aws:ec2:*:*:instance/*",
-        {"ssm:resourceTag/quiesce:enabled": "true"},
+        {f"ssm:resourceTag/{INSTANCE_TAG}": "true"},
     ),
     # Neither supports resource-level permissions.
     Permission("ssm:ListCommandInvocations", "*"),
@@ -103,8 +112,8 @@ def runner_sha256(path: Path | None = None) -> str:
 
 
 def load_documents(sha256: str | None = None) -> dict[str, dict[str, Any]]:
-    """Both documents of ssm_document.yaml ("run_hook", "install_runner"), the runner's
-    SHA-256 filled in (default: the shipped runner's)."""
+    """The documents of ssm_document.yaml ("run_hook", "install_runner", "install_hooks"), the
+    runner's SHA-256 filled in (default: the shipped runner's)."""
     text = DOCUMENT_FILE.read_text(encoding="utf-8")
     docs: dict[str, dict[str, Any]] = yaml.safe_load(
         text.replace(SHA256_PLACEHOLDER, sha256 or runner_sha256())
@@ -118,6 +127,7 @@ def render_documents(sha256: str | None = None) -> dict[str, str]:
     return {
         RUN_HOOK_DOCUMENT: json.dumps(docs["run_hook"], indent=2),
         INSTALL_RUNNER_DOCUMENT: json.dumps(docs["install_runner"], indent=2),
+        INSTALL_HOOKS_DOCUMENT: json.dumps(docs["install_hooks"], indent=2),
     }
 
 
@@ -178,12 +188,6 @@ def parameter_problems(parameters: dict[str, list[str]]) -> list[str]:
 # --------------------------------------------------------------------------- the parameters
 
 
-def _number(value: float) -> str:
-    """A number as the document's patterns accept it: at most 3 decimals, never 0."""
-    text = f"{value:.3f}".rstrip("0").rstrip(".")
-    return text if text not in ("", "0") else "0.001"
-
-
 def answer_timeout(hook: Hook, phase: str) -> float:
     """How long the orchestrator waits for the runner's answer to one call, after sending."""
     if phase == "check":
@@ -197,41 +201,49 @@ def execution_timeout(hook: Hook, phase: str) -> int:
     return max(60, math.ceil(answer_timeout(hook, phase) + 30))
 
 
+def hook_name(call: HookCall) -> str:
+    """The name of the declared hook a call runs: `<group>.<member>.<phase>` (the name the
+    policy's allowlist gives it, docs/guest-protocol.md)."""
+    declared = getattr(call.hook, "name", None)
+    return str(declared) if declared else f"{call.group}.{call.member}.{call.phase}"
+
+
+def restore_path(call: HookCall, phase: str) -> str | None:
+    """The restored copy's path of a verify call; the only argument the protocol carries."""
+    if phase != "verify" or not call.extra_args:
+        return None
+    return call.extra_args[-1]
+
+
 def hook_parameters(call: HookCall, phase: str, expires_at: float | None = None) -> dict[str, Any]:
-    """The document parameters of one call (values that equal the defaults are left out)."""
-    hook = call.hook
+    """The document parameters of one call: identifiers and a hook's name, nothing else
+    (values that equal the defaults are left out)."""
     params: dict[str, list[str]] = {
         "Phase": [phase],
         "RunId": [call.run_id],
         "Member": [call.member],
-        "Script": [hook.run[0]],
-        "TimeoutSeconds": [_number(hook.timeout_seconds)],
-        "Retries": [str(hook.retries)],
-        "ExecutionTimeout": [str(execution_timeout(hook, phase))],
+        "Hook": [hook_name(call)],
+        "ExecutionTimeout": [str(execution_timeout(call.hook, phase))],
     }
-    args = [*hook.run[1:], *call.extra_args]
-    if args:
-        params["Args"] = args
-    if hook.sha256:
-        params["Sha256"] = [hook.sha256]
-    if hook.env:
-        params["Env"] = [f"{k}={v}" for k, v in sorted(hook.env.items())]
-    if call.thaw is not None:
-        thaw = call.thaw
-        params["ThawScript"] = [thaw.run[0]]
-        if thaw.run[1:]:
-            params["ThawArgs"] = list(thaw.run[1:])
-        if thaw.sha256:
-            params["ThawSha256"] = [thaw.sha256]
-        params["ThawTimeoutSeconds"] = [_number(thaw.timeout_seconds)]
-        params["ThawRetries"] = [str(thaw.retries)]
-        if thaw.env:
-            params["ThawEnv"] = [f"{k}={v}" for k, v in sorted(thaw.env.items())]
-    if call.max_freeze_seconds is not None and phase == "pre":
-        params["MaxFreezeSeconds"] = [_number(call.max_freeze_seconds)]
     if expires_at is not None:
         params["ExpiresAt"] = [f"{expires_at:.3f}"]
+    path = restore_path(call, phase)
+    if path is not None:
+        params["RestorePath"] = [path]
     return params
+
+
+def call_problems(call: HookCall, phase: str) -> list[str]:
+    """What the guest protocol cannot carry for this call (before the document's own rules)."""
+    extra = list(call.extra_args)
+    if phase == "verify" and extra:
+        extra = extra[:-1]  # the restore path
+    if extra:
+        return [
+            f"the call has arguments {extra!r}, but a request carries only a hook's name: "
+            "declare the arguments in the hook's allowlist entry"
+        ]
+    return []
 
 
 # ----------------------------------------------------------------------------- the results
@@ -374,8 +386,8 @@ def send_failure(exc: BaseException, started: datetime, document: str) -> HookRe
             HookStatus.REFUSED,
             "AccessDenied",
             f"not allowed to send {document} to the instance: {text}; the role needs "
-            "ssm:SendCommand on the document and the instance must be tagged "
-            "quiesce:enabled=true",
+            f"ssm:SendCommand on the document and the instance must be tagged "
+            f"{INSTANCE_TAG}=true",
             started,
         )
     if code == "InvalidInstanceId":
@@ -532,15 +544,16 @@ class SsmHookRunner(HookRunner):
                 # A pre that arrives after the freeze budget is refused as Stale by the runner.
                 expires = sent_at + call.max_freeze_seconds
             params = hook_parameters(call, call_phase, expires)
-            problems = parameter_problems(params)
+            problems = call_problems(call, call_phase) + parameter_problems(params)
             if problems:
                 results[i] = _result(
                     HookStatus.REFUSED,
                     "BadParameter",
                     "not sent: the Quiesce SSM document would refuse "
                     + "; ".join(problems)
-                    + " (its parameters exclude quotes, backslashes, $, backticks, braces and "
-                    "control characters; script paths also spaces)",
+                    + " (it carries only identifiers and a declared hook's name: no quotes, "
+                    "backslashes, $, backticks, braces, spaces, control characters, and no / in "
+                    "a hook name)",
                     now,
                 )
                 continue

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 PROVIDER = "aws"
 GIB = 1024**3
 MANAGED_TAG = "quiesce:managed"
+#: The tag of the instances Quiesce may snapshot and send hooks to (infra/aws instance_tag).
+INSTANCE_TAG = "quiesce:enabled"
 VSS_DOCUMENT = "AWSEC2-CreateVssSnapshot"
 #: The tag AWSEC2-CreateVssSnapshot sets: true when VSS froze the writers for the snapshot.
 APP_CONSISTENT_TAG = "AppConsistent"
@@ -108,7 +110,13 @@ class EbsSnapshotter(Snapshotter):
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "take": [
-            Permission("ec2:CreateSnapshots", "arn:aws:ec2:*:*:instance/*"),
+            # Only instances that carry the Quiesce instance tag (the call always names one);
+            # volumes cannot be tied to their instance in a policy.
+            Permission(
+                "ec2:CreateSnapshots",
+                "arn:aws:ec2:*:*:instance/*",
+                {f"aws:ResourceTag/{INSTANCE_TAG}": "true"},
+            ),
             Permission("ec2:CreateSnapshots", "arn:aws:ec2:*:*:volume/*"),
             Permission(
                 "ec2:CreateSnapshots",
@@ -125,7 +133,7 @@ class EbsSnapshotter(Snapshotter):
             Permission(
                 "ssm:SendCommand",
                 "arn:aws:ec2:*:*:instance/*",
-                {"ssm:resourceTag/quiesce:enabled": "true"},
+                {f"ssm:resourceTag/{INSTANCE_TAG}": "true"},
             ),
             Permission("ssm:ListCommandInvocations", "*"),
             Permission("ssm:GetCommandInvocation", "*"),
@@ -194,10 +202,17 @@ class EbsSnapshotter(Snapshotter):
                 what=f"CreateSnapshots of {instance_id}",
             )
         except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc) or "CreateSnapshotsFailed"
+            hint = ""
+            if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
+                hint = (
+                    f"; the role may snapshot only instances tagged {INSTANCE_TAG}=true "
+                    "(infra/aws instance_tag): tag every instance of the member"
+                )
             raise ProviderError(
                 f"member {call.member!r}: CreateSnapshots of {instance_id} in {region} failed: "
-                f"{error_message(exc)}",
-                code=error_code(exc) or "CreateSnapshotsFailed",
+                f"{error_message(exc)}{hint}",
+                code=code,
             ) from exc
         fixed = utcnow()
         snapshots = response.get("Snapshots", [])

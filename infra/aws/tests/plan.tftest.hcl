@@ -101,6 +101,39 @@ run "the_functions_and_the_runner_fit_the_code" {
   }
 }
 
+run "each_hook_allowlist_is_stored_and_installed_pinned_by_its_hash" {
+  command = plan
+
+  assert {
+    condition     = length(var.hook_allowlists) > 0 && length(aws_s3_object.allowlist) == length(var.hook_allowlists)
+    error_message = "one S3 object per hook allowlist"
+  }
+
+  assert {
+    condition = alltrue([
+      for name, a in var.hook_allowlists :
+      aws_s3_object.allowlist[name].content == a.content &&
+      aws_s3_object.allowlist[name].key == "allowlists/${name}/${sha256(a.content)}/hooks.json" &&
+      local.allowlists[name].sha256 == sha256(a.content)
+    ])
+    error_message = "each allowlist is stored under its own hash, which its association pins"
+  }
+
+  assert {
+    condition = alltrue([
+      for name, a in var.hook_allowlists :
+      anytrue([for t in local.allowlists[name].targets : t.key == "tag:quiesce:enabled" && join(",", t.values) == "true"])
+      if startswith(a.targets[0].key, "tag:")
+    ])
+    error_message = "an allowlist targeted by tags goes only to instances that also carry the Quiesce tag"
+  }
+
+  assert {
+    condition     = strcontains(jsonencode(local.documents["run_hook"]), "--config")
+    error_message = "the run-hook document runs the runner with the installed allowlist"
+  }
+}
+
 run "the_alarm_topic_is_optional_and_feeds_the_alert_function" {
   command = plan
 

@@ -17,3 +17,13 @@ output "runner_targets" {
   description = "The instances the runner is installed on (tag:<key>=<value>)."
   value       = "tag:${var.instance_tag.key}=${var.instance_tag.value}"
 }
+
+output "install_hooks_document_arn" {
+  description = "ARN of the install-hooks document in this region."
+  value       = aws_ssm_document.install_hooks.arn
+}
+
+output "allowlist_associations" {
+  description = "The hook allowlist associations in this region, by allowlist name."
+  value       = { for name, a in aws_ssm_association.install_hooks : name => a.association_id }
+}

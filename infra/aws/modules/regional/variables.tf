@@ -23,6 +23,31 @@ variable "install_runner_content" {
   type        = string
 }
 
+variable "install_hooks_document" {
+  description = "Name of the document that installs a hook allowlist."
+  type        = string
+}
+
+variable "install_hooks_content" {
+  description = "The install-hooks document (JSON)."
+  type        = string
+}
+
+variable "allowlists" {
+  description = "The hook allowlists of this region's members, by name: the S3 URL and SHA-256 of each, and the State Manager targets of its instances (the root module's local.allowlists)."
+  type = map(object({
+    region = string
+    key    = string
+    url    = string
+    sha256 = string
+    targets = list(object({
+      key    = string
+      values = list(string)
+    }))
+  }))
+  default = {}
+}
+
 variable "runner_url" {
   description = "HTTPS URL of the runner object in S3."
   type        = string
