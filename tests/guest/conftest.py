@@ -152,6 +152,11 @@ class Guest:
         self.write_config()
         return name
 
+    def use_state_dir(self, folder: Path) -> None:
+        self.state_dir = folder
+        self.allowlist["state_dir"] = str(folder)
+        self.write_config()
+
     def write_config(self) -> None:
         self.config.write_text(json.dumps(self.allowlist, indent=1))
         self.config.chmod(0o644)

@@ -381,7 +381,7 @@ def test_a_pre_records_its_state_and_status_prints_it(guest: Guest) -> None:
     assert alive(state["watchdog_pid"])
     assert Path(guest.state_dir / "runs" / f"{guest.key}.lock").exists()
     assert sorted(p.name for p in (guest.state_dir / "runs").iterdir()) == sorted(
-        [f"{guest.key}.json", f"{guest.key}.lock", f"{guest.key}.watchdog.log"]
+        [f"{guest.key}.{ext}" for ext in ("json", "lock", "thaw", "watchdog.log")]
     )  # hook output never touches the state folder
 
 

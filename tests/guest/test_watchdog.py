@@ -93,9 +93,9 @@ def test_a_pre_still_running_at_the_deadline_is_stopped_before_the_thaw_runs(
     thaw, thaw_count = guest.counting_script("resume.sh", log=log)
 
     runner = guest.start(
-        guest.pre(guest.hook(pre, timeout_seconds=30), thaw, max_freeze_seconds=0.5)
+        guest.pre(guest.hook(pre, timeout_seconds=30), thaw, max_freeze_seconds=1.5)
     )
-    assert wait_until(log.exists, 10)
+    assert wait_until(lambda: child_pid.exists() and child_pid.read_text().strip() != "", 10)
     assert wait_until(lambda: guest.count(thaw_count) == 1, 5)
     held = guest.finish(runner)
 

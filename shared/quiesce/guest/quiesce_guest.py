@@ -1032,11 +1032,16 @@ class StateDir:
 
     def _subfolder(self, name: str, create: bool) -> int:
         path = os.path.join(self.root, name)
-        if create:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o700, dir_fd=self.fd)
+        flags = O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC
         try:
-            fd = os.open(name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC, dir_fd=self.fd)
+            try:  # open first: even a mkdir that finds the folder waits on a frozen filesystem
+                fd = os.open(name, flags, dir_fd=self.fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=self.fd)
+                fd = os.open(name, flags, dir_fd=self.fd)
         except OSError as exc:
             raise Refused(
                 "InsufficientPermission" if exc.errno != errno.ENOENT else "StateMissing",
@@ -1095,7 +1100,10 @@ class StateDir:
         state, `.thaw` is held for a whole thaw (so the post hook runs once, whoever runs it).
         With `timeout`, yields False (unlocked) when it was not had in time, so a thaw never
         waits forever on a holder stuck on a frozen filesystem."""
-        fd = self.open(key + lock, os.O_RDWR | os.O_CREAT)
+        try:  # read-only: opening for writing waits while the filesystem is frozen
+            fd = self.open(key + lock, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = self.open(key + lock, os.O_RDONLY | os.O_CREAT)
         try:
             if timeout is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -1452,7 +1460,8 @@ class PreGate(Gate):
                     "attempt": attempt,
                 }
             )
-            self.states.save(self.key, state)
+            # The hook already runs: failing to record its group must not crash the runner.
+            bounded(lambda: self.states.save(self.key, state), 1.0)
             return proc
 
     def finished(self, proc: subprocess.Popen[bytes]) -> bool:
@@ -1463,13 +1472,9 @@ class PreGate(Gate):
             pre = state.get("pre")
             if held and pre:
                 pre.update({"pid": None, "pgid": None, "pgid_starttime": None})
-                self.states.save(self.key, state)
+                bounded(lambda: self.states.save(self.key, state), 1.0)
             reap(proc)  # only now may the pid (= the group id) be reused
             return thaw_happened(state) or time.time() >= self.deadline
-
-
-class Interrupted(Exception):
-    """SIGTERM arrived while a thaw ran; raised only after the hook finished."""
 
 
 def run_hook(
@@ -1749,6 +1754,7 @@ def thaw_once(
     checked_hook: Callable[[], Checked],
     by: str,
     wait: float,
+    reason: str = "post",
 ) -> Tuple[JSON, bool, List[str]]:
     """Runs the thaw (post) hook unless a post or the watchdog already did: the one way both
     thaw. Returns the result, whether it was an earlier one, and warnings.
@@ -1776,6 +1782,7 @@ def thaw_once(
             if not st.get("thaw_requested_at"):
                 st["thaw_requested_at"] = iso(time.time())
                 st["thaw_requested_by"] = by
+            add_event(st, by, "thawing: " + reason)
 
         problem = update(states, key, mark, 1.0, fresh)  # from now on no pre attempt starts
         if problem:
@@ -1873,6 +1880,7 @@ def watchdog(key: str, ready_fd: Optional[int], handoff: JSON) -> int:
         lambda: thaw,
         "watchdog",
         thaw.hook.budget_seconds + LOCK_SLACK_SECONDS,
+        why,
     )
     for warning in warnings:
         log("watchdog %s: %s" % (key, warning))
@@ -1978,6 +1986,7 @@ def _pre(req: Request, config: Config, checked: Checked, thaw: Checked) -> JSON:
         )
         add_event(state, "orchestrator", "pre accepted; the watchdog thaws at %s" % iso(deadline))
         states.save(key, state)
+        os.close(states.open(key + ".thaw", os.O_RDONLY | os.O_CREAT))  # before any freeze
     handoff = {
         "state_dir": states.root,
         "state_fd": states.fd,
