@@ -509,7 +509,11 @@ class Agent:
     def answer(self, key: str, value: Dict[str, Any]) -> None:
         url = "%s/instance/guest-attributes/%s/%s" % (self.metadata_url, GUEST_NAMESPACE, key)
         body = json.dumps(value, sort_keys=True).encode("utf-8")
-        status, text, _ = self._request(url, method="PUT", data=body)
+        try:
+            status, text, _ = self._request(url, method="PUT", data=body)
+        except OSError as exc:
+            log.error("writing guest attribute %s: %s", key, exc)
+            return
         if status >= 300:
             log.error("writing guest attribute %s: HTTP %d %s", key, status, text[:200])
 
