@@ -72,6 +72,8 @@ def two_member_workspace(root: Path, **group: Any) -> Workspace:
                         "name": "db",
                         "provider": "local",
                         "volumes": [str(root / "data" / "db")],
+                        # the hooks only log: they freeze nothing, so state may share the disk
+                        "pre_freezes_volumes": False,
                         "hooks": {
                             "pre": {"run": [pre, "db"], "timeout_seconds": 5},
                             "post": {"run": [post, "db"], "timeout_seconds": 5},

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from quiesce import __version__
+from quiesce.allowlist import allowlist, policy_hooks, render
 from quiesce.cli.render import points_table, restore_summary, run_summary
 from quiesce.engine import recover_abandoned, run_group, run_result
 from quiesce.engine.outcome import EXIT_CODES
@@ -34,6 +35,8 @@ from quiesce.events import event_schemas
 from quiesce.plan import plan_policy
 from quiesce.policy import Policy, load_policy
 from quiesce.policy.model import json_schema
+from quiesce.providers.local.readonly import read_catalog, read_events
+from quiesce.providers.local.statedir import same_device_problems
 from quiesce.record import RunRecord, RunStatus
 from quiesce.restore import restore_point
 from quiesce.wiring import backends_for, has_state, providers_for
@@ -108,6 +111,12 @@ def validate(policy: PolicyArg, as_json: JsonOpt = False) -> None:
             _print_json({"valid": False, "file": exc.path, "problems": exc.problems})
             raise typer.Exit(EXIT_INVALID) from None
         fail(str(exc), EXIT_INVALID)
+    layout = same_device_problems(loaded)
+    if layout:
+        if as_json:
+            _print_json({"valid": False, "file": str(policy), "problems": layout})
+            raise typer.Exit(EXIT_INVALID)
+        fail(f"{policy}: invalid layout\n" + "\n".join(f"  - {p}" for p in layout), EXIT_INVALID)
     members = sum(len(g.members) for g in loaded.groups.values())
     if as_json:
         _print_json({"valid": True, "file": str(policy), "policy": loaded.name})
@@ -130,10 +139,14 @@ def plan(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) ->
         loaded = _load(policy)
         if group is not None:
             loaded.group(group)
-        report = plan_policy(loaded, providers_for(loaded), group)
+        report = plan_policy(
+            loaded, providers_for(loaded), group, problems=same_device_problems(loaded)
+        )
     if as_json:
         _print_json(report)
     else:
+        for problem in report["problems"]:
+            out.print(Text(f"✗ {problem}", "red"), soft_wrap=True)
         for g in report["groups"]:
             out.print(
                 Text.assemble(
@@ -150,12 +163,10 @@ def plan(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) ->
             for m in g["members"]:
                 hooks = Text()
                 for phase, h in m["hooks"].items():
-                    ok = h["check"]["status"] == "succeeded"
-                    hooks.append(f"{phase}: {' '.join(h['run'])} ")
-                    hooks.append(
-                        "✓\n" if ok else f"✗ {h['check']['code']}: {h['check']['message']}\n",
-                        "green" if ok else "red",
-                    )
+                    shown = " ".join(h["run"]) if h["run"] else "(declared on the machines)"
+                    hooks.append(f"{phase}: {h['name']}: {shown}\n")
+                    for mc in h["machines"]:
+                        hooks.append(_machine_line(mc))
                 if m.get("error"):
                     hooks.append(m["error"], "red")
                 volumes = "\n".join(f"{v['volume']} → {v['method']}" for v in m["volumes"])
@@ -164,6 +175,23 @@ def plan(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) ->
             out.print(table)
     if not report["ok"]:
         raise typer.Exit(EXIT_INVALID)
+
+
+def _machine_line(mc: dict[str, Any]) -> Text:
+    """One machine's check and allowlist state, for `plan`."""
+    check = mc["check"]
+    ok = check["status"] == "succeeded"
+    states = [mc.get("allowlist", "?")]
+    if "thaw_allowlist" in mc:
+        states.append(f"thaw {mc['thaw']}: {mc['thaw_allowlist']}")
+    good = ok and all(s in ("matches", "declared") or s.startswith("thaw ") for s in states)
+    good = good and mc.get("thaw_allowlist", "matches") in ("matches", "declared")
+    line = Text(f"  {mc.get('machine', '?')}: allowlist {', '.join(states)} ")
+    line.append(
+        "✓\n" if good else f"✗ {check['code']}: {check['message']}\n" if not ok else "✗\n",
+        "green" if good else "red",
+    )
+    return line
 
 
 def _progress(status: Status | None) -> Any:
@@ -241,9 +269,8 @@ def events(
     """List the CloudEvents on the local bus, oldest first (--json: one event per line)."""
     with guarded():
         loaded = _load(policy)
-        from quiesce.providers.local import SqliteEventBus
-
-        stored = SqliteEventBus(Path(loaded.state_dir)).read() if has_state(loaded) else []
+        bus = read_events(Path(loaded.state_dir)) if has_state(loaded) else None
+        stored = bus.read() if bus is not None else []
         selected = [
             e
             for e in stored
@@ -274,9 +301,8 @@ def points(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) 
         loaded = _load(policy)
         if group is not None:
             loaded.group(group)
-        found = (
-            backends_for(loaded).state.list_points(loaded.name, group) if has_state(loaded) else []
-        )
+        catalog = read_catalog(Path(loaded.state_dir)) if has_state(loaded) else None
+        found = catalog.list_points(loaded.name, group) if catalog is not None else []
     if as_json:
         _print_json([p.model_dump(mode="json") for p in found])
         return
@@ -336,6 +362,47 @@ def recover(policy: PolicyArg, as_json: JsonOpt = False) -> None:
         out.print("no abandoned runs")
     for result in results:
         run_summary(out, result)
+
+
+hooks_app = typer.Typer(
+    help="The hook allowlists a policy stands for (docs/guest-protocol.md).",
+    no_args_is_help=True,
+)
+app.add_typer(hooks_app, name="hooks")
+
+
+@hooks_app.command("allowlist")
+def hooks_allowlist(
+    policy: PolicyArg,
+    member: Annotated[
+        str | None,
+        typer.Option("--member", "-m", help="Only this member's hooks.", show_default=False),
+    ] = None,
+    group: GroupOpt = None,
+) -> None:
+    """Print the hook allowlist (JSON) that the policy's hook declarations stand for: install
+    it as /etc/quiesce/hooks.json (root-owned, mode 0600) on the member's machines. Hooks the
+    policy names without `run` are declared on the machines and left out."""
+    with guarded():
+        loaded = _load(policy)
+        if group is not None:
+            loaded.group(group)
+        selected = policy_hooks(loaded, group=group, member=member)
+        if member is not None and not any(
+            m.name == member
+            for name, g in loaded.groups.items()
+            if group is None or name == group
+            for m in g.members
+        ):
+            fail(f"member {member!r} is not in the policy", EXIT_INVALID)
+        document = allowlist(selected)
+        for h in selected:
+            if h.entry is None:
+                err.print(
+                    Text(f"note: {h.name} has no run in the policy: the machines declare it"),
+                    soft_wrap=True,
+                )
+    sys.stdout.write(render(document))
 
 
 @app.command()

@@ -254,6 +254,8 @@ def _write_policy(ws: Workspace, hooks: dict[str, str]) -> None:
                 "name": DB_MEMBER,
                 "provider": "local",
                 "volumes": [str(ws.volume_a)],
+                # the hooks pause the sample application; no filesystem is frozen
+                "pre_freezes_volumes": False,
                 "hooks": {
                     "pre": {"run": [hooks["pause"]], "timeout_seconds": 10},
                     "post": {"run": [hooks["resume"]], "timeout_seconds": 10},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from quiesce.ports import Backends, Provider
+from quiesce.ports import Backends, HookRunner, Provider
 from quiesce.providers.local.bus import SqliteEventBus
 from quiesce.providers.local.hooks import LocalHookRunner
 from quiesce.providers.local.inventory import LocalInventory
@@ -33,17 +33,17 @@ __all__ = [
 ]
 
 
-def local_provider(state_dir: Path) -> Provider:
+def local_provider(state_dir: Path, hooks: HookRunner | None = None) -> Provider:
     """Inventory, hooks and snapshots of this machine, keeping their state in `state_dir`."""
     state_dir = Path(state_dir)
     return Provider(
         inventory=LocalInventory(),
-        hooks=LocalHookRunner(state_dir),
+        hooks=hooks if hooks is not None else LocalHookRunner(state_dir),
         snapshots=LocalSnapshotter(state_dir),
     )
 
 
-def local_backends(state_dir: Path) -> Backends:
+def local_backends(state_dir: Path, hooks: HookRunner | None = None) -> Backends:
     """Everything the engine needs to back up local members, all kept in `state_dir`.
 
     The folder is created private (0o700): it holds copies of the members' data.
@@ -53,7 +53,7 @@ def local_backends(state_dir: Path) -> Backends:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
     return Backends(
-        providers={"local": local_provider(state_dir)},
+        providers={"local": local_provider(state_dir, hooks)},
         state=SqliteStateStore(state_dir),
         bus=SqliteEventBus(state_dir),
     )

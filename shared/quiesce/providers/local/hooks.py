@@ -1,29 +1,44 @@
 """Runs hooks on this machine through the guest hook runner, as a child process.
 
-The runner (quiesce_guest.py) does the security checks, the retries, the timeouts and, for a pre
-hook, arms the watchdog that thaws the member by itself if no post call comes. This adapter only
-hands it a request on stdin and reads its one JSON result from stdout; it never runs a hook
-itself. The runner is started in a session of its own, so a Ctrl-C aimed at the orchestrator
-does not kill a hook half-way: the engine decides what to do, the runner finishes. It runs in
-isolated mode (`python -I`): hooks run as root, so PYTHONPATH and the user's site-packages must
-not be able to change what the runner imports.
+The runner (quiesce_guest.py) runs only hooks its allowlist declares (docs/guest-protocol.md).
+For `local` members Quiesce is the machine's administrator: it writes the allowlist of the
+policy's local hooks into its private guest state folder (mode 0600 in a 0700 folder, atomically,
+only when it changed, before the run starts) and passes that file with `--config`. Each call
+sends a version 2 request: the hook's name and the run's identifiers, nothing to execute.
+
+The runner does the security checks, the retries, the timeouts and, for a pre hook, arms the
+watchdog that thaws the member by itself if no post call comes. This adapter reads its one JSON
+result from stdout; it never runs a hook itself. The runner is started in a session of its own,
+so a Ctrl-C aimed at the orchestrator does not kill a hook half-way, and in isolated mode
+(`python -I`): hooks run as root, so PYTHONPATH and the user's site-packages must not be able
+to change what the runner imports. Every wait on the runner has a limit: a runner stuck in the
+kernel (writing to a frozen filesystem) is reported, never waited for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
 
-from quiesce.policy.model import Hook
+from quiesce.allowlist import render
+from quiesce.guest.quiesce_guest import CONFIG_VERSION, REQUEST_VERSION
+from quiesce.policy.model import Hook, hook_name
 from quiesce.ports import HookCall, HookRunner
+from quiesce.providers.local.statedir import ensure_private_dir
 from quiesce.record import HookResult, HookStatus, utcnow
 
 #: Seconds the runner itself may take per attempt beyond the hook's timeout (start-up, checks,
@@ -32,8 +47,13 @@ PER_ATTEMPT_SLACK = 1.5
 FIXED_SLACK = 5.0
 #: A check never executes the script: it is quick.
 CHECK_TIMEOUT = 30.0
+#: After the answer timeout: how long SIGTERM, then SIGKILL, may take to end the runner.
+TERM_WAIT = 2.0
+KILL_WAIT = 5.0
 #: How much of the runner's stderr a RunnerError message carries.
 STDERR_TAIL = 2000
+#: The allowlist's file name in the guest state folder.
+ALLOWLIST_FILE = "hooks.json"
 
 
 def default_runner_path() -> Path:
@@ -41,17 +61,6 @@ def default_runner_path() -> Path:
     from quiesce.guest import RUNNER_PATH
 
     return Path(RUNNER_PATH)
-
-
-def hook_request(hook: Hook) -> dict[str, Any]:
-    """A policy Hook as the runner's request expects it."""
-    return {
-        "run": list(hook.run),
-        "sha256": hook.sha256,
-        "timeout_seconds": hook.timeout_seconds,
-        "retries": hook.retries,
-        "env": dict(hook.env),
-    }
 
 
 def answer_timeout(hook: Hook) -> float:
@@ -65,22 +74,91 @@ def state_key(run_id: str, member: str) -> str:
     return f"{run_id}--{member}"
 
 
+def write_if_changed(path: Path, text: str) -> bool:
+    """Writes `text` to `path` (mode 0600) atomically, unless it already holds exactly that.
+    Returns whether it wrote. Never follows a symlink at `path`."""
+    data = text.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # missing, or a symlink (ELOOP): replaced below, never followed
+        fd = -1
+    if fd >= 0:
+        try:
+            st = os.fstat(fd)
+            same = st.st_size == len(data) and os.read(fd, len(data) + 1) == data
+        finally:
+            os.close(fd)
+        if same and st.st_uid == os.geteuid() and st.st_mode & 0o077 == 0:
+            return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return True
+
+
 class LocalHookRunner(HookRunner):
-    """Runs `python quiesce_guest.py run` with the request on stdin, one process per call."""
+    """Runs `python quiesce_guest.py run --config <allowlist>`, one process per call.
+
+    `hooks` are the allowlist entries of the policy's local hooks, by name (see
+    quiesce.allowlist). With `scratch`, the allowlist goes to a private temporary folder
+    instead (for `quiesce plan`, which leaves the state folder untouched)."""
 
     def __init__(
-        self, state_dir: Path, python: str = sys.executable, runner: Path | None = None
+        self,
+        state_dir: Path,
+        hooks: Mapping[str, dict[str, Any]] | None = None,
+        python: str = sys.executable,
+        runner: Path | None = None,
+        scratch: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.guest_state_dir = self.state_dir / "guest"
+        self.hooks = dict(hooks or {})
         self.python = python
         self._runner = runner
+        self._scratch = scratch
+        self._lock = threading.Lock()
+        self._config: Path | None = None
 
     @property
     def runner(self) -> Path:
         if self._runner is None:
             self._runner = default_runner_path()
         return self._runner
+
+    # ------------------------------------------------------------------------------ the allowlist
+
+    def allowlist(self) -> dict[str, Any]:
+        """The allowlist document this runner installs."""
+        return {
+            "version": CONFIG_VERSION,
+            "state_dir": str(self.guest_state_dir.absolute()),
+            "hooks": dict(sorted(self.hooks.items())),
+        }
+
+    def install(self) -> Path:
+        """Writes the allowlist (once per runner, and only when its content changed); returns
+        its path. Called before a run starts, so no write happens inside a freeze."""
+        with self._lock:
+            if self._config is None:
+                if self._scratch:
+                    folder = Path(tempfile.mkdtemp(prefix="quiesce-allowlist-"))
+                    weakref.finalize(self, shutil.rmtree, folder, True)
+                else:
+                    self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    ensure_private_dir(self.guest_state_dir)
+                    folder = self.guest_state_dir
+                path = folder.absolute() / ALLOWLIST_FILE
+                write_if_changed(path, render(self.allowlist()))
+                self._config = path
+            return self._config
 
     # ------------------------------------------------------------------------------ the port
 
@@ -95,20 +173,16 @@ class LocalHookRunner(HookRunner):
     # ------------------------------------------------------------------------------ helpers
 
     def request(self, call: HookCall) -> dict[str, Any]:
-        """The JSON request the runner gets for `call`."""
+        """The version 2 request the runner gets for `call`: names and identifiers only."""
         request: dict[str, Any] = {
-            "version": 1,
+            "version": REQUEST_VERSION,
             "run_id": call.run_id,
             "member": call.member,
             "phase": call.phase,
-            "hook": hook_request(call.hook),
-            "extra_args": list(call.extra_args),
-            "state_dir": str(self.guest_state_dir),
+            "hook": hook_name(call.hook, call.group, call.member, call.phase),
         }
-        if call.thaw is not None:
-            request["thaw"] = hook_request(call.thaw)
-        if call.max_freeze_seconds is not None:
-            request["max_freeze_seconds"] = call.max_freeze_seconds
+        if call.phase == "verify" and call.extra_args:
+            request["restore_path"] = str(call.extra_args[0])
         return request
 
     def status(self, run_id: str, member: str) -> dict[str, Any] | None:
@@ -116,29 +190,37 @@ class LocalHookRunner(HookRunner):
 
         `quiesce recover` reads it to learn whether the watchdog thawed the member.
         """
-        try:
-            proc = subprocess.run(
-                [
-                    self.python,
-                    "-I",
-                    str(self.runner),
-                    "status",
-                    "--state-dir",
-                    str(self.guest_state_dir),
-                    "--key",
-                    state_key(run_id, member),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=CHECK_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
+        argv = [
+            self.python,
+            "-I",
+            str(self.runner),
+            "status",
+            "--state-dir",
+            str(self.guest_state_dir.absolute()),
+            "--key",
+            state_key(run_id, member),
+        ]
+        with tempfile.TemporaryFile() as out:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError:
+                return None
+            try:
+                proc.wait(timeout=CHECK_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                return None
+            text = _read(out)
         if proc.returncode != 0:
             return None
         try:
-            state = json.loads(proc.stdout)
+            state = json.loads(text)
         except ValueError:
             return None
         return state if isinstance(state, dict) and state else None
@@ -146,6 +228,14 @@ class LocalHookRunner(HookRunner):
     def _invoke(self, request: dict[str, Any], timeout: float) -> HookResult:
         started = utcnow()
         t0 = time.monotonic()
+        try:
+            config = self.install()
+        except OSError as exc:
+            return _failed(
+                "RunnerError",
+                f"could not write the hook allowlist into {self.guest_state_dir}: {exc}",
+                started,
+            )
         # Files rather than pipes: a watchdog the runner leaves behind may inherit its standard
         # streams, and a pipe would then not reach end-of-file until the watchdog exits.
         with (
@@ -154,7 +244,7 @@ class LocalHookRunner(HookRunner):
         ):
             try:
                 proc = subprocess.Popen(
-                    [self.python, "-I", str(self.runner), "run"],
+                    [self.python, "-I", str(self.runner), "run", "--config", str(config)],
                     stdin=subprocess.PIPE,
                     stdout=out,
                     stderr=err,
@@ -167,14 +257,21 @@ class LocalHookRunner(HookRunner):
             try:
                 proc.communicate(json.dumps(request).encode(), timeout=timeout)
             except subprocess.TimeoutExpired:
-                _stop(proc)
+                gone = _stop(proc)
+                message = f"the hook runner did not answer within {timeout:g}s and was killed"
+                if not gone:
+                    message = (
+                        f"the hook runner (pid {proc.pid}) did not answer within {timeout:g}s "
+                        f"and did not end within {TERM_WAIT + KILL_WAIT:g}s of SIGTERM and "
+                        "SIGKILL: it is stuck in the kernel, most likely writing to a frozen "
+                        "filesystem (is the state folder on a volume the pre hook freezes?); "
+                        "it was left behind"
+                    )
                 return HookResult(
                     status=HookStatus.TIMED_OUT,
                     code="NoAnswer",
-                    message=(
-                        f"the hook runner did not answer within {timeout:g}s and was killed; "
-                        "a pre hook's watchdog, if armed, still thaws the member"
-                    ),
+                    message=message + "; a pre hook's watchdog, if armed, is due to thaw the "
+                    "member by max_freeze_seconds",
                     started_at=started,
                     ended_at=utcnow(),
                     duration_ms=round((time.monotonic() - t0) * 1000, 3),
@@ -183,14 +280,23 @@ class LocalHookRunner(HookRunner):
         return _parse(stdout, stderr, proc.returncode, started)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Asks the runner to stop (so it can kill its hook's process group), then kills it."""
-    proc.terminate()
+def _stop(proc: subprocess.Popen[bytes]) -> bool:
+    """Asks the runner to stop (so it can kill its hook's process group), then kills it.
+    Every wait has a limit; returns whether the runner is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
     try:
-        proc.wait(timeout=2)
+        proc.wait(timeout=TERM_WAIT)
+        return True
     except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
         proc.kill()
-        proc.wait()
+    try:
+        proc.wait(timeout=KILL_WAIT)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _read(stream: IO[bytes]) -> str:
