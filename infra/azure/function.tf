@@ -25,9 +25,10 @@ resource "azurerm_function_app_flex_consumption" "quiesce" {
   instance_memory_in_mb  = var.instance_memory_in_mb
   maximum_instance_count = var.maximum_instance_count
 
-  # The package, and the host's own storage (AzureWebJobsStorage), through the identity.
+  # The package (its own account), and the host's own storage (AzureWebJobsStorage), through
+  # the identity.
   storage_container_type                     = "blobContainer"
-  storage_container_endpoint                 = "${azurerm_storage_account.quiesce.primary_blob_endpoint}${azurerm_storage_container.package.name}"
+  storage_container_endpoint                 = "${azurerm_storage_account.package.primary_blob_endpoint}${azurerm_storage_container.package.name}"
   storage_authentication_type                = "SystemAssignedIdentity"
   function_app_storage_account_name          = azurerm_storage_account.quiesce.name
   function_app_storage_uses_managed_identity = true

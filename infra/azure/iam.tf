@@ -3,9 +3,12 @@
 #   actions the Azure adapters declare (PERMISSIONS in functions/azure/quiesce_azure);
 #   tests/azure/test_permissions.py fails when the two differ;
 # - EventGrid Data Sender on Quiesce's topic, to publish its run events;
-# - Storage Table Data Contributor on the storage account, for the state table;
-# - Storage Blob Data Owner on the storage account, which the Functions host needs to run with
-#   an identity instead of a shared key (AzureWebJobsStorage leases and keys, the package).
+# - Storage Table Data Contributor on the state table only (not the account);
+# - Storage Blob Data Owner on the host's storage account, which the Functions host needs to
+#   run with an identity instead of a shared key (AzureWebJobsStorage leases and keys); that
+#   account holds neither the package nor, for blob roles, the state table;
+# - Storage Blob Data Contributor on the package container only: Flex Consumption deploys and
+#   reads the package with the app's identity (docs/azure-deploy.md, The IAM model).
 
 locals {
   # What the adapters call on the target resource groups' VMs, disks, snapshots and restore
@@ -58,7 +61,7 @@ resource "azurerm_role_assignment" "events" {
 }
 
 resource "azurerm_role_assignment" "state" {
-  scope                = azurerm_storage_account.quiesce.id
+  scope                = azurerm_storage_table.state.resource_manager_id
   role_definition_name = "Storage Table Data Contributor"
   principal_id         = azurerm_function_app_flex_consumption.quiesce.identity[0].principal_id
   principal_type       = "ServicePrincipal"
@@ -70,5 +73,13 @@ resource "azurerm_role_assignment" "host_storage" {
   role_definition_name = "Storage Blob Data Owner"
   principal_id         = azurerm_function_app_flex_consumption.quiesce.identity[0].principal_id
   principal_type       = "ServicePrincipal"
-  description          = "Quiesce ${local.name}: the Functions host's storage and the deployment package"
+  description          = "Quiesce ${local.name}: the Functions host's own storage (leases, host keys)"
+}
+
+resource "azurerm_role_assignment" "package" {
+  scope                = azurerm_storage_container.package.id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_function_app_flex_consumption.quiesce.identity[0].principal_id
+  principal_type       = "ServicePrincipal"
+  description          = "Quiesce ${local.name}: the deployment package's container"
 }

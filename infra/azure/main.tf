@@ -34,7 +34,9 @@ locals {
   suffix               = substr(sha256("${local.subscription_id}/${local.resource_group_name}/${local.name}"), 0, 6)
   function_app_name    = coalesce(var.function_app_name, "${substr(local.name, 0, 25)}-${local.suffix}")
   storage_account_name = coalesce(var.storage_account_name, "${substr(replace(lower(local.name), "/[^a-z0-9]/", ""), 0, 18)}${local.suffix}")
-  table_name           = coalesce(var.table_name, "quiesce${substr(replace(lower(local.policy_name), "/[^a-z0-9]/", ""), 0, 40)}")
+  # The package account: the same name with "pk" before the suffix.
+  package_storage_account_name = "${substr(replace(lower(local.name), "/[^a-z0-9]/", ""), 0, 16)}pk${local.suffix}"
+  table_name                   = coalesce(var.table_name, "quiesce${substr(replace(lower(local.policy_name), "/[^a-z0-9]/", ""), 0, 40)}")
 
   tags = merge(var.tags, { "quiesce-deployment" = local.name })
 

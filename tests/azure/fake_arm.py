@@ -86,6 +86,8 @@ class HookCallSeen:
     params: dict[str, str]
     script: str
     timeout: int
+    protected: dict[str, str] = field(default_factory=dict)
+    body: str = ""  # the PUT's JSON body, as the client sent it
 
 
 @dataclass
@@ -341,9 +343,11 @@ class FakeArm:
                 time.monotonic(),
                 vm["name"],
                 name,
-                {**params, **protected},
+                params,
                 props.get("source", {}).get("script", ""),
                 int(props.get("timeoutInSeconds", 0)),
+                protected=protected,
+                body=json.dumps(payload, sort_keys=True),
             )
             self.hook_calls.append(seen)
             state, exit_code, output, error = self.guest(vm["name"], seen.params)

@@ -33,6 +33,8 @@ load_configuration = partial(read_module, INFRA)
 IDENTITY = "${azurerm_function_app_flex_consumption.quiesce.identity[0].principal_id}"
 TOPIC = "${azurerm_eventgrid_topic.quiesce.id}"
 STORAGE = "${azurerm_storage_account.quiesce.id}"
+TABLE = "${azurerm_storage_table.state.resource_manager_id}"
+PACKAGE = "${azurerm_storage_container.package.id}"
 
 #: The built-in roles the configuration assigns, the scope each is assigned on, and their
 #: permissions as Azure defines them (actions and data actions; `*` as in the role).
@@ -52,7 +54,7 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
         ),
     ),
     "Storage Table Data Contributor": (
-        STORAGE,
+        TABLE,
         frozenset(
             {
                 "Microsoft.Storage/storageAccounts/tableServices/tables/read",
@@ -67,7 +69,7 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
         ),
     ),
     # Not for the adapters: the Functions host runs with the identity instead of a shared key
-    # (AzureWebJobsStorage blobs, the Flex Consumption package container).
+    # (AzureWebJobsStorage blobs) ...
     "Storage Blob Data Owner": (
         STORAGE,
         frozenset(
@@ -75,6 +77,23 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
                 "Microsoft.Storage/storageAccounts/blobServices/containers/*",
                 "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
                 "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
+            }
+        ),
+    ),
+    # ... and deploys and reads its package (Flex Consumption) with it.
+    "Storage Blob Data Contributor": (
+        PACKAGE,
+        frozenset(
+            {
+                "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
+                "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+                "Microsoft.Storage/storageAccounts/blobServices/containers/write",
+                "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/move/action",
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
             }
         ),
     ),
@@ -228,9 +247,10 @@ def test_the_custom_role_is_assignable_and_assigned_on_the_target_resource_group
 
 
 def test_the_built_in_role_assignments_are_the_named_roles_on_their_resources() -> None:
-    """EventGrid Data Sender on the topic, Storage Table Data Contributor on the storage
-    account, and the Functions host's Storage Blob Data Owner on the same account (it runs
-    without shared keys); all for the function app's identity, and no other assignment."""
+    """EventGrid Data Sender on the topic, Storage Table Data Contributor on the state table,
+    the Functions host's Storage Blob Data Owner on its own account (it runs without shared
+    keys) and Storage Blob Data Contributor on the package container; all for the function
+    app's identity, and no other assignment."""
     assignments = resources("azurerm_role_assignment")
     builtin = {
         (body["role_definition_name"], body["scope"])
@@ -251,3 +271,23 @@ def test_the_identity_is_the_function_apps_system_assigned_identity() -> None:
     (identity,) = app["identity"]
     assert identity == {"type": "SystemAssigned"}
     assert "azurerm_user_assigned_identity" not in load_configuration()["resource"]
+
+
+def test_no_data_role_reaches_the_package_from_the_hosts_account_or_the_whole_account() -> None:
+    """The host's broad blob role is on an account that holds no package: the package lives in
+    its own account, whose only grant is on its container; the state table's role is on the
+    table, not the account."""
+    config = load_configuration()
+    container = config["resource"]["azurerm_storage_container"]["package"]
+    assert container["storage_account_id"] == "${azurerm_storage_account.package.id}"
+    scopes = {
+        body["role_definition_name"]: body["scope"]
+        for body in resources("azurerm_role_assignment").values()
+        if "role_definition_name" in body
+    }
+    assert "${azurerm_storage_account.package.id}" not in scopes.values()
+    assert [role for role, scope in scopes.items() if scope == STORAGE] == [
+        "Storage Blob Data Owner"
+    ]
+    table = config["resource"]["azurerm_storage_table"]["state"]
+    assert table["storage_account_name"] == "${azurerm_storage_account.quiesce.name}"

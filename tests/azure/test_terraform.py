@@ -118,7 +118,7 @@ def test_the_function_app_reaches_its_storage_with_its_identity_only() -> None:
     assert body["function_app_storage_uses_managed_identity"] is True
     assert not {"storage_access_key", "function_app_storage_account_access_key"} & set(body)
     assert body["storage_container_endpoint"] == (
-        "${azurerm_storage_account.quiesce.primary_blob_endpoint}"
+        "${azurerm_storage_account.package.primary_blob_endpoint}"
         "${azurerm_storage_container.package.name}"
     )
 
@@ -158,13 +158,14 @@ def test_application_insights_sends_to_the_log_analytics_workspace() -> None:
 # ----------------------------------------------------------------------- storage and events
 
 
-def test_the_storage_account_takes_tls_1_2_entra_id_only_and_no_public_blobs() -> None:
-    account = resources("azurerm_storage_account")["quiesce"]
-    assert account["min_tls_version"] == "TLS1_2"
-    assert account["https_traffic_only_enabled"] is True
-    assert account["allow_nested_items_to_be_public"] is False
-    assert account["shared_access_key_enabled"] is False
-    assert account["default_to_oauth_authentication"] is True
+def test_the_storage_accounts_take_tls_1_2_entra_id_only_and_no_public_blobs() -> None:
+    for name in ("quiesce", "package"):
+        account = resources("azurerm_storage_account")[name]
+        assert account["min_tls_version"] == "TLS1_2", name
+        assert account["https_traffic_only_enabled"] is True, name
+        assert account["allow_nested_items_to_be_public"] is False, name
+        assert account["shared_access_key_enabled"] is False, name
+        assert account["default_to_oauth_authentication"] is True, name
     table = resources("azurerm_storage_table")["state"]
     assert table["storage_account_name"] == "${azurerm_storage_account.quiesce.name}"
     container = resources("azurerm_storage_container")["package"]

@@ -3,10 +3,11 @@
 Every hook call becomes one managed run command resource on the VM
 (`PUT …/virtualMachines/{vm}/runCommands/{name}`, a name unique to the run, phase, member and
 attempt) whose `source.script` is the FIXED script `RUN_HOOK_SCRIPT`: it calls the guest
-runner's `run-args` subcommand, and every input (phase, run id, script path, arguments, …) is
-a run command *parameter*, which the agent hands to the script as an environment variable. No
-input is ever spliced into the script text, so no policy value can become shell code. The
-hook's `env` goes in `protectedParameters` (never returned by a GET).
+runner's `run-args --config /etc/quiesce/hooks.json`, and its only inputs are run command
+*parameters*, which the agent hands to the script as environment variables: the run's
+identifiers and the NAME of a hook declared in the VM's root-owned allowlist
+(docs/guest-protocol.md). No argv, environment value, script path or state folder is sent, and
+no input is ever spliced into the script text. Values are checked before anything is sent.
 
 The command runs synchronously (`asyncExecution: false`): the PUT's long-running operation ends
 when the script has ended, then one GET with `$expand=instanceView` reads executionState,
@@ -22,7 +23,6 @@ has `timeoutInSeconds`, and typed `parameters`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -37,6 +37,7 @@ from azure.mgmt.compute import models
 from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
+from quiesce.guest.quiesce_guest import DEFAULT_CONFIG, HOOK_NAME_RE
 from quiesce.policy.model import Hook, Policy
 from quiesce.ports import HookCall, HookRunner, Provider
 from quiesce.record import HookResult, HookStatus, utcnow
@@ -55,26 +56,45 @@ log = logging.getLogger(__name__)
 
 #: Where the runner lives on every VM (installed by a VM application or extension).
 RUNNER_INSTALL_PATH = "/usr/local/lib/quiesce/quiesce_guest.py"
+#: The VM's hook allowlist (installed by infra/azure's install-hooks run command).
+ALLOWLIST_PATH = DEFAULT_CONFIG
+PYTHON = "/usr/bin/python3"
 #: The runner shortens its JSON result to fit the instance view's output.
 MAX_RESULT_CHARS = 3500
 
 #: The one script every hook call runs. It is a constant: inputs arrive only as environment
 #: variables (run command parameters); "$VAR" expansions in double quotes are never re-parsed.
 RUN_HOOK_SCRIPT = f"""#!/bin/sh
-# Quiesce: run one hook through the guest hook runner. Inputs are parameters (environment
-# variables), never part of this text.
+# Quiesce: run one hook declared in this VM's hook allowlist through the guest hook runner.
+# Inputs are parameters (environment variables) holding identifiers and a hook's name, never
+# part of this text.
 set -eu
-exec python3 {RUNNER_INSTALL_PATH} run-args \\
+runner={RUNNER_INSTALL_PATH}
+allowlist={ALLOWLIST_PATH}
+refuse() {{
+  printf '{{"status": "refused", "code": "%s", "message": "%s"}}\\n' "$1" "$2"
+  exit 0
+}}
+[ -f "$runner" ] || refuse RunnerMissing \\
+  "the Quiesce hook runner $runner is not installed on this VM (docs/azure-deploy.md)"
+[ -f "$allowlist" ] || refuse ConfigRefused \\
+  "there is no hook allowlist $allowlist on this VM, so no hook is declared: apply the \\
+install-hooks run command of infra/azure (docs/azure-deploy.md)"
+exec {PYTHON} -I "$runner" run-args --config "$allowlist" \\
   --phase "$QUIESCE_PHASE" --run-id "$QUIESCE_RUN_ID" --member "$QUIESCE_MEMBER" \\
-  --script "$QUIESCE_SCRIPT" --args-json "$QUIESCE_ARGS_JSON" \\
-  --sha256 "${{QUIESCE_SHA256:-}}" --timeout "$QUIESCE_TIMEOUT" --retries "$QUIESCE_RETRIES" \\
-  --env-json "${{QUIESCE_ENV_JSON:-}}" \\
-  --thaw-script "${{QUIESCE_THAW_SCRIPT:-}}" --thaw-args-json "${{QUIESCE_THAW_ARGS_JSON:-}}" \\
-  --thaw-sha256 "${{QUIESCE_THAW_SHA256:-}}" --thaw-timeout "${{QUIESCE_THAW_TIMEOUT:-}}" \\
-  --thaw-retries "${{QUIESCE_THAW_RETRIES:-}}" --thaw-env-json "${{QUIESCE_THAW_ENV_JSON:-}}" \\
-  --max-freeze-seconds "${{QUIESCE_MAX_FREEZE_SECONDS:-}}" \\
-  --expires-at "${{QUIESCE_EXPIRES_AT:-}}" --max-result-chars {MAX_RESULT_CHARS}
+  --hook "$QUIESCE_HOOK" --expires-at "${{QUIESCE_EXPIRES_AT:-}}" \\
+  --restore-path "${{QUIESCE_RESTORE_PATH:-}}" --max-result-chars {MAX_RESULT_CHARS}
 """
+
+#: What each parameter may hold (the runner checks them again).
+PARAMETER_PATTERNS = {
+    "QUIESCE_PHASE": re.compile(r"pre|post|verify|check"),
+    "QUIESCE_RUN_ID": re.compile(r"[A-Za-z0-9._-]{1,128}"),
+    "QUIESCE_MEMBER": re.compile(r"[a-z0-9][a-z0-9_-]{0,62}"),
+    "QUIESCE_HOOK": HOOK_NAME_RE,
+    "QUIESCE_EXPIRES_AT": re.compile(r"[0-9]{1,11}(\.[0-9]{1,3})?"),
+    "QUIESCE_RESTORE_PATH": re.compile(r"/[^\x00-\x1f\x7f]{0,4095}"),
+}
 
 #: A check never executes the script.
 CHECK_TIMEOUT_SECONDS = 60.0
@@ -105,11 +125,6 @@ RUN_PERMISSIONS = [
 ]
 
 
-def _number(value: float) -> str:
-    text = f"{value:.3f}".rstrip("0").rstrip(".")
-    return text or "0"
-
-
 def answer_timeout(hook: Hook, phase: str) -> float:
     """How long the runner itself may take for one call, everything included."""
     if phase == "check":
@@ -122,43 +137,42 @@ def execution_timeout(hook: Hook, phase: str) -> int:
     return max(60, math.ceil(answer_timeout(hook, phase) + 30))
 
 
-def _hook_values(prefix: str, hook: Hook | None) -> tuple[dict[str, str], dict[str, str]]:
-    if hook is None:
-        return {}, {}
-    plain = {
-        f"QUIESCE_{prefix}SCRIPT": hook.run[0],
-        f"QUIESCE_{prefix}ARGS_JSON": json.dumps(list(hook.run[1:])),
-        f"QUIESCE_{prefix}SHA256": hook.sha256 or "",
-        f"QUIESCE_{prefix}TIMEOUT": _number(hook.timeout_seconds),
-        f"QUIESCE_{prefix}RETRIES": str(hook.retries),
-    }
-    protected = {f"QUIESCE_{prefix}ENV_JSON": json.dumps(hook.env)} if hook.env else {}
-    return plain, protected
+def hook_name(call: HookCall) -> str:
+    """The name of the declared hook a call runs: `<group>.<member>.<phase>` unless the policy
+    names it (docs/guest-protocol.md)."""
+    declared = getattr(call.hook, "name", None)
+    return str(declared) if declared else f"{call.group}.{call.member}.{call.phase}"
 
 
-def hook_parameters(
-    call: HookCall, phase: str, expires_at: float | None = None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The run command's (parameters, protectedParameters) for one call."""
-    hook = call.hook
-    if call.extra_args:
-        hook = hook.model_copy(update={"run": [*hook.run, *call.extra_args]})
-    plain, protected = _hook_values("", hook)
-    plain = {
+def hook_parameters(call: HookCall, phase: str, expires_at: float | None = None) -> dict[str, str]:
+    """The run command's parameters for one call: identifiers and a hook's name."""
+    params = {
         "QUIESCE_PHASE": phase,
         "QUIESCE_RUN_ID": call.run_id,
         "QUIESCE_MEMBER": call.member,
-        **plain,
+        "QUIESCE_HOOK": hook_name(call),
     }
-    if phase == "pre":
-        thaw_plain, thaw_protected = _hook_values("THAW_", call.thaw)
-        plain.update(thaw_plain)
-        protected.update(thaw_protected)
-        if call.max_freeze_seconds is not None:
-            plain["QUIESCE_MAX_FREEZE_SECONDS"] = _number(call.max_freeze_seconds)
-        if expires_at is not None:
-            plain["QUIESCE_EXPIRES_AT"] = _number(expires_at)
-    return plain, protected
+    if phase == "pre" and expires_at is not None:
+        params["QUIESCE_EXPIRES_AT"] = f"{expires_at:.3f}"
+    if phase == "verify" and call.extra_args:
+        params["QUIESCE_RESTORE_PATH"] = call.extra_args[-1]
+    return params
+
+
+def parameter_problems(call: HookCall, phase: str, params: dict[str, str]) -> list[str]:
+    """What cannot be sent: a value its pattern refuses, or arguments the protocol cannot carry."""
+    problems = [
+        f"{name} {value!r} does not match {PARAMETER_PATTERNS[name].pattern}"
+        for name, value in params.items()
+        if not PARAMETER_PATTERNS[name].fullmatch(value)
+    ]
+    extra = list(call.extra_args[:-1] if phase == "verify" else call.extra_args)
+    if extra:
+        problems.append(
+            f"the call has arguments {extra!r}, but a request carries only a hook's name: "
+            "declare the arguments in the hook's allowlist entry"
+        )
+    return problems
 
 
 def run_command_name(call: HookCall, phase: str) -> str:
@@ -167,15 +181,12 @@ def run_command_name(call: HookCall, phase: str) -> str:
     return f"{base[:72]}-{secrets.token_hex(3)}"
 
 
-def run_command_body(
-    location: str, parameters: dict[str, str], protected: dict[str, str], timeout: int
-) -> dict[str, Any]:
+def run_command_body(location: str, parameters: dict[str, str], timeout: int) -> dict[str, Any]:
     return {
         "location": location,
         "properties": {
             "source": {"script": RUN_HOOK_SCRIPT},
             "parameters": [{"name": k, "value": v} for k, v in parameters.items()],
-            "protectedParameters": [{"name": k, "value": v} for k, v in protected.items()],
             "timeoutInSeconds": timeout,
             "asyncExecution": False,
             "treatFailureAsDeploymentFailure": False,
@@ -297,14 +308,23 @@ class RunCommandHookRunner(HookRunner):
         if phase == "pre" and call.max_freeze_seconds is not None:
             # A pre that arrives after the freeze budget is refused as Stale by the runner.
             expires = self.wall_clock() + call.max_freeze_seconds
-        params, protected = hook_parameters(call, phase, expires)
+        params = hook_parameters(call, phase, expires)
+        problems = parameter_problems(call, phase, params)
+        if problems:
+            return _result(
+                HookStatus.REFUSED,
+                "BadParameter",
+                "not sent: " + "; ".join(problems) + " (a run command carries only the run's "
+                "identifiers and a declared hook's name)",
+                started,
+            )
         timeout = execution_timeout(call.hook, phase)
         name = run_command_name(call, phase)
         client = self.clients.compute(vm.subscription)
         ops = client.virtual_machine_run_commands
         try:
             location = call.machine.attributes.get("location") or self._location(call)
-            body = run_command_body(location, params, protected, timeout)
+            body = run_command_body(location, params, timeout)
             poller = self.backoff.call(
                 lambda: ops.begin_create_or_update(
                     vm.resource_group, vm.name, name, models.VirtualMachineRunCommand(body)
