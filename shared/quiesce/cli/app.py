@@ -32,7 +32,7 @@ from quiesce.errors import (
     UnknownGroupError,
 )
 from quiesce.events import event_schemas
-from quiesce.plan import plan_policy
+from quiesce.plan import GOOD_STATES, plan_policy
 from quiesce.policy import Policy, load_policy
 from quiesce.policy.model import json_schema
 from quiesce.providers.local.readonly import read_catalog, read_events
@@ -180,17 +180,17 @@ def plan(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) ->
 def _machine_line(mc: dict[str, Any]) -> Text:
     """One machine's check and allowlist state, for `plan`."""
     check = mc["check"]
-    ok = check["status"] == "succeeded"
     states = [mc.get("allowlist", "?")]
     if "thaw_allowlist" in mc:
         states.append(f"thaw {mc['thaw']}: {mc['thaw_allowlist']}")
-    good = ok and all(s in ("matches", "declared") or s.startswith("thaw ") for s in states)
-    good = good and mc.get("thaw_allowlist", "matches") in ("matches", "declared")
-    line = Text(f"  {mc.get('machine', '?')}: allowlist {', '.join(states)} ")
-    line.append(
-        "✓\n" if good else f"✗ {check['code']}: {check['message']}\n" if not ok else "✗\n",
-        "green" if good else "red",
+    good = (
+        check["status"] == "succeeded"
+        and mc.get("allowlist") in GOOD_STATES
+        and mc.get("thaw_allowlist", "matches") in GOOD_STATES
     )
+    line = Text(f"  {mc.get('machine', '?')}: allowlist {', '.join(states)} ")
+    detail = "✗\n" if check["status"] == "succeeded" else f"✗ {check['code']}: {check['message']}\n"
+    line.append("✓\n" if good else detail, "green" if good else "red")
     return line
 
 

@@ -79,7 +79,10 @@ def check_state_dir(path: Path | str, *, create: bool = False) -> bool:
         if exc.code == "ScriptNotFound" and not create and not os.path.lexists(folder):
             return False
         message = exc.message.replace("what runs as root", "the catalog")
-        raise StateDirError(f"the state folder {folder} is refused: {message}") from None
+        raise StateDirError(
+            f"the state folder {folder} is refused: {message}; or choose a state_dir on a path "
+            "that only you and root can write"
+        ) from None
     try:
         problem = _entry_problem(opened.st, folder, "the state folder")
         if problem:
