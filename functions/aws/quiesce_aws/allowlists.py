@@ -25,8 +25,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from quiesce.guest.quiesce_guest import CONFIG_VERSION, HOOK_NAME_RE, Invalid, normalize_entry
-from quiesce.policy.model import AwsMember, Group, Hook, Policy
+from quiesce.allowlist import allowlist, policy_hooks, render
+from quiesce.errors import PolicyError, QuiesceError
+from quiesce.guest.quiesce_guest import CONFIG_VERSION
+from quiesce.policy.model import AwsMember, Policy
 
 #: State Manager takes at most 5 targets per association; Terraform adds the Quiesce tag.
 MAX_SELECT_TAGS = 4
@@ -40,47 +42,15 @@ class AllowlistError(ValueError):
     """The policy's allowlists cannot be deployed; the message names the members and why."""
 
 
-def _name(hook: Hook, group: str, member: str, phase: str) -> str:
-    declared = getattr(hook, "name", None)
-    return str(declared) if declared else f"{group}.{member}.{phase}"
-
-
-def member_entries(group_name: str, group: Group, member: AwsMember) -> dict[str, dict[str, Any]]:
-    """The allowlist entries a member's hooks stand for, keyed by the hooks' names
-    (`<group>.<member>.<phase>` unless the policy names them). A hook the policy gives only by
-    name is declared on the machines by other means and gets no entry here."""
-    entries: dict[str, dict[str, Any]] = {}
-    post = member.hooks.post
-    for phase in ("pre", "post", "verify"):
-        hook: Hook | None = getattr(member.hooks, phase)
-        if hook is None or hook.run is None:
-            continue
-        name = _name(hook, group_name, member.name, phase)
-        field_name = f"groups.{group_name}.members.{member.name}.hooks.{phase}"
-        if not HOOK_NAME_RE.fullmatch(name):
-            raise AllowlistError(
-                f"{field_name}: its hook name {name!r} is not a valid hook name "
-                f"({HOOK_NAME_RE.pattern}): give the hook a shorter `name`"
-            )
-        thaw = None
-        if phase == "pre" and post is not None:
-            thaw = _name(post, group_name, member.name, "post")
-        entry: dict[str, Any] = {
-            "phase": phase,
-            "run": list(hook.run),
-            "sha256": hook.sha256,
-            "env": dict(hook.env),
-            "env_files": dict(getattr(hook, "secret_env", None) or {}),
-            "timeout_seconds": hook.timeout_seconds,
-            "retries": hook.retries,
-            "thaw": thaw,
-            "max_freeze_seconds": group.max_freeze_seconds if phase == "pre" else None,
-        }
-        try:
-            entries[name] = normalize_entry(entry, field_name)
-        except Invalid as exc:
-            raise AllowlistError(f"{exc.field} {exc.problem}") from None
-    return entries
+def member_entries(policy: Policy, group_name: str, member: AwsMember) -> dict[str, dict[str, Any]]:
+    """The allowlist entries a member's hooks stand for, keyed by the hooks' names (the core's
+    `quiesce.allowlist`, as `quiesce hooks allowlist` prints them). A hook the policy gives only
+    by name is declared on the machines by other means and gets no entry here."""
+    try:
+        hooks = policy_hooks(policy, group=group_name, member=member.name)
+        return dict(allowlist(hooks)["hooks"])
+    except (PolicyError, QuiesceError) as exc:
+        raise AllowlistError(f"{group_name}.{member.name}: {exc}") from None
 
 
 @dataclass
@@ -96,8 +66,7 @@ class Target:
     @property
     def content(self) -> str:
         """The allowlist file, as it is installed."""
-        allowlist = {"version": CONFIG_VERSION, "hooks": self.hooks}
-        return json.dumps(allowlist, indent=2, sort_keys=True) + "\n"
+        return render({"version": CONFIG_VERSION, "hooks": dict(sorted(self.hooks.items()))})
 
     def tfvar(self) -> dict[str, Any]:
         return {
@@ -142,7 +111,7 @@ def hook_allowlists(policy: Policy) -> dict[str, Target]:
         for member in group.members:
             if not isinstance(member, AwsMember):
                 continue
-            entries = member_entries(group_name, group, member)
+            entries = member_entries(policy, group_name, member)
             if not entries:
                 continue
             key, targets = _selection(member)

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from quiesce.errors import ProviderError
 from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
 from quiesce.policy.model import Hook
+from quiesce.policy.model import hook_name as policy_hook_name
 from quiesce.ports import HookCall, HookRunner, fan_out
 from quiesce.record import HookResult, HookStatus, utcnow
 from quiesce_aws.clients import AwsMembers, ClientFactory, chunks
@@ -202,10 +203,9 @@ def execution_timeout(hook: Hook, phase: str) -> int:
 
 
 def hook_name(call: HookCall) -> str:
-    """The name of the declared hook a call runs: `<group>.<member>.<phase>` (the name the
-    policy's allowlist gives it, docs/guest-protocol.md)."""
-    declared = getattr(call.hook, "name", None)
-    return str(declared) if declared else f"{call.group}.{call.member}.{call.phase}"
+    """The name of the declared hook a call runs: the policy hook's `name`, or
+    `<group>.<member>.<phase>` (docs/guest-protocol.md)."""
+    return policy_hook_name(call.hook, call.group, call.member, call.phase)
 
 
 def restore_path(call: HookCall, phase: str) -> str | None:
