@@ -99,6 +99,15 @@ class SnapshotRef(Record):
     size_bytes: int | None = None
     location: str = Field(default="", description="Where the provider keeps it (path, ARN, URI).")
     tags: dict[str, str] = Field(default_factory=dict)
+    file_count: int | None = Field(
+        default=None,
+        description="Regular files in the snapshot, when the provider counts them (local).",
+    )
+    digest: str | None = Field(
+        default=None,
+        description="A digest of the snapshot's file list (path, type, size), when the provider "
+        "keeps one (local): restore checks the data against it before restoring.",
+    )
     reported_consistency: Consistency | None = Field(
         default=None,
         description=(
@@ -194,6 +203,11 @@ class RunRecord(Record):
     warnings: list[str] = Field(default_factory=list)
     abandoned: bool = Field(
         default=False, description="The orchestrator died; `quiesce recover` closed the run."
+    )
+    closers: list[Orchestrator] = Field(
+        default_factory=list,
+        description="Who took the abandoned run over to close it, in order (one wins each "
+        "attempt; a closer that died lets the next one take over).",
     )
 
     def machines(self) -> list[tuple[MemberRecord, MachineRecord]]:

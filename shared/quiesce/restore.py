@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from quiesce.errors import NotFoundError, QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, HookCall, Machine
-from quiesce.record import HookResult, RecoveryPoint
+from quiesce.record import HookResult, PointMember, RecoveryPoint, SnapshotRef, SnapshotState
 
 RESTORE_RUN_PREFIX = "restore"
 
@@ -58,6 +59,35 @@ def _volume_dirs(point: RecoveryPoint, member: str) -> dict[str, str]:
     }
 
 
+@runtime_checkable
+class ChecksSnapshots(Protocol):
+    """A snapshotter that can tell whether a snapshot's data is complete (local)."""
+
+    def check(self, snapshot: SnapshotRef) -> None: ...
+
+
+def check_complete(point: RecoveryPoint, members: list[PointMember], backends: Backends) -> None:
+    """Refuses, before anything is restored, a point whose snapshots are not all complete."""
+    problems: list[str] = []
+    for m in members:
+        for snap in m.snapshots:
+            provider = backends.providers.get(snap.provider)
+            if provider is None:
+                problems.append(f"no {snap.provider} provider is configured to restore {snap.id}")
+            elif snap.state is not SnapshotState.COMPLETED:
+                problems.append(f"snapshot {snap.id} is {snap.state.value}, not completed")
+            elif isinstance(provider.snapshots, ChecksSnapshots):
+                try:
+                    provider.snapshots.check(snap)
+                except QuiesceError as exc:
+                    problems.append(str(exc))
+    if problems:
+        raise QuiesceError(
+            f"recovery point {point.id} cannot be restored: its snapshots are not complete: "
+            + "; ".join(problems)
+        )
+
+
 def restore_point(
     policy: Policy,
     backends: Backends,
@@ -82,6 +112,7 @@ def restore_point(
         folder = target / m.name
         if folder.exists() and any(folder.iterdir()):
             raise QuiesceError(f"{folder} exists and is not empty: restore needs an empty folder")
+    check_complete(point, members, backends)
     group = policy.groups.get(point.group)
     hooks = {m.name: m.hooks for m in group.members} if group is not None else {}
 

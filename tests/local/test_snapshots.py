@@ -99,7 +99,7 @@ def test_a_take_that_fails_half_way_removes_what_it_had_written(
 ) -> None:
     calls = 0
 
-    def failing_second(src: Path, dst: Path) -> tuple[str, int]:
+    def failing_second(src: Path, dst: Path, stop: object = None) -> tuple[str, int]:
         nonlocal calls
         calls += 1
         if calls == 2:
@@ -121,7 +121,7 @@ def test_a_snapshot_being_taken_is_listed_as_failed_until_its_data_is_complete(
 ) -> None:
     seen: list[list[SnapshotRef]] = []
 
-    def spy(src: Path, dst: Path) -> tuple[str, int]:
+    def spy(src: Path, dst: Path, stop: object = None) -> tuple[str, int]:
         seen.append(snapper.find("shop", "orders"))  # what a crash at this instant leaves
         return real_clone(src, dst)
 
@@ -168,7 +168,13 @@ def test_wait_durable_completes_the_snapshots_and_rewrites_their_manifests(
         assert d.state is SnapshotState.COMPLETED
         assert d.durable_at is not None
         assert d.durable_at >= ref.fixed_at
-        assert d.model_copy(update={"state": ref.state, "durable_at": None}) == ref
+        assert d.file_count == sum(
+            1 for p in Path(d.volume).rglob("*") if p.is_file() and not p.is_symlink()
+        )
+        assert d.digest is not None
+        assert d.digest.startswith("sha256:")
+        unchanged = {"state": ref.state, "durable_at": None, "file_count": None, "digest": None}
+        assert d.model_copy(update=unchanged) == ref
         manifest = json.loads((Path(d.location) / "manifest.json").read_text())
         assert manifest["state"] == "completed"
     assert snapper.find("shop", "orders") == done

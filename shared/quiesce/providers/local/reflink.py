@@ -19,6 +19,7 @@ import fcntl
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -71,7 +72,15 @@ def _try_ficlone(src_fd: int, dst_fd: int) -> Method:
     return "reflink"
 
 
-def clone_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[Method, int]:
+class CloneStopped(Exception):
+    """clone_tree was told to stop (its snapshot was discarded while it copied)."""
+
+
+def clone_tree(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    stop: Callable[[], bool] | None = None,
+) -> tuple[Method, int]:
     """Recreates the folder `src` at `dst`; returns the method and the bytes of regular files.
 
     `dst` must not exist, or be an empty folder. The method is "reflink" when every regular file
@@ -83,7 +92,7 @@ def clone_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tupl
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(src_path))
     if dst_path.exists() and (not dst_path.is_dir() or any(dst_path.iterdir())):
         raise FileExistsError(errno.EEXIST, "exists and is not an empty folder", str(dst_path))
-    walker = _TreeCloner()
+    walker = _TreeCloner(stop)
     walker.clone_dir(src_path, dst_path)
     if walker.files == 0:
         return ("reflink" if can_clone(src_path, dst_path) else "copy"), 0
@@ -91,7 +100,8 @@ def clone_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tupl
 
 
 class _TreeCloner:
-    def __init__(self) -> None:
+    def __init__(self, stop: Callable[[], bool] | None = None) -> None:
+        self.stop = stop
         self.files = 0
         self.copied = 0
         self.size = 0
@@ -101,6 +111,8 @@ class _TreeCloner:
         with os.scandir(src) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
+            if self.stop is not None and self.stop():
+                raise CloneStopped(str(dst))
             try:
                 self.clone_entry(entry, dst / entry.name)
             except FileNotFoundError:

@@ -14,18 +14,22 @@ finds it), never one that looks usable. `wait_durable` fsyncs everything and mak
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
-from quiesce.providers.local.reflink import can_clone, clone_tree
+from quiesce.providers.local.reflink import CloneStopped, can_clone, clone_tree
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 
 MANIFEST = "manifest.json"
@@ -52,6 +56,9 @@ class LocalSnapshotter(Snapshotter):
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.root = self.state_dir / "snapshots"
+        # Snapshots deleted while their take may still be copying: the take stops at once.
+        self._discarded: set[str] = set()
+        self._discarded_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ the port
 
@@ -93,9 +100,12 @@ class LocalSnapshotter(Snapshotter):
                     location=str(folder),
                     tags=snapshot_tags(call),
                 )
+                stop = self._stop_check([r.id for r in refs] + [snapshot_id])
                 try:
                     _write_manifest(folder, ref)
-                    method, size = clone_tree(volume, folder / DATA)
+                    method, size = clone_tree(volume, folder / DATA, stop=stop)
+                    if stop():
+                        raise CloneStopped(snapshot_id)
                     ref = ref.model_copy(
                         update={
                             "method": method,
@@ -105,6 +115,12 @@ class LocalSnapshotter(Snapshotter):
                         }
                     )
                     _write_manifest(folder, ref)
+                except CloneStopped:
+                    raise ProviderError(
+                        f"member {call.member!r}: snapshot {snapshot_id} was discarded while "
+                        "it was being copied; the copy stopped",
+                        code="SnapshotDiscarded",
+                    ) from None
                 except OSError as exc:
                     raise ProviderError(
                         f"member {call.member!r}: could not snapshot volume {volume}: {exc}",
@@ -131,11 +147,20 @@ class LocalSnapshotter(Snapshotter):
                 out.append(ref)  # completed already, or never usable
             elif not (folder / DATA).is_dir():
                 out.append(ref.model_copy(update={"state": SnapshotState.FAILED}))
-            elif time.monotonic() >= deadline or not _fsync_tree(folder / DATA, deadline):
+            elif (
+                time.monotonic() >= deadline
+                or (tree := _fsync_tree(folder / DATA, deadline)) is None
+            ):
                 out.append(ref)
             else:
                 done = ref.model_copy(
-                    update={"state": SnapshotState.COMPLETED, "durable_at": utcnow()}
+                    update={
+                        "state": SnapshotState.COMPLETED,
+                        "durable_at": utcnow(),
+                        "file_count": tree.files,
+                        "size_bytes": tree.size,
+                        "digest": tree.digest(),
+                    }
                 )
                 _write_manifest(folder, done)
                 _fsync_parents(folder, self.state_dir)
@@ -144,8 +169,68 @@ class LocalSnapshotter(Snapshotter):
 
     def delete(self, snapshot: SnapshotRef) -> None:
         folder = self._folder(snapshot)
+        with self._discarded_lock:
+            self._discarded.add(snapshot.id)  # a take still copying it stops
         if folder.exists() or folder.is_symlink():
             self._remove(folder)
+
+    def partial(self) -> list[SnapshotRef]:
+        """Snapshot folders without a manifest (a take killed before its first manifest was
+        complete): listed as failed, tagged with their recovery point and member only, so the
+        engine can tell from the catalog whether their run is over (see engine.orphans)."""
+        out: list[SnapshotRef] = []
+        for folder in sorted(self.root.glob("*/*/*")):
+            if not folder.is_dir() or folder.is_symlink() or (folder / MANIFEST).exists():
+                continue
+            point, member, name = folder.relative_to(self.root).parts
+            with contextlib.suppress(OSError, ValidationError):
+                when = datetime.fromtimestamp(folder.lstat().st_mtime, UTC)
+                out.append(
+                    SnapshotRef(
+                        id=f"{point}/{member}/{name}",
+                        provider=PROVIDER,
+                        machine_id="",
+                        volume="",
+                        method="copy",
+                        state=SnapshotState.FAILED,
+                        started_at=when,
+                        fixed_at=when,
+                        location=str(folder),
+                        tags={
+                            "quiesce:managed": "true",
+                            "quiesce:recovery-point": point,
+                            "quiesce:member": member,
+                        },
+                    )
+                )
+        return out
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises ProviderError unless the snapshot's data is complete: its files, bytes and
+        file-list digest match what was recorded when it was made durable."""
+        data = self._folder(snapshot) / DATA
+        if not data.is_dir():
+            raise ProviderError(
+                f"snapshot {snapshot.id} is incomplete: its data folder {data} is missing",
+                code="SnapshotIncomplete",
+            )
+        tree = _fsync_tree(data, None)
+        assert tree is not None
+        pairs: list[tuple[str, object, object]] = [
+            ("files", tree.files, snapshot.file_count),
+            ("bytes", tree.size, snapshot.size_bytes),
+            ("file list digest", tree.digest(), snapshot.digest),
+        ]
+        wrong = [
+            f"{what} {found} (recorded: {wanted})"
+            for what, found, wanted in pairs
+            if wanted is not None and found != wanted
+        ]
+        if wrong:
+            raise ProviderError(
+                f"snapshot {snapshot.id} at {data} is incomplete or damaged: " + ", ".join(wrong),
+                code="SnapshotIncomplete",
+            )
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         wanted = {"quiesce:managed": "true", "quiesce:policy": policy, "quiesce:group": group}
@@ -210,6 +295,13 @@ class LocalSnapshotter(Snapshotter):
             return None
 
     # ------------------------------------------------------------------------------ helpers
+
+    def _stop_check(self, ids: list[str]) -> Callable[[], bool]:
+        def stop() -> bool:
+            with self._discarded_lock:
+                return any(i in self._discarded for i in ids)
+
+        return stop
 
     def _check_volume(self, member: str, volume: Path) -> None:
         if not volume.is_dir():
@@ -301,17 +393,42 @@ def _fsync_path(path: str | Path, flags: int) -> None:
         os.close(fd)
 
 
-def _fsync_tree(top: Path, deadline: float) -> bool:
-    """fsyncs every regular file and folder below `top`; False when the deadline passed."""
-    for dirpath, _dirnames, filenames in os.walk(top):
-        for name in filenames:
+@dataclass
+class TreeInventory:
+    """What a snapshot's data holds: regular files, their bytes, and its file list."""
+
+    files: int = 0
+    size: int = 0
+    listing: list[str] = field(default_factory=list)
+
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256("\n".join(sorted(self.listing)).encode()).hexdigest()
+
+
+def _fsync_tree(top: Path, deadline: float | None) -> TreeInventory | None:
+    """Walks `top` and returns its inventory; with a deadline, fsyncs every regular file and
+    folder on the way and returns None when the deadline passed."""
+    tree = TreeInventory()
+    for dirpath, dirnames, filenames in os.walk(top):
+        rel = os.path.relpath(dirpath, top)
+        for name in sorted(dirnames + filenames):
             path = os.path.join(dirpath, name)
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                _fsync_path(path, os.O_RDONLY | os.O_NOFOLLOW)
-            if time.monotonic() >= deadline:
-                return False
-        _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-    return True
+            st = os.lstat(path)
+            entry = os.path.normpath(os.path.join(rel, name))
+            if stat.S_ISREG(st.st_mode):
+                tree.files += 1
+                tree.size += st.st_size
+                tree.listing.append(f"f {st.st_size} {entry!r}")
+                if deadline is not None:
+                    _fsync_path(path, os.O_RDONLY | os.O_NOFOLLOW)
+            else:
+                kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "o"
+                tree.listing.append(f"{kind} {entry!r}")
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+        if deadline is not None:
+            _fsync_path(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+    return tree
 
 
 def _fsync_parents(folder: Path, stop: Path) -> None:
