@@ -89,7 +89,10 @@ class RunResult(_Data):
     policy: str
     group: str
     trigger_id: str | None = None
-    status: Literal["succeeded", "degraded", "failed"]
+    status: Literal["succeeded", "degraded", "failed", "running"] = Field(
+        description="running only in `quiesce run` output: the run is still on (a duplicate "
+        "trigger id), or was stopped while a thaw is owed and `quiesce recover` closes it."
+    )
     consistency: Consistency
     recovery_point: str | None
     freeze_window_ms: float | None

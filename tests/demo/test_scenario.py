@@ -63,7 +63,7 @@ def test_the_crash_consistent_copy_is_whatever_the_copy_caught(report: DemoRepor
     crash = report.crash
 
     assert crash.label == "crash-consistent"
-    assert crash.consistency == "crash"
+    assert crash.consistency == "none"  # copied file by file, unheld: no point in time
     assert crash.paused_at is None
     assert_counts_match(crash)
     assert crash.db_last_id is not None
@@ -84,7 +84,7 @@ def test_the_crash_consistent_copy_is_whatever_the_copy_caught(report: DemoRepor
 
 
 def test_the_report_has_both_rows_and_the_workspace(report: DemoReport, workspace: Path) -> None:
-    assert [row.consistency for row in report.rows] == ["crash", "application"]
+    assert [row.consistency for row in report.rows] == ["none", "application"]
     assert [row.group for row in report.rows] == ["demo-crash", "demo-app"]
     assert report.workspace == workspace.resolve()
     assert report.policy.is_file()

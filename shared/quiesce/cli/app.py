@@ -22,7 +22,7 @@ from rich.text import Text
 from quiesce import __version__
 from quiesce.allowlist import allowlist, policy_hooks, render
 from quiesce.cli.render import points_table, restore_summary, run_summary
-from quiesce.engine import recover_abandoned, run_group, run_result
+from quiesce.engine import RunInterrupted, recover_abandoned, run_group, run_result
 from quiesce.engine.outcome import EXIT_CODES
 from quiesce.errors import (
     DuplicateTriggerError,
@@ -49,7 +49,8 @@ app = typer.Typer(
         "Application-consistent backups of groups of machines: freeze every member, snapshot "
         "every member, thaw every member, and record one recovery point.\n\n"
         "Exit codes: 0 done at the requested consistency; 3 a recovery point at a lower level "
-        "or a thaw that failed (degraded); 1 no recovery point or an error; 2 invalid input."
+        "or a thaw that failed (degraded); 1 no recovery point or an error; 2 invalid input; "
+        "4 the trigger id's run is still in progress; 130 stopped by SIGINT/SIGTERM."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -203,7 +204,11 @@ def _progress(status: Status | None) -> Any:
 
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds through the engine's thaw path
+    """The first SIGTERM unwinds through the engine's thaw path. Later ones are ignored: they
+    must not interrupt that unwinding (the thaw, the record), nor kill the interpreter while it
+    exits (it restores default handlers, never an ignored one), so the exit stays 130."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -225,6 +230,7 @@ def run(
     thaw failed; 1: no recovery point; 2: invalid input."""
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     record: RunRecord | None = None
+    interrupted = False
     with guarded():
         loaded = _load(policy)
         loaded.group(group)
@@ -242,8 +248,12 @@ def run(
             if not isinstance(exc.record, RunRecord):
                 fail(f"the record of run {exc.run_id} is missing")
             record = exc.record
+            if record.status is RunStatus.RUNNING:
+                err.print(Text(f"run {record.run_id} is still in progress", "yellow"))
         except GroupBusyError as exc:
             fail(str(exc))
+        except RunInterrupted as exc:
+            record, interrupted = exc.record, True
         finally:
             if status is not None:
                 status.stop()
@@ -253,8 +263,7 @@ def run(
         _print_json(result.model_dump(mode="json"))
     else:
         run_summary(out, result)
-    status_ = record.status if record.status is not RunStatus.RUNNING else RunStatus.FAILED
-    raise typer.Exit(EXIT_CODES[status_])
+    raise typer.Exit(130 if interrupted else EXIT_CODES[record.status])
 
 
 @app.command()

@@ -10,7 +10,7 @@ from quiesce.events import RunResult
 from quiesce.record import RecoveryPoint
 from quiesce.restore import RestoreResult
 
-STATUS_STYLE = {"succeeded": "green", "degraded": "yellow", "failed": "red"}
+STATUS_STYLE = {"succeeded": "green", "degraded": "yellow", "failed": "red", "running": "yellow"}
 LEVEL_STYLE = {"application": "green", "crash": "yellow", "none": "red"}
 
 

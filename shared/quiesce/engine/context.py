@@ -16,6 +16,7 @@ from quiesce.record import (
     MachineRecord,
     MemberRecord,
     Phase,
+    RecoveryPoint,
     RunRecord,
     SnapshotRef,
     utcnow,
@@ -43,6 +44,7 @@ class RunContext:
     snapshot_calls: SnapshotCalls | None = None
     snapshot_plan: list[tuple[Snapshotter, SnapshotCall]] | None = None
     thaw_calls: dict[int, HookCall] = field(default_factory=dict)
+    interrupted: bool = False  # a signal (SIGTERM, SIGINT) stopped the run
     _members: dict[str, Member] = field(default_factory=dict)
     _events: list[CloudEvent] = field(default_factory=list)
 
@@ -98,6 +100,14 @@ class RunContext:
         self.record.phase = phase
         if self.progress is not None:
             self.progress(self.record)
+
+    def save_with_point(self, point: RecoveryPoint) -> None:
+        """Lists the recovery point and persists the record naming it, together."""
+        self.record.updated_at = self.now()
+        if self._events:
+            self.backends.state.outbox_add(self._events)
+            self._events = []
+        self.backends.state.record_point(point, self.record)
 
     def save(self, phase: Phase | None = None) -> None:
         """Persists the record (and buffered events) after a transition."""

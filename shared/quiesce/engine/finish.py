@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from quiesce.engine.context import RunContext
 from quiesce.engine.outcome import judge, status_of
-from quiesce.engine.phases import discard_snapshots, lock_key
+from quiesce.engine.phases import discard_snapshots, lock_key, recovery_point_id
 from quiesce.engine.result import run_result
 from quiesce.events import EventType
 from quiesce.ports import EventPublisher, StateStore
-from quiesce.record import Phase, RunStatus
+from quiesce.record import MachineRecord, MemberRecord, Phase, RunRecord, RunStatus
 
 
 def flush_outbox(state: StateStore, bus: EventPublisher, batch: int = 500) -> tuple[int, int]:
@@ -32,10 +32,54 @@ def flush_outbox(state: StateStore, bus: EventPublisher, batch: int = 500) -> tu
         seen |= refused
 
 
+def thaw_owed(record: RunRecord) -> list[tuple[MemberRecord, MachineRecord]]:
+    """Machines whose pre hook started and whose thaw is not proven (no post result yet)."""
+    return [(m, mc) for m, mc in record.machines() if mc.pre_started and mc.post is None]
+
+
+def settle_point(ctx: RunContext) -> bool:
+    """Makes the record name the run's recovery point exactly when the catalog lists it.
+
+    The catalog is the truth: a point listed by a run that stopped before its record said so
+    is kept (its snapshots were complete when it was listed), and a point the record names but
+    the catalog does not list (its write was rolled back) is not. Returns False when the
+    catalog cannot be read: then nothing may be deleted."""
+    rec = ctx.record
+    try:
+        listed = ctx.backends.state.get_point(recovery_point_id(rec.run_id))
+    except Exception as exc:
+        rec.warnings.append(
+            f"could not read the catalog to settle the recovery point: {exc}; "
+            "the run's snapshots are kept"
+        )
+        return False
+    rec.recovery_point = listed.id if listed is not None else None
+    return True
+
+
+def leave_open(ctx: RunContext) -> None:
+    """An interrupted run that still owes a thaw stays `running` in the catalog (its lock
+    held), with what is known of its post hooks, so `quiesce recover` or the next run finds it,
+    thaws what is owed and closes it."""
+    rec = ctx.record
+    owed = thaw_owed(rec)
+    rec.errors.append(
+        f"interrupted during {rec.phase.value} with {len(owed)} machine(s) still owed a thaw "
+        f"({', '.join(f'{m.name} on {mc.machine_id}' for m, mc in owed)}); the run stays open "
+        "so `quiesce recover` (or the next run) thaws them and closes it"
+    )
+    ctx.save()
+    flush_outbox(ctx.backends.state, ctx.backends.bus)
+
+
 def finish(ctx: RunContext, *, reached_snapshots: bool) -> None:
     rec = ctx.record
+    if ctx.interrupted and thaw_owed(rec):
+        leave_open(ctx)
+        return
+    may_delete = settle_point(ctx)
     judge(rec)
-    if rec.recovery_point is None and reached_snapshots:
+    if rec.recovery_point is None and reached_snapshots and may_delete:
         discard_snapshots(ctx)
         judge(rec)
     rec.status = status_of(rec)

@@ -7,12 +7,53 @@ from datetime import datetime
 
 from quiesce.record import (
     Consistency,
+    HookResult,
     HookStatus,
     MachineRecord,
+    MemberRecord,
     RunRecord,
     RunStatus,
+    SnapshotRef,
     ms_between,
 )
+
+#: Methods that copy (or clone) a volume's files one by one: the copy spans an interval, so it
+#: is one point in time only while the application is held (application level); otherwise it
+#: is an inconsistent copy (`none`), never `crash`.
+FILE_BY_FILE_METHODS = frozenset({"copy", "reflink"})
+
+#: How much of a failed hook's output the run result and its error lines carry.
+OUTPUT_TAIL_CHARS = 400
+
+
+def point_in_time(snapshot: SnapshotRef) -> bool:
+    return snapshot.method not in FILE_BY_FILE_METHODS
+
+
+def output_tail(output: str, limit: int = OUTPUT_TAIL_CHARS) -> str:
+    text = output.strip()
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def hook_error(phase: str, result: HookResult) -> str:
+    line = f"{phase} hook {result.status.value} ({result.code}): {result.message}"
+    tail = output_tail(result.output)
+    return f"{line}; its output ends: {tail}" if tail else line
+
+
+def inconsistent_copies(record: RunRecord) -> list[tuple[MemberRecord, MachineRecord]]:
+    """Machines recorded `none` although they have their snapshots: copied file by file while
+    the application was not held."""
+    return [
+        (m, mc)
+        for m, mc in record.machines()
+        if mc.snapshots and not mc.snapshot_error and mc.consistency is Consistency.NONE
+    ]
+
+
+def _capture_start(snapshot: SnapshotRef) -> datetime:
+    """When the snapshot began to capture data: a file-by-file copy from its start."""
+    return snapshot.fixed_at if point_in_time(snapshot) else snapshot.started_at
 
 
 def _thaw_start(machine: MachineRecord) -> datetime | None:
@@ -57,20 +98,18 @@ def judge(record: RunRecord) -> None:
             else:
                 ok = all_quiesced and _fixed_before(machine, first_thaw)
                 machine.consistency = Consistency.APPLICATION if ok else Consistency.CRASH
+            if machine.consistency is Consistency.CRASH and not all(
+                point_in_time(s) for s in machine.snapshots
+            ):
+                machine.consistency = Consistency.NONE  # an inconsistent copy, not crash
             reported = [s.reported_consistency for s in machine.snapshots if s.reported_consistency]
             if reported:
                 machine.consistency = Consistency.weakest([machine.consistency, *reported])
         member.consistency = Consistency.weakest([mc.consistency for mc in member.machines])
         errors = [mc.snapshot_error for mc in member.machines if mc.snapshot_error]
+        errors += [hook_error("pre", mc.pre) for mc in member.machines if mc.pre and not mc.pre.ok]
         errors += [
-            f"pre hook {mc.pre.status.value} ({mc.pre.code}): {mc.pre.message}"
-            for mc in member.machines
-            if mc.pre is not None and not mc.pre.ok
-        ]
-        errors += [
-            f"post hook {mc.post.status.value} ({mc.post.code}): {mc.post.message}"
-            for mc in member.machines
-            if mc.post is not None and not mc.post.ok
+            hook_error("post", mc.post) for mc in member.machines if mc.post and not mc.post.ok
         ]
         member.error = "; ".join(errors) or None
 
@@ -78,9 +117,12 @@ def judge(record: RunRecord) -> None:
     pre_done = [mc.pre.ended_at for mc in hooked if mc.pre is not None and mc.pre.ended_at]
     if pre_done and thaws:
         record.freeze_window_ms = ms_between(min(pre_done), max(thaws))
-    fixed = [s.fixed_at for mc in machines for s in mc.snapshots]
-    if fixed:
-        record.skew_ms = ms_between(min(fixed), max(fixed))
+    snapshots = [s for mc in machines for s in mc.snapshots]
+    if snapshots:
+        # From the first byte captured to the last point fixed: a copy counts from its start.
+        record.skew_ms = ms_between(
+            min(_capture_start(s) for s in snapshots), max(s.fixed_at for s in snapshots)
+        )
 
 
 def status_of(record: RunRecord) -> RunStatus:
@@ -97,4 +139,10 @@ def status_of(record: RunRecord) -> RunStatus:
     return RunStatus.SUCCEEDED
 
 
-EXIT_CODES = {RunStatus.SUCCEEDED: 0, RunStatus.DEGRADED: 3, RunStatus.FAILED: 1}
+#: `quiesce run`'s exit code per status; RUNNING: a duplicate trigger id whose run is still on.
+EXIT_CODES = {
+    RunStatus.SUCCEEDED: 0,
+    RunStatus.DEGRADED: 3,
+    RunStatus.FAILED: 1,
+    RunStatus.RUNNING: 4,
+}

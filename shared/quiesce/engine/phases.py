@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from quiesce.engine.context import RunContext, SnapshotCalls
+from quiesce.engine.outcome import hook_error
 from quiesce.errors import GroupBusyError, ProviderError
 from quiesce.events import (
     EventType,
@@ -339,20 +340,35 @@ def thaw(ctx: RunContext, *, announce_freeze: bool = True) -> None:
     rec = ctx.record
     owed = [(m, mc) for m, mc in _hooked_pairs(ctx) if mc.pre_started and mc.post is None]
     pairs = [(m, mc) for m, mc in owed if ctx.knows(m.name)]
+    interrupted = False
     if pairs:
         ctx.enter(Phase.THAWING)
         calls = [ctx.thaw_calls.get(id(mc)) or hook_call(ctx, m, mc, "post") for m, mc in pairs]
-        results = _run_hooks(ctx, pairs, calls)
-        for (_, machine), result in zip(pairs, results, strict=True):
+        results, interrupted = _run_posts(ctx, pairs, calls)
+        for (member, machine), result in zip(pairs, results, strict=True):
+            if interrupted and (result is None or not result.ok):
+                if result is not None:
+                    rec.warnings.append(
+                        f"member {member.name!r} on {machine.machine_id}: the post hook was "
+                        f"interrupted ({result.status.value}, {result.code}: {result.message}); "
+                        "its thaw is still owed"
+                    )
+                continue  # post stays None: the thaw is owed until one is proven
             machine.post = result
     if announce_freeze:
         for member, machine in _hooked_pairs(ctx):
             _announce_hook(ctx, member, machine, "pre")
+            if machine.pre is not None and not machine.pre.ok:
+                rec.warnings.append(
+                    f"member {member.name!r} on {machine.machine_id}: "
+                    + hook_error("pre", machine.pre)
+                )
         _settle_snapshots(ctx, wait_for_late=False)
     for member, machine in pairs:
-        _announce_hook(ctx, member, machine, "post")
         post = machine.post
-        assert post is not None
+        if post is None:
+            continue
+        _announce_hook(ctx, member, machine, "post")
         if post.by == "watchdog":
             rec.warnings.append(
                 f"member {member.name!r} on {machine.machine_id}: the watchdog thawed it "
@@ -360,9 +376,8 @@ def thaw(ctx: RunContext, *, announce_freeze: bool = True) -> None:
             )
         if not post.ok:
             rec.errors.append(
-                f"member {member.name!r} on {machine.machine_id}: post hook "
-                f"{post.status.value} ({post.code}): {post.message} — the "
-                "application may still be held; check the machine"
+                f"member {member.name!r} on {machine.machine_id}: {hook_error('post', post)} — "
+                "the application may still be held; check the machine"
             )
     for member, machine in owed:
         if not ctx.knows(member.name):
@@ -370,7 +385,32 @@ def thaw(ctx: RunContext, *, announce_freeze: bool = True) -> None:
                 f"member {member.name!r} on {machine.machine_id} is owed a thaw, but the policy "
                 "no longer names it, so its post hook is unknown; its watchdog thaws it"
             )
+    if interrupted:
+        ctx.interrupted = True
+        ctx.save()
+        raise KeyboardInterrupt
     ctx.save(Phase.THAWED)
+
+
+#: How long past the post hooks' own time limits an interrupted thaw still waits for them.
+POST_GRACE_SECONDS = 5.0
+
+
+def _run_posts(
+    ctx: RunContext, pairs: Sequence[Pair], calls: Sequence[HookCall]
+) -> tuple[list[HookResult | None], bool]:
+    """Runs the post hooks; a signal does not abandon them: they are waited for (within their
+    time limits) and recorded. Returns the results (None: unknown) and whether a signal came."""
+    future = shared_pool().submit(_run_hooks, ctx, pairs, calls)
+    try:
+        return list(future.result()), False
+    except KeyboardInterrupt:
+        pass
+    budget = max(c.hook.budget_seconds for c in calls) + POST_GRACE_SECONDS
+    try:
+        return list(future.result(timeout=budget)), True
+    except (KeyboardInterrupt, TimeoutError):
+        return [None] * len(pairs), True
 
 
 @contextlib.contextmanager

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from quiesce.engine.outcome import output_tail
 from quiesce.events import MemberResult, RunResult
-from quiesce.record import HookResult, HookStatus, MemberRecord, RunRecord, RunStatus
+from quiesce.record import HookResult, HookStatus, MemberRecord, RunRecord
 
 _SEVERITY = [
     HookStatus.SUCCEEDED,
@@ -24,9 +25,12 @@ def _worst(results: list[HookResult | None]) -> str | None:
 def _hook_view(result: HookResult | None) -> dict[str, Any] | None:
     if result is None:
         return None
-    return result.model_dump(
+    view = result.model_dump(
         mode="json", include={"status", "code", "message", "by", "duration_ms"}
     )
+    if not result.ok and result.output.strip():
+        view["output"] = output_tail(result.output)  # the why, in the result itself
+    return view
 
 
 def member_result(member: MemberRecord) -> MemberResult:
@@ -52,13 +56,12 @@ def member_result(member: MemberRecord) -> MemberResult:
 
 
 def run_result(record: RunRecord) -> RunResult:
-    status = record.status if record.status is not RunStatus.RUNNING else RunStatus.FAILED
     return RunResult(
         run_id=record.run_id,
         policy=record.policy,
         group=record.group,
         trigger_id=record.trigger_id,
-        status=status.value,
+        status=record.status.value,
         consistency=record.consistency,
         recovery_point=record.recovery_point,
         freeze_window_ms=record.freeze_window_ms,

@@ -37,19 +37,15 @@ def apply_retention(ctx: RunContext) -> None:
     state = ctx.backends.state
     points = state.list_points(rec.policy, rec.group)
     for point, reason in expired(points, retention, ctx.now(), keep=rec.recovery_point):
-        problems = []
-        for snap in point.snapshots:
-            provider = ctx.backends.providers.get(snap.provider)
-            if provider is None:
-                problems.append(f"{snap.id}: no {snap.provider} provider configured")
-                continue
-            try:
-                provider.snapshots.delete(snap)
-            except Exception as exc:
-                problems.append(f"{snap.id}: {exc}")
-        if problems:
-            rec.warnings.append(f"retention kept recovery point {point.id}: " + "; ".join(problems))
+        providers = {s.provider for s in point.snapshots}
+        missing = sorted(p for p in providers if p not in ctx.backends.providers)
+        if missing:
+            rec.warnings.append(
+                f"retention kept recovery point {point.id}: no {', '.join(missing)} provider "
+                "configured to delete its snapshots"
+            )
             continue
+        # Unlisted first: from here on nobody restores it, whatever happens to its snapshots.
         state.delete_point(point.id)
         ctx.emit(
             EventType.POINT_DELETED,
@@ -62,4 +58,12 @@ def apply_retention(ctx: RunContext) -> None:
             ),
             subject=point.id,
         )
+        for snap in point.snapshots:
+            try:
+                ctx.provider(snap.provider).snapshots.delete(snap)
+            except Exception as exc:
+                rec.warnings.append(
+                    f"recovery point {point.id} is unlisted but its snapshot {snap.id} could not "
+                    f"be deleted ({exc}); the next run or `quiesce recover` deletes it"
+                )
     ctx.save(Phase.RETAINED)

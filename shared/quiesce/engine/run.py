@@ -11,7 +11,7 @@ from datetime import datetime
 from quiesce.engine.context import RunContext
 from quiesce.engine.finish import finish
 from quiesce.engine.gil import dispatch_priority
-from quiesce.engine.outcome import judge
+from quiesce.engine.outcome import inconsistent_copies, judge
 from quiesce.engine.phases import (
     acquire_lock,
     await_durability,
@@ -29,14 +29,23 @@ from quiesce.events import EventType, RunStartedData
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
 from quiesce.record import (
-    Consistency,
     Orchestrator,
     Phase,
     PointMember,
     RecoveryPoint,
     RunRecord,
+    ms_between,
     utcnow,
 )
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A signal stopped the run; raised once the run is recorded (closed, or left open while a
+    thaw is owed), carrying its record."""
+
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(f"run {record.run_id} was interrupted")
+        self.record = record
 
 
 def new_run_id(now: datetime) -> str:
@@ -110,8 +119,13 @@ def run_group(
         apply_retention(ctx)
     except Exception as exc:  # a provider or catalog failure outside the hooks' own results
         record.errors.append(f"run stopped during {record.phase.value}: {exc}")
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM through the CLI: finish, then stop
+        ctx.interrupted = True
+        record.errors.append(f"interrupted by a signal during {record.phase.value}")
     finally:
         finish(ctx, reached_snapshots=reached_snapshots)
+    if ctx.interrupted:
+        raise RunInterrupted(record)
     return record
 
 
@@ -149,9 +163,21 @@ def _all_snapshotted(ctx: RunContext) -> bool:
 def _record_point(ctx: RunContext) -> None:
     rec = ctx.record
     judge(rec)
-    if rec.consistency is Consistency.NONE:
+    if any(not mc.snapshots for _, mc in rec.machines()):
         rec.errors.append("no recovery point: some machine has no snapshot")
         return
+    for member, machine in inconsistent_copies(rec):
+        span = ms_between(
+            min(s.started_at for s in machine.snapshots), max(s.fixed_at for s in machine.snapshots)
+        )
+        methods = ", ".join(sorted({s.method for s in machine.snapshots}))
+        rec.warnings.append(
+            f"member {member.name!r} on {machine.machine_id}: its volumes were copied file by "
+            f"file ({methods}) over {span or 0:g} ms while the application was not held, so the "
+            "copy is not one point in time: recorded as `none` (an inconsistent copy), not "
+            "`crash`. Hold the application with hooks (application consistency) for a consistent"
+            " copy"
+        )
     snapshots = [s for _, mc in rec.machines() for s in mc.snapshots]
     sizes = [s.size_bytes for s in snapshots]
     point = RecoveryPoint(
@@ -171,6 +197,7 @@ def _record_point(ctx: RunContext) -> None:
             for m in rec.members
         ],
     )
-    ctx.backends.state.save_point(point)
+    # The point and the record naming it are written together (see StateStore.record_point).
     rec.recovery_point = point.id
-    ctx.save(Phase.RECORDED)
+    ctx.enter(Phase.RECORDED)
+    ctx.save_with_point(point)
