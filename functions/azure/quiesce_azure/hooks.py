@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from quiesce.errors import ProviderError
 from quiesce.guest.quiesce_guest import DEFAULT_CONFIG, HOOK_NAME_RE
 from quiesce.policy.model import Hook, Policy
+from quiesce.policy.model import hook_name as policy_hook_name
 from quiesce.ports import HookCall, HookRunner, Provider
 from quiesce.record import HookResult, HookStatus, utcnow
 from quiesce_azure.clients import (
@@ -138,10 +139,9 @@ def execution_timeout(hook: Hook, phase: str) -> int:
 
 
 def hook_name(call: HookCall) -> str:
-    """The name of the declared hook a call runs: `<group>.<member>.<phase>` unless the policy
-    names it (docs/guest-protocol.md)."""
-    declared = getattr(call.hook, "name", None)
-    return str(declared) if declared else f"{call.group}.{call.member}.{call.phase}"
+    """The name of the declared hook a call runs: the policy hook's `name`, or
+    `<group>.<member>.<phase>` (docs/guest-protocol.md)."""
+    return policy_hook_name(call.hook, call.group, call.member, call.phase)
 
 
 def hook_parameters(call: HookCall, phase: str, expires_at: float | None = None) -> dict[str, str]:
