@@ -4,6 +4,7 @@ the run result. Real `quiesce run` processes, hooks through the guest runner."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -120,6 +121,52 @@ def test_sigterm_to_the_whole_run_mid_post_keeps_the_thaw_owed_until_recover_pro
     assert closed["run_id"] == result["run_id"]
     assert closed["members"][0]["machines"][0]["post"]["status"] == "succeeded"
     assert wait_for(lambda: logged(ws, "post-end"), 10), ws.log_lines()
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_a_thaw_lost_to_a_signal_stays_owed_and_recover_closes_the_run(tmp_path: Path) -> None:
+    """SIGTERM to the orchestrator while its hook runner is SIGKILLed mid-post: the post never
+    answers, so the record keeps the thaw owed (`running`) and `recover` finds the run, thaws it
+    and closes it."""
+    ws = hooked_workspace(tmp_path, "sleep 1.5")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quiesce.cli.app", "run", str(ws.policy), "-g", "g", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: logged(ws, "post-start"), 30), ws.log_lines()
+        runners = children(proc.pid)
+        assert runners
+        proc.send_signal(signal.SIGTERM)
+        for pid in runners:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 130, err
+    left = json.loads(out)
+    assert left["status"] == "running", "the thaw is owed until one is proven"
+    assert left["members"][0]["machines"][0]["post"] is None
+    assert events_of(ws, "quiesce.run.failed") == []
+
+    recovered = cli("recover", str(ws.policy), "--json")
+
+    assert recovered.returncode == 0, recovered.stderr
+    (closed,) = json.loads(recovered.stdout)
+    assert closed["run_id"] == left["run_id"]
+    assert closed["members"][0]["machines"][0]["post"] is not None
+    assert [e["quiescerunid"] for e in events_of(ws, "quiesce.run.failed")] == [left["run_id"]]
 
 
 def test_a_failed_hook_s_output_is_in_the_run_result(tmp_path: Path) -> None:
