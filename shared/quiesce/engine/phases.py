@@ -450,8 +450,36 @@ def await_durability(ctx: RunContext) -> None:
             machine.snapshot_error = f"snapshot(s) not completed: {', '.join(failed)}"
 
 
+#: The longest a discard waits for snapshot calls still running (their copies stop when their
+#: snapshots are deleted; what a call leaves after that is an orphan for the next run).
+DISCARD_WAIT_SECONDS = 30.0
+
+
 def discard_snapshots(ctx: RunContext) -> None:
-    """Deletes the snapshots of a run that records no recovery point (and any orphans)."""
+    """Deletes the snapshots of a run that records no recovery point (and any orphans).
+
+    Snapshot calls still running (a signal came during the snapshot phase) are told to stop by
+    the deletion of what they wrote so far, waited for, and what they wrote meanwhile is deleted
+    too."""
+    rec = ctx.record
+    _delete_run_snapshots(ctx)
+    calls = ctx.snapshot_calls
+    running = [f for f in calls.futures if not f.done()] if calls is not None else []
+    if running:
+        timeout = min(DISCARD_WAIT_SECONDS, ctx.group.durability_timeout_seconds)
+        _, still = wait(running, timeout=timeout)
+        if still:
+            rec.warnings.append(
+                f"{len(still)} snapshot call(s) were still running after {timeout:g}s; what "
+                "they leave is deleted by the next run or `quiesce recover`"
+            )
+        _delete_run_snapshots(ctx)
+    for _, machine in rec.machines():
+        for ref in machine.snapshots:
+            ref.state = SnapshotState.DELETED
+
+
+def _delete_run_snapshots(ctx: RunContext) -> None:
     rec = ctx.record
     known = {s.id: s for _, mc in rec.machines() for s in mc.snapshots}
     for name in {m.provider for m in rec.members}:
@@ -465,6 +493,3 @@ def discard_snapshots(ctx: RunContext) -> None:
             ctx.provider(ref.provider).snapshots.delete(ref)
         except Exception as exc:
             rec.warnings.append(f"could not delete snapshot {ref.id}: {_error_text(exc)}")
-    for _, machine in rec.machines():
-        for ref in machine.snapshots:
-            ref.state = SnapshotState.DELETED
