@@ -9,10 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from quiesce.errors import QuiesceError
 from quiesce.guest import RUNNER_PATH, quiesce_agent
+from quiesce.guest.quiesce_guest import load_config as runner_load_config
 from quiesce.policy import parse_policy
+from quiesce_gcp.signing import AgentKeys, instance_path
 from tests.gcp.test_terraform import guide_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +27,11 @@ assert spec
 assert spec.loader
 gen = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gen)
+
+
+KEYS = AgentKeys.from_hex("c3" * 32)
+#: The guide's db member selects its instances by labels: they are named on the command line.
+NAMED = {"db": ["orders-db-1"]}
 
 
 def resources(body: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +68,36 @@ def test_agent_members_get_hooks_json_0600_and_the_unit() -> None:
         assert "StandardOutput=journal" in unit
         assert "StandardError=journal" in unit
         assert "pre-sh" not in found
+        # The agent restarts when its key changes too.
+        assert "/etc/quiesce/agent.key" in found["agent-service"]["exec"]["validate"]["script"]
+
+
+def test_each_agent_instance_gets_its_own_key_root_only() -> None:
+    policy = guide_policy()
+    out = gen.key_assignments(policy, KEYS, NAMED)
+    wanted = {"orders-db-1", "orders-api-1", "orders-api-2"}
+    by_instance = {
+        b["instanceFilter"]["inclusionLabels"][0]["labels"]["quiesce-instance"]: b
+        for b in out.values()
+    }
+    assert set(by_instance) == wanted
+    for name, body in by_instance.items():
+        (found,) = resources(body).values()
+        file = found["file"]
+        assert (file["path"], file["permissions"]) == ("/etc/quiesce/agent.key", "600")
+        key = KEYS.for_instance(instance_path("orders-prod", "europe-west1-b", name))
+        assert file["content"] == key.hex() + "\n"
+    # Every instance's key differs: one leaked key is worth nothing on another VM.
+    contents = {resources(b)["agent-key"]["file"]["content"] for b in out.values()}
+    assert len(contents) == len(wanted)
+    # No other assignment carries a key.
+    for body in gen.assignments(policy, "bkt").values():
+        assert not any(key.strip() in json.dumps(body) for key in contents)
+
+
+def test_an_agent_member_selected_by_labels_needs_its_instances_named() -> None:
+    with pytest.raises(QuiesceError, match="--instance db=NAME"):
+        gen.key_assignments(guide_policy(), KEYS)
 
 
 def test_guest_flush_shims_only_for_guest_flush_members() -> None:
@@ -73,35 +112,82 @@ def test_guest_flush_shims_only_for_guest_flush_members() -> None:
         if name.startswith("quiesce-flush"):
             assert found["pre-sh"]["file"]["path"] == "/etc/google/snapshots/pre.sh"
             assert found["post-sh"]["file"]["path"] == "/etc/google/snapshots/post.sh"
-            assert "quiesce_guest.py run-args" in found["pre-sh"]["file"]["content"]
-            assert "[Snapshots]" not in found["pre-sh"]["file"]["content"]
+            pre = found["pre-sh"]["file"]["content"]
+            assert "quiesce_guest.py run-args --config /etc/quiesce/hooks.json" in pre
+            assert "--hook reports.reports.pre" in pre
+            assert "--hook reports.reports.post" in found["post-sh"]["file"]["content"]
+            assert "/opt/reports" not in pre  # the shims name hooks; the allowlist runs them
+            assert "[Snapshots]" not in pre
             assert "'Snapshots', 'enabled', 'true'" in str(found)
-            assert "hooks-json" not in found
+            config = json.loads(found["hooks-json"]["file"]["content"])
+            assert config["hooks"]["reports.reports.pre"]["run"][0] == "/opt/reports/hooks/flush.sh"
         else:
             assert not {"pre-sh", "post-sh"} & set(found)
 
 
-def test_the_hooks_json_parses_with_the_agents_own_loader(tmp_path: Path) -> None:
+def test_the_hooks_json_parses_with_the_agents_and_the_runners_own_loaders(
+    tmp_path: Path,
+) -> None:
     out = gen.assignments(guide_policy(), "bkt")
     body = next(b for n, b in out.items() if n.startswith("quiesce-agent"))
     path = tmp_path / "hooks.json"
     path.write_text(resources(body)["hooks-json"]["file"]["content"])
     os.chmod(path, 0o600)
+    declared = runner_load_config(str(path))
+    assert declared.hook("orders.db.pre", "pre").entry["thaw"] == "orders.db.post"
+    assert declared.hook("orders.api.post", "post").run == ["/opt/orders/hooks/resume-api.sh"]
     config = quiesce_agent.load_config(str(path))
-    assert config["runner"] == "/usr/local/lib/quiesce/quiesce_guest.py"
-    assert config["members"]
+    assert config["agent"]["runner"] == "/usr/local/lib/quiesce/quiesce_guest.py"
+    assert config["agent"]["signing_key_file"] == "/etc/quiesce/agent.key"
+    assert config["hooks"]
 
 
 def test_the_formats_terraform_and_gcloud() -> None:
     policy = guide_policy()
-    tfvars = gen.terraform_vars(policy, "bkt")["os_policy_assignments"]
-    first = next(iter(tfvars.values()))
+    tfvars = gen.terraform_vars(policy, "bkt", KEYS, NAMED)
+    first = next(iter(tfvars["os_policy_assignments"].values()))
     assert "instance_filter" in first
     assert "os_policies" in first
-    files = gen.gcloud_files(policy, "bkt")
+    key = tfvars["agent_key_assignments"]["quiesce-key-orders-prod-europe-west1-b-orders-api-1"]
+    assert key == {
+        "project": "orders-prod",
+        "location": "europe-west1-b",
+        "instance": "orders-api-1",
+        "key": KEYS.for_instance(
+            instance_path("orders-prod", "europe-west1-b", "orders-api-1")
+        ).hex(),
+    }
+    files = gen.gcloud_files(policy, "bkt", KEYS, NAMED)
+    assert "quiesce-key-orders-prod-europe-west1-b-orders-db-1.yaml" in files
     document = yaml.safe_load(next(iter(files.values())))
     assert {"osPolicies", "instanceFilter", "rollout"} <= set(document)
     json.dumps(tfvars)
+
+
+def test_the_command_line_writes_the_keys_where_only_its_user_can_read(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    guide = (ROOT / "docs" / "gcp-deploy.md").read_text()
+    policy.write_text(
+        next(b for b in guide.split("```yaml\n")[1:] if "version: 1" in b).split("```")[0]
+    )
+    master = tmp_path / "master.key"
+    master.write_text("c3" * 32)
+    master.chmod(0o600)
+    out = tmp_path / "vars.json"
+    args = [str(policy), "--bucket", "b", "--master-key-file", str(master), "-o", str(out)]
+    assert gen.main([*args, "--instance", "db=orders-db-1"]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert json.loads(out.read_text())["agent_key_assignments"]
+    folder = tmp_path / "gcloud"
+    assert (
+        gen.main(
+            [*args[:-2], "--instance", "db=orders-db-1", "--format", "gcloud", "-o", str(folder)]
+        )
+        == 0
+    )
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in folder.iterdir())
+    master.chmod(0o644)  # a master key others can read is refused
+    assert gen.main([*args, "--instance", "db=orders-db-1"]) == 2
 
 
 def test_members_selected_by_name_are_targeted_by_a_member_label() -> None:

@@ -147,30 +147,35 @@ def member_hooks(group_name: str, group: Group, member: GcpMember) -> dict[str, 
     return out
 
 
-def agent_members(policy: Policy) -> list[tuple[str, Group, GcpMember]]:
-    """The policy's Linux GCP members whose hooks go through the agent."""
+def gcp_members(
+    policy: Policy, channels: tuple[str, ...] = ("agent",)
+) -> list[tuple[str, Group, GcpMember]]:
+    """The policy's Linux GCP members whose hooks go through one of `channels`."""
     return [
         (group_name, group, member)
         for group_name, group in policy.groups.items()
         for member in group.members
-        if isinstance(member, GcpMember) and member.hook_channel == "agent"
+        if isinstance(member, GcpMember)
+        and member.os == "linux"
+        and member.hook_channel in channels
     ]
 
 
 def allowlist(
     policy: Policy,
     *,
-    members: set[str] | None = None,
+    zone: tuple[str, str] | None = None,
+    channels: tuple[str, ...] = ("agent", "guest_flush"),
     runner: str = RUNNER_PATH,
     state_dir: str = STATE_DIR,
     signing_key_file: str = AGENT_KEY_PATH,
 ) -> dict[str, Any]:
-    """The machine's /etc/quiesce/hooks.json for the policy's agent members (all of them, or
-    those named in `members`): the runner's allowlist, with the agent's settings under
-    "agent"."""
+    """A machine's /etc/quiesce/hooks.json: the runner's allowlist of the policy's GCP members
+    (those in `zone` = (project, zone) when given), with the agent's settings under "agent".
+    Every assignment of one zone installs the same file, so two never fight over it."""
     hooks: dict[str, dict[str, Any]] = {}
-    for group_name, group, member in agent_members(policy):
-        if members is not None and member.name not in members:
+    for group_name, group, member in gcp_members(policy, channels):
+        if zone is not None and (member.project, member.zone) != zone:
             continue
         for name, entry in member_hooks(group_name, group, member).items():
             if name in hooks and hooks[name] != entry:
