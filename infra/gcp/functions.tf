@@ -46,6 +46,12 @@ resource "google_cloudfunctions2_function" "quiesce" {
       QUIESCE_PUBSUB_TOPIC       = google_pubsub_topic.events.id
       QUIESCE_FIRESTORE_DATABASE = local.firestore_database
     }
+    secret_environment_variables {
+      key        = "QUIESCE_AGENT_MASTER_KEY"
+      project_id = var.project
+      secret     = google_secret_manager_secret.agent_master_key.secret_id
+      version    = google_secret_manager_secret_version.agent_master_key.version
+    }
   }
 
   event_trigger {

@@ -18,22 +18,48 @@ locals {
   ])
   member_projects = toset(concat([var.project], [for m in local.gcp_members : m.project]))
 
-  # Permissions the adapters declare (quiesce_gcp.permissions.role_permissions); tests/gcp
-  # checks that this list is exactly the declared one.
+  # Permissions the adapters declare, by scope (quiesce_gcp.permissions.role_permissions with
+  # scope=...); tests/gcp checks that each list is exactly the declared one.
+  # scope "project": granted project-wide in every member project.
   adapter_permissions = [
     "compute.disks.createSnapshot",
     "compute.instances.get",
     "compute.instances.getGuestAttributes",
     "compute.instances.list",
-    "compute.instances.setMetadata",
     "compute.snapshots.create",
-    "compute.snapshots.delete",
     "compute.snapshots.get",
     "compute.snapshots.list",
-    "compute.snapshots.setLabels",
     "compute.zoneOperations.get",
     "pubsub.topics.publish",
   ]
+  # scope "agent-instances": only on the agent members' instances (setMetadata is root there).
+  agent_instance_permissions = [
+    "compute.instances.setMetadata",
+  ]
+  # scope "quiesce-snapshots": only on snapshots named like Quiesce's.
+  snapshot_permissions = [
+    "compute.snapshots.delete",
+    "compute.snapshots.setLabels",
+  ]
+  # quiesce_gcp.snapshots.SNAPSHOT_PREFIX: every snapshot Quiesce creates starts with it.
+  snapshot_name_prefix = "q-"
+
+  # The instances the agent channel writes commands to, as IAM resource names per project:
+  # from the policy for members selected by name, from var.agent_instances for members
+  # selected by labels.
+  agent_members = [for m in local.gcp_members : m if try(m.hook_channel, "agent") == "agent"]
+  agent_members_unnamed = [
+    for m in local.agent_members : m.name
+    if length(try(m.select.instances, [])) == 0 && length(lookup(var.agent_instances, m.name, [])) == 0
+  ]
+  agent_instance_names = {
+    for p in local.member_projects : p => distinct(flatten([
+      for m in local.agent_members : [
+        for i in concat(try(m.select.instances, []), lookup(var.agent_instances, m.name, [])) :
+        "projects/${p}/zones/${m.zone}/instances/${i}"
+      ] if m.project == p
+    ])) if length([for m in local.agent_members : m if m.project == p]) > 0
+  }
 
   firestore_database = var.create_firestore_database ? google_firestore_database.catalog[0].name : var.firestore_database
 

@@ -110,3 +110,47 @@ resource "google_os_config_os_policy_assignment" "quiesce" {
 
   depends_on = [google_storage_bucket_object.guest]
 }
+
+# One assignment per agent instance: its own signing key (root, 0600), targeted by the label
+# quiesce-instance=<name>. The keys are in var.agent_key_assignments (sensitive).
+resource "google_os_config_os_policy_assignment" "agent_key" {
+  for_each = toset(nonsensitive(keys(var.agent_key_assignments)))
+
+  name        = each.key
+  project     = nonsensitive(var.agent_key_assignments[each.key].project)
+  location    = nonsensitive(var.agent_key_assignments[each.key].location)
+  description = "Quiesce agent signing key of ${nonsensitive(var.agent_key_assignments[each.key].instance)}"
+
+  instance_filter {
+    all = false
+    inclusion_labels {
+      labels = { "quiesce-instance" = nonsensitive(var.agent_key_assignments[each.key].instance) }
+    }
+  }
+
+  os_policies {
+    id                            = "quiesce-agent-key"
+    description                   = "the agent's signing key"
+    mode                          = "ENFORCEMENT"
+    allow_no_resource_group_match = false
+
+    resource_groups {
+      resources {
+        id = "agent-key"
+        file {
+          path        = "/etc/quiesce/agent.key"
+          state       = "CONTENTS_MATCH"
+          permissions = "600"
+          content     = "${var.agent_key_assignments[each.key].key}\n"
+        }
+      }
+    }
+  }
+
+  rollout {
+    disruption_budget {
+      percent = 100
+    }
+    min_wait_duration = "0s"
+  }
+}

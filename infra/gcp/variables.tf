@@ -74,6 +74,34 @@ variable "member_service_accounts" {
   default     = []
 }
 
+variable "agent_master_key" {
+  description = "The agent master key, 64+ hex digits (openssl rand -hex 32): kept in Secret Manager for the functions; scripts/gcp_os_policy.py derives each VM's signing key from it."
+  type        = string
+  sensitive   = true
+  validation {
+    condition     = can(regex("^[0-9a-fA-F]{64,}$", var.agent_master_key))
+    error_message = "agent_master_key must be at least 64 hexadecimal digits (openssl rand -hex 32)."
+  }
+}
+
+variable "agent_instances" {
+  description = "Instances of agent members selected by labels (member name => instance names): setMetadata is granted on exactly these and the members selected by name."
+  type        = map(list(string))
+  default     = {}
+}
+
+variable "agent_key_assignments" {
+  description = "Written by scripts/gcp_os_policy.py: each agent instance's signing key, installed by its own OS policy assignment."
+  type = map(object({
+    project  = string
+    location = string
+    instance = string
+    key      = string
+  }))
+  default   = {}
+  sensitive = true
+}
+
 variable "os_policy_assignments" {
   description = "Written by scripts/gcp_os_policy.py (os-policy.auto.tfvars.json): what OS Config installs on the members."
   type        = any

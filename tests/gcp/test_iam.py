@@ -1,36 +1,94 @@
-"""infra/gcp's custom role grants exactly what the GCP adapters declare."""
+"""infra/gcp grants exactly what the GCP adapters declare, each permission only where its scope
+allows: project-wide reads, setMetadata on the agent member instances only, snapshot deletion
+and labelling on Quiesce's snapshots only; the functions read the agent master key and nothing
+else from Secret Manager."""
 
 from __future__ import annotations
 
+import re
+
+from quiesce_gcp.events import PubSubPublisher
+from quiesce_gcp.hooks import AgentHookRunner
+from quiesce_gcp.inventory import GceInventory
+from quiesce_gcp.permissions import AGENT_INSTANCES, PROJECT, QUIESCE_SNAPSHOTS, role_permissions
+from quiesce_gcp.snapshots import SNAPSHOT_PREFIX, GceSnapshotter
 from tests.gcp.test_terraform import load_configuration, resources
+from tests.terraform import only
+
+ADAPTERS = (GceInventory, AgentHookRunner, GceSnapshotter, PubSubPublisher)
+MEMBER = "${google_service_account.functions.member}"
 
 
-def test_the_custom_role_has_exactly_the_declared_permissions() -> None:
-    from quiesce_gcp.events import PubSubPublisher
-    from quiesce_gcp.hooks import AgentHookRunner
-    from quiesce_gcp.inventory import GceInventory
-    from quiesce_gcp.permissions import role_permissions
-    from quiesce_gcp.snapshots import GceSnapshotter
-
-    role = resources("google_project_iam_custom_role")["adapters"]
-    assert role["permissions"] == "${local.adapter_permissions}"
-    granted = load_configuration()["locals"]["adapter_permissions"]
-    assert granted == role_permissions(
-        GceInventory, AgentHookRunner, GceSnapshotter, PubSubPublisher
-    )
+def test_each_custom_role_has_exactly_the_declared_permissions_of_its_scope() -> None:
+    roles = resources("google_project_iam_custom_role")
+    local = load_configuration()["locals"]
+    for role, variable, scope in (
+        ("adapters", "adapter_permissions", PROJECT),
+        ("agent_instances", "agent_instance_permissions", AGENT_INSTANCES),
+        ("snapshots", "snapshot_permissions", QUIESCE_SNAPSHOTS),
+    ):
+        assert roles[role]["permissions"] == "${local." + variable + "}"
+        assert local[variable] == role_permissions(*ADAPTERS, scope=scope), role
+    assert set(roles) == {"adapters", "agent_instances", "snapshots"}
 
 
-def test_the_functions_account_gets_the_role_the_catalog_and_the_events_topic_only() -> None:
-    member = "${google_service_account.functions.member}"
+def test_only_the_project_scope_is_granted_without_a_condition() -> None:
+    bindings = resources("google_project_iam_member")
+    assert "condition" not in bindings["adapters"]
+    assert "condition" not in bindings["catalog"]
+    for name in ("agent_instances", "snapshots"):
+        assert bindings[name]["role"] == (
+            "${google_project_iam_custom_role." + name + "[each.key].name}"
+        )
+        assert only(bindings[name]["condition"])["expression"]
+
+
+def test_set_metadata_is_bound_to_the_agent_member_instances_by_name() -> None:
+    binding = resources("google_project_iam_member")["agent_instances"]
+    assert binding["for_each"] == "${local.agent_instance_names}"
+    expression = only(binding["condition"])["expression"]
+    assert "resource.name ==" in expression
+    assert "each.value" in expression
+    names = load_configuration()["locals"]["agent_instance_names"]
+    # The names come from the policy's agent members: by name, or listed in var.agent_instances.
+    assert "local.agent_members" in names
+    assert "m.select.instances" in names
+    assert "var.agent_instances" in names
+    assert "/zones/${m.zone}/instances/${i}" in names
+    members = load_configuration()["locals"]["agent_members"]
+    assert 'try(m.hook_channel, "agent") == "agent"' in members
+    precondition = only(only(binding["lifecycle"])["precondition"])
+    assert "agent_members_unnamed" in precondition["condition"]
+
+
+def test_snapshot_deletion_and_labels_are_bound_to_quiesces_snapshot_names() -> None:
+    binding = resources("google_project_iam_member")["snapshots"]
+    expression = only(binding["condition"])["expression"]
+    assert 'resource.type == \\"compute.googleapis.com/Snapshot\\"' in expression
+    assert re.search(
+        r"resource\.name\.startsWith\(\\\"projects/\$\{each\.key\}/global/snapshots/"
+        r"\$\{local\.snapshot_name_prefix\}\\\"\)",
+        expression,
+    ), expression
+    assert load_configuration()["locals"]["snapshot_name_prefix"] == SNAPSHOT_PREFIX
+
+
+def test_the_functions_account_gets_the_roles_the_catalog_the_topic_and_its_secret_only() -> None:
     projects = resources("google_project_iam_member")
     assert projects["adapters"]["role"] == (
         "${google_project_iam_custom_role.adapters[each.key].name}"
     )
     assert projects["catalog"]["role"] == "roles/datastore.user"
-    assert {b["member"] for b in projects.values()} == {member}
+    assert {b["member"] for b in projects.values()} == {MEMBER}
     topic = resources("google_pubsub_topic_iam_member")["events_publisher"]
     assert (topic["topic"], topic["role"], topic["member"]) == (
         "${google_pubsub_topic.events.id}",
         "roles/pubsub.publisher",
-        member,
+        MEMBER,
+    )
+    (secret,) = resources("google_secret_manager_secret_iam_member").values()
+    assert (secret["secret_id"], secret["role"], secret["member"]) == (
+        "${google_secret_manager_secret.agent_master_key.id}",
+        "roles/secretmanager.secretAccessor",
+        MEMBER,
     )

@@ -95,6 +95,20 @@ def test_the_environment_is_what_the_code_reads() -> None:
     assert env[provider.TOPIC_ENV] == "${google_pubsub_topic.events.id}"
 
 
+def test_the_functions_get_the_agent_master_key_from_secret_manager() -> None:
+    from quiesce_gcp.signing import MASTER_KEY_ENV
+
+    config = only(resources("google_cloudfunctions2_function")["quiesce"]["service_config"])
+    secret = only(config["secret_environment_variables"])
+    assert secret["key"] == MASTER_KEY_ENV
+    assert secret["secret"] == "${google_secret_manager_secret.agent_master_key.secret_id}"
+    version = resources("google_secret_manager_secret_version")["agent_master_key"]
+    assert version["secret_data"] == "${var.agent_master_key}"
+    variables = load_configuration()["variable"]
+    assert variables["agent_master_key"]["sensitive"] is True
+    assert variables["agent_key_assignments"]["sensitive"] is True
+
+
 def guide_policy() -> Any:
     text = GUIDE.read_text()
     block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "version: 1" in b)
