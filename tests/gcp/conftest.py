@@ -55,11 +55,6 @@ MASTER_KEY = "5e" * 32
 
 
 @pytest.fixture
-def agent_keys() -> AgentKeys:
-    return AgentKeys.from_hex(MASTER_KEY)
-
-
-@pytest.fixture
 def clients(compute: FakeCompute) -> GcpClients:
     return GcpClients(AnonymousCredentials(), compute_endpoint=compute.url)  # type: ignore[no-untyped-call]
 
@@ -114,6 +109,10 @@ class Fleet:
     @property
     def keys(self) -> AgentKeys:
         return AgentKeys.from_hex(MASTER_KEY)
+
+    @property
+    def keys_hex(self) -> str:
+        return MASTER_KEY
 
     def hooks(self, member: str) -> dict[str, Any]:
         """A member's hooks: scripts that append to the shared journal."""

@@ -308,3 +308,22 @@ def test_keys_come_from_a_private_file_or_the_environment(tmp_path: Path) -> Non
     with pytest.raises(ProviderError, match="openssl rand -hex 32"):
         AgentKeys.from_hex("abcd")
     assert "ab" * 32 not in repr(from_env)
+
+
+def test_the_provider_signs_with_the_master_key_from_its_environment(
+    fleet: Fleet, compute: FakeCompute, tmp_path: Path
+) -> None:
+    from quiesce.errors import ProviderError
+    from quiesce_gcp.provider import make_provider
+
+    policy = one_vm_policy(fleet)
+    env = {"QUIESCE_PROJECT": PROJECT, "QUIESCE_COMPUTE_ENDPOINT": compute.url}
+    unsigned = make_provider(policy, env=env).hooks
+    assert isinstance(unsigned, AgentHookRunner)
+    assert unsigned.keys is None  # agent hooks then fail with NoSigningKey
+    signed = make_provider(policy, env={**env, "QUIESCE_AGENT_MASTER_KEY": fleet.keys_hex}).hooks
+    assert isinstance(signed, AgentHookRunner)
+    assert signed.keys is not None
+    assert signed.keys.for_instance(DB_VM) == fleet.keys.for_instance(DB_VM)
+    with pytest.raises(ProviderError, match="QUIESCE_AGENT_MASTER_KEY"):
+        make_provider(policy, env={**env, "QUIESCE_AGENT_MASTER_KEY": "not hex"})
