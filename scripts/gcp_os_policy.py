@@ -58,14 +58,13 @@ import yaml
 from quiesce.errors import QuiesceError
 from quiesce.guest import RUNNER_PATH as RUNNER_SOURCE
 from quiesce.policy import Policy, parse_policy
-from quiesce.policy.model import GcpMember
+from quiesce.policy.model import GcpMember, Hook, hook_name
 from quiesce_gcp.agent import (
     AGENT_CONFIG_PATH,
     AGENT_KEY_PATH,
     RUNNER_PATH,
     allowlist,
     gcp_members,
-    hook_name,
 )
 from quiesce_gcp.signing import AgentKeys, instance_path
 
@@ -221,7 +220,8 @@ def flush_shims(group_name: str, member: GcpMember) -> tuple[str, str]:
     hooks = member.hooks
 
     def flags(phase: str) -> str:
-        name = hook_name(group_name, member.name, phase, getattr(hooks, phase))
+        hook: Hook = getattr(hooks, phase)
+        name = hook_name(hook, group_name, member.name, phase)
         return shlex.join(["--phase", phase, "--member", member.name, "--hook", name])
 
     if hooks.pre is None:

@@ -271,6 +271,12 @@ def test_the_allowlist_is_the_runners_format_with_the_agent_settings(fleet: Flee
     os.chmod(path, 0o600)
     parsed = load_config(str(path))  # the runner's own loader accepts it
     assert parsed.hook("orders.db.pre", "pre").run == pre["run"]
+    # The same entries the core's generator makes, so `quiesce plan` finds the same digests.
+    from quiesce.allowlist import policy_hooks
+    from quiesce.guest.quiesce_guest import entry_digest
+
+    for hook in policy_hooks(policy):
+        assert entry_digest(config["hooks"][hook.name]) == hook.digest
 
 
 def test_the_agent_parses_as_python_3_8_and_imports_only_the_stdlib() -> None:

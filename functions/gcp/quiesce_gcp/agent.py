@@ -25,10 +25,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from quiesce.errors import ProviderError
+from quiesce.allowlist import PolicyHook, policy_hooks
+from quiesce.allowlist import allowlist as core_allowlist
+from quiesce.errors import ProviderError, QuiesceError
 from quiesce.guest import quiesce_agent as guest_agent
-from quiesce.guest.quiesce_guest import Invalid, normalize_entry
-from quiesce.policy.model import GcpMember, Group, Hook, Policy
+from quiesce.policy.model import GcpMember, Group, Policy
 from quiesce_gcp.signing import AgentKeys
 
 PROTOCOL_VERSION = guest_agent.PROTOCOL_VERSION
@@ -43,14 +44,6 @@ AGENT_CONFIG_PATH = guest_agent.DEFAULT_CONFIG
 AGENT_KEY_PATH = guest_agent.DEFAULT_KEY_FILE
 RUNNER_PATH = guest_agent.DEFAULT_RUNNER
 STATE_DIR = guest_agent.DEFAULT_STATE_DIR
-HOOK_PHASES = ("pre", "post", "verify")
-
-
-def hook_name(group: str, member: str, phase: str, hook: Hook | None = None) -> str:
-    """The name a policy's hook is declared under on the machine: the hook's own `name` when
-    the policy gives one, else `<group>.<member>.<phase>` (docs/guest-protocol.md)."""
-    declared = getattr(hook, "name", None)
-    return declared if isinstance(declared, str) and declared else f"{group}.{member}.{phase}"
 
 
 @dataclass(frozen=True)
@@ -100,53 +93,6 @@ class Command:
         return result_key(self.run_id, self.member, self.phase)
 
 
-def _entry(hook: Hook, phase: str, field: str, **extra: Any) -> dict[str, Any]:
-    if not hook.run:
-        raise ProviderError(
-            f"{field}: the policy gives only the hook's name, but the OS policy writes the "
-            "machine's whole allowlist: give the hook's run (and its other fields) in the policy",
-            code="BadHook",
-        )
-    entry: dict[str, Any] = {
-        "phase": phase,
-        "run": list(hook.run),
-        "sha256": hook.sha256,
-        "env": dict(hook.env),
-        "timeout_seconds": hook.timeout_seconds,
-        "retries": hook.retries,
-        **extra,
-    }
-    env_files = getattr(hook, "secret_env", None)
-    if env_files:
-        entry["env_files"] = dict(env_files)
-    try:
-        return normalize_entry(entry, field)
-    except Invalid as exc:
-        raise ProviderError(f"{field}: {exc}", code="BadHook") from None
-
-
-def member_hooks(group_name: str, group: Group, member: GcpMember) -> dict[str, dict[str, Any]]:
-    """A member's declared hooks, by name, as the runner's allowlist entries."""
-    hooks = member.hooks
-    out: dict[str, dict[str, Any]] = {}
-    post_name = hook_name(group_name, member.name, "post", hooks.post)
-    if hooks.post is not None:
-        out[post_name] = _entry(hooks.post, "post", f"hooks.{post_name}")
-    if hooks.pre is not None:
-        name = hook_name(group_name, member.name, "pre", hooks.pre)
-        out[name] = _entry(
-            hooks.pre,
-            "pre",
-            f"hooks.{name}",
-            thaw=post_name,
-            max_freeze_seconds=group.max_freeze_seconds,
-        )
-    if hooks.verify is not None:
-        name = hook_name(group_name, member.name, "verify", hooks.verify)
-        out[name] = _entry(hooks.verify, "verify", f"hooks.{name}")
-    return out
-
-
 def gcp_members(
     policy: Policy, channels: tuple[str, ...] = ("agent",)
 ) -> list[tuple[str, Group, GcpMember]]:
@@ -170,23 +116,20 @@ def allowlist(
     state_dir: str = STATE_DIR,
     signing_key_file: str = AGENT_KEY_PATH,
 ) -> dict[str, Any]:
-    """A machine's /etc/quiesce/hooks.json: the runner's allowlist of the policy's GCP members
-    (those in `zone` = (project, zone) when given), with the agent's settings under "agent".
-    Every assignment of one zone installs the same file, so two never fight over it."""
-    hooks: dict[str, dict[str, Any]] = {}
-    for group_name, group, member in gcp_members(policy, channels):
+    """A machine's /etc/quiesce/hooks.json: the allowlist of the policy's GCP members (those in
+    `zone` = (project, zone) when given), built by the core (`quiesce.allowlist`, as `quiesce
+    hooks allowlist` prints it, so `quiesce plan` finds the same digests), with the agent's
+    settings under "agent". Every assignment of one zone installs the same file, so two never
+    fight over it. Hooks the policy gives only by name get no entry: the machine must declare
+    them."""
+    hooks: list[PolicyHook] = []
+    for group_name, _group, member in gcp_members(policy, channels):
         if zone is not None and (member.project, member.zone) != zone:
             continue
-        for name, entry in member_hooks(group_name, group, member).items():
-            if name in hooks and hooks[name] != entry:
-                raise ProviderError(
-                    f"the hook name {name!r} is declared twice with different entries",
-                    code="AmbiguousHook",
-                )
-            hooks[name] = entry
-    return {
-        "version": 1,
-        "state_dir": state_dir,
-        "hooks": dict(sorted(hooks.items())),
-        "agent": {"runner": runner, "signing_key_file": signing_key_file},
-    }
+        hooks += policy_hooks(policy, group=group_name, member=member.name)
+    try:
+        doc = core_allowlist(hooks, state_dir=state_dir)
+    except QuiesceError as exc:
+        raise ProviderError(str(exc), code="AmbiguousHook") from None
+    doc["agent"] = {"runner": runner, "signing_key_file": signing_key_file}
+    return doc

@@ -29,10 +29,10 @@ from google.cloud import compute_v1
 from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import Hook
+from quiesce.policy.model import Hook, hook_name
 from quiesce.ports import HookCall, HookRunner
 from quiesce.record import HookResult, HookStatus, utcnow
-from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command, hook_name
+from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command
 from quiesce_gcp.clients import GcpClients, GcpMembers, wait_zone_operation
 from quiesce_gcp.permissions import AGENT_INSTANCES, INSTANCE, ZONE_OPERATION, Permission
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
@@ -144,7 +144,7 @@ class AgentHookRunner(HookRunner):
             phase,
             call.run_id,
             call.member,
-            hook_name(call.group, call.member, hook_phase, call.hook),
+            hook_name(call.hook, call.group, call.member, hook_phase),
             self.wall() + self.command_ttl,
             instance_path(project, zone, instance),
         )
