@@ -50,6 +50,21 @@ def is_orphan(ref: SnapshotRef, policy: str, groups: set[str], state: StateStore
     )
 
 
+def _orphans(
+    candidates: list[SnapshotRef], policy: str, groups: set[str], state: StateStore
+) -> list[SnapshotRef]:
+    """The orphans among `candidates`, asking the catalog once per recovery point."""
+    verdicts: dict[str, bool] = {}
+    out = []
+    for ref in candidates:
+        key = ref.tags.get(POINT_TAG, "")
+        if key not in verdicts:
+            verdicts[key] = is_orphan(ref, policy, groups, state)
+        if verdicts[key]:
+            out.append(ref)
+    return out
+
+
 def sweep_orphans(
     policy: Policy, backends: Backends, group: str | None = None
 ) -> tuple[list[str], list[str]]:
@@ -69,7 +84,7 @@ def sweep_orphans(
             candidates = [ref for g in sorted(groups) for ref in snapshots.find(policy.name, g)]
             if isinstance(snapshots, KeepsPartials):
                 candidates += snapshots.partial()
-            orphans = [r for r in candidates if is_orphan(r, policy.name, groups, backends.state)]
+            orphans = _orphans(candidates, policy.name, groups, backends.state)
         except Exception as exc:
             problems.append(f"could not look for orphaned {name} snapshots: {exc}")
             continue
