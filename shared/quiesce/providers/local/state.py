@@ -140,10 +140,10 @@ class SqliteFile:
             with staging.connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
             staging._migrate(migrations)
-            with contextlib.suppress(FileExistsError):  # another process made it first: use it
-                os.link(tmp, self.path)
+            _publish(tmp, self.path)
         finally:
-            tmp.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def _check_file(self) -> None:
         try:
@@ -223,6 +223,18 @@ class SqliteFile:
         with self.reading() as conn:
             row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Puts the finished file `tmp` at `path` unless a file is there already (another process
+    made it first: that one is used)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return
+    except OSError:  # no hard links on this filesystem: a rename, if the name is still free
+        if not path.exists():
+            os.rename(tmp, path)
 
 
 def _statements(script: str) -> list[str]:
