@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -387,3 +388,32 @@ def test_on_xfs_describe_says_reflink_for_volumes_on_the_state_folders_filesyste
         str(elsewhere): "copy",
     }
     assert not state.exists()
+
+
+def test_check_accepts_a_durable_snapshot_and_names_what_is_missing_from_a_damaged_one(
+    snapper: LocalSnapshotter, volume: Path
+) -> None:
+    (ref,) = snapper.wait_durable(snapper.take(snapshot_call(volume)), timeout=30)
+    snapper.check(ref)
+
+    (Path(ref.location) / "data" / "table.db").unlink()
+
+    with pytest.raises(ProviderError, match="incomplete or damaged: files") as info:
+        snapper.check(ref)
+    assert info.value.code == "SnapshotIncomplete"
+    assert ref.location in str(info.value)
+
+
+def test_a_take_whose_snapshot_is_deleted_while_it_copies_stops_and_leaves_nothing(
+    snapper: LocalSnapshotter, state_dir: Path, volume: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def delete_then_clone(src: Path, dst: Path, stop: Callable[[], bool]) -> tuple[str, int]:
+        (being_taken,) = snapper.find("shop", "orders")
+        snapper.delete(being_taken)  # the run discards it while the copy runs
+        return real_clone(src, dst, stop=stop)
+
+    monkeypatch.setattr(snapshots_module, "clone_tree", delete_then_clone)
+    with pytest.raises(ProviderError) as info:
+        snapper.take(snapshot_call(volume))
+    assert info.value.code == "SnapshotDiscarded"
+    assert list((state_dir / "snapshots").iterdir()) == []
