@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from tests.integration.support import (
     points_of,
     run_json,
     snapshots_dir,
+    start,
 )
 
 pytestmark = pytest.mark.integration
@@ -140,3 +143,39 @@ def test_a_damaged_catalog_is_an_error_naming_the_file_and_is_left_as_it_is(
     assert str(path) in " ".join(done.stderr.split())
     assert "unexpected" not in done.stderr
     assert path.read_bytes() == bytes(raw)
+
+
+def test_a_run_killed_while_retention_deletes_never_leaves_a_half_deleted_point_listed(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL as soon as the old point's files start to disappear: the point must already be
+    unlisted (or, if still listed, restore complete); `recover` removes what is left."""
+    ws = copy_workspace(tmp_path, files=800, retention={"keep_last": 1})
+    old = run_json(ws)["recovery_point"]
+    volume = tmp_path / "data" / "m"
+    original = files_under(volume)
+    for name in original[10:]:
+        (volume / name).unlink()  # the next copy is quick; the old point stays big
+    (data,) = snapshots_dir(ws).glob(f"{old}/*/*/data")
+    folders = len(list(data.iterdir()))
+
+    proc = start("run", str(ws.policy), "-g", "g", "--json")
+    try:
+        while len(list(data.iterdir())) == folders and proc.poll() is None:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+
+    target = tmp_path / "restored"
+    if old in [p["id"] for p in points_of(ws)]:
+        restored = cli("restore", str(ws.policy), old, "--to", str(target))
+        assert restored.returncode == 0, restored.stderr
+        assert files_under(target / "m" / "m") == original, "a listed point is complete"
+    else:
+        assert cli("restore", str(ws.policy), old, "--to", str(target)).returncode == 1
+    recovered = cli("recover", str(ws.policy), "--json")
+    assert recovered.returncode == 0, recovered.stderr
+    assert old not in [p["id"] for p in points_of(ws)]
+    assert not (snapshots_dir(ws) / old).exists()
