@@ -54,6 +54,8 @@ def _check_machine(
         "allowlist": allowlist_state(result, hook.digest, result.declared),
         "declared": result.declared,
     }
+    if result.signed is not None or result.code in ("BadSignature", "NoSigningKey"):
+        out["signature"] = "verified" if result.signed else result.code
     if thaw is not None and result.declared is not None:
         out["thaw"] = thaw.name
         out["thaw_allowlist"] = allowlist_state(result, thaw.digest, result.thaw_declared)

@@ -71,6 +71,11 @@ class HookResult(Record):
         default=None,
         description="`check` of a pre hook only: the same digest for its thaw (post) hook.",
     )
+    signed: bool | None = Field(
+        default=None,
+        description="Whether the machine's answer carried a valid signature, for channels that "
+        "sign answers (the GCP agent); null where the channel itself is authenticated.",
+    )
 
     @property
     def ok(self) -> bool:

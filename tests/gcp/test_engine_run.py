@@ -249,3 +249,38 @@ def test_an_agent_that_does_not_answer_times_out_and_its_watchdog_thaws(
     # db was thawed by the orchestrator; app by its watchdog, after max_freeze_seconds.
     assert "post db" in fleet.lines()
     assert wait_for(lambda: "post app" in fleet.lines(), timeout=15), fleet.lines()
+
+
+def _plan_machines(policy: Policy, clients: GcpClients, **hooks: Any) -> list[dict[str, Any]]:
+    from quiesce.plan import plan_policy
+
+    report = plan_policy(policy, backends(policy, clients, **hooks).providers)
+    member = report["groups"][0]["members"][0]
+    machines: list[dict[str, Any]] = member["hooks"]["pre"]["machines"]
+    return machines
+
+
+def test_plan_shows_each_machines_allowlist_and_answer_signature(
+    fleet: Fleet, clients: GcpClients
+) -> None:
+    policy = make_policy([gcp_member("db", fleet.hooks("db"))])
+    fleet.add("db-vm", policy)
+
+    [machine] = _plan_machines(policy, clients)
+
+    assert machine["allowlist"] == "matches"
+    assert machine["thaw_allowlist"] == "matches"
+    assert machine["signature"] == "verified"
+
+
+def test_plan_shows_that_nothing_can_be_signed_without_a_key(
+    fleet: Fleet, clients: GcpClients
+) -> None:
+    policy = make_policy([gcp_member("db", fleet.hooks("db"))])
+    fleet.add("db-vm", policy)
+
+    [machine] = _plan_machines(policy, clients, keys=None)
+
+    assert machine["check"]["code"] == "NoSigningKey"
+    assert machine["signature"] == "NoSigningKey"
+    assert machine["allowlist"] == "refused: NoSigningKey"

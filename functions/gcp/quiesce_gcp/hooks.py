@@ -261,7 +261,7 @@ class AgentHookRunner(HookRunner):
                     "recorded failed; look for who writes guest attributes on that VM",
                 )
             try:
-                return HookResult.model_validate_json(result)
+                return HookResult.model_validate_json(result).model_copy(update={"signed": True})
             except ValidationError as exc:
                 return _result(HookStatus.FAILED, "BadAnswer", f"invalid answer: {exc}")
         return None

@@ -189,6 +189,8 @@ def _machine_line(mc: dict[str, Any]) -> Text:
         and mc.get("allowlist") in GOOD_STATES
         and mc.get("thaw_allowlist", "matches") in GOOD_STATES
     )
+    if "signature" in mc:
+        states.append(f"answer signature {mc['signature']}")
     line = Text(f"  {mc.get('machine', '?')}: allowlist {', '.join(states)} ")
     detail = "✗\n" if check["status"] == "succeeded" else f"✗ {check['code']}: {check['message']}\n"
     line.append("✓\n" if good else detail, "green" if good else "red")
