@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from quiesce.errors import NotFoundError, QuiesceError
-from quiesce.policy.model import Policy
+from quiesce.policy.model import Hook, Policy
 from quiesce.ports import Backends, HookCall, Machine
 from quiesce.record import HookResult, PointMember, RecoveryPoint, SnapshotRef, SnapshotState
 
@@ -88,6 +88,30 @@ def check_complete(point: RecoveryPoint, members: list[PointMember], backends: B
         )
 
 
+def _verify(
+    policy: Policy,
+    backends: Backends,
+    point: RecoveryPoint,
+    restored: RestoredMember,
+    hook: Hook,
+) -> HookResult:
+    """Runs a member's verify hook on its restored copy, through the local hook runner."""
+    runner = backends.providers["local"].hooks if "local" in backends.providers else None
+    if runner is None:
+        raise QuiesceError("verify hooks need the local provider to run on this machine")
+    call = HookCall(
+        run_id=f"{RESTORE_RUN_PREFIX}-{point.run_id}",
+        policy=policy.name,
+        group=point.group,
+        member=restored.name,
+        machine=Machine(provider="local", member=restored.name, machine_id="restore"),
+        phase="verify",
+        hook=hook,
+        extra_args=(restored.path,),
+    )
+    return runner.run(call)
+
+
 def restore_point(
     policy: Policy,
     backends: Backends,
@@ -97,8 +121,9 @@ def restore_point(
     member: str | None = None,
     verify: bool = True,
 ) -> RestoreResult:
-    """Restores every member's volumes (or one member's) into `target/<member>/<volume>`, runs
-    each member's verify hook with `target/<member>` as its last argument, and records the
+    """Restores every member's volumes (or one member's) into `target/<member>/<volume>`; then,
+    with all of them in place, runs each member's verify hook with `target/<member>` as its
+    last argument (so a hook may also look at its siblings under `target`), and records the
     verdict on the recovery point."""
     point = backends.state.get_point(point_id)
     if point is None or point.policy != policy.name:
@@ -129,25 +154,14 @@ def restore_point(
                 )
             path = provider.snapshots.restore(snap, folder / dirs[snap.id])
             volumes.append(RestoredVolume(snapshot=snap.id, volume=snap.volume, path=str(path)))
-        result = RestoredMember(name=m.name, path=str(folder), volumes=volumes)
-        verify_hook = hooks[m.name].verify if m.name in hooks else None
+        restored.append(RestoredMember(name=m.name, path=str(folder), volumes=volumes))
+
+    # Verify hooks run only once every member is restored, so a check that spans members (a
+    # database whose WAL is another member's volume) sees the whole group's copy.
+    for result in restored:
+        verify_hook = hooks[result.name].verify if result.name in hooks else None
         if verify and verify_hook is not None:
-            call = HookCall(
-                run_id=f"{RESTORE_RUN_PREFIX}-{point.run_id}",
-                policy=policy.name,
-                group=point.group,
-                member=m.name,
-                machine=Machine(provider="local", member=m.name, machine_id="restore"),
-                phase="verify",
-                hook=verify_hook,
-                extra_args=(str(folder),),
-            )
-            # verify hooks run here, on the restored copy, through the local hook runner
-            runner = backends.providers["local"].hooks if "local" in backends.providers else None
-            if runner is None:
-                raise QuiesceError("verify hooks need the local provider to run on this machine")
-            result.verify = runner.run(call)
-        restored.append(result)
+            result.verify = _verify(policy, backends, point, result, verify_hook)
 
     verdicts = [r.verify.ok for r in restored if r.verify is not None]
     verified = all(verdicts) if verdicts else None

@@ -99,3 +99,19 @@ def test_an_unknown_recovery_point_is_named(
     code, out = quiesce("restore", str(ws.policy), "rp-nope", "--to", str(tmp_path / "r"))
     assert code == 1
     assert "rp-nope" in out
+
+
+def test_verify_hooks_run_once_every_member_is_restored(tmp_path: Path) -> None:
+    ws = two_member_workspace(tmp_path / "ws")
+    # db's verify needs the journal member's copy too, and journal is restored after db
+    with_verify(ws, 'test -f "$2/../journal/journal/file.txt" && echo both copies present\n')
+    code, out = quiesce("run", str(ws.policy), "-g", "orders", "--json")
+    assert code == 0, out
+    point = json.loads(out)["recovery_point"]
+
+    code, out = quiesce("restore", str(ws.policy), point, "--to", str(tmp_path / "r"), "--json")
+
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["verified"] is True
+    assert result["members"][0]["verify"]["output"] == "both copies present\n"

@@ -188,8 +188,9 @@ class Hooks(StrictModel):
     verify: Hook | None = Field(
         default=None,
         description=(
-            "Checks a restored copy; run by `quiesce restore` with the restored folder as its "
-            "last argument."
+            "Checks a restored copy; run by `quiesce restore` once every member of the point is "
+            "restored, with the member's restored folder as its last argument (its siblings are "
+            "beside it: `$1/../<member>`)."
         ),
         examples=[{"run": ["./hooks/verify.sh"], "timeout_seconds": 60}],
     )
