@@ -189,8 +189,8 @@ class Hooks(StrictModel):
         default=None,
         description=(
             "Checks a restored copy; run by `quiesce restore` once every member of the point is "
-            "restored, with the member's restored folder as its last argument (its siblings are "
-            "beside it: `$1/../<member>`)."
+            "restored, with the member's restored folder as its last argument and in "
+            "`QUIESCE_RESTORE_PATH` (the other members' copies are in the same parent folder)."
         ),
         examples=[{"run": ["./hooks/verify.sh"], "timeout_seconds": 60}],
     )
