@@ -23,7 +23,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 from collections import defaultdict
@@ -34,21 +33,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
+from quiesce.guest.protocol import (
+    REMOTE,
+    Request,
+    Stopwatch,
+    argument_problem,
+    parse_answer,
+    windows_refusal,
+)
 from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
-from quiesce.policy.model import Hook
-from quiesce.policy.model import hook_name as policy_hook_name
 from quiesce.ports import HookCall, HookRunner, fan_out
-from quiesce.record import HookResult, HookStatus, utcnow
+from quiesce.record import HookResult, HookStatus
 from quiesce_aws.clients import AwsMembers, ClientFactory, chunks
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import SSM_THROTTLING, Backoff, error_code, error_message
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from mypy_boto3_ssm.client import SSMClient
 
 log = logging.getLogger(__name__)
@@ -67,18 +69,14 @@ RUNNER_INSTALL_PATH = "/usr/local/lib/quiesce/quiesce_guest.py"
 #: Where the member's allowlist association puts the hook allowlist (the runner's default).
 ALLOWLIST_PATH = DEFAULT_CONFIG
 
+#: What quiesces a Windows instance instead of hooks.
+WINDOWS_QUIESCER = "VSS (AWSEC2-CreateVssSnapshot)"
 #: The tag of the instances hooks may be sent to (infra/aws instance_tag).
 INSTANCE_TAG = "quiesce:enabled"
 #: SendCommand takes at most 50 instance ids.
 MAX_INSTANCES_PER_COMMAND = 50
 #: SendCommand's TimeoutSeconds: how long SSM tries to deliver (its minimum).
 DELIVERY_TIMEOUT_SECONDS = 30
-#: A check never executes the script.
-CHECK_TIMEOUT_SECONDS = 60.0
-#: Per attempt (start-up, checks, killing a process group) and once per call (interpreter start,
-#: arming the watchdog of a pre: up to 15 s, writing state).
-PER_ATTEMPT_SLACK = 1.5
-FIXED_SLACK = 20.0
 #: ListCommandInvocations keeps the first 2,500 characters of a plugin's output.
 LIST_OUTPUT_LIMIT = 2500
 #: How the agent separates stdout from stderr in a plugin's combined output.
@@ -189,61 +187,24 @@ def parameter_problems(parameters: dict[str, list[str]]) -> list[str]:
 # --------------------------------------------------------------------------- the parameters
 
 
-def answer_timeout(hook: Hook, phase: str) -> float:
-    """How long the orchestrator waits for the runner's answer to one call, after sending."""
-    if phase == "check":
-        return CHECK_TIMEOUT_SECONDS
-    attempts = hook.retries + 1
-    return hook.budget_seconds + PER_ATTEMPT_SLACK * attempts + FIXED_SLACK
+#: The document's parameter for each field of a request.
+PARAMETER_NAMES = {
+    "phase": "Phase",
+    "run_id": "RunId",
+    "member": "Member",
+    "hook": "Hook",
+    "expires_at": "ExpiresAt",
+    "restore_path": "RestorePath",
+}
 
 
-def execution_timeout(hook: Hook, phase: str) -> int:
-    """SSM's bound on the runner on the instance: past everything the runner itself bounds."""
-    return max(60, math.ceil(answer_timeout(hook, phase) + 30))
-
-
-def hook_name(call: HookCall) -> str:
-    """The name of the declared hook a call runs: the policy hook's `name`, or
-    `<group>.<member>.<phase>` (docs/guest-protocol.md)."""
-    return policy_hook_name(call.hook, call.group, call.member, call.phase)
-
-
-def restore_path(call: HookCall, phase: str) -> str | None:
-    """The restored copy's path of a verify call; the only argument the protocol carries."""
-    if phase != "verify" or not call.extra_args:
-        return None
-    return call.extra_args[-1]
-
-
-def hook_parameters(call: HookCall, phase: str, expires_at: float | None = None) -> dict[str, Any]:
-    """The document parameters of one call: identifiers and a hook's name, nothing else
-    (values that equal the defaults are left out)."""
-    params: dict[str, list[str]] = {
-        "Phase": [phase],
-        "RunId": [call.run_id],
-        "Member": [call.member],
-        "Hook": [hook_name(call)],
-        "ExecutionTimeout": [str(execution_timeout(call.hook, phase))],
-    }
-    if expires_at is not None:
-        params["ExpiresAt"] = [f"{expires_at:.3f}"]
-    path = restore_path(call, phase)
-    if path is not None:
-        params["RestorePath"] = [path]
+def hook_parameters(call: HookCall, phase: str, sent_at: float | None = None) -> dict[str, Any]:
+    """The document parameters of one call: the request's identifiers and hook name, and SSM's
+    bound on the runner (values that equal the defaults are left out)."""
+    request = Request.for_call(call, phase, sent_at=sent_at)
+    params = {PARAMETER_NAMES[name]: [value] for name, value in request.fields().items()}
+    params["ExecutionTimeout"] = [str(REMOTE.execution(call.hook, phase))]
     return params
-
-
-def call_problems(call: HookCall, phase: str) -> list[str]:
-    """What the guest protocol cannot carry for this call (before the document's own rules)."""
-    extra = list(call.extra_args)
-    if phase == "verify" and extra:
-        extra = extra[:-1]  # the restore path
-    if extra:
-        return [
-            f"the call has arguments {extra!r}, but a request carries only a hook's name: "
-            "declare the arguments in the hook's allowlist entry"
-        ]
-    return []
 
 
 # ----------------------------------------------------------------------------- the results
@@ -276,16 +237,7 @@ def _norm(text: str | None) -> str:
 
 def parse_result(output: str) -> HookResult | None:
     """The runner's one-line JSON result in a plugin's output, or None when there is none."""
-    stdout = ERROR_SEPARATOR.split(output, maxsplit=1)[0]
-    candidates = [stdout.strip()]
-    candidates += [line.strip() for line in reversed(stdout.splitlines())]
-    for text in candidates:
-        if text.startswith("{"):
-            try:
-                return HookResult.model_validate_json(text)
-            except ValidationError:
-                continue
-    return None
+    return parse_answer(ERROR_SEPARATOR.split(output, maxsplit=1)[0])
 
 
 #: Final statuses other than Success/Failed: (status, code, what it means).
@@ -334,12 +286,11 @@ STATE_RESULTS: dict[str, tuple[HookStatus, str, str]] = {
 }
 
 
-def invocation_result(inv: Invocation, started: datetime) -> HookResult | None:
+def invocation_result(inv: Invocation, watch: Stopwatch) -> HookResult | None:
     """What a finished invocation came to; None while it is still in flight."""
     state = inv.state
     if state in IN_FLIGHT:
         return None
-    ended = utcnow()
     parsed = parse_result(inv.output)
     if state in ("success", "failed") and parsed is not None:
         return parsed
@@ -347,7 +298,7 @@ def invocation_result(inv: Invocation, started: datetime) -> HookResult | None:
     if state in STATE_RESULTS:
         status, code, meaning = STATE_RESULTS[state]
         details = f" ({inv.details})" if inv.details else ""
-        return _result(status, code, f"{meaning}{details} {where}", started, ended)
+        return watch.result(status, code, f"{meaning}{details} {where}")
     tail = inv.error.strip()[-1500:]
     if state == "success":
         message = f"the hook runner printed no result {where}"
@@ -360,54 +311,34 @@ def invocation_result(inv: Invocation, started: datetime) -> HookResult | None:
         code = re.sub(r"[^A-Za-z]", "", inv.status) or "Failed"
     if tail:
         message += f"; its stderr ends with: {tail}"
-    return _result(HookStatus.FAILED, code, message, started, ended)
+    return watch.failed(code, message)
 
 
-def _result(
-    status: HookStatus, code: str, message: str, started: datetime, ended: datetime | None = None
-) -> HookResult:
-    ended = ended or utcnow()
-    return HookResult(
-        status=status,
-        code=code,
-        message=message,
-        started_at=started,
-        ended_at=ended,
-        duration_ms=round((ended - started).total_seconds() * 1000, 3),
-    )
-
-
-def send_failure(exc: BaseException, started: datetime, document: str) -> HookResult:
+def send_failure(exc: BaseException, watch: Stopwatch, document: str) -> HookResult:
     """A HookResult for a SendCommand that did not go through."""
     code = error_code(exc) or getattr(exc, "code", None) or type(exc).__name__
     text = error_message(exc)
     if code in ("AccessDeniedException", "AccessDenied"):
-        return _result(
-            HookStatus.REFUSED,
+        return watch.refused(
             "AccessDenied",
             f"not allowed to send {document} to the instance: {text}; the role needs "
             f"ssm:SendCommand on the document and the instance must be tagged "
             f"{INSTANCE_TAG}=true",
-            started,
         )
     if code == "InvalidInstanceId":
-        return _result(
-            HookStatus.FAILED,
+        return watch.failed(
             "Undeliverable",
             f"the instance is not a managed node SSM can reach (agent not running or not "
             f"registered, no instance profile, or the instance is stopped): {text}",
-            started,
         )
     if code == "InvalidDocument":
-        return _result(
-            HookStatus.FAILED,
+        return watch.failed(
             "InvalidDocument",
             f"the SSM document {document} does not exist in this region or account: {text}",
-            started,
         )
     if code == "InvalidParameters":
-        return _result(HookStatus.REFUSED, "BadParameter", text, started)
-    return _result(HookStatus.FAILED, str(code), f"SendCommand failed: {text}", started)
+        return watch.refused("BadParameter", text)
+    return watch.failed(str(code), f"SendCommand failed: {text}")
 
 
 # ------------------------------------------------------------------------------ the adapter
@@ -424,7 +355,7 @@ class _Command:
     timeout: float
     indexes: dict[str, list[int]]  # instance id -> indexes of the calls it answers
     command_id: str | None = None
-    started: datetime = field(default_factory=utcnow)
+    watch: Stopwatch = field(default_factory=Stopwatch)
     deadline: float = 0.0
     waiting: set[str] = field(default_factory=set)
     last_error: str | None = None
@@ -501,7 +432,7 @@ class SsmHookRunner(HookRunner):
                 if failure is None:
                     sent.append(command)
                     continue
-                result = send_failure(failure, command.started, self.document)
+                result = send_failure(failure, command.watch, self.document)
                 for indexes in command.indexes.values():
                     for i in indexes:
                         results[i] = result
@@ -521,45 +452,34 @@ class SsmHookRunner(HookRunner):
         """Checks every call's parameters and groups the calls into commands of <= 50."""
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         prepared: dict[int, tuple[str, dict[str, list[str]], float]] = {}
-        now = utcnow()
         sent_at = self.wall_clock()  # one moment for all: equal calls stay equal, and batch
         for i, call in enumerate(calls):
             call_phase = phase or call.phase
-            if self._is_windows(call):
-                results[i] = _result(
-                    HookStatus.REFUSED,
-                    "InvalidPlatform",
-                    f"{call.machine.machine_id} is a Windows instance: Windows members are "
-                    "quiesced by VSS (AWSEC2-CreateVssSnapshot), not by hooks",
-                    now,
-                )
+            refusal = windows_refusal(
+                call, self._os(call), machine="instance", quiesced_by=WINDOWS_QUIESCER
+            )
+            if refusal is not None:
+                results[i] = refusal
                 continue
             try:
                 region = self.members.region(call.group, call.member, call.machine.attributes)
             except ProviderError as exc:
                 results[i] = exc
                 continue
-            expires = None
-            if call_phase == "pre" and call.max_freeze_seconds is not None:
-                # A pre that arrives after the freeze budget is refused as Stale by the runner.
-                expires = sent_at + call.max_freeze_seconds
-            params = hook_parameters(call, call_phase, expires)
-            problems = call_problems(call, call_phase) + parameter_problems(params)
+            params = hook_parameters(call, call_phase, sent_at)
+            extra = argument_problem(call, call_phase)
+            problems = ([extra] if extra else []) + parameter_problems(params)
             if problems:
-                results[i] = _result(
-                    HookStatus.REFUSED,
-                    "BadParameter",
-                    "not sent: the Quiesce SSM document would refuse "
-                    + "; ".join(problems)
-                    + " (it carries only identifiers and a declared hook's name: no quotes, "
+                results[i] = Stopwatch().bad_parameters(
+                    ["the Quiesce SSM document would refuse", *problems],
+                    "it carries only identifiers and a declared hook's name: no quotes, "
                     "backslashes, $, backticks, braces, spaces, control characters, and no / in "
-                    "a hook name)",
-                    now,
+                    "a hook name",
                 )
                 continue
             key = (region, json.dumps(params, sort_keys=True))
             groups[key].append(i)
-            prepared[i] = (region, params, answer_timeout(call.hook, call_phase))
+            prepared[i] = (region, params, REMOTE.answer(call.hook, call_phase))
         commands: list[_Command] = []
         for (region, _), indexes in groups.items():
             by_instance: dict[str, list[int]] = defaultdict(list)
@@ -581,16 +501,16 @@ class SsmHookRunner(HookRunner):
                 )
         return commands
 
-    def _is_windows(self, call: HookCall) -> bool:
+    def _os(self, call: HookCall) -> str | None:
         if call.machine.attributes.get("platform") == "windows":
-            return True
+            return "windows"
         member = self.members.get(call.group, call.member)
-        return member is not None and member.os == "windows"
+        return member.os if member is not None else None
 
     def _send(self, command: _Command) -> list[tuple[_Command, BaseException | None]]:
         """Sends one command; an instance SSM does not manage fails the whole call, so then
         the ids are halved until the culprits are alone and the others got their command."""
-        command.started = utcnow()
+        command.watch = Stopwatch(self.clock)
         try:
             command.command_id = self._send_command(command)
         except (ClientError, ProviderError, BotoCoreError) as exc:
@@ -638,14 +558,13 @@ class SsmHookRunner(HookRunner):
 
     def _give_up(self, command: _Command, results: list[HookResult | BaseException | None]) -> None:
         for instance_id in sorted(command.waiting):
-            message = (
+            what = (
                 f"no answer from {instance_id} within {command.timeout:g}s of sending "
-                f"(command {command.command_id}); a pre hook's watchdog, if armed, still thaws "
-                "the member"
+                f"(command {command.command_id})"
             )
             if command.last_error:
-                message += f"; last polling error: {command.last_error}"
-            result = _result(HookStatus.TIMED_OUT, "NoAnswer", message, command.started)
+                what += f" (last polling error: {command.last_error})"
+            result = command.watch.no_answer(what)
             for i in command.indexes[instance_id]:
                 results[i] = result
         command.waiting.clear()
@@ -671,7 +590,7 @@ class SsmHookRunner(HookRunner):
                 # The list call kept only the start of the output: read the whole of it.
                 whole = self._get_invocations(command, [instance_id]).get(instance_id)
                 inv = whole or inv
-            result = invocation_result(inv, command.started)
+            result = invocation_result(inv, command.watch)
             if result is None:
                 continue
             for i in command.indexes[instance_id]:

@@ -1,0 +1,258 @@
+"""The orchestrator's side of the guest protocol (docs/guest-protocol.md), for every channel.
+
+A channel (a child process on this machine, a cloud's run-command service, an agent on the VM)
+carries a version 2 request to the guest hook runner (quiesce_guest.py) and brings back the one
+line of JSON it prints. What a request holds, how long to wait for the answer, how to read the
+answer and how to report a call that got none do not depend on the channel: they are written
+here once, and each HookRunner adapter keeps only its transport.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from quiesce.guest.quiesce_guest import (
+    HOOK_NAME_RE,
+    MEMBER_RE,
+    PHASES,
+    REQUEST_VERSION,
+    RUN_ID_RE,
+    WATCHDOG_READY_SECONDS,
+)
+from quiesce.policy.model import Hook, hook_name
+from quiesce.ports import HookCall
+from quiesce.record import HookResult, HookStatus, utcnow
+
+#: What the runner itself may take per attempt beyond the hook's timeout: start-up, the
+#: security checks, killing a process group.
+PER_ATTEMPT_SLACK = 1.5
+#: A verify call's restored copy: an absolute path without control characters (a channel
+#: carries it as a flag or an environment variable).
+RESTORE_PATH_RE = re.compile(r"/[^\x00-\x1f\x7f]{0,4095}")
+#: What a channel that bounds the runner itself (a run-command timeout) adds to the answer
+#: timeout, and its least value.
+EXECUTION_MARGIN_SECONDS = 30
+MIN_EXECUTION_SECONDS = 60
+#: Said of every call that got no answer: the machine thaws without the orchestrator.
+WATCHDOG_HINT = "a pre hook's watchdog, if armed, still thaws the member by max_freeze_seconds"
+
+
+# ------------------------------------------------------------------------------ timeouts
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a channel waits for the runner's answer to one call.
+
+    `fixed_slack` is added once per call (interpreter start, arming a pre's watchdog, writing
+    state, and whatever the channel itself needs to deliver); `check_seconds` bounds a check,
+    which never executes the script."""
+
+    fixed_slack: float
+    check_seconds: float
+    per_attempt_slack: float = PER_ATTEMPT_SLACK
+
+    def answer(self, hook: Hook | None, phase: str) -> float:
+        """Seconds from sending a call until it counts as unanswered."""
+        if phase == "check" or hook is None:
+            return self.check_seconds
+        attempts = hook.retries + 1
+        return hook.budget_seconds + self.per_attempt_slack * attempts + self.fixed_slack
+
+    def execution(self, hook: Hook | None, phase: str) -> int:
+        """A channel's own bound on the runner (whole seconds): past all the runner bounds."""
+        return max(
+            MIN_EXECUTION_SECONDS, math.ceil(self.answer(hook, phase) + EXECUTION_MARGIN_SECONDS)
+        )
+
+
+#: A child process on this machine: only the runner's own start-up.
+LOCAL = Timeouts(fixed_slack=5.0, check_seconds=30.0)
+#: A remote channel: a pre's watchdog may take WATCHDOG_READY_SECONDS to report armed, and the
+#: channel its own delivery.
+REMOTE = Timeouts(fixed_slack=WATCHDOG_READY_SECONDS + 5.0, check_seconds=60.0)
+
+
+# ------------------------------------------------------------------------------ the request
+
+
+def format_number(value: float) -> str:
+    """A number as a channel's string parameter: epoch seconds to the millisecond."""
+    return f"{value:.3f}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A version 2 request: the run's identifiers and a declared hook's name, nothing to run."""
+
+    phase: str
+    run_id: str
+    member: str
+    hook: str
+    expires_at: float | None = None
+    restore_path: str | None = None
+
+    @classmethod
+    def for_call(cls, call: HookCall, phase: str, *, sent_at: float | None = None) -> Request:
+        """The request for `call` in `phase` (its own phase, or `check`). With `sent_at`
+        (epoch seconds), a pre expires after the group's max_freeze_seconds: a pre that
+        arrives later is refused `Stale` by the runner instead of freezing past its bound."""
+        expires = None
+        if phase == "pre" and sent_at is not None and call.max_freeze_seconds is not None:
+            expires = round(sent_at + call.max_freeze_seconds, 3)
+        return cls(
+            phase=phase,
+            run_id=call.run_id,
+            member=call.member,
+            hook=hook_name(call.hook, call.group, call.member, call.phase),
+            expires_at=expires,
+            restore_path=call.extra_args[-1] if phase == "verify" and call.extra_args else None,
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The request as the runner reads it (`run`, on stdin or --request)."""
+        doc: dict[str, Any] = {
+            "version": REQUEST_VERSION,
+            "run_id": self.run_id,
+            "member": self.member,
+            "phase": self.phase,
+            "hook": self.hook,
+        }
+        if self.expires_at is not None:
+            doc["expires_at"] = self.expires_at
+        if self.restore_path is not None:
+            doc["restore_path"] = self.restore_path
+        return doc
+
+    def fields(self) -> dict[str, str]:
+        """The request's fields as strings (`run-args` flags, a channel's parameters); fields
+        without a value are left out."""
+        out = {"phase": self.phase, "run_id": self.run_id, "member": self.member, "hook": self.hook}
+        if self.expires_at is not None:
+            out["expires_at"] = format_number(self.expires_at)
+        if self.restore_path is not None:
+            out["restore_path"] = self.restore_path
+        return out
+
+    def problems(self) -> dict[str, str]:
+        """What the runner would refuse, by field: checked before anything is sent."""
+        rules: dict[str, re.Pattern[str]] = {
+            "run_id": RUN_ID_RE,
+            "member": MEMBER_RE,
+            "hook": HOOK_NAME_RE,
+            "restore_path": RESTORE_PATH_RE,
+        }
+        out = {}
+        if self.phase not in PHASES:
+            out["phase"] = f"is not one of {', '.join(PHASES)}"
+        for name, value in self.fields().items():
+            rule = rules.get(name)
+            if rule is not None and not rule.fullmatch(value):
+                out[name] = f"does not match {rule.pattern}"
+        return out
+
+
+def argument_problem(call: HookCall, phase: str) -> str | None:
+    """Arguments a request cannot carry: a hook's argv is its declaration on the machine; only
+    a verify call's restored copy travels (as restore_path)."""
+    extra = list(call.extra_args[:-1] if phase == "verify" else call.extra_args)
+    if not extra:
+        return None
+    return (
+        f"the call has arguments {extra!r}, but a request carries only a hook's name: declare "
+        "the arguments in the hook's allowlist entry"
+    )
+
+
+# ------------------------------------------------------------------------------ the answer
+
+
+def read_answer(output: str, *, signed: bool | None = None) -> HookResult | str:
+    """The runner's result in what a channel brought back: the whole text, or else its last
+    line that is a valid result (lines the channel or the shell added are passed over). When
+    there is none, says what the output was instead, for the caller's message."""
+    text = output.strip()
+    if not text:
+        return "printed nothing"
+    problem = "printed no result"
+    for candidate in (text, *(line.strip() for line in reversed(output.splitlines()))):
+        if not candidate.startswith("{"):
+            continue
+        try:
+            result = HookResult.model_validate_json(candidate)
+        except ValidationError as exc:
+            first = exc.errors()[0]["msg"]
+            problem = f"printed no valid result ({exc.error_count()} problem(s), first: {first})"
+            continue
+        return result if signed is None else result.model_copy(update={"signed": signed})
+    return problem
+
+
+def parse_answer(output: str) -> HookResult | None:
+    """The runner's result in `output`, or None when there is none (never a guess)."""
+    found = read_answer(output)
+    return found if isinstance(found, HookResult) else None
+
+
+# ------------------------------------------------------------------------------ results
+
+
+class Stopwatch:
+    """When a call started, by the wall clock, and how long it has taken, by a monotonic clock
+    (injectable): every result a channel makes itself carries the real start, end and
+    duration, so a call that got no answer shows the whole time it was waited for."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = utcnow()
+        self._t0 = clock()
+
+    def elapsed(self) -> float:
+        return max(0.0, self.clock() - self._t0)
+
+    def result(self, status: HookStatus, code: str, message: str, **fields: Any) -> HookResult:
+        elapsed = self.elapsed()
+        return HookResult(
+            status=status,
+            code=code,
+            message=message,
+            started_at=self.started,
+            ended_at=self.started + timedelta(seconds=elapsed),
+            duration_ms=round(elapsed * 1000, 3),
+            **fields,
+        )
+
+    def failed(self, code: str, message: str, **fields: Any) -> HookResult:
+        return self.result(HookStatus.FAILED, code, message, **fields)
+
+    def refused(self, code: str, message: str) -> HookResult:
+        return self.result(HookStatus.REFUSED, code, message)
+
+    def no_answer(self, what: str) -> HookResult:
+        """timed_out/NoAnswer: `what` says who did not answer within which time."""
+        return self.result(HookStatus.TIMED_OUT, "NoAnswer", f"{what}; {WATCHDOG_HINT}")
+
+    def bad_parameters(self, problems: list[str], carried: str) -> HookResult:
+        """refused/BadParameter: nothing was sent; `carried` says what the channel carries."""
+        return self.refused("BadParameter", "not sent: " + "; ".join(problems) + f" ({carried})")
+
+
+def windows_refusal(
+    call: HookCall, os_name: str | None, *, machine: str, quiesced_by: str
+) -> HookResult | None:
+    """refused/InvalidPlatform for a Windows machine (no hooks run there), else None."""
+    if os_name != "windows":
+        return None
+    return Stopwatch().refused(
+        "InvalidPlatform",
+        f"{call.machine.machine_id} is a Windows {machine}: Windows members are quiesced by "
+        f"{quiesced_by}, not by hooks",
+    )
