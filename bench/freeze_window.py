@@ -157,18 +157,23 @@ def run_naive(members: int, timing: Timing) -> tuple[float, float]:
     held: list[datetime] = []
     thawed: list[datetime] = []
     fixed: list[datetime] = []
-    policy = policy_for(1).groups["g"].members[0].hooks
+    spec = policy_for(1).groups["g"].members[0]
+    policy = spec.hooks
     assert policy.pre is not None
     assert policy.post is not None
     for i in range(members):
         machine = Machine(provider="local", member=f"m{i}", machine_id=f"m{i}")
-        pre = hooks.run(HookCall("naive", "bench", "g", f"m{i}", machine, "pre", policy.pre))
+        pre = hooks.run(
+            HookCall("naive", "bench", "g", f"m{i}", machine, "pre", policy.pre, spec=spec)
+        )
         assert pre.ended_at is not None
         held.append(pre.ended_at)
-        refs = snaps.take(SnapshotCall("naive", "bench", "g", f"m{i}", machine, "rp", "app"))
+        refs = snaps.take(
+            SnapshotCall("naive", "bench", "g", f"m{i}", machine, "rp", "app", spec=spec)
+        )
         fixed += [r.fixed_at for r in refs]
         thawed.append(utcnow())
-        hooks.run(HookCall("naive", "bench", "g", f"m{i}", machine, "post", policy.post))
+        hooks.run(HookCall("naive", "bench", "g", f"m{i}", machine, "post", policy.post, spec=spec))
     return ms(min(held), max(thawed)), ms(min(fixed), max(fixed))
 
 

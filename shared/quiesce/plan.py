@@ -79,6 +79,7 @@ def _plan_hook(
             machine=machine,
             phase=hook.phase,  # type: ignore[arg-type]
             hook=model,
+            spec=hook.member,
         )
         for machine in machines
     ]

@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 from quiesce.errors import ProviderError
 from quiesce.events import CloudEvent
-from quiesce.policy.model import Hook, Member
+from quiesce.policy.model import Hook, Member, MemberBase
 from quiesce.record import HookResult, RecoveryPoint, RunRecord, SnapshotRef
 
 T = TypeVar("T")
@@ -90,7 +90,9 @@ class HookCall:
     """One hook to run on one machine.
 
     For `pre`, `thaw` is the member's post hook: the guest runner arms its watchdog with it, so
-    the machine thaws on its own after `max_freeze_seconds` if no post call comes.
+    the machine thaws on its own after `max_freeze_seconds` if no post call comes. `spec` is the
+    member as the policy declares it (its provider's own model), so adapters read the member's
+    settings from the call instead of looking them up in the policy.
     """
 
     run_id: str
@@ -103,11 +105,14 @@ class HookCall:
     thaw: Hook | None = None
     max_freeze_seconds: float | None = None
     extra_args: tuple[str, ...] = ()
+    spec: MemberBase = field(kw_only=True)
 
 
 @dataclass(frozen=True)
 class SnapshotCall:
-    """Snapshot every volume of one machine; `consistency` is the level it is expected to have."""
+    """Snapshot every volume of one machine; `consistency` is the level it is expected to have.
+
+    `spec` is the member as the policy declares it (its provider's own model)."""
 
     run_id: str
     policy: str
@@ -116,6 +121,7 @@ class SnapshotCall:
     machine: Machine
     recovery_point: str
     consistency: str
+    spec: MemberBase = field(kw_only=True)
 
 
 class Inventory(ABC):

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from quiesce.errors import NotFoundError, QuiesceError
-from quiesce.policy.model import Hook, Policy
+from quiesce.policy.model import Hook, MemberBase, Policy
 from quiesce.ports import Backends, HookCall, Machine
 from quiesce.record import HookResult, PointMember, RecoveryPoint, SnapshotRef, SnapshotState
 
@@ -93,6 +93,7 @@ def _verify(
     backends: Backends,
     point: RecoveryPoint,
     restored: RestoredMember,
+    spec: MemberBase,
     hook: Hook,
 ) -> HookResult:
     """Runs a member's verify hook on its restored copy, through the local hook runner."""
@@ -108,6 +109,7 @@ def _verify(
         phase="verify",
         hook=hook,
         extra_args=(restored.path,),
+        spec=spec,
     )
     return runner.run(call)
 
@@ -139,7 +141,7 @@ def restore_point(
             raise QuiesceError(f"{folder} exists and is not empty: restore needs an empty folder")
     check_complete(point, members, backends)
     group = policy.groups.get(point.group)
-    hooks = {m.name: m.hooks for m in group.members} if group is not None else {}
+    specs = {m.name: m for m in group.members} if group is not None else {}
 
     restored: list[RestoredMember] = []
     for m in members:
@@ -159,9 +161,10 @@ def restore_point(
     # Verify hooks run only once every member is restored, so a check that spans members (a
     # database whose WAL is another member's volume) sees the whole group's copy.
     for result in restored:
-        verify_hook = hooks[result.name].verify if result.name in hooks else None
-        if verify and verify_hook is not None:
-            result.verify = _verify(policy, backends, point, result, verify_hook)
+        spec = specs.get(result.name)
+        verify_hook = spec.hooks.verify if spec is not None else None
+        if verify and spec is not None and verify_hook is not None:
+            result.verify = _verify(policy, backends, point, result, spec, verify_hook)
 
     verdicts = [r.verify.ok for r in restored if r.verify is not None]
     verified = all(verdicts) if verdicts else None

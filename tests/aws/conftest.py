@@ -22,7 +22,7 @@ from moto import mock_aws
 from moto.ec2.models import ec2_backends
 from moto.ssm.models import ssm_backends
 
-from quiesce.policy.model import Hook
+from quiesce.policy.model import AwsMember, Hook
 from quiesce.ports import HookCall, Machine
 from quiesce.record import utcnow
 from quiesce_aws.clients import SessionClients
@@ -179,6 +179,21 @@ def machine(instance_id: str, member: str = "db", **attributes: str) -> Machine:
     return Machine(provider="aws", member=member, machine_id=instance_id, attributes=attrs)
 
 
+def member_of(target: Machine, name: str | None = None) -> AwsMember:
+    """The policy member a machine stands for, as declared (its attributes say how)."""
+    attrs = target.attributes
+    return AwsMember.model_validate(
+        {
+            "name": name or target.member,
+            "provider": "aws",
+            "region": attrs.get("region") or REGION,
+            "select": {"instance_ids": [target.machine_id]},
+            "os": attrs.get("os", attrs.get("platform", "linux")),
+            "exclude_boot_volume": attrs.get("exclude_boot_volume") == "true",
+        }
+    )
+
+
 def hook_call(
     target: Machine,
     phase: str = "pre",
@@ -202,6 +217,7 @@ def hook_call(
         hook=hook,
         thaw=thaw if phase == "pre" else None,
         max_freeze_seconds=max_freeze_seconds if phase == "pre" else None,
+        spec=member_of(target, member),
     )
 
 

@@ -15,7 +15,7 @@ from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce_aws.clients import AwsMembers, SessionClients
 from quiesce_aws.snapshots import VSS_DOCUMENT, EbsSnapshotter, snapshot_arn
 
-from .conftest import REGION, FakeClock, Fleet, Sleeps, Wire, machine, quick_backoff
+from .conftest import REGION, FakeClock, Fleet, Sleeps, Wire, machine, member_of, quick_backoff
 
 RUN = "20261129T100000Z-abc123"
 
@@ -49,6 +49,7 @@ def snapshot_call(
         machine=target,
         recovery_point=f"rp-{run_id}",
         consistency=consistency,
+        spec=member_of(target),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from quiesce.guest import RUNNER_PATH
-from quiesce.policy.model import Hook
+from quiesce.policy.model import AzureMember, Hook, Hooks
 from quiesce.ports import HookCall, Machine
 from quiesce.record import HookResult, HookStatus
 from quiesce_azure import hooks as hooks_module
@@ -22,7 +22,7 @@ from quiesce_azure.hooks import RUN_HOOK_SCRIPT, RunCommandHookRunner, hook_para
 from quiesce_azure.retry import Backoff
 
 from .conftest import Sleeps
-from .fake_arm import FakeArm, succeeded_output
+from .fake_arm import RG, SUB, FakeArm, succeeded_output
 
 PRE = Hook(
     run=["/etc/quiesce/pause.sh", "orders db", "it's $(reboot)"],
@@ -49,6 +49,20 @@ def machine(vm: dict[str, Any], **attributes: str) -> Machine:
     )
 
 
+def member_of(target: Machine) -> AzureMember:
+    """The policy member a machine stands for, as declared."""
+    return AzureMember.model_validate(
+        {
+            "name": target.member,
+            "provider": "azure",
+            "subscription": SUB,
+            "resource_group": RG,
+            "select": {"vm_names": [target.machine_id.rsplit("/", 1)[-1]]},
+            "hooks": Hooks(pre=PRE, post=POST),
+        }
+    )
+
+
 def call(vm: dict[str, Any], phase: str = "pre", **attributes: str) -> HookCall:
     return HookCall(
         run_id="20260101T000000Z-abc123",
@@ -60,6 +74,7 @@ def call(vm: dict[str, Any], phase: str = "pre", **attributes: str) -> HookCall:
         hook=PRE if phase == "pre" else POST,
         thaw=POST if phase == "pre" else None,
         max_freeze_seconds=30 if phase == "pre" else None,
+        spec=member_of(machine(vm, **attributes)),
     )
 
 
@@ -294,6 +309,7 @@ def test_location_is_looked_up_when_the_machine_has_none(
         machine=Machine(provider="azure", member="db", machine_id=vm["id"]),
         phase="post",
         hook=POST,
+        spec=member_of(machine(vm)),
     )
     assert runner(clients).run(bare).ok
     assert json.loads(succeeded_output({}))["status"] == "succeeded"

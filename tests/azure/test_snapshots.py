@@ -22,8 +22,8 @@ from quiesce_azure.snapshots import (
 from .fake_arm import RG, SUB, FakeArm
 
 
-def members(mode: str, os: str = "linux") -> AzureMembers:
-    member = AzureMember.model_validate(
+def member(mode: str, os: str = "linux") -> AzureMember:
+    return AzureMember.model_validate(
         {
             "name": "db",
             "provider": "azure",
@@ -34,7 +34,10 @@ def members(mode: str, os: str = "linux") -> AzureMembers:
             "snapshot": mode,
         }
     )
-    return AzureMembers({("orders", "db"): member})
+
+
+def members(mode: str, os: str = "linux") -> AzureMembers:
+    return AzureMembers({("orders", "db"): member(mode, os)})
 
 
 def machine(clients: CredentialClients, mode: str, os: str = "linux") -> Machine:
@@ -44,7 +47,13 @@ def machine(clients: CredentialClients, mode: str, os: str = "linux") -> Machine
     return found
 
 
-def call(m: Machine, run_id: str = "20260101T000000Z-abc123") -> SnapshotCall:
+def call(
+    m: Machine,
+    run_id: str = "20260101T000000Z-abc123",
+    *,
+    mode: str = "restore_point",
+    os: str = "linux",
+) -> SnapshotCall:
     return SnapshotCall(
         run_id=run_id,
         policy="shop",
@@ -53,6 +62,7 @@ def call(m: Machine, run_id: str = "20260101T000000Z-abc123") -> SnapshotCall:
         machine=m,
         recovery_point=f"rp-{run_id}",
         consistency="application",
+        spec=member(mode, os),
     )
 
 
@@ -74,7 +84,7 @@ def test_disk_snapshots_are_incremental_tagged_and_become_durable(
     arm.add_vm("db-1", data_disks=2)
     snaps = snapshotter(clients, "disk_snapshots")
     m = machine(clients, "disk_snapshots")
-    refs = snaps.take(call(m))
+    refs = snaps.take(call(m, mode="disk_snapshots"))
     assert sorted(r.volume for r in refs) == sorted(m.volumes)
     assert all(r.state is SnapshotState.PENDING and r.fixed_at >= r.started_at for r in refs)
     for snap in arm.snapshots.values():
@@ -90,7 +100,7 @@ def test_windows_restore_points_ask_for_application_consistency(
 ) -> None:
     arm.add_vm("db-1", os="Windows")
     snaps = snapshotter(clients, "restore_point", "windows")
-    (ref,) = snaps.take(call(machine(clients, "restore_point", "windows")))
+    (ref,) = snaps.take(call(machine(clients, "restore_point", "windows"), os="windows"))
     assert ref.volume == ALL_DISKS
     assert ref.method == "restore_point"
     assert ref.tags["azure:consistency-mode"] == "ApplicationConsistent"
@@ -149,7 +159,7 @@ def test_delete_removes_only_quiesce_resources_and_tolerates_gone_ones(
 ) -> None:
     arm.add_vm("db-1")
     snaps = snapshotter(clients, mode)
-    refs = snaps.take(call(machine(clients, mode)))
+    refs = snaps.take(call(machine(clients, mode), mode=mode))
     for ref in refs:
         snaps.delete(ref)
         snaps.delete(ref)  # gone already: no error
@@ -161,7 +171,7 @@ def test_delete_removes_only_quiesce_resources_and_tolerates_gone_ones(
 def test_delete_refuses_an_untagged_snapshot(arm: FakeArm, clients: CredentialClients) -> None:
     arm.add_vm("db-1")
     snaps = snapshotter(clients, "disk_snapshots")
-    (ref, *_) = snaps.take(call(machine(clients, "disk_snapshots")))
+    (ref, *_) = snaps.take(call(machine(clients, "disk_snapshots"), mode="disk_snapshots"))
     for snap in arm.snapshots.values():
         snap["tags"] = {}
     with pytest.raises(ProviderError) as err:
@@ -175,7 +185,7 @@ def test_a_vanished_snapshot_is_failed_when_waiting(
 ) -> None:
     arm.add_vm("db-1", data_disks=0)
     snaps = snapshotter(clients, "disk_snapshots")
-    refs = snaps.take(call(machine(clients, "disk_snapshots")))
+    refs = snaps.take(call(machine(clients, "disk_snapshots"), mode="disk_snapshots"))
     arm.snapshots.clear()
     assert [r.state for r in snaps.wait_durable(refs, timeout=1)] == [SnapshotState.FAILED]
 

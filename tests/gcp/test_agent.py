@@ -105,7 +105,9 @@ def test_a_hook_call_round_trips_through_metadata_and_guest_attributes(
     machine = Machine("gcp", "db", "db-vm", attributes={"project": PROJECT, "zone": ZONE})
     member = policy.groups["orders"].members[0]
     assert member.hooks.post is not None
-    call = HookCall("run-1", "shop", "orders", "db", machine, "post", member.hooks.post)
+    call = HookCall(
+        "run-1", "shop", "orders", "db", machine, "post", member.hooks.post, spec=member
+    )
     result = runner.run(call)
     assert result.ok, result
     assert fleet.hook_lines() == ["post db"]
@@ -117,7 +119,7 @@ def test_a_hook_call_round_trips_through_metadata_and_guest_attributes(
     assert sent["hook"] == "orders.db.post"  # the declared name, never a script
     assert member.hooks.pre is not None
     check = runner.check(
-        HookCall("run-2", "shop", "orders", "db", machine, "pre", member.hooks.pre)
+        HookCall("run-2", "shop", "orders", "db", machine, "pre", member.hooks.pre, spec=member)
     )
     assert check.ok, check
     assert check.code == "Allowed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from quiesce.errors import ProviderError
+from quiesce.policy.model import GcpMember
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotState
 from quiesce_gcp.clients import GcpClients
@@ -26,8 +27,21 @@ def machine(compute: FakeCompute, name: str = "db-vm", data_disks: int = 1) -> M
     )
 
 
+def member_of(m: Machine) -> GcpMember:
+    """The policy member a machine stands for, as declared."""
+    return GcpMember.model_validate(
+        {
+            "name": m.member,
+            "provider": "gcp",
+            "project": PROJECT,
+            "zone": ZONE,
+            "select": {"instances": [m.machine_id]},
+        }
+    )
+
+
 def call(m: Machine, run_id: str = "20261129T100000Z-ABC123") -> SnapshotCall:
-    return SnapshotCall(run_id, "Shop", "orders", "db", m, "rp-1", "application")
+    return SnapshotCall(run_id, "Shop", "orders", "db", m, "rp-1", "application", spec=member_of(m))
 
 
 def snapper(clients: GcpClients, **kw: object) -> GceSnapshotter:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from quiesce.policy.model import LocalMember
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import Consistency, Orchestrator, PointMember, RecoveryPoint, RunRecord
 
@@ -74,6 +75,9 @@ def snapshot_call(
         ),
         recovery_point=recovery_point,
         consistency="application",
+        spec=LocalMember(
+            name=member, provider="local", volumes=[str(v) for v in volumes] or ["/data"]
+        ),
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from quiesce.policy.model import Hook
+from quiesce.policy.model import Hook, Hooks, LocalMember
 from quiesce.ports import HookCall, Machine
 from quiesce.providers.local import hooks as hooks_module
 from quiesce.providers.local.hooks import LocalHookRunner, answer_timeout
@@ -71,6 +71,9 @@ def hook_call(
         thaw=thaw,
         max_freeze_seconds=freeze,
         extra_args=("--fast",),
+        spec=LocalMember(
+            name="db", provider="local", volumes=["/data"], hooks=Hooks(pre=PRE, post=POST)
+        ),
     )
 
 

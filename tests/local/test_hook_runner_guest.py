@@ -61,6 +61,7 @@ class Local:
             phase=phase,  # type: ignore[arg-type]
             hook=hook or self.hook(phase),
             extra_args=extra,
+            spec=self.policy.groups["orders"].members[0],
         )
 
 

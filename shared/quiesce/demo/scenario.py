@@ -320,6 +320,7 @@ def _check_hooks(policy: Policy, backends: Backends) -> None:
                 hook=hook,
                 thaw=thaw,
                 max_freeze_seconds=MAX_FREEZE_SECONDS if thaw is not None else None,
+                spec=member,
             )
         )
         if not result.ok:

@@ -135,7 +135,8 @@ def hook_call(
     ctx: RunContext, member: MemberRecord, machine: MachineRecord, phase: str
 ) -> HookCall:
     rec = ctx.record
-    hooks = ctx.member(member.name).hooks
+    spec = ctx.member(member.name)
+    hooks = spec.hooks
     hook = hooks.pre if phase == "pre" else hooks.post
     assert hook is not None
     return HookCall(
@@ -148,6 +149,7 @@ def hook_call(
         hook=hook,
         thaw=hooks.post if phase == "pre" else None,
         max_freeze_seconds=ctx.group.max_freeze_seconds if phase == "pre" else None,
+        spec=spec,
     )
 
 
@@ -218,6 +220,7 @@ def plan_snapshots(ctx: RunContext, expected_consistency: str) -> None:
                 machine=ctx.machine(member, machine),
                 recovery_point=recovery_point_id(rec.run_id),
                 consistency=expected_consistency,
+                spec=ctx.member(member.name),
             ),
         )
         for member, machine in rec.machines()
