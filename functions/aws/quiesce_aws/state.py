@@ -17,7 +17,7 @@ Table design (single table; Terraform creates it, docs/aws.md has the definition
     lock        LOCK#<key>        LOCK          run_id, expires_us (N), ttl
     trigger     TRIGGER#<id>      TRIGGER       run_id, created_at, ttl
     cooldown    COOLDOWN#<key>    COOLDOWN      fired_us (N), ttl
-    outbox      OUTBOX            EVENT#<id>    lsi1sk <added_us>#<n>, data (the event's JSON)
+    outbox      OUTBOX            EVENT#<id>    lsi1sk <added_us>-<n>, data (the event's JSON)
 
 Everything that must be atomic is one conditional write: a lock is taken when it is absent,
 expired or already ours (`attribute_not_exists(pk) OR expires_us < :now OR run_id = :me`); a
@@ -34,18 +34,28 @@ repeat of the same write (the same run id, the same firing time, the same event 
 
 from __future__ import annotations
 
-import logging
-import time
-import zlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from botocore.exceptions import ClientError
 
-from quiesce.events import CloudEvent
-from quiesce.ports import LockHolder, StateStore, fan_out
-from quiesce.record import RecoveryPoint, RunRecord, utcnow
+from quiesce.ports import LockHolder
+from quiesce.record import utcnow
+from quiesce.state_base import (
+    POINT,
+    RUN,
+    CatalogStateStore,
+    Item,
+    Kind,
+    Queued,
+    each,
+    from_micros,
+    micros,
+    pack,
+    sortable,
+    unpack,
+)
 from quiesce_aws.clients import ClientFactory, chunks
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import DYNAMODB_THROTTLING, Backoff, error_code
@@ -54,17 +64,14 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
-log = logging.getLogger(__name__)
-
-M = TypeVar("M", RunRecord, RecoveryPoint)
-
 GSI = "gsi1"
 LSI = "lsi1"
 OUTBOX_PK = "OUTBOX"
 #: Above this, a record is stored compressed (items may hold 400 KB).
 COMPRESS_ABOVE = 350_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY = 86_400
+#: Each kind's key prefix and sort key (its index partition is the prefix and `S#<policy>`).
+_KEYS: dict[Kind, tuple[str, str]] = {RUN: ("RUN", "RUN"), POINT: ("POINT", "POINT")}
 
 
 def table_definition(name: str) -> dict[str, Any]:
@@ -103,24 +110,6 @@ def table_definition(name: str) -> dict[str, Any]:
     }
 
 
-def micros(value: datetime) -> int:
-    """Microseconds since the epoch, exactly (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // timedelta(microseconds=1)
-
-
-def from_micros(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
-
-
-def sortable(value: datetime) -> str:
-    """A UTC timestamp whose text order is its time order."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def S(value: str) -> AttributeValueTypeDef:
     return {"S": value}
 
@@ -137,7 +126,7 @@ def _index_permission(index: str) -> Permission:
     return Permission("dynamodb:Query", f"arn:aws:dynamodb:*:*:table/quiesce*/index/{index}")
 
 
-class DynamoDbStateStore(StateStore):
+class DynamoDbStateStore(CatalogStateStore):
     """The StateStore port over one DynamoDB table."""
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
@@ -167,6 +156,7 @@ class DynamoDbStateStore(StateStore):
         clock: Callable[[], datetime] = utcnow,
         trigger_ttl_days: float = 90,
     ) -> None:
+        super().__init__()
         self.clients = clients
         self.table = table
         self.region = region
@@ -181,26 +171,43 @@ class DynamoDbStateStore(StateStore):
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         return self.backoff.call(fn, retry_on=DYNAMODB_THROTTLING, what=f"DynamoDB {what}")
 
-    # ------------------------------------------------------------------------------ runs
+    # ------------------------------------------------------------------------------ items
 
-    def save_run(self, record: RunRecord) -> None:
-        item = {
-            "pk": S(f"RUN#{record.run_id}"),
-            "sk": S("RUN"),
-            "gsi1pk": S(f"RUNS#{record.policy}"),
-            "gsi1sk": S(f"{sortable(record.started_at)}#{record.run_id}"),
-            "grp": S(record.group),
-            "status": S(record.status.value),
-            **_encode(record.model_dump_json()),
+    def put_items(self, items: Sequence[Item]) -> None:
+        for item in items:  # in order: a point before the run that names it
+            self._put(item)
+
+    def _put(self, item: Item) -> None:
+        prefix, sk = _KEYS[item.kind]
+        put: dict[str, AttributeValueTypeDef] = {
+            "pk": S(f"{prefix}#{item.key}"),
+            "sk": S(sk),
+            "gsi1pk": S(f"{prefix}S#{item.policy}"),
+            "gsi1sk": S(f"{sortable(item.at)}#{item.key}"),
+            "grp": S(item.group),
+            **_encode(item.data),
         }
-        self._call("PutItem", lambda: self.client.put_item(TableName=self.table, Item=item))
+        if item.status:
+            put["status"] = S(item.status)
+        self._call("PutItem", lambda: self.client.put_item(TableName=self.table, Item=put))
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        item = self._get(f"RUN#{run_id}", "RUN")
-        return RunRecord.model_validate_json(_decode(item)) if item else None
+    def get_item(self, kind: Kind, key: str) -> str | None:
+        prefix, sk = _KEYS[kind]
+        item = self._get(f"{prefix}#{key}", sk)
+        return _decode(item) if item else None
 
-    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
-        return self._list(f"RUNS#{policy}", group, "RUN", RunRecord)
+    def query_items(self, kind: Kind, policy: str, group: str | None) -> list[str]:
+        prefix, sk = _KEYS[kind]
+        return self._list(f"{prefix}S#{policy}", group, sk)
+
+    def delete_item(self, kind: Kind, key: str) -> None:
+        prefix, sk = _KEYS[kind]
+        self._call(
+            "DeleteItem",
+            lambda: self.client.delete_item(
+                TableName=self.table, Key={"pk": S(f"{prefix}#{key}"), "sk": S(sk)}
+            ),
+        )
 
     # ------------------------------------------------------------------------------ locks
 
@@ -318,55 +325,16 @@ class DynamoDbStateStore(StateStore):
             return False
         return True
 
-    # ------------------------------------------------------------------------------ points
-
-    def save_point(self, point: RecoveryPoint) -> None:
-        item = {
-            "pk": S(f"POINT#{point.id}"),
-            "sk": S("POINT"),
-            "gsi1pk": S(f"POINTS#{point.policy}"),
-            "gsi1sk": S(f"{sortable(point.created_at)}#{point.id}"),
-            "grp": S(point.group),
-            **_encode(point.model_dump_json()),
-        }
-        self._call("PutItem", lambda: self.client.put_item(TableName=self.table, Item=item))
-
-    def get_point(self, point_id: str) -> RecoveryPoint | None:
-        item = self._get(f"POINT#{point_id}", "POINT")
-        return RecoveryPoint.model_validate_json(_decode(item)) if item else None
-
-    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
-        return self._list(f"POINTS#{policy}", group, "POINT", RecoveryPoint)
-
-    def delete_point(self, point_id: str) -> None:
-        self._call(
-            "DeleteItem",
-            lambda: self.client.delete_item(
-                TableName=self.table, Key={"pk": S(f"POINT#{point_id}"), "sk": S("POINT")}
-            ),
-        )
-
     # ------------------------------------------------------------------------------ outbox
 
-    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
-        unique: dict[str, CloudEvent] = {}
-        for event in events:
-            unique.setdefault(event.id, event)
-        if not unique:
-            return
-        base = time.time_ns() // 1000
-        items = []
-        for n, event in enumerate(unique.values()):
-            items.append(
-                {
-                    "pk": S(OUTBOX_PK),
-                    "sk": S(f"EVENT#{event.id}"),
-                    "lsi1sk": S(f"{base:020d}#{n:06d}"),
-                    **_encode(event.to_json()),
-                }
-            )
-
-        def put(item: dict[str, AttributeValueTypeDef]) -> None:
+    def put_queued(self, events: Sequence[Queued]) -> None:
+        def put(event: Queued) -> None:
+            item = {
+                "pk": S(OUTBOX_PK),
+                "sk": S(f"EVENT#{event.event_id}"),
+                "lsi1sk": S(event.seq),
+                **_encode(event.data),
+            }
             try:
                 self._call(
                     "PutItem",
@@ -380,12 +348,10 @@ class DynamoDbStateStore(StateStore):
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise  # else: that event id is in the outbox already
 
-        for outcome in fan_out(put, items):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        each(put, events)
 
-    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
-        out: list[CloudEvent] = []
+    def scan_queued(self, limit: int) -> list[str]:
+        out: list[str] = []
         start: dict[str, Any] | None = None
         while len(out) < limit:
             kwargs: dict[str, Any] = {
@@ -400,14 +366,14 @@ class DynamoDbStateStore(StateStore):
             if start:
                 kwargs["ExclusiveStartKey"] = start
             page = self._query(kwargs)
-            out.extend(CloudEvent.model_validate_json(_decode(i)) for i in page.get("Items", []))
+            out.extend(_decode(i) for i in page.get("Items", []))
             start = page.get("LastEvaluatedKey")
             if not start:
                 break
         return out[:limit]
 
-    def outbox_remove(self, event_ids: Sequence[str]) -> None:
-        keys = [{"pk": S(OUTBOX_PK), "sk": S(f"EVENT#{i}")} for i in dict.fromkeys(event_ids)]
+    def delete_queued(self, event_ids: Sequence[str]) -> None:
+        keys = [{"pk": S(OUTBOX_PK), "sk": S(f"EVENT#{i}")} for i in event_ids]
         for batch in chunks(keys, 25):
             requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in batch]
             for attempt in range(self.backoff.attempts):
@@ -434,8 +400,8 @@ class DynamoDbStateStore(StateStore):
         item: dict[str, Any] | None = response.get("Item")
         return item
 
-    def _list(self, gsi_pk: str, group: str | None, sk: str, model: type[M]) -> list[M]:
-        """Newest first: the index gives the keys in order, the table gives fresh items."""
+    def _list(self, gsi_pk: str, group: str | None, sk: str) -> list[str]:
+        """The index gives the keys (eventually consistent), the table gives fresh items."""
         keys: list[str] = []
         start: dict[str, Any] | None = None
         while True:
@@ -457,14 +423,7 @@ class DynamoDbStateStore(StateStore):
             if not start:
                 break
         items = self._batch_get(list(dict.fromkeys(keys)), sk)
-        out = []
-        for pk in keys:
-            item = items.get(pk)
-            if item is not None:
-                record = model.model_validate_json(_decode(item))
-                if group is None or getattr(record, "group", None) == group:
-                    out.append(record)
-        return out
+        return [_decode(items[pk]) for pk in keys if pk in items]
 
     def _batch_write(self, requests: list[Any]) -> Any:
         return self._call(
@@ -505,12 +464,11 @@ def _old_item(exc: ClientError) -> dict[str, Any] | None:
 def _encode(text: str) -> dict[str, AttributeValueTypeDef]:
     data = text.encode("utf-8")
     if len(data) > COMPRESS_ABOVE:
-        return {"data_z": {"B": zlib.compress(data, 6)}}
+        return {"data_z": {"B": pack(text)}}
     return {"data": S(text)}
 
 
 def _decode(item: dict[str, Any]) -> str:
     if "data_z" in item:
-        raw = item["data_z"]["B"]
-        return zlib.decompress(bytes(raw)).decode("utf-8")
+        return unpack(item["data_z"]["B"])
     return str(item["data"]["S"])

@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
-import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from azure.core import MatchConditions
@@ -60,13 +57,22 @@ from azure.data.tables import (
 )
 
 from quiesce.errors import ProviderError
-from quiesce.events import CloudEvent
-from quiesce.ports import LockHolder, StateStore, fan_out
-from quiesce.record import RecoveryPoint, RunRecord, utcnow
+from quiesce.ports import LockHolder
+from quiesce.record import utcnow
+from quiesce.state_base import (
+    POINT,
+    RUN,
+    CatalogStateStore,
+    Item,
+    Kind,
+    Queued,
+    each,
+    from_micros,
+    micros,
+    pack,
+    unpack,
+)
 
-M = TypeVar("M", RunRecord, RecoveryPoint)
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Records up to this many characters are stored as plain text.
 TEXT_LIMIT = 30_000
 #: Bytes per binary chunk property (a property may hold 64 KiB).
@@ -78,25 +84,9 @@ KEY_LIMIT = 512
 #: Attempts at a compare-and-swap before giving up (each loss means someone else progressed).
 CAS_ATTEMPTS = 5
 
-RUN, POINT, LOCK, TRIGGER, COOLDOWN, OUTBOX = (
-    "run",
-    "point",
-    "lock",
-    "trigger",
-    "cooldown",
-    "outbox",
-)
-
-
-def micros(value: datetime) -> int:
-    """Microseconds since the epoch, exactly (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // timedelta(microseconds=1)
-
-
-def from_micros(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
+LOCK, TRIGGER, COOLDOWN, OUTBOX = ("lock", "trigger", "cooldown", "outbox")
+#: Each kind's order property (its PartitionKey is the kind's name).
+_ORDER: dict[Kind, str] = {RUN: "started", POINT: "created"}
 
 
 def row_key(text: str) -> str:
@@ -112,7 +102,7 @@ def encode(text: str) -> dict[str, Any]:
     """The properties that hold a record's JSON (see the module's notes on large records)."""
     if len(text) <= TEXT_LIMIT:
         return {"data": text}
-    packed = zlib.compress(text.encode("utf-8"), 6)
+    packed = pack(text)
     parts = [packed[i : i + CHUNK_BYTES] for i in range(0, len(packed), CHUNK_BYTES)]
     if len(parts) > MAX_CHUNKS:
         raise ProviderError(
@@ -130,18 +120,14 @@ def decode(entity: TableEntity) -> str:
         return str(entity["data"])
     count = int(entity["zn"])
     packed = b"".join(bytes(entity[f"z{i}"]) for i in range(count))
-    return zlib.decompress(packed).decode("utf-8")
+    return unpack(packed)
 
 
 def _etag(entity: TableEntity) -> str:
     return str(entity.metadata["etag"])
 
 
-def _odata(value: str) -> str:
-    return value.replace("'", "''")
-
-
-class TableStateStore(StateStore):
+class TableStateStore(CatalogStateStore):
     """The StateStore port over one Azure Table (azure-data-tables)."""
 
     def __init__(
@@ -151,12 +137,11 @@ class TableStateStore(StateStore):
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        super().__init__()
         self.service = service
         self.table = table
         self.clock = clock
         self.client: TableClient = service.get_table_client(table)
-        self._seq_lock = threading.Lock()
-        self._last_seq = 0
 
     def create_table(self) -> None:
         """Creates the table if it is missing (infra normally does this)."""
@@ -194,37 +179,36 @@ class TableStateStore(StateStore):
     def _query(self, text: str, parameters: dict[str, Any]) -> Iterable[TableEntity]:
         return self.client.query_entities(text, parameters=parameters)
 
-    def _list(self, partition: str, policy: str, group: str | None, model: type[M]) -> list[M]:
+    # ------------------------------------------------------------------------------ items
+
+    def put_items(self, items: Sequence[Item]) -> None:
+        for item in items:  # in order: a point before the run that names it
+            entity = {
+                "PartitionKey": item.kind,
+                "RowKey": row_key(item.key),
+                "policy": item.policy,
+                "grp": item.group,
+                _ORDER[item.kind]: str(item.at_us),
+                **encode(item.data),
+            }
+            if item.status:
+                entity["status"] = item.status
+            self.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def get_item(self, kind: Kind, key: str) -> str | None:
+        entity = self._get(kind, row_key(key))
+        return decode(entity) if entity is not None else None
+
+    def query_items(self, kind: Kind, policy: str, group: str | None) -> list[str]:
         query = "PartitionKey eq @pk and policy eq @policy"
-        parameters: dict[str, Any] = {"pk": partition, "policy": policy}
+        parameters: dict[str, Any] = {"pk": kind, "policy": policy}
         if group is not None:
             query += " and grp eq @grp"
             parameters["grp"] = group
-        return [model.model_validate_json(decode(e)) for e in self._query(query, parameters)]
+        return [decode(e) for e in self._query(query, parameters)]
 
-    # ------------------------------------------------------------------------------ runs
-
-    def save_run(self, record: RunRecord) -> None:
-        self.client.upsert_entity(
-            {
-                "PartitionKey": RUN,
-                "RowKey": row_key(record.run_id),
-                "policy": record.policy,
-                "grp": record.group,
-                "started": str(micros(record.started_at)),
-                "status": record.status.value,
-                **encode(record.model_dump_json()),
-            },
-            mode=UpdateMode.REPLACE,
-        )
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        entity = self._get(RUN, row_key(run_id))
-        return RunRecord.model_validate_json(decode(entity)) if entity is not None else None
-
-    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
-        runs = self._list(RUN, policy, group, RunRecord)
-        return sorted(runs, key=lambda r: r.started_at, reverse=True)
+    def delete_item(self, kind: Kind, key: str) -> None:
+        self.client.delete_entity(kind, row_key(key))  # absent: no error
 
     # ------------------------------------------------------------------------------ locks
 
@@ -308,57 +292,15 @@ class TableStateStore(StateStore):
                 return True
         return False  # others kept firing it: it has just fired
 
-    # ------------------------------------------------------------------------------ points
-
-    def save_point(self, point: RecoveryPoint) -> None:
-        self.client.upsert_entity(
-            {
-                "PartitionKey": POINT,
-                "RowKey": row_key(point.id),
-                "policy": point.policy,
-                "grp": point.group,
-                "created": str(micros(point.created_at)),
-                **encode(point.model_dump_json()),
-            },
-            mode=UpdateMode.REPLACE,
-        )
-
-    def get_point(self, point_id: str) -> RecoveryPoint | None:
-        entity = self._get(POINT, row_key(point_id))
-        return RecoveryPoint.model_validate_json(decode(entity)) if entity is not None else None
-
-    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
-        points = self._list(POINT, policy, group, RecoveryPoint)
-        return sorted(points, key=lambda p: p.created_at, reverse=True)
-
-    def delete_point(self, point_id: str) -> None:
-        self.client.delete_entity(POINT, row_key(point_id))  # absent: no error
-
     # ------------------------------------------------------------------------------ outbox
 
-    def _next_seq(self) -> int:
-        """Microseconds now, strictly increasing within this process."""
-        with self._seq_lock:
-            self._last_seq = max(time.time_ns() // 1000, self._last_seq + 1)
-            return self._last_seq
-
-    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
-        unique: dict[str, CloudEvent] = {}
-        for event in events:
-            unique.setdefault(event.id, event)
-        seq = self._next_seq()
-        work = [(n, event) for n, event in enumerate(unique.values())]
-
-        def add(item: tuple[int, CloudEvent]) -> None:
-            n, event = item
-            key = row_key(event.id)
-            ordered = f"s-{seq:020d}-{n:06d}-{key}"
+    def put_queued(self, events: Sequence[Queued]) -> None:
+        def add(event: Queued) -> None:
+            key = row_key(event.event_id)
+            ordered = f"s-{event.seq}-{key}"
             operations: list[Any] = [
                 ("create", {"PartitionKey": OUTBOX, "RowKey": f"i-{key}", "seq": ordered}),
-                (
-                    "create",
-                    {"PartitionKey": OUTBOX, "RowKey": ordered, **encode(event.to_json())},
-                ),
+                ("create", {"PartitionKey": OUTBOX, "RowKey": ordered, **encode(event.data)}),
             ]
             try:
                 self.client.submit_transaction(operations)
@@ -366,24 +308,22 @@ class TableStateStore(StateStore):
                 if str(getattr(exc, "error_code", "")) != "EntityAlreadyExists":
                     raise  # else: that event id is in the outbox already
 
-        for outcome in fan_out(add, work):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        each(add, events)
 
-    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
-        out: list[CloudEvent] = []
+    def scan_queued(self, limit: int) -> list[str]:
+        out: list[str] = []
         entities = self.client.query_entities(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
             parameters={"pk": OUTBOX, "lo": "s-", "hi": "s."},
             results_per_page=min(limit, 1000),
         )
         for entity in entities:
-            out.append(CloudEvent.model_validate_json(decode(entity)))
+            out.append(decode(entity))
             if len(out) >= limit:
                 break
         return out
 
-    def outbox_remove(self, event_ids: Sequence[str]) -> None:
+    def delete_queued(self, event_ids: Sequence[str]) -> None:
         def remove(event_id: str) -> None:
             key = f"i-{row_key(event_id)}"
             marker = self._get(OUTBOX, key)
@@ -393,6 +333,4 @@ class TableStateStore(StateStore):
             self.client.delete_entity(OUTBOX, str(marker["seq"]))
             self.client.delete_entity(OUTBOX, key)
 
-        for outcome in fan_out(remove, list(dict.fromkeys(event_ids))):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        each(remove, event_ids)

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
-import zlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -42,34 +40,36 @@ from google.api_core.exceptions import AlreadyExists, Conflict
 from google.cloud import firestore
 
 from quiesce.errors import ProviderError
-from quiesce.events import CloudEvent
-from quiesce.ports import LockHolder, StateStore, fan_out
-from quiesce.record import RecoveryPoint, RunRecord, utcnow
+from quiesce.ports import LockHolder
+from quiesce.record import utcnow
+from quiesce.state_base import (
+    POINT,
+    RUN,
+    CatalogStateStore,
+    Item,
+    Kind,
+    Queued,
+    each,
+    from_micros,
+    micros,
+    pack,
+    unpack,
+)
 
-M = TypeVar("M", RunRecord, RecoveryPoint)
 T = TypeVar("T")
 
 #: Above this, a record is stored compressed (a document may hold 1 MiB).
 COMPRESS_ABOVE = 900_000
 #: The most a compressed record may take (the document's other fields need the rest).
 MAX_PACKED = 1_040_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 #: A transaction that keeps losing races is retried this often before giving up.
 TRANSACTION_ATTEMPTS = 25
 #: Firestore's limit of writes in one batch.
 BATCH_LIMIT = 500
-
-
-def micros(value: datetime) -> int:
-    """Microseconds since the epoch, exactly (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // timedelta(microseconds=1)
-
-
-def from_micros(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
+#: Each kind's collection (after the prefix) and order field.
+_COLLECTION: dict[Kind, str] = {RUN: "runs", POINT: "points"}
+_ORDER: dict[Kind, str] = {RUN: "started_us", POINT: "created_us"}
 
 
 def doc_id(key: str) -> str:
@@ -86,7 +86,7 @@ def key_of(document_id: str) -> str:
     return unquote(document_id)
 
 
-class FirestoreStateStore(StateStore):
+class FirestoreStateStore(CatalogStateStore):
     """The StateStore port over a handful of Firestore collections."""
 
     def __init__(
@@ -97,6 +97,7 @@ class FirestoreStateStore(StateStore):
         clock: Callable[[], datetime] = utcnow,
         trigger_ttl_days: float = 90,
     ) -> None:
+        super().__init__()
         self.client = client
         self.prefix = prefix
         self.clock = clock
@@ -113,26 +114,36 @@ class FirestoreStateStore(StateStore):
         transaction = self.client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
         return firestore.transactional(fn)(transaction)  # type: ignore[no-any-return]
 
-    # ------------------------------------------------------------------------------ runs
+    # ------------------------------------------------------------------------------ items
 
-    def save_run(self, record: RunRecord) -> None:
-        self._doc("runs", record.run_id).set(
-            {
-                "policy": record.policy,
-                "grp": record.group,
-                "status": record.status.value,
-                "started_us": micros(record.started_at),
-                **_encode(record.model_dump_json()),
+    def put_items(self, items: Sequence[Item]) -> None:
+        for item in items:  # in order: a point before the run that names it
+            fields: dict[str, Any] = {
+                "policy": item.policy,
+                "grp": item.group,
+                _ORDER[item.kind]: item.at_us,
+                **_encode(item.data),
             }
-        )
+            if item.status:
+                fields["status"] = item.status
+            self._doc(_COLLECTION[item.kind], item.key).set(fields)
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        snapshot = self._doc("runs", run_id).get()
+    def get_item(self, kind: Kind, key: str) -> str | None:
+        snapshot = self._doc(_COLLECTION[kind], key).get()
         data = snapshot.to_dict() if snapshot.exists else None
-        return RunRecord.model_validate_json(_decode(data)) if data else None
+        return _decode(data) if data else None
 
-    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
-        return self._list("runs", policy, group, "started_us", RunRecord)
+    def query_items(self, kind: Kind, policy: str, group: str | None) -> list[str]:
+        """Equality filters only: Firestore's automatic single-field indexes serve them."""
+        query: Any = self._collection(_COLLECTION[kind]).where(
+            filter=firestore.FieldFilter("policy", "==", policy)
+        )
+        if group is not None:
+            query = query.where(filter=firestore.FieldFilter("grp", "==", group))
+        return [_decode(snapshot.to_dict() or {}) for snapshot in query.stream()]
+
+    def delete_item(self, kind: Kind, key: str) -> None:
+        self._doc(_COLLECTION[kind], key).delete()
 
     # ------------------------------------------------------------------------------ locks
 
@@ -227,91 +238,32 @@ class FirestoreStateStore(StateStore):
 
         return self._transact(attempt)
 
-    # ------------------------------------------------------------------------------ points
-
-    def save_point(self, point: RecoveryPoint) -> None:
-        self._doc("points", point.id).set(
-            {
-                "policy": point.policy,
-                "grp": point.group,
-                "created_us": micros(point.created_at),
-                **_encode(point.model_dump_json()),
-            }
-        )
-
-    def get_point(self, point_id: str) -> RecoveryPoint | None:
-        snapshot = self._doc("points", point_id).get()
-        data = snapshot.to_dict() if snapshot.exists else None
-        return RecoveryPoint.model_validate_json(_decode(data)) if data else None
-
-    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
-        return self._list("points", policy, group, "created_us", RecoveryPoint)
-
-    def delete_point(self, point_id: str) -> None:
-        self._doc("points", point_id).delete()
-
     # ------------------------------------------------------------------------------ outbox
 
-    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
-        unique: dict[str, CloudEvent] = {}
-        for event in events:
-            unique.setdefault(event.id, event)
-        if not unique:
-            return
-        base = time.time_ns() // 1000
-        items = [
-            (event.id, {"seq": f"{base:020d}#{n:06d}", "data": event.to_json()})
-            for n, event in enumerate(unique.values())
-        ]
-
-        def put(item: tuple[str, dict[str, Any]]) -> None:
+    def put_queued(self, events: Sequence[Queued]) -> None:
+        def put(event: Queued) -> None:
             # AlreadyExists: that event id is in the outbox already.
             with contextlib.suppress(AlreadyExists, Conflict):
-                self._doc("outbox", item[0]).create(item[1])
+                self._doc("outbox", event.event_id).create({"seq": event.seq, "data": event.data})
 
-        for outcome in fan_out(put, items):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        each(put, events)
 
-    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
+    def scan_queued(self, limit: int) -> list[str]:
         query = self._collection("outbox").order_by("seq").limit(limit)
-        out = []
-        for snapshot in query.stream():
-            data = snapshot.to_dict() or {}
-            out.append(CloudEvent.model_validate_json(str(data["data"])))
-        return out
+        return [str((snapshot.to_dict() or {})["data"]) for snapshot in query.stream()]
 
-    def outbox_remove(self, event_ids: Sequence[str]) -> None:
-        ids = list(dict.fromkeys(event_ids))
-        for start in range(0, len(ids), BATCH_LIMIT):
+    def delete_queued(self, event_ids: Sequence[str]) -> None:
+        for start in range(0, len(event_ids), BATCH_LIMIT):
             batch = self.client.batch()
-            for event_id in ids[start : start + BATCH_LIMIT]:
+            for event_id in event_ids[start : start + BATCH_LIMIT]:
                 batch.delete(self._doc("outbox", event_id))
             batch.commit()
-
-    # ------------------------------------------------------------------------------ helpers
-
-    def _list(
-        self, collection: str, policy: str, group: str | None, order: str, model: type[M]
-    ) -> list[M]:
-        """Newest first (ties broken by id, descending, like the other stores)."""
-        query: Any = self._collection(collection).where(
-            filter=firestore.FieldFilter("policy", "==", policy)
-        )
-        if group is not None:
-            query = query.where(filter=firestore.FieldFilter("grp", "==", group))
-        rows = []
-        for snapshot in query.stream():
-            data = snapshot.to_dict() or {}
-            rows.append((int(data.get(order, 0)), snapshot.id, data))
-        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
-        return [model.model_validate_json(_decode(data)) for _, _, data in rows]
 
 
 def _encode(text: str) -> dict[str, Any]:
     data = text.encode("utf-8")
     if len(data) > COMPRESS_ABOVE:
-        packed = zlib.compress(data, 6)
+        packed = pack(text)
         if len(packed) > MAX_PACKED:
             raise ProviderError(
                 f"a record of {len(data)} bytes compresses to {len(packed)}: more than a "
@@ -324,5 +276,5 @@ def _encode(text: str) -> dict[str, Any]:
 
 def _decode(data: dict[str, Any]) -> str:
     if "data_z" in data:
-        return zlib.decompress(bytes(data["data_z"])).decode("utf-8")
+        return unpack(data["data_z"])
     return str(data["data"])

@@ -7,34 +7,76 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from quiesce.events import CloudEvent
-from quiesce.ports import EventPublisher, LockHolder, StateStore
-from quiesce.record import RecoveryPoint, RunRecord
+from quiesce.ports import EventPublisher, LockHolder
+from quiesce.state_base import POINT, RUN, CatalogStateStore, Item, Kind, Queued
 
 
-class MemoryStateStore(StateStore):
+class MemoryStateStore(CatalogStateStore):
+    """The catalog in dictionaries, behind one lock."""
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
-        self.runs: dict[str, str] = {}
-        self.points: dict[str, str] = {}
+        self.items: dict[tuple[Kind, str], Item] = {}
         self.locks: dict[str, LockHolder] = {}
         self.triggers: dict[str, str] = {}
-        self.outbox: dict[str, str] = {}
+        self.outbox: dict[str, Queued] = {}
         self.cooldowns: dict[str, datetime] = {}
 
-    def save_run(self, record: RunRecord) -> None:
-        with self._lock:
-            self.runs[record.run_id] = record.model_dump_json()
+    @property
+    def runs(self) -> dict[str, str]:
+        """Each run's JSON by run id (for tests that look inside)."""
+        return self._of(RUN)
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        with self._lock:
-            raw = self.runs.get(run_id)
-        return RunRecord.model_validate_json(raw) if raw is not None else None
+    @property
+    def points(self) -> dict[str, str]:
+        """Each point's JSON by point id."""
+        return self._of(POINT)
 
-    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
+    def _of(self, kind: Kind) -> dict[str, str]:
         with self._lock:
-            records = [RunRecord.model_validate_json(raw) for raw in self.runs.values()]
-        records = [r for r in records if r.policy == policy and group in (None, r.group)]
-        return sorted(records, key=lambda r: r.started_at, reverse=True)
+            return {key: item.data for (k, key), item in self.items.items() if k == kind}
+
+    # storage primitives
+
+    def put_items(self, items: Sequence[Item]) -> None:
+        with self._lock:
+            for item in items:
+                self.items[(item.kind, item.key)] = item
+
+    def get_item(self, kind: Kind, key: str) -> str | None:
+        with self._lock:
+            item = self.items.get((kind, key))
+        return item.data if item is not None else None
+
+    def query_items(self, kind: Kind, policy: str, group: str | None) -> list[str]:
+        with self._lock:
+            return [
+                i.data
+                for i in self.items.values()
+                if i.kind == kind and i.policy == policy and group in (None, i.group)
+            ]
+
+    def delete_item(self, kind: Kind, key: str) -> None:
+        with self._lock:
+            self.items.pop((kind, key), None)
+
+    def put_queued(self, events: Sequence[Queued]) -> None:
+        with self._lock:
+            for event in events:
+                self.outbox.setdefault(event.event_id, event)
+
+    def scan_queued(self, limit: int) -> list[str]:
+        with self._lock:
+            queued = sorted(self.outbox.values(), key=lambda q: q.seq)
+        return [q.data for q in queued[:limit]]
+
+    def delete_queued(self, event_ids: Sequence[str]) -> None:
+        with self._lock:
+            for event_id in event_ids:
+                self.outbox.pop(event_id, None)
+
+    # atomic claims
 
     def acquire_lock(self, key: str, run_id: str, expires_at: datetime) -> LockHolder | None:
         with self._lock:
@@ -64,45 +106,6 @@ class MemoryStateStore(StateStore):
                 return False
             self.cooldowns[key] = now
             return True
-
-    def save_point(self, point: RecoveryPoint) -> None:
-        with self._lock:
-            self.points[point.id] = point.model_dump_json()
-
-    def record_point(self, point: RecoveryPoint, record: RunRecord) -> None:
-        with self._lock:
-            self.points[point.id] = point.model_dump_json()
-            self.runs[record.run_id] = record.model_dump_json()
-
-    def get_point(self, point_id: str) -> RecoveryPoint | None:
-        with self._lock:
-            raw = self.points.get(point_id)
-        return RecoveryPoint.model_validate_json(raw) if raw is not None else None
-
-    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
-        with self._lock:
-            points = [RecoveryPoint.model_validate_json(raw) for raw in self.points.values()]
-        points = [p for p in points if p.policy == policy and group in (None, p.group)]
-        return sorted(points, key=lambda p: p.created_at, reverse=True)
-
-    def delete_point(self, point_id: str) -> None:
-        with self._lock:
-            self.points.pop(point_id, None)
-
-    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
-        with self._lock:
-            for event in events:
-                self.outbox.setdefault(event.id, event.model_dump_json())
-
-    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
-        with self._lock:
-            raws = list(self.outbox.values())[:limit]
-        return [CloudEvent.model_validate_json(raw) for raw in raws]
-
-    def outbox_remove(self, event_ids: Sequence[str]) -> None:
-        with self._lock:
-            for event_id in event_ids:
-                self.outbox.pop(event_id, None)
 
 
 class MemoryEventBus(EventPublisher):

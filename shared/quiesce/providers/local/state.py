@@ -12,14 +12,24 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from quiesce.errors import QuiesceError
-from quiesce.events import CloudEvent
-from quiesce.ports import LockHolder, StateStore
-from quiesce.record import RecoveryPoint, RunRecord, utcnow
+from quiesce.ports import LockHolder
+from quiesce.record import utcnow
+from quiesce.state_base import (
+    POINT,
+    RUN,
+    CatalogStateStore,
+    Item,
+    Kind,
+    Queued,
+    parse_sortable,
+    sortable,
+)
 
 #: Seconds a writer waits for another writer before giving up.
 BUSY_TIMEOUT = 30.0
@@ -73,16 +83,9 @@ CATALOG_MIGRATIONS: tuple[str, ...] = (
 
 # ------------------------------------------------------------------------------ SQLite plumbing
 
-
-def timestamp(value: datetime) -> str:
-    """A UTC timestamp whose text order is its time order (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_timestamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+#: Timestamps are stored as text whose order is their time order.
+timestamp = sortable
+parse_timestamp = parse_sortable
 
 
 class CatalogError(QuiesceError):
@@ -245,10 +248,11 @@ def _statements(script: str) -> list[str]:
 # ------------------------------------------------------------------------------ the store
 
 
-class SqliteStateStore(StateStore):
+class SqliteStateStore(CatalogStateStore):
     """The StateStore port over `<state_dir>/catalog.sqlite3`."""
 
     def __init__(self, state_dir: Path) -> None:
+        super().__init__()
         path = Path(state_dir) / CATALOG_FILE
         snapshots = Path(state_dir) / "snapshots"
         if not path.exists() and any(snapshots.glob("*/*/*/manifest.json")):
@@ -259,29 +263,53 @@ class SqliteStateStore(StateStore):
             )
         self.db = SqliteFile(path, CATALOG_MIGRATIONS)
 
-    # runs
+    # storage primitives
 
-    def save_run(self, record: RunRecord) -> None:
+    def put_items(self, items: Sequence[Item]) -> None:
+        """All in one transaction: `record_point` lists the point and closes the run at once."""
         with self.db.transaction() as conn:
-            _write_run(conn, record)
+            for item in items:
+                conn.execute(_SQL[item.kind].put, _SQL[item.kind].row(item))
 
-    def get_run(self, run_id: str) -> RunRecord | None:
+    def get_item(self, kind: Kind, key: str) -> str | None:
         with self.db.reading() as conn:
-            row = conn.execute("SELECT json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return RunRecord.model_validate_json(row[0]) if row else None
+            row = conn.execute(_SQL[kind].get, (key,)).fetchone()
+        return str(row[0]) if row else None
 
-    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
-        query = "SELECT json FROM runs WHERE policy = ?"
-        params: tuple[str, ...] = (policy,)
-        if group is not None:
-            query += " AND grp = ?"
-            params += (group,)
-        query += " ORDER BY started_at DESC, run_id DESC"
+    def query_items(self, kind: Kind, policy: str, group: str | None) -> list[str]:
+        sql = _SQL[kind]
         with self.db.reading() as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [RunRecord.model_validate_json(r[0]) for r in rows]
+            if group is None:
+                rows = conn.execute(sql.by_policy, (policy,)).fetchall()
+            else:
+                rows = conn.execute(sql.by_group, (policy, group)).fetchall()
+        return [str(r[0]) for r in rows]
 
-    # locks and triggers
+    def delete_item(self, kind: Kind, key: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(_SQL[kind].delete, (key,))
+
+    def put_queued(self, events: Sequence[Queued]) -> None:
+        # The order is the table's autoincrement `seq`, which follows `Queued.seq` here.
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO outbox (event_id, json) VALUES (?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                [(e.event_id, e.data) for e in sorted(events, key=lambda e: e.seq)],
+            )
+
+    def scan_queued(self, limit: int) -> list[str]:
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT json FROM outbox ORDER BY seq ASC LIMIT ?", (limit,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def delete_queued(self, event_ids: Sequence[str]) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids])
+
+    # locks and triggers: each one BEGIN IMMEDIATE transaction
 
     def acquire_lock(self, key: str, run_id: str, expires_at: datetime) -> LockHolder | None:
         with self.db.transaction() as conn:
@@ -347,91 +375,41 @@ class SqliteStateStore(StateStore):
             )
         return True
 
-    # recovery points
 
-    def save_point(self, point: RecoveryPoint) -> None:
-        with self.db.transaction() as conn:
-            _write_point(conn, point)
+@dataclass(frozen=True)
+class _Statements:
+    """The SQL for one kind of item."""
 
-    def record_point(self, point: RecoveryPoint, record: RunRecord) -> None:
-        """The point and the run record that names it, in one transaction."""
-        with self.db.transaction() as conn:
-            _write_point(conn, point)
-            _write_run(conn, record)
-
-    def get_point(self, point_id: str) -> RecoveryPoint | None:
-        with self.db.reading() as conn:
-            row = conn.execute("SELECT json FROM points WHERE id = ?", (point_id,)).fetchone()
-        return RecoveryPoint.model_validate_json(row[0]) if row else None
-
-    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
-        query = "SELECT json FROM points WHERE policy = ?"
-        params: tuple[str, ...] = (policy,)
-        if group is not None:
-            query += " AND grp = ?"
-            params += (group,)
-        query += " ORDER BY created_at DESC, id DESC"
-        with self.db.reading() as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [RecoveryPoint.model_validate_json(r[0]) for r in rows]
-
-    def delete_point(self, point_id: str) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM points WHERE id = ?", (point_id,))
-
-    # outbox
-
-    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
-        if not events:
-            return
-        with self.db.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO outbox (event_id, json) VALUES (?, ?) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                [(e.id, e.to_json()) for e in events],
-            )
-
-    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
-        with self.db.reading() as conn:
-            rows = conn.execute(
-                "SELECT json FROM outbox ORDER BY seq ASC LIMIT ?", (limit,)
-            ).fetchall()
-        return [CloudEvent.model_validate_json(r[0]) for r in rows]
-
-    def outbox_remove(self, event_ids: Sequence[str]) -> None:
-        if not event_ids:
-            return
-        with self.db.transaction() as conn:
-            conn.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids])
+    put: str
+    row: Callable[[Item], tuple[str, ...]]
+    get: str
+    by_policy: str
+    by_group: str
+    delete: str
 
 
-def _write_run(conn: sqlite3.Connection, record: RunRecord) -> None:
-    conn.execute(
-        "INSERT INTO runs (run_id, policy, grp, status, started_at, json) "
+_SQL: dict[Kind, _Statements] = {
+    RUN: _Statements(
+        put="INSERT INTO runs (run_id, policy, grp, status, started_at, json) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
         "policy = excluded.policy, grp = excluded.grp, status = excluded.status, "
         "started_at = excluded.started_at, json = excluded.json",
-        (
-            record.run_id,
-            record.policy,
-            record.group,
-            record.status.value,
-            timestamp(record.started_at),
-            record.model_dump_json(),
-        ),
-    )
-
-
-def _write_point(conn: sqlite3.Connection, point: RecoveryPoint) -> None:
-    conn.execute(
-        "INSERT INTO points (id, policy, grp, created_at, json) VALUES (?, ?, ?, ?, ?) "
+        row=lambda i: (i.key, i.policy, i.group, i.status, timestamp(i.at), i.data),
+        get="SELECT json FROM runs WHERE run_id = ?",
+        by_policy="SELECT json FROM runs WHERE policy = ? ORDER BY started_at DESC, run_id DESC",
+        by_group="SELECT json FROM runs WHERE policy = ? AND grp = ? "
+        "ORDER BY started_at DESC, run_id DESC",
+        delete="DELETE FROM runs WHERE run_id = ?",
+    ),
+    POINT: _Statements(
+        put="INSERT INTO points (id, policy, grp, created_at, json) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET policy = excluded.policy, grp = excluded.grp, "
         "created_at = excluded.created_at, json = excluded.json",
-        (
-            point.id,
-            point.policy,
-            point.group,
-            timestamp(point.created_at),
-            point.model_dump_json(),
-        ),
-    )
+        row=lambda i: (i.key, i.policy, i.group, timestamp(i.at), i.data),
+        get="SELECT json FROM points WHERE id = ?",
+        by_policy="SELECT json FROM points WHERE policy = ? ORDER BY created_at DESC, id DESC",
+        by_group="SELECT json FROM points WHERE policy = ? AND grp = ? "
+        "ORDER BY created_at DESC, id DESC",
+        delete="DELETE FROM points WHERE id = ?",
+    ),
+}

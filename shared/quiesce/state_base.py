@@ -1,0 +1,246 @@
+"""The StateStore written once, over a few storage primitives each backend implements.
+
+A catalog backend (SQLite, memory, DynamoDB, Table Storage, Firestore) stores two things the
+same way everywhere: *items* (runs and recovery points: a key, the columns a listing filters
+and orders by, and the record's JSON) and *queued events* (the outbox: an event id, a place in
+the order, the event's JSON). `CatalogStateStore` turns records into items and back (pydantic
+JSON), orders listings newest first, de-duplicates and orders the outbox, and keeps the time
+helpers; a backend implements only the primitives below, in the style of a persistence layer
+with one abstract I/O method per operation.
+
+What must be atomic stays each backend's own, because each says it in its own words (a
+conditional write, an ETag, a transaction): `acquire_lock`, `release_lock`, `claim_trigger`
+and `claim_cooldown`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, TypeVar
+
+from quiesce.events import CloudEvent
+from quiesce.ports import StateStore, fan_out
+from quiesce.record import RecoveryPoint, RunRecord
+
+T = TypeVar("T")
+M = TypeVar("M", RunRecord, RecoveryPoint)
+
+Kind = Literal["run", "point"]
+RUN: Kind = "run"
+POINT: Kind = "point"
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------ time
+
+
+def utc(value: datetime) -> datetime:
+    """`value` in UTC (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def micros(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (naive values are taken as UTC)."""
+    return (utc(value) - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def sortable(value: datetime) -> str:
+    """A UTC timestamp whose text order is its time order (naive values are taken as UTC)."""
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_sortable(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------ encoding
+
+
+def pack(text: str) -> bytes:
+    """A large record's JSON, compressed (records of runs compress roughly tenfold)."""
+    return zlib.compress(text.encode("utf-8"), 6)
+
+
+def unpack(data: bytes) -> str:
+    return zlib.decompress(bytes(data)).decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One run or recovery point as a backend stores it."""
+
+    kind: Kind
+    key: str
+    policy: str
+    group: str
+    #: The listing's order: a run's start, a point's creation.
+    at: datetime
+    #: A run's status ("" for a point): a column for operators' queries.
+    status: str
+    #: The record's JSON.
+    data: str
+
+    @property
+    def at_us(self) -> int:
+        return micros(self.at)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One outbox event as a backend stores it."""
+
+    event_id: str
+    #: Sortable text: the outbox is read in this order, oldest first.
+    seq: str
+    data: str
+
+
+def run_item(record: RunRecord) -> Item:
+    return Item(
+        RUN,
+        record.run_id,
+        record.policy,
+        record.group,
+        record.started_at,
+        record.status.value,
+        record.model_dump_json(),
+    )
+
+
+def point_item(point: RecoveryPoint) -> Item:
+    return Item(
+        POINT, point.id, point.policy, point.group, point.created_at, "", point.model_dump_json()
+    )
+
+
+def each(fn: Callable[[T], object], items: Sequence[T]) -> None:
+    """Calls fn on every item at once; raises the first error once all have ended."""
+    for outcome in fan_out(fn, items):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+class CatalogStateStore(StateStore):
+    """Runs, points and the outbox, written once over the storage primitives below."""
+
+    def __init__(self) -> None:
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
+
+    # ------------------------------------------------------------------------------ primitives
+
+    @abstractmethod
+    def put_items(self, items: Sequence[Item]) -> None:
+        """Writes each item, replacing one with the same kind and key, in the order given.
+
+        Stores that can write several in one transaction do (`record_point` relies on the
+        order only: the point is written before the run that names it)."""
+
+    @abstractmethod
+    def get_item(self, kind: Kind, key: str) -> str | None:
+        """The JSON of one item, or None."""
+
+    @abstractmethod
+    def query_items(self, kind: Kind, policy: str, group: str | None) -> Iterable[str]:
+        """The JSON of the kind's items of `policy` (and `group`, when given), fresh, in any
+        order (the base orders them; it also drops any of another group)."""
+
+    @abstractmethod
+    def delete_item(self, kind: Kind, key: str) -> None:
+        """Deletes one item; deleting one that is gone is not an error."""
+
+    @abstractmethod
+    def put_queued(self, events: Sequence[Queued]) -> None:
+        """Stores each event whose id is not stored yet (ids are unique in `events`); an id
+        stored already, even by a racing caller, keeps its first copy."""
+
+    @abstractmethod
+    def scan_queued(self, limit: int) -> list[str]:
+        """The JSON of up to `limit` stored events, in `seq` order."""
+
+    @abstractmethod
+    def delete_queued(self, event_ids: Sequence[str]) -> None:
+        """Deletes the events (ids are unique); absent ones are not an error."""
+
+    # ------------------------------------------------------------------------------ runs
+
+    def save_run(self, record: RunRecord) -> None:
+        self.put_items([run_item(record)])
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        data = self.get_item(RUN, run_id)
+        return RunRecord.model_validate_json(data) if data is not None else None
+
+    def list_runs(self, policy: str, group: str | None = None) -> list[RunRecord]:
+        runs = self._listed(RUN, policy, group, RunRecord)
+        return sorted(runs, key=lambda r: (utc(r.started_at), r.run_id), reverse=True)
+
+    # ------------------------------------------------------------------------------ points
+
+    def save_point(self, point: RecoveryPoint) -> None:
+        self.put_items([point_item(point)])
+
+    def record_point(self, point: RecoveryPoint, record: RunRecord) -> None:
+        """The point first, then the run's record that names it (one transaction where the
+        store has them; see StateStore.record_point for why this order is safe without)."""
+        self.put_items([point_item(point), run_item(record)])
+
+    def get_point(self, point_id: str) -> RecoveryPoint | None:
+        data = self.get_item(POINT, point_id)
+        return RecoveryPoint.model_validate_json(data) if data is not None else None
+
+    def list_points(self, policy: str, group: str | None = None) -> list[RecoveryPoint]:
+        points = self._listed(POINT, policy, group, RecoveryPoint)
+        return sorted(points, key=lambda p: (utc(p.created_at), p.id), reverse=True)
+
+    def delete_point(self, point_id: str) -> None:
+        self.delete_item(POINT, point_id)
+
+    def _listed(self, kind: Kind, policy: str, group: str | None, model: type[M]) -> list[M]:
+        records = [
+            model.model_validate_json(data) for data in self.query_items(kind, policy, group)
+        ]
+        return [r for r in records if r.policy == policy and group in (None, r.group)]
+
+    # ------------------------------------------------------------------------------ outbox
+
+    def next_seq(self) -> int:
+        """Microseconds now, strictly increasing within this store."""
+        with self._seq_lock:
+            self._last_seq = max(time.time_ns() // 1000, self._last_seq + 1)
+            return self._last_seq
+
+    def outbox_add(self, events: Sequence[CloudEvent]) -> None:
+        unique: dict[str, CloudEvent] = {}
+        for event in events:
+            unique.setdefault(event.id, event)
+        if not unique:
+            return
+        base = self.next_seq()
+        self.put_queued(
+            [
+                Queued(event.id, f"{base:020d}-{n:06d}", event.to_json())
+                for n, event in enumerate(unique.values())
+            ]
+        )
+
+    def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
+        return [CloudEvent.model_validate_json(data) for data in self.scan_queued(limit)]
+
+    def outbox_remove(self, event_ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(event_ids))
+        if ids:
+            self.delete_queued(ids)
