@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Attribute = Annotated[str, StringConstraints(max_length=256)]
 
@@ -13,7 +13,8 @@ Attribute = Annotated[str, StringConstraints(max_length=256)]
 class TriggerEvent(BaseModel):
     """One event that may start runs: a schedule firing, a deployment, an alert.
 
-    `id` is the idempotency key: the same event delivered twice starts nothing new.
+    `id` is the idempotency key: the same event delivered twice starts nothing new. `time` is
+    timezone-aware and in UTC.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -26,3 +27,10 @@ class TriggerEvent(BaseModel):
         default=None, description="For schedules: the name of the trigger that fired."
     )
     attributes: dict[str, Attribute] = Field(default_factory=dict)
+
+    @field_validator("time")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("time needs a time zone (converters read timestamps as UTC)")
+        return value.astimezone(UTC)
