@@ -8,8 +8,8 @@ InProgress (`lro_polls` times) and Succeeded, or {"status": "Failed", "error": {
 
 What a run command does on the VM is `guest(vm_name, parameters) -> (executionState, exitCode,
 output, error)`: by default the runner's JSON result for a succeeded hook. Tests can make it
-fail, time out, answer 429 with Retry-After, or fail a restore point. The Event Grid topic is
-`/api/events` on the same server.
+fail, time out, answer 429 with Retry-After, reset a connection after carrying a request out, or
+fail a restore point. The Event Grid topic is `/api/events` on the same server.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -101,6 +103,7 @@ class FakeArm:
     snapshots: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
     throttles: list[Throttle] = field(default_factory=list)
+    drops: list[Throttle] = field(default_factory=list)
     fail_restore_points: set[str] = field(default_factory=set)
     hook_calls: list[HookCallSeen] = field(default_factory=list)
     deleted_run_commands: list[str] = field(default_factory=list)
@@ -134,6 +137,13 @@ class FakeArm:
                 status, headers, payload = fake.handle(
                     self.command, self.path, dict(self.headers.items()), body
                 )
+                if fake._dropped(self.command, self.path):
+                    # Reset the connection: the request was carried out, its answer is lost.
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    return
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 for key, value in headers.items():
@@ -215,6 +225,19 @@ class FakeArm:
         """Answer the next `count` matching requests with 429 and Retry-After."""
         with self.lock:
             self.throttles.append(Throttle(method, pattern, count, retry_after))
+
+    def drop(self, method: str, pattern: str, count: int = 1) -> None:
+        """Reset the connection of the next `count` matching requests after carrying them out."""
+        with self.lock:
+            self.drops.append(Throttle(method, pattern, count, ""))
+
+    def _dropped(self, method: str, path: str) -> bool:
+        with self.lock:
+            for drop in self.drops:
+                if drop.count > 0 and drop.method == method and re.search(drop.pattern, path):
+                    drop.count -= 1
+                    return True
+        return False
 
     def hook_calls_of(self, phase: str) -> list[HookCallSeen]:
         return [c for c in self.hook_calls if c.params.get("QUIESCE_PHASE") == phase]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ServiceResponseError
 
 from quiesce.errors import ProviderError
 from quiesce.policy.model import AzureMember
@@ -12,6 +13,7 @@ from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotState
 from quiesce_azure.clients import AzureMembers, CredentialClients
 from quiesce_azure.inventory import AzureInventory
+from quiesce_azure.retry import Backoff
 from quiesce_azure.snapshots import (
     ALL_DISKS,
     POINT_IN_TIME_FIXED_STATE,
@@ -19,7 +21,8 @@ from quiesce_azure.snapshots import (
     point_in_time_is_fixed,
 )
 
-from .fake_arm import RG, SUB, FakeArm
+from .conftest import Sleeps
+from .fake_arm import RG, SUB, FakeArm, FakeCredential
 
 
 def member(mode: str, os: str = "linux") -> AzureMember:
@@ -195,3 +198,42 @@ def test_attribute_free_machines_are_looked_up(arm: FakeArm, clients: Credential
     bare = Machine(provider="azure", member="db", machine_id=vm["id"])
     (ref,) = snapshotter(clients, "restore_point").take(call(bare))
     assert ref.machine_id == vm["id"]
+
+
+def test_a_connection_reset_on_an_idempotent_request_is_retried(
+    arm: FakeArm, credential: FakeCredential
+) -> None:
+    """One reset under load (after ARM carried the request out) used to fail the machine."""
+    sleeps = Sleeps()
+    clients = CredentialClients(
+        credential,
+        base_url=arm.base_url,
+        polling_interval=0,
+        reconnect=Backoff(sleep=sleeps, random=lambda: 0.5),
+    )
+    arm.add_vm("db-1", data_disks=1)
+    m = machine(clients, "disk_snapshots")
+    arm.drop("PUT", r"/snapshots/", count=1)
+    arm.drop("GET", r"/snapshots/", count=1)
+
+    refs = snapshotter(clients, "disk_snapshots").take(call(m, mode="disk_snapshots"))
+
+    assert sorted(r.volume for r in refs) == sorted(m.volumes)
+    assert len(arm.snapshots) == len(m.volumes)  # the repeated PUT made no second snapshot
+    assert sleeps.waits == [0.1, 0.1]  # one retry after each reset, after the core's backoff
+
+
+def test_a_request_that_is_not_idempotent_is_not_repeated_after_a_reset(
+    arm: FakeArm, credential: FakeCredential
+) -> None:
+    clients = CredentialClients(
+        credential, base_url=arm.base_url, polling_interval=0, reconnect=Backoff(sleep=Sleeps())
+    )
+    arm.add_vm("db-1", data_disks=1)
+    arm.drop("POST", r"/virtualMachines/db-1/", count=1)
+    compute = clients.compute(SUB)
+
+    with pytest.raises(ServiceResponseError):
+        compute.virtual_machines.begin_power_off(RG, "db-1").result()
+
+    assert [method for method, _ in arm.requests].count("POST") == 1

@@ -9,7 +9,6 @@ injectable, so tests run in no time and can check the delays.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,8 +17,6 @@ from botocore.exceptions import ClientError
 
 from quiesce.backoff import Backoff as CoreBackoff
 from quiesce.backoff import Transient
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

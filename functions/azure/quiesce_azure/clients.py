@@ -5,10 +5,11 @@ subscription, so tests hand in clients that talk to a local fake ARM server (`ba
 deployment hands in clients built from one credential (a managed identity). Clients are created
 once per subscription and shared (azure-core clients are thread-safe), under a lock.
 
-The SDK's own retries are switched off (`retry_total=0`): quiesce_azure.retry retries what is
-safe to retry (429/503: not carried out) and honours Retry-After. Response bodies are read as
-the JSON ARM sent (`as_json`), by their wire names, so the code does not depend on which SDK
-version flattens which property.
+The SDK's own retry policy is replaced by `quiesce_azure.retry.Reconnect`, which repeats only
+requests whose connection failed (idempotent ones when it failed after sending); the adapters'
+`Backoff.call` retries what is safe to retry (429/503: not carried out) and honours Retry-After.
+Response bodies are read as the JSON ARM sent (`as_json`), by their wire names, so the code does
+not depend on which SDK version flattens which property.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from azure.mgmt.compute import ComputeManagementClient
 
 from quiesce.errors import ProviderError
 from quiesce.policy.model import AzureMember, Policy
+from quiesce_azure.retry import Backoff, Reconnect
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -65,8 +67,10 @@ class CredentialClients:
         base_url: str | None = None,
         polling_interval: float | None = None,
         client_kwargs: Mapping[str, Any] | None = None,
+        reconnect: Backoff | None = None,
     ) -> None:
         self.credential = credential
+        self.reconnect = reconnect
         self.base_url = base_url
         self.polling_interval = polling_interval
         self.client_kwargs = dict(client_kwargs or {})
@@ -74,7 +78,10 @@ class CredentialClients:
         self._clients: dict[str, ComputeManagementClient] = {}
 
     def _kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"retry_total": 0, "user_agent": "quiesce"}
+        kwargs: dict[str, Any] = {
+            "retry_policy": Reconnect(self.reconnect),
+            "user_agent": "quiesce",
+        }
         if self.polling_interval is not None:
             kwargs["polling_interval"] = self.polling_interval
         if self.base_url:

@@ -4,31 +4,37 @@ ARM answers 429 (and sometimes 503) with a Retry-After header: that wait is hono
 `max_retry_after`). Without one, the delay before retry n (0-based) is uniform in
 [0, min(cap, base * 2**n)] ("full jitter"), so callers throttled together spread out. A 429 or 503
 means the request was not carried out, so retrying it cannot act twice; nothing else is retried.
-The SDK clients' own retries are switched off (clients.py) so this is the one place that waits.
+The SDK clients' own retries are replaced (clients.py) so this is the one place that waits.
 `sleep` and `random` are injectable: tests run in no time and can check the delays.
+
+A connection that fails or is reset is a different matter: `Reconnect`, the clients' retry
+policy, repeats a request whose connection failed before it was sent, and an idempotent one
+(GET, PUT, DELETE, HEAD: ARM's PUT creates or replaces the named resource) whose connection was
+reset while its answer was awaited.
 """
 
 from __future__ import annotations
 
 import email.utils
-import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import HTTPPolicy
 
 from quiesce.backoff import Backoff as CoreBackoff
 from quiesce.backoff import Transient
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 #: Throttled, or the service is busy: the request was not carried out.
 RETRY_STATUSES = frozenset({429, 503})
+#: Methods whose repetition does what one call does.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -118,3 +124,34 @@ class Backoff(CoreBackoff):
             )
 
         return self.retry(fn, what=what, transient=transient)
+
+
+def connection_failure(exc: BaseException, method: str) -> Transient | None:
+    """A connection error `method` may be repeated after, described; else None.
+
+    Not sent (ServiceRequestError from the network): any request may be repeated. Reset while
+    the answer was awaited (ServiceResponseError): only an idempotent one, as the service may
+    have carried it out."""
+    if getattr(exc, "inner_exception", None) is None:  # raised by a policy, not the network
+        return None
+    if isinstance(exc, ServiceRequestError) or (
+        isinstance(exc, ServiceResponseError) and method.upper() in IDEMPOTENT
+    ):
+        return Transient(code="ConnectionError", state="connection lost", message=str(exc))
+    return None
+
+
+class Reconnect(HTTPPolicy):  # type: ignore[type-arg]
+    """The clients' retry policy: repeats requests whose connection failed (see above)."""
+
+    def __init__(self, backoff: Backoff | None = None) -> None:
+        super().__init__()
+        self.backoff = backoff or Backoff()
+
+    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        method = request.http_request.method
+        return self.backoff.retry(
+            lambda: self.next.send(request),
+            what=f"{method} {request.http_request.url}",
+            transient=lambda exc: connection_failure(exc, method),
+        )

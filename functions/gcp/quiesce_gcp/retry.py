@@ -9,7 +9,6 @@ by passing `retry=None` at every call site, so this is the one place that decide
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,8 +17,6 @@ from google.api_core import exceptions as gexc
 
 from quiesce.backoff import Backoff as CoreBackoff
 from quiesce.backoff import Transient
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
