@@ -225,28 +225,37 @@ def test_a_timed_out_pre_hook_with_abort_takes_no_snapshot_and_thaws_both_instan
     assert phases(world).count("post") == 2
 
 
-def test_an_event_of_another_kind_is_not_run_by_a_function(
+def test_an_event_of_another_kind_is_refused_by_a_function(
     world: dict[str, Any], wire: Wire
 ) -> None:
     response = handler.deploy_handler(golden("cloudwatch_alarm_state_change.json"), Context())
-    assert response["outcomes"] == []
+    assert (response["status"], response["outcomes"]) == ("refused", [])
+    assert "an alert event (aws.cloudwatch) reached the deploy function" in response["reason"]
     assert world["sends"] == []
 
 
-def test_a_payload_that_is_no_known_event_is_ignored_with_the_reason(
+def test_a_payload_that_is_no_known_event_is_refused_with_the_reason(
     world: dict[str, Any],
 ) -> None:
     response = handler.schedule_handler({"command": "rm -rf /"}, Context())
-    assert response["status"] == "ignored"
+    assert response["status"] == "refused"
     assert "no converter" in response["reason"]
+    assert world["sends"] == []
+
+
+def test_a_deployment_that_matches_no_trigger_is_ignored(world: dict[str, Any]) -> None:
+    response = handler.deploy_handler(golden("codepipeline_execution.json"), Context())
+    assert (response["status"], response["outcomes"]) == ("ignored", [])
     assert world["sends"] == []
 
 
 def test_a_function_whose_time_cannot_hold_the_freeze_refuses_to_start(
     world: dict[str, Any],
 ) -> None:
-    with pytest.raises(handler.RunDoesNotFit, match="raise the function's timeout"):
-        handler.schedule_handler(golden("scheduler.json"), Context(remaining_ms=20_000))
+    response = handler.schedule_handler(golden("scheduler.json"), Context(remaining_ms=20_000))
+    assert (response["status"], response["outcomes"]) == ("refused", [])
+    assert "group 'orders' needs at least 90s" in response["reason"]
+    assert "raise the function's timeout" in response["reason"]
     assert world["sends"] == []
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from quiesce_aws.triggers import UnsupportedEvent, convert
+from quiesce.triggers.convert import UnsupportedEvent
+from quiesce_aws.triggers import convert
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "aws"
 FIXTURES = sorted(p.name for p in EVENTS.glob("*.json"))
@@ -70,3 +72,30 @@ def test_an_sns_message_that_is_not_an_alarm_is_refused() -> None:
 def test_a_payload_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(UnsupportedEvent, match="not a JSON object"):
         convert(["run", "/bin/sh"])
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "stamp"),
+    [
+        ("codedeploy_deployment.json", ("time",), "2026-11-29T09:12:31"),
+        (
+            "cloudwatch_alarm_action.json",
+            ("alarmData", "state", "timestamp"),
+            "2026-11-29T09:58:31",
+        ),
+        ("codepipeline_execution.json", ("time",), "2026-11-29T11:10:07+02:00"),
+    ],
+)
+def test_every_converted_time_is_timezone_aware_utc(
+    name: str, path: tuple[str, ...], stamp: str
+) -> None:
+    """A timestamp without an offset is read as UTC, and one with an offset is given in UTC
+    (the converters once returned naive datetimes, which compare with nothing aware)."""
+    payload = load(name)
+    node = payload
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = stamp
+    (event,) = convert(payload)
+    assert event.time.tzinfo is UTC
+    assert event.time.isoformat().startswith("2026-11-29T09:")

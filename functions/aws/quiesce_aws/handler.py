@@ -1,5 +1,8 @@
-"""Lambda entry points: thin wrappers that convert the event, fire the policy's triggers and
-report. One function per event kind, so a deploy function can never be started by an alert.
+"""Lambda entry points: thin wrappers around the core's trigger front door
+(quiesce.triggers.front_door), which converts the event with quiesce_aws.triggers, refuses what
+the function does not serve or a run that cannot fit the remaining time, fires the policy's
+triggers and answers `fired | ignored | refused`. One function per event kind, so a deploy
+function can never be started by an alert.
 
 Environment: QUIESCE_POLICY (see policy_source), QUIESCE_TABLE, QUIESCE_EVENT_BUS and the
 settings of quiesce_aws.provider; POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE as
@@ -8,6 +11,7 @@ usual for powertools.
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from typing import Any
@@ -19,21 +23,24 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from quiesce.policy import Policy
 from quiesce.ports import Backends
-from quiesce.triggers.router import Outcome, fire, route
+from quiesce.triggers.front_door import (
+    RUN_MARGIN_SECONDS,
+    Answer,
+    Deadline,
+    Kind,
+    Reporter,
+    handle,
+)
+from quiesce.triggers.router import Outcome
 from quiesce_aws.policy_source import POLICY_ENV, load_policy_from
 from quiesce_aws.provider import aws_backends
-from quiesce_aws.triggers import UnsupportedEvent, convert
+from quiesce_aws.triggers import convert
 
 logger = Logger(service="quiesce")
 tracer = Tracer(service="quiesce")
 metrics = Metrics(namespace="Quiesce", service="quiesce")
 
-#: Seconds a run needs beyond the freeze: snapshots' calls, thaw, catalog and events.
-RUN_MARGIN_SECONDS = 60
-
-
-class RunDoesNotFit(Exception):
-    """The function's remaining time cannot hold the group's freeze bound."""
+__all__ = ["RUN_MARGIN_SECONDS", "alert_handler", "deploy_handler", "schedule_handler"]
 
 
 @lru_cache(maxsize=1)
@@ -48,59 +55,48 @@ def backends() -> Backends:
     return aws_backends(policy())
 
 
-def _check_time(policy: Policy, groups: set[str], context: LambdaContext) -> None:
-    remaining = context.get_remaining_time_in_millis() / 1000
-    for name in sorted(groups):
-        needed = policy.groups[name].max_freeze_seconds + RUN_MARGIN_SECONDS
-        if remaining < needed:
-            raise RunDoesNotFit(
-                f"group {name!r} needs at least {needed:g}s (max_freeze_seconds + "
-                f"{RUN_MARGIN_SECONDS}s) but the function has {remaining:.0f}s left: raise the "
-                "function's timeout"
-            )
+class PowertoolsReporter(Reporter):
+    """The front door's lines through the Powertools logger, and its metrics."""
+
+    def write(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        if level >= logging.ERROR:
+            logger.error(message, extra=fields)
+        else:
+            logger.info(message, extra=fields)
+
+    def fired(self, outcome: Outcome) -> None:
+        super().fired(outcome)
+        metrics.add_dimension(name="group", value=outcome.group)
+        metrics.add_metric(name=f"Trigger_{outcome.action}", unit=MetricUnit.Count, value=1)
+        if outcome.result is not None:
+            metrics.add_metric(name=f"Run_{outcome.result.status}", unit=MetricUnit.Count, value=1)
+            if outcome.result.freeze_window_ms is not None:
+                metrics.add_metric(
+                    name="FreezeWindow",
+                    unit=MetricUnit.Milliseconds,
+                    value=outcome.result.freeze_window_ms,
+                )
+
+    def answered(self, answer: Answer) -> None:
+        super().answered(answer)
+        metrics.add_metric(name=f"Event_{answer.status}", unit=MetricUnit.Count, value=1)
 
 
-def _record(outcome: Outcome) -> None:
-    dimensions = {"group": outcome.group}
-    metrics.add_dimension(name="group", value=dimensions["group"])
-    metrics.add_metric(name=f"Trigger_{outcome.action}", unit=MetricUnit.Count, value=1)
-    if outcome.result is not None:
-        metrics.add_metric(name=f"Run_{outcome.result.status}", unit=MetricUnit.Count, value=1)
-        if outcome.result.freeze_window_ms is not None:
-            metrics.add_metric(
-                name="FreezeWindow",
-                unit=MetricUnit.Milliseconds,
-                value=outcome.result.freeze_window_ms,
-            )
-
-
-def handle(event: Any, context: LambdaContext, kinds: frozenset[str]) -> dict[str, Any]:
-    try:
-        trigger_events = convert(event)
-    except UnsupportedEvent as exc:
-        logger.error("event ignored", extra={"reason": str(exc)})
-        metrics.add_metric(name="EventIgnored", unit=MetricUnit.Count, value=1)
-        return {"status": "ignored", "reason": str(exc), "outcomes": []}
-    loaded = policy()
-    outcomes: list[dict[str, Any]] = []
-    for trigger_event in trigger_events:
-        if trigger_event.kind not in kinds:
-            logger.error("event of the wrong kind", extra={"kind": trigger_event.kind})
-            metrics.add_metric(name="EventIgnored", unit=MetricUnit.Count, value=1)
-            continue
-        _check_time(loaded, {t.group for t in route(loaded, trigger_event)}, context)
-        logger.info(
-            "trigger event",
-            extra={"trigger_event": trigger_event.model_dump(mode="json")},
-        )
-        for outcome in fire(loaded, trigger_event, backends()):
-            _record(outcome)
-            logger.info(
-                "trigger fired",
-                extra={"outcome": outcome.model_dump(mode="json", exclude={"result"})},
-            )
-            outcomes.append(outcome.model_dump(mode="json"))
-    return {"status": "handled", "outcomes": outcomes}
+def serve(event: Any, context: LambdaContext, kind: Kind) -> dict[str, Any]:
+    """The front door, with the time the Lambda context says is left."""
+    deadline = Deadline(
+        lambda: context.get_remaining_time_in_millis() / 1000, "the Lambda context's remaining time"
+    )
+    answer = handle(
+        event,
+        kind=kind,
+        convert=convert,
+        policy=policy,
+        backends=backends,
+        deadline=deadline,
+        report=PowertoolsReporter(),
+    )
+    return answer.as_json()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -108,7 +104,7 @@ def handle(event: Any, context: LambdaContext, kinds: frozenset[str]) -> dict[st
 @metrics.log_metrics
 def schedule_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """EventBridge Scheduler → the schedule's trigger."""
-    return handle(event, context, frozenset({"schedule"}))
+    return serve(event, context, "schedule")
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -116,7 +112,7 @@ def schedule_handler(event: dict[str, Any], context: LambdaContext) -> dict[str,
 @metrics.log_metrics
 def deploy_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """CodeDeploy / CodePipeline state changes on EventBridge → deploy triggers."""
-    return handle(event, context, frozenset({"deploy"}))
+    return serve(event, context, "deploy")
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -124,4 +120,4 @@ def deploy_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 @metrics.log_metrics
 def alert_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """CloudWatch alarms (EventBridge, SNS or alarm action) → alert triggers."""
-    return handle(event, context, frozenset({"alert"}))
+    return serve(event, context, "alert")

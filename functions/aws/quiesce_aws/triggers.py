@@ -1,7 +1,9 @@
 """AWS events → the core's normalized TriggerEvent: pure tables and functions.
 
 Each supported event shape has one converter; `convert` picks it from a table keyed by the
-event's source and detail-type. Converters read only the fields they name: nothing else in a
+event's source and detail-type. The envelopes are read through Powertools' event data classes
+(`EventBridgeEvent`, `SNSEvent`, `CloudWatchAlarmEvent`); the field helpers are the core's
+(quiesce.triggers.convert). Converters read only the fields they name: nothing else in a
 payload can reach a run, and no payload can carry a hook, script or command.
 """
 
@@ -9,54 +11,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
-from quiesce.errors import QuiesceError
+from aws_lambda_powertools.utilities.data_classes import (
+    CloudWatchAlarmEvent,
+    EventBridgeEvent,
+    SNSEvent,
+)
+
+from quiesce.triggers.convert import (
+    UnsupportedEvent,
+    identifier,
+    mapping,
+    reading,
+    require,
+    text,
+    timestamp,
+)
 from quiesce.triggers.event import TriggerEvent
 
-Event = Mapping[str, Any]
 
-
-class UnsupportedEvent(QuiesceError):
-    """The payload is not an event Quiesce knows how to turn into a trigger."""
-
-
-def _time(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise UnsupportedEvent(f"expected a timestamp, got {value!r}")
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UnsupportedEvent(f"not a timestamp: {value!r}") from None
-
-
-def _str(value: object) -> str:
-    return "" if value is None else str(value)[:256]
-
-
-def _require(event: Event, *keys: str) -> None:
-    missing = [k for k in keys if k not in event]
-    if missing:
-        raise UnsupportedEvent(f"event lacks {', '.join(missing)}")
-
-
-def _detail(event: Event) -> Mapping[str, Any]:
-    detail = event.get("detail")
+def _detail(event: EventBridgeEvent) -> Mapping[str, Any]:
+    detail: object = event.detail
     if isinstance(detail, str):  # Scheduler sends "{}" as a string
         detail = json.loads(detail or "{}")
-    if not isinstance(detail, Mapping):
-        raise UnsupportedEvent("event detail is not an object")
-    return detail
+    return mapping(detail, "event detail")
 
 
 # ------------------------------------------------------------------------------ converters
 
 
-def scheduler(event: Event) -> list[TriggerEvent]:
+def scheduler(event: EventBridgeEvent) -> list[TriggerEvent]:
     """EventBridge Scheduler: the schedule's name (last part of its ARN) is the trigger's."""
-    _require(event, "id", "time", "resources")
-    arn = _str(event["resources"][0]) if event["resources"] else ""
+    require(event, "id", "time", "resources")
+    arn = text(event.resources[0]) if event.resources else ""
     parts = arn.split(":schedule/", 1)
     if len(parts) != 2 or "/" not in parts[1]:
         raise UnsupportedEvent(f"not a schedule ARN: {arn!r}")
@@ -65,115 +53,115 @@ def scheduler(event: Event) -> list[TriggerEvent]:
         TriggerEvent(
             kind="schedule",
             source="aws.scheduler",
-            id=_str(event["id"]),
-            time=_time(event["time"]),
+            id=identifier(text(event.get_id)),
+            time=timestamp(event.time),
             trigger=name,
             attributes={"schedule_group": group, "schedule_arn": arn},
         )
     ]
 
 
-def codedeploy(event: Event) -> list[TriggerEvent]:
-    _require(event, "id", "time", "detail")
+def codedeploy(event: EventBridgeEvent) -> list[TriggerEvent]:
+    require(event, "id", "time", "detail")
     detail = _detail(event)
     return [
         TriggerEvent(
             kind="deploy",
             source="aws.codedeploy",
-            id=_str(event["id"]),
-            time=_time(event["time"]),
+            id=identifier(text(event.get_id)),
+            time=timestamp(event.time),
             attributes={
                 "provider": "codedeploy",
-                "application": _str(detail.get("application")),
-                "deployment_group": _str(detail.get("deploymentGroup")),
-                "deployment_id": _str(detail.get("deploymentId")),
-                "state": _str(detail.get("state")),
-                "region": _str(detail.get("region") or event.get("region")),
+                "application": text(detail.get("application")),
+                "deployment_group": text(detail.get("deploymentGroup")),
+                "deployment_id": text(detail.get("deploymentId")),
+                "state": text(detail.get("state")),
+                "region": text(detail.get("region") or event.get("region")),
             },
         )
     ]
 
 
-def codepipeline(event: Event) -> list[TriggerEvent]:
-    _require(event, "id", "time", "detail")
+def codepipeline(event: EventBridgeEvent) -> list[TriggerEvent]:
+    require(event, "id", "time", "detail")
     detail = _detail(event)
     attributes = {
         "provider": "codepipeline",
-        "pipeline": _str(detail.get("pipeline")),
-        "execution_id": _str(detail.get("execution-id")),
-        "state": _str(detail.get("state")),
-        "region": _str(event.get("region")),
+        "pipeline": text(detail.get("pipeline")),
+        "execution_id": text(detail.get("execution-id")),
+        "state": text(detail.get("state")),
+        "region": text(event.get("region")),
     }
     if "stage" in detail:
-        attributes["stage"] = _str(detail["stage"])
+        attributes["stage"] = text(detail["stage"])
     return [
         TriggerEvent(
             kind="deploy",
             source="aws.codepipeline",
-            id=_str(event["id"]),
-            time=_time(event["time"]),
+            id=identifier(text(event.get_id)),
+            time=timestamp(event.time),
             attributes=attributes,
         )
     ]
 
 
-def cloudwatch_alarm(event: Event) -> list[TriggerEvent]:
+def cloudwatch_alarm(event: EventBridgeEvent) -> list[TriggerEvent]:
     """CloudWatch Alarm State Change, as EventBridge delivers it."""
-    _require(event, "id", "time", "detail")
+    require(event, "id", "time", "detail")
     detail = _detail(event)
-    state = detail.get("state") or {}
-    previous = detail.get("previousState") or {}
+    state = mapping(detail.get("state") or {}, "the alarm's state")
+    previous = mapping(detail.get("previousState") or {}, "the alarm's previous state")
     return [
         TriggerEvent(
             kind="alert",
             source="aws.cloudwatch",
-            id=_str(event["id"]),
-            time=_time(state.get("timestamp") or event["time"]),
+            id=identifier(text(event.get_id)),
+            time=timestamp(state.get("timestamp") or event.time),
             attributes={
                 "provider": "cloudwatch",
-                "alarm": _str(detail.get("alarmName")),
-                "state": _str(state.get("value")),
-                "previous_state": _str(previous.get("value")),
-                "region": _str(event.get("region")),
+                "alarm": text(detail.get("alarmName")),
+                "state": text(state.get("value")),
+                "previous_state": text(previous.get("value")),
+                "region": text(event.get("region")),
             },
         )
     ]
 
 
-def cloudwatch_alarm_action(event: Event) -> list[TriggerEvent]:
+def cloudwatch_alarm_action(event: CloudWatchAlarmEvent) -> list[TriggerEvent]:
     """An alarm that invokes the function directly (alarm action `lambda`): it has no event
     id, so the alarm's ARN and the time of its state change identify it."""
-    _require(event, "alarmArn", "alarmData")
-    data = event["alarmData"]
-    state = data.get("state") or {}
-    previous = data.get("previousState") or {}
-    stamp = _str(state.get("timestamp") or event.get("time"))
+    require(event, "alarmArn", "alarmData")
+    data = event.alarm_data
+    state = mapping(data.get("state") or {}, "the alarm's state")
+    previous = mapping(data.get("previousState") or {}, "the alarm's previous state")
+    stamp = text(state.get("timestamp") or event.get("time"))
     return [
         TriggerEvent(
             kind="alert",
             source="aws.cloudwatch",
-            id=f"{_str(event['alarmArn'])}@{stamp}",
-            time=_time(stamp),
+            id=identifier(f"{text(event.alarm_arn)}@{stamp}"),
+            time=timestamp(stamp),
             attributes={
                 "provider": "cloudwatch",
-                "alarm": _str(data.get("alarmName")),
-                "state": _str(state.get("value")),
-                "previous_state": _str(previous.get("value")),
-                "region": _str(event.get("region")),
+                "alarm": text(data.get("alarmName")),
+                "state": text(state.get("value")),
+                "previous_state": text(previous.get("value")),
+                "region": text(event.get("region")),
             },
         )
     ]
 
 
-def sns_alarms(event: Event) -> list[TriggerEvent]:
+def sns_alarms(event: SNSEvent) -> list[TriggerEvent]:
     """CloudWatch alarms delivered through an SNS topic (one event per record)."""
     out = []
-    for record in event["Records"]:
+    for record in event.records:
         if record.get("EventSource") != "aws:sns":
             raise UnsupportedEvent(f"not an SNS record: {record.get('EventSource')!r}")
-        sns = record["Sns"]
+        sns = record.sns
         try:
-            message = json.loads(sns["Message"])
+            message = json.loads(sns.message)
         except (TypeError, ValueError):
             raise UnsupportedEvent("the SNS message is not a CloudWatch alarm (not JSON)") from None
         if not isinstance(message, dict) or "AlarmName" not in message:
@@ -182,14 +170,14 @@ def sns_alarms(event: Event) -> list[TriggerEvent]:
             TriggerEvent(
                 kind="alert",
                 source="aws.sns",
-                id=_str(sns["MessageId"]),
-                time=_time(message.get("StateChangeTime") or sns["Timestamp"]),
+                id=identifier(text(sns.message_id)),
+                time=timestamp(message.get("StateChangeTime") or sns.timestamp),
                 attributes={
                     "provider": "cloudwatch",
-                    "alarm": _str(message["AlarmName"]),
-                    "state": _str(message.get("NewStateValue")),
-                    "previous_state": _str(message.get("OldStateValue")),
-                    "topic": _str(sns.get("TopicArn")),
+                    "alarm": text(message["AlarmName"]),
+                    "state": text(message.get("NewStateValue")),
+                    "previous_state": text(message.get("OldStateValue")),
+                    "topic": text(sns.get("TopicArn")),
                 },
             )
         )
@@ -197,7 +185,7 @@ def sns_alarms(event: Event) -> list[TriggerEvent]:
 
 
 #: (source, detail-type) → converter, for events that come through EventBridge.
-EVENTBRIDGE: dict[tuple[str, str], Callable[[Event], list[TriggerEvent]]] = {
+EVENTBRIDGE: dict[tuple[str, str], Callable[[EventBridgeEvent], list[TriggerEvent]]] = {
     ("aws.scheduler", "Scheduled Event"): scheduler,
     ("aws.codedeploy", "CodeDeploy Deployment State-change Notification"): codedeploy,
     ("aws.codepipeline", "CodePipeline Pipeline Execution State Change"): codepipeline,
@@ -210,15 +198,16 @@ def convert(event: object) -> list[TriggerEvent]:
     """Turns any supported Lambda payload into trigger events; UnsupportedEvent otherwise."""
     if not isinstance(event, Mapping):
         raise UnsupportedEvent("the payload is not a JSON object")
-    if "Records" in event:
-        return sns_alarms(event)
-    if "alarmData" in event:
-        return cloudwatch_alarm_action(event)
-    key = (_str(event.get("source")), _str(event.get("detail-type")))
+    raw = dict(event)
+    if "Records" in raw:
+        with reading("SNS event"):
+            return sns_alarms(SNSEvent(raw))
+    if "alarmData" in raw:
+        with reading("CloudWatch alarm action"):
+            return cloudwatch_alarm_action(CloudWatchAlarmEvent(raw))
+    key = (text(raw.get("source")), text(raw.get("detail-type")))
     converter = EVENTBRIDGE.get(key)
     if converter is None:
         raise UnsupportedEvent(f"no converter for source {key[0]!r}, detail-type {key[1]!r}")
-    try:
-        return converter(event)
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise UnsupportedEvent(f"malformed {key[1]} event: {exc!r}") from None
+    with reading(f"{key[1]} event"):
+        return converter(EventBridgeEvent(raw))
