@@ -126,14 +126,14 @@ def timer() -> TimerRequest:
     )
 
 
-def event_grid(name: str) -> func.EventGridEvent:
+def event_grid(name: str, event_type: str | None = None) -> func.EventGridEvent:
     payload = golden(name)
     return func.EventGridEvent(
         id=payload["id"],
         data=payload["data"],
         topic=payload["topic"],
         subject=payload["subject"],
-        event_type=payload["eventType"],
+        event_type=event_type or payload["eventType"],
         event_time=datetime.fromisoformat(payload["eventTime"][:26]).replace(tzinfo=UTC),
         data_version=payload["dataVersion"],
     )
@@ -202,7 +202,10 @@ def test_a_malformed_alert_is_answered_400_and_runs_nothing(world: World) -> Non
         alert_request(json.dumps(golden("arm_deployment_eventgrid.json")).encode())
     )
     assert deploy_to_alerts.status_code == 400
-    assert "not deploy" in json.loads(deploy_to_alerts.get_body())["error"]
+    body = json.loads(deploy_to_alerts.get_body())
+    assert (body["status"], body["outcomes"]) == ("refused", [])
+    assert "a deploy event (azure.resources) reached the alert function" in body["error"]
+    assert body["error"] == body["reason"]
     assert world.runs() == 0
     assert world.hooks.executed == []
 
@@ -233,3 +236,87 @@ def test_a_resolved_alert_matches_no_fired_trigger(world: World) -> None:
     )
     assert (response.status_code, json.loads(response.get_body())["outcomes"]) == (200, [])
     assert world.runs() == 0
+
+
+def answers(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        json.loads(r.getMessage())["answer"] for r in caplog.records if '"answer"' in r.getMessage()
+    ]
+
+
+def host_json(world: World, function_timeout: str) -> None:
+    root = Path(world.module.os.environ["AzureWebJobsScriptRoot"])
+    (root / "host.json").write_text(
+        json.dumps({"version": "2.0", "functionTimeout": function_timeout})
+    )
+
+
+def test_a_timer_whose_run_cannot_fit_the_function_timeout_is_refused(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """max_freeze_seconds 30 + the 60 s margin does not fit a one-minute functionTimeout."""
+    caplog.set_level(logging.INFO, logger="quiesce.azure")
+    host_json(world, "00:01:00")
+
+    world.function("nightly")(timer())
+
+    assert world.runs() == 0
+    assert world.hooks.executed == []
+    (refusal,) = [
+        r for r in caplog.records if r.levelno == logging.ERROR and "refused" in r.getMessage()
+    ]
+    reason = getattr(refusal, "quiesce.reason")
+    assert "group 'orders' needs at least 90s" in reason
+    assert "functionTimeout 00:01:00" in reason
+    assert answers(caplog) == ["refused"]
+
+
+def test_an_alert_whose_run_cannot_fit_the_function_timeout_gets_400(world: World) -> None:
+    host_json(world, "00:01:00")
+    response = world.function("monitor_alerts")(
+        alert_request(json.dumps(golden("monitor_alert_fired.json")).encode())
+    )
+    assert response.status_code == 400
+    assert "raise the function's timeout" in json.loads(response.get_body())["error"]
+    assert world.runs() == 0
+
+
+def test_a_run_that_fits_the_function_timeout_starts(world: World) -> None:
+    host_json(world, "00:02:00")
+    world.function("nightly")(timer())
+    assert world.runs() == 1
+
+
+def test_an_unsupported_event_grid_event_is_refused_and_acknowledged(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quiesce.azure")
+    event = event_grid("arm_deployment_eventgrid.json", "Microsoft.Storage.BlobCreated")
+
+    world.function("deploy_events")(event)  # returns: Event Grid does not redeliver it
+
+    assert world.runs() == 0
+    assert answers(caplog) == ["refused"]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("00:30:00", 1800.0), ("1.02:00:30", 93630.0), ("-1", None), (None, 1800.0)],
+)
+def test_the_function_timeout_is_read_from_host_json(
+    tmp_path: Path, value: str | None, seconds: float | None
+) -> None:
+    from quiesce_azure.function_app import function_timeout
+
+    if value is not None:
+        (tmp_path / "host.json").write_text(json.dumps({"functionTimeout": value}))
+    assert function_timeout({"AzureWebJobsScriptRoot": str(tmp_path)})[0] == seconds
+
+
+def test_a_function_timeout_that_is_no_timespan_fails_naming_host_json(tmp_path: Path) -> None:
+    from quiesce.errors import QuiesceError
+    from quiesce_azure.function_app import function_timeout
+
+    (tmp_path / "host.json").write_text(json.dumps({"functionTimeout": "half an hour"}))
+    with pytest.raises(QuiesceError, match=r"host.json: functionTimeout 'half an hour'"):
+        function_timeout({"AzureWebJobsScriptRoot": str(tmp_path)})

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from quiesce.triggers.convert import UnsupportedEvent
 from quiesce.triggers.event import TriggerEvent
-from quiesce_azure.triggers import UnsupportedEvent, convert, timer_event
+from quiesce_azure.triggers import convert, timer_event
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "azure"
 FIXTURES = sorted(p.name for p in EVENTS.glob("*.json"))

@@ -1,5 +1,10 @@
-"""The Function App (Python v2 programming model): thin functions that convert an event, fire
-the policy's triggers (quiesce.triggers.router.fire) and log what happened.
+"""The Function App (Python v2 programming model): thin functions around the core's trigger
+front door (quiesce.triggers.front_door), which converts the event with quiesce_azure.triggers,
+refuses what the function does not serve or a run that cannot fit its time, fires the policy's
+triggers and answers `fired | ignored | refused` (logged; the alert endpoint's HTTP body).
+
+The time a run has is the app's `functionTimeout` (host.json in the app's root; Flex
+Consumption's default of 30 minutes when it names none) from the start of the invocation.
 
 * one timer function per schedule trigger of the bundled policy, named `schedule-<trigger>`,
   on `to_ncrontab(trigger.schedule)`; the policy is read at import to know them (see
@@ -7,7 +12,7 @@ the policy's triggers (quiesce.triggers.router.fire) and log what happened.
   not registered (Azure evaluates every timer in that one zone) and an error names it.
 * `deploy_events`: an Event Grid trigger for Resource Manager deployment events.
 * `monitor_alerts`: an HTTP trigger (POST /api/alerts, function key) for Azure Monitor alerts
-  in the common alert schema; a malformed payload gets 400 and a JSON error, and runs nothing.
+  in the common alert schema; a refused payload gets 400 and a JSON error, and runs nothing.
 
 One function per event kind: a deploy function can never be started by an alert. Logs are JSON
 lines, and each record carries its fields in `extra` too (flat `quiesce.*` keys), which
@@ -23,23 +28,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 import azure.functions as func
 
-from quiesce.errors import PolicyError
+from quiesce.errors import PolicyError, QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
 from quiesce.record import utcnow
+from quiesce.triggers.convert import UnsupportedEvent
 from quiesce.triggers.cron import to_ncrontab
 from quiesce.triggers.event import TriggerEvent
+from quiesce.triggers.front_door import Converter, Deadline, Kind, Reporter, handle
 from quiesce.triggers.model import Trigger
-from quiesce.triggers.router import fire
-from quiesce_azure.policy_source import load_policy
+from quiesce_azure.policy_source import app_root, load_policy
 from quiesce_azure.provider import azure_backends
-from quiesce_azure.triggers import UnsupportedEvent, convert, timer_event
+from quiesce_azure.triggers import convert, timer_event
 
 log = logging.getLogger("quiesce.azure")
 
@@ -47,6 +54,9 @@ app = func.FunctionApp()
 
 #: The app's time zone for timers (WEBSITE_TIME_ZONE); UTC when unset.
 TIME_ZONE_ENV = "WEBSITE_TIME_ZONE"
+#: Flex Consumption's functionTimeout when host.json names none.
+DEFAULT_TIMEOUT_SECONDS = 1800
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)$")
 
 
 @lru_cache(maxsize=1)
@@ -72,43 +82,66 @@ def emit(level: int, message: str, **fields: Any) -> None:
     log.log(level, json.dumps({"message": message, **fields}, default=str), extra=flat)
 
 
-def handle(trigger_events: list[TriggerEvent], kinds: frozenset[str]) -> list[dict[str, Any]]:
-    """Fires every event of the expected kinds; returns the outcomes (JSON-ready)."""
-    loaded = policy()
-    outcomes: list[dict[str, Any]] = []
-    for event in trigger_events:
-        if event.kind not in kinds:
-            emit(logging.ERROR, "event of the wrong kind", kind=event.kind, expected=sorted(kinds))
-            continue
-        emit(logging.INFO, "trigger event", trigger_event=event.model_dump(mode="json"))
-        for outcome in fire(loaded, event, backends()):
-            result = outcome.result
-            emit(
-                logging.INFO,
-                "trigger fired",
-                trigger=outcome.trigger,
-                group=outcome.group,
-                action=outcome.action,
-                detail=outcome.detail,
-                run_id=result.run_id if result else "",
-                status=str(result.status) if result else "",
-                freeze_window_ms=(result.freeze_window_ms or 0.0) if result else 0.0,
-            )
-            outcomes.append(outcome.model_dump(mode="json"))
-    return outcomes
+class AzureReporter(Reporter):
+    """The front door's lines through `emit` (JSON text and custom dimensions)."""
+
+    def write(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        emit(level, message, **fields)
+
+
+def function_timeout(env: Mapping[str, str] | None = None) -> tuple[float | None, str]:
+    """The app's functionTimeout in seconds (None: unbounded, "-1") and where it comes from."""
+    host = app_root(os.environ if env is None else env) / "host.json"
+    try:
+        value = json.loads(host.read_text(encoding="utf-8")).get("functionTimeout")
+    except FileNotFoundError:
+        value = None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise QuiesceError(f"{host}: cannot read functionTimeout: {exc}") from None
+    if value is None:
+        return DEFAULT_TIMEOUT_SECONDS, (
+            f"{host} names no functionTimeout: Flex Consumption's default of "
+            f"{DEFAULT_TIMEOUT_SECONDS}s assumed"
+        )
+    if str(value).strip() == "-1":
+        return None, f"{host}: functionTimeout -1 (unbounded)"
+    match = _TIMESPAN.match(str(value).strip())
+    if match is None:
+        raise QuiesceError(f"{host}: functionTimeout {value!r} is not a timespan like 00:30:00")
+    days, hours, minutes, seconds = match.groups()
+    total = ((int(days or 0) * 24 + int(hours)) * 60 + int(minutes)) * 60 + float(seconds)
+    return total, f"{host}: functionTimeout {value}"
+
+
+def serve(payload: object, kind: Kind, convert: Converter) -> dict[str, Any]:
+    """The front door, with the time the app's functionTimeout leaves from now."""
+    answer = handle(
+        payload,
+        kind=kind,
+        convert=convert,
+        policy=policy,
+        backends=backends,
+        deadline=Deadline.after(*function_timeout()),
+        report=AzureReporter(),
+    )
+    return answer.as_json()
 
 
 # ------------------------------------------------------------------------------ timers
 
 
-def run_schedule(trigger: str, timer: func.TimerRequest) -> list[dict[str, Any]]:
+def run_schedule(trigger: str, timer: func.TimerRequest) -> dict[str, Any]:
     payload = {
         "IsPastDue": timer.past_due,
         # the abstract TimerRequest declares only past_due; the worker's class has these too
         "ScheduleStatus": getattr(timer, "schedule_status", None) or {},
         "Schedule": getattr(timer, "schedule", None) or {},
     }
-    return handle([timer_event(payload, trigger=trigger, now=utcnow())], frozenset({"schedule"}))
+
+    def fired(timer_payload: Mapping[str, Any]) -> list[TriggerEvent]:
+        return [timer_event(timer_payload, trigger=trigger, now=utcnow())]
+
+    return serve(payload, "schedule", fired)
 
 
 def schedule_function_name(trigger: Trigger) -> str:
@@ -180,12 +213,7 @@ def event_grid_payload(event: func.EventGridEvent) -> dict[str, Any]:
 def deploy_events(event: func.EventGridEvent) -> None:
     """Resource Manager deployment events → deploy triggers. A malformed event is logged and
     dropped (Event Grid would only redeliver it); failures to run raise, so it redelivers."""
-    try:
-        converted = convert(event_grid_payload(event))
-    except UnsupportedEvent as exc:
-        emit(logging.ERROR, "event ignored", reason=str(exc), event_id=event.id)
-        return
-    handle(converted, frozenset({"deploy"}))
+    serve(event_grid_payload(event), "deploy", convert)
 
 
 # ------------------------------------------------------------------------------ alerts
@@ -197,22 +225,21 @@ def _json(status: int, body: Mapping[str, Any]) -> func.HttpResponse:
     )
 
 
-@app.function_name(name="monitor_alerts")
-@app.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def monitor_alerts(req: func.HttpRequest) -> func.HttpResponse:
-    """Azure Monitor alerts (action group webhook, common alert schema) → alert triggers."""
+def alert_body(req: func.HttpRequest) -> list[TriggerEvent]:
+    """The request's JSON body, converted."""
     try:
         payload = req.get_json()
     except ValueError:
-        return _json(400, {"error": "the body is not JSON"})
-    try:
-        converted = convert(payload)
-    except UnsupportedEvent as exc:
-        emit(logging.ERROR, "alert refused", reason=str(exc))
-        return _json(400, {"error": str(exc)})
-    wrong = sorted({e.kind for e in converted} - {"alert"})
-    if wrong or not converted:
-        reason = f"this endpoint takes Azure Monitor alerts, not {', '.join(wrong) or 'nothing'}"
-        emit(logging.ERROR, "alert refused", reason=reason)
-        return _json(400, {"error": reason})
-    return _json(200, {"status": "handled", "outcomes": handle(converted, frozenset({"alert"}))})
+        raise UnsupportedEvent("the body is not JSON") from None
+    return convert(payload)
+
+
+@app.function_name(name="monitor_alerts")
+@app.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def monitor_alerts(req: func.HttpRequest) -> func.HttpResponse:
+    """Azure Monitor alerts (action group webhook, common alert schema) → alert triggers. A
+    refused alert gets 400 (an action group does not retry it) with the reason as `error`."""
+    answer = serve(req, "alert", alert_body)
+    if answer["status"] == "refused":
+        return _json(400, {"error": answer["reason"], **answer})
+    return _json(200, answer)

@@ -19,13 +19,20 @@ payload can carry a hook, script or command.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from quiesce.errors import QuiesceError
+from quiesce.triggers.convert import (
+    UnsupportedEvent,
+    identifier,
+    mapping,
+    reading,
+    require,
+    text,
+    timestamp,
+)
 from quiesce.triggers.event import TriggerEvent
 
 Event = Mapping[str, Any]
@@ -37,48 +44,6 @@ _RESOURCE_ID = re.compile(
     r"/providers/Microsoft\.Resources/deployments/(?P<name>[^/]+)",
     re.IGNORECASE,
 )
-_FRACTION = re.compile(r"\.(\d{6})\d+")
-
-
-class UnsupportedEvent(QuiesceError):
-    """The payload is not an event Quiesce knows how to turn into a trigger."""
-
-
-def _time(value: object) -> datetime:
-    """ISO 8601 as Azure writes it (`Z`, and up to seven fractional digits)."""
-    if not isinstance(value, str) or not value:
-        raise UnsupportedEvent(f"expected a timestamp, got {value!r}")
-    text = _FRACTION.sub(lambda m: "." + m.group(1), value.replace("Z", "+00:00"))
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise UnsupportedEvent(f"not a timestamp: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _str(value: object) -> str:
-    return "" if value is None else str(value)[:256]
-
-
-def _id(value: str) -> str:
-    """An event id of at most 256 characters (longer ones are hashed, so they stay unique)."""
-    if not value:
-        raise UnsupportedEvent("the event has no id")
-    if len(value) <= 256:
-        return value
-    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()
-
-
-def _object(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise UnsupportedEvent(f"{what} is not an object")
-    return value
-
-
-def _require(event: Event, *keys: str) -> None:
-    missing = [k for k in keys if k not in event or event[k] in (None, "")]
-    if missing:
-        raise UnsupportedEvent(f"event lacks {', '.join(missing)}")
 
 
 # ------------------------------------------------------------------------------ timer
@@ -99,7 +64,7 @@ def timer_event(payload: Event, *, trigger: str, now: datetime) -> TriggerEvent:
     status = payload.get("ScheduleStatus") or {}
     attributes = {"schedule": trigger, "past_due": str(bool(payload.get("IsPastDue"))).lower()}
     if isinstance(status, Mapping) and status.get("Last"):
-        attributes["last"] = _str(status["Last"])
+        attributes["last"] = text(status["Last"])
     return TriggerEvent(
         kind="schedule",
         source="azure.timer",
@@ -116,28 +81,28 @@ def timer_event(payload: Event, *, trigger: str, now: datetime) -> TriggerEvent:
 def _envelope(event: Event) -> tuple[str, str, datetime, str, Mapping[str, Any]]:
     """(id, type, time, subject, data) of an Event Grid event in either schema."""
     if "specversion" in event:  # CloudEvents 1.0
-        _require(event, "id", "type", "time", "data")
+        require(event, "id", "type", "time", "data")
         return (
-            _str(event["id"]),
-            _str(event["type"]),
-            _time(event["time"]),
-            _str(event.get("subject")),
-            _object(event["data"], "the event's data"),
+            text(event["id"]),
+            text(event["type"]),
+            timestamp(event["time"]),
+            text(event.get("subject")),
+            mapping(event["data"], "the event's data"),
         )
-    _require(event, "id", "eventType", "eventTime", "data")
+    require(event, "id", "eventType", "eventTime", "data")
     return (
-        _str(event["id"]),
-        _str(event["eventType"]),
-        _time(event["eventTime"]),
-        _str(event.get("subject")),
-        _object(event["data"], "the event's data"),
+        text(event["id"]),
+        text(event["eventType"]),
+        timestamp(event["eventTime"]),
+        text(event.get("subject")),
+        mapping(event["data"], "the event's data"),
     )
 
 
 def arm_deployment(event: Event) -> list[TriggerEvent]:
     """A Resource Manager event about a deployment (`Microsoft.Resources/deployments/<name>`)."""
     event_id, event_type, when, subject, data = _envelope(event)
-    resource = _str(data.get("resourceUri") or subject)
+    resource = text(data.get("resourceUri") or subject)
     match = _RESOURCE_ID.match(resource)
     if match is None:
         raise UnsupportedEvent(f"not an event about a {DEPLOYMENTS} resource: {resource!r}")
@@ -145,15 +110,15 @@ def arm_deployment(event: Event) -> list[TriggerEvent]:
         TriggerEvent(
             kind="deploy",
             source="azure.resources",
-            id=_id(event_id),
+            id=identifier(event_id),
             time=when,
             attributes={
                 "provider": "arm",
-                "deployment": _str(match["name"]),
-                "resource_group": _str(match["rg"]),
-                "subscription": _str(data.get("subscriptionId") or match["sub"]),
-                "state": _str(data.get("status")),
-                "operation": _str(data.get("operationName")),
+                "deployment": text(match["name"]),
+                "resource_group": text(match["rg"]),
+                "subscription": text(data.get("subscriptionId") or match["sub"]),
+                "state": text(data.get("status")),
+                "operation": text(data.get("operationName")),
                 "event_type": event_type,
             },
         )
@@ -176,10 +141,10 @@ EVENT_GRID: dict[str, Callable[[Event], list[TriggerEvent]]] = {
 
 def common_alert(event: Event) -> list[TriggerEvent]:
     """An Azure Monitor alert in the common alert schema (action group webhook)."""
-    data = _object(event.get("data"), "the alert's data")
-    essentials = _object(data.get("essentials"), "the alert's essentials")
-    _require(essentials, "alertId", "alertRule", "monitorCondition")
-    condition = _str(essentials["monitorCondition"])
+    data = mapping(event.get("data"), "the alert's data")
+    essentials = mapping(data.get("essentials"), "the alert's essentials")
+    require(essentials, "alertId", "alertRule", "monitorCondition")
+    condition = text(essentials["monitorCondition"])
     if condition not in ("Fired", "Resolved"):
         raise UnsupportedEvent(f"unknown monitorCondition {condition!r}")
     stamp = essentials.get("resolvedDateTime" if condition == "Resolved" else "firedDateTime")
@@ -188,16 +153,16 @@ def common_alert(event: Event) -> list[TriggerEvent]:
         TriggerEvent(
             kind="alert",
             source="azure.monitor",
-            id=_id(f"{essentials['alertId']}@{condition}"),
-            time=_time(stamp or essentials.get("firedDateTime")),
+            id=identifier(f"{essentials['alertId']}@{condition}"),
+            time=timestamp(stamp or essentials.get("firedDateTime")),
             attributes={
                 "provider": "azure-monitor",
-                "alarm": _str(essentials["alertRule"]),
+                "alarm": text(essentials["alertRule"]),
                 "state": condition,
-                "severity": _str(essentials.get("severity")),
-                "signal_type": _str(essentials.get("signalType")),
-                "monitoring_service": _str(essentials.get("monitoringService")),
-                "target": _str(targets[0]) if isinstance(targets, list) and targets else "",
+                "severity": text(essentials.get("severity")),
+                "signal_type": text(essentials.get("signalType")),
+                "monitoring_service": text(essentials.get("monitoringService")),
+                "target": text(targets[0]) if isinstance(targets, list) and targets else "",
             },
         )
     ]
@@ -206,7 +171,7 @@ def common_alert(event: Event) -> list[TriggerEvent]:
 def _type_of(event: Event) -> str:
     if event.get("schemaId") == ALERT_SCHEMA:
         return ALERT_SCHEMA
-    return _str(event.get("type") if "specversion" in event else event.get("eventType"))
+    return text(event.get("type") if "specversion" in event else event.get("eventType"))
 
 
 def convert(payload: object) -> list[TriggerEvent]:
@@ -225,9 +190,5 @@ def convert(payload: object) -> list[TriggerEvent]:
                 f"alert schema ({ALERT_SCHEMA}) on the action group"
             )
         raise UnsupportedEvent(f"no converter for event type {kind!r}")
-    try:
+    with reading(f"{kind} event"):
         return converter(payload)
-    except UnsupportedEvent:
-        raise
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-        raise UnsupportedEvent(f"malformed {kind} event: {exc}") from None
