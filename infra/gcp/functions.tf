@@ -45,6 +45,8 @@ resource "google_cloudfunctions2_function" "quiesce" {
       QUIESCE_PROJECT            = var.project
       QUIESCE_PUBSUB_TOPIC       = google_pubsub_topic.events.id
       QUIESCE_FIRESTORE_DATABASE = local.firestore_database
+      # The code refuses a run that cannot fit the time left: it has no other way to know it.
+      QUIESCE_FUNCTION_TIMEOUT_SECONDS = var.function_timeout_seconds
     }
     secret_environment_variables {
       key        = "QUIESCE_AGENT_MASTER_KEY"

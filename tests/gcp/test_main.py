@@ -117,6 +117,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(POLICY))
     monkeypatch.setenv("QUIESCE_POLICY", str(policy_file))
+    monkeypatch.setenv("QUIESCE_FUNCTION_TIMEOUT_SECONDS", "540")
     yield World(None)
     sys.modules.pop("main", None)
 
@@ -147,8 +148,14 @@ def test_a_scheduler_message_backs_up_the_group(
     assert world.bus.types()[0] == "quiesce.run.started"
     entries = logged(capsys)
     assert all({"severity", "message"} <= set(e) for e in entries)
-    (fired,) = [e for e in entries if e["message"].startswith("trigger nightly")]
-    assert (fired["severity"], fired["outcome"]["action"]) == ("INFO", "ran")
+    (fired,) = [e for e in entries if e["message"] == "trigger fired"]
+    assert (fired["severity"], fired["trigger"], fired["outcome"]["action"]) == (
+        "INFO",
+        "nightly",
+        "ran",
+    )
+    (answer,) = [e for e in entries if "answer" in e]
+    assert (answer["answer"], answer["fired"]) == ("fired", 1)
 
 
 def test_binary_mode_delivery_works_the_same(world: World) -> None:
@@ -223,9 +230,12 @@ def test_an_event_of_another_kind_is_refused_and_runs_nothing(
     assert response.status_code == 200  # acknowledged: a redelivery could not change it
     assert world.runs() == []
     assert world.hooks.executed == []
-    (refusal,) = [e for e in logged(capsys) if e["severity"] == "ERROR"]
-    assert refusal["message"].startswith("event refused: a ")
+    entries = logged(capsys)
+    (refusal,) = [e for e in entries if e["severity"] == "ERROR"]
+    assert refusal["message"].startswith("event refused: a")
     assert "accepts only its own kind" in refusal["reason"]
+    (answer,) = [e for e in entries if "answer" in e]
+    assert answer["answer"] == "refused"
 
 
 def test_a_malformed_event_is_refused_with_the_reason_and_runs_nothing(
@@ -251,6 +261,55 @@ def test_an_event_that_is_not_a_pubsub_message_is_refused(
     assert world.runs() == []
     (refusal,) = [e for e in logged(capsys) if e["severity"] == "ERROR"]
     assert "messagePublished" in refusal["reason"]
+
+
+def test_a_run_that_cannot_fit_the_function_timeout_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_freeze_seconds 30 + the 60 s margin does not fit a 60 s function: nothing runs."""
+    monkeypatch.setenv("QUIESCE_FUNCTION_TIMEOUT_SECONDS", "60")
+
+    response = world.structured("on_schedule", golden("scheduler.json"))
+
+    assert response.status_code == 200  # acknowledged: a redelivery would not fit either
+    assert world.runs() == []
+    assert world.hooks.executed == []
+    entries = logged(capsys)
+    (refusal,) = [e for e in entries if e["severity"] == "ERROR"]
+    assert "group 'orders' needs at least 90s" in refusal["reason"]
+    assert "QUIESCE_FUNCTION_TIMEOUT_SECONDS=60" in refusal["reason"]
+    (answer,) = [e for e in entries if "answer" in e]
+    assert answer["answer"] == "refused"
+
+
+def test_without_a_configured_timeout_the_platform_default_is_assumed_and_named(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QUIESCE_FUNCTION_TIMEOUT_SECONDS")
+    world.structured("on_schedule", golden("scheduler.json"))
+    assert world.runs() == []
+    (refusal,) = [e for e in logged(capsys) if e["severity"] == "ERROR"]
+    assert "QUIESCE_FUNCTION_TIMEOUT_SECONDS unset" in refusal["reason"]
+
+
+def test_a_message_that_fires_no_trigger_is_ignored(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.structured("on_alert", golden("monitoring_incident_closed.json"))
+    (answer,) = [e for e in logged(capsys) if "answer" in e]
+    assert answer["answer"] == "ignored"
+
+
+def test_a_timeout_setting_that_is_no_number_of_seconds_fails_naming_it() -> None:
+    from quiesce.errors import QuiesceError
+    from quiesce_gcp.main import deadline
+
+    for value in ("ten", "0", "-5"):
+        with pytest.raises(QuiesceError, match="QUIESCE_FUNCTION_TIMEOUT_SECONDS"):
+            deadline({"QUIESCE_FUNCTION_TIMEOUT_SECONDS": value})
+    remaining = deadline({"QUIESCE_FUNCTION_TIMEOUT_SECONDS": "540"}).remaining()
+    assert remaining is not None
+    assert 0 < remaining <= 540
 
 
 # ------------------------------------------------------------------------------ wiring

@@ -78,6 +78,7 @@ def test_the_functions_entry_points_are_main_pys_and_run_python_3_12() -> None:
 
 def test_the_environment_is_what_the_code_reads() -> None:
     from quiesce_gcp import provider
+    from quiesce_gcp.main import TIMEOUT_ENV
     from quiesce_gcp.policy_source import POLICY_ENV
 
     env = only(resources("google_cloudfunctions2_function")["quiesce"]["service_config"])[
@@ -89,8 +90,10 @@ def test_the_environment_is_what_the_code_reads() -> None:
         provider.TOPIC_ENV,
         provider.DATABASE_ENV,
         provider.PREFIX_ENV,
+        TIMEOUT_ENV,
     }
     assert set(env) <= known
+    assert env[TIMEOUT_ENV] == "${var.function_timeout_seconds}"
     assert {POLICY_ENV, provider.PROJECT_ENV, provider.TOPIC_ENV} <= set(env)
     assert env[provider.TOPIC_ENV] == "${google_pubsub_topic.events.id}"
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from quiesce_gcp.triggers import UnsupportedEvent, convert
+from quiesce.triggers.convert import UnsupportedEvent
+from quiesce_gcp.triggers import convert
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "gcp"
 FIXTURES = sorted(p.name for p in EVENTS.glob("*.json"))

@@ -1,20 +1,27 @@
-"""Cloud Functions (2nd gen) entry points: thin wrappers that convert the Pub/Sub CloudEvent,
-fire the policy's triggers and log what came of it. One function per event kind, so a deploy
-function can never be started by an alert:
+"""Cloud Functions (2nd gen) entry points: thin wrappers around the core's trigger front door
+(quiesce.triggers.front_door), which converts the Pub/Sub CloudEvent with quiesce_gcp.triggers,
+refuses what the function does not serve or a run that cannot fit its time, fires the policy's
+triggers and answers `fired | ignored | refused` (logged). One function per event kind, so a
+deploy function can never be started by an alert:
 
     on_schedule   Cloud Scheduler → the quiesce-schedules topic → schedule triggers
     on_deploy     Cloud Build (cloud-builds) and Cloud Deploy (clouddeploy-operations,
                   clouddeploy-approvals) notifications → deploy triggers
     on_alert      Cloud Monitoring Pub/Sub notification channel → alert triggers
 
-An event that is malformed or of another kind is refused: logged at ERROR with the reason, and
-acknowledged (a redelivery could not change it), so it runs nothing. Errors while a run is
-started propagate, so Pub/Sub redelivers; the message id keeps a redelivery from running twice.
+An event that is malformed or of another kind, or whose run cannot fit the function's time, is
+refused: logged at ERROR with the reason, and acknowledged (a redelivery could not change it),
+so it runs nothing. Cloud Functions have no remaining-time API: the time left is the configured
+timeout (QUIESCE_FUNCTION_TIMEOUT_SECONDS, which Terraform sets to the function's timeout; 60 s,
+the platform's default, when unset) minus what has passed since the invocation began. Errors
+while a run is started propagate, so Pub/Sub redelivers; the message id keeps a redelivery
+from running twice.
 
 Logs are Cloud Logging structured logs: one JSON object per line on stdout with `severity`,
 `message` and the fields.
 
-Environment: QUIESCE_POLICY (see policy_source) and the settings of quiesce_gcp.provider.
+Environment: QUIESCE_POLICY (see policy_source), QUIESCE_FUNCTION_TIMEOUT_SECONDS and the
+settings of quiesce_gcp.provider.
 """
 
 from __future__ import annotations
@@ -31,12 +38,18 @@ from typing import Any
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from quiesce.errors import QuiesceError
 from quiesce.policy import Policy
 from quiesce.ports import Backends
-from quiesce.triggers.router import fire
+from quiesce.triggers.front_door import Deadline, Kind, Reporter, handle
 from quiesce_gcp.policy_source import POLICY_ENV, load_policy_from
 from quiesce_gcp.provider import gcp_backends
-from quiesce_gcp.triggers import UnsupportedEvent, convert
+from quiesce_gcp.triggers import convert
+
+#: The function's configured timeout in seconds (Terraform sets it from the function's).
+TIMEOUT_ENV = "QUIESCE_FUNCTION_TIMEOUT_SECONDS"
+#: Cloud Functions' timeout when none is configured.
+DEFAULT_TIMEOUT_SECONDS = 60
 
 
 def log(severity: str, message: str, **fields: Any) -> None:
@@ -100,55 +113,59 @@ def as_mapping(cloud_event: CloudEvent) -> dict[str, Any]:
     return event
 
 
-def handle(event: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """Converts, checks the kind, fires. Returns a summary (also logged)."""
+class CloudLoggingReporter(Reporter):
+    """The front door's lines as Cloud Logging structured entries."""
+
+    def write(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        log(logging.getLevelName(level), message, **fields)
+
+
+def deadline(env: Mapping[str, str] | None = None) -> Deadline:
+    """The configured timeout, counted from now (the invocation's start)."""
+    env = os.environ if env is None else env
+    value = env.get(TIMEOUT_ENV)
+    if value is None:
+        return Deadline.after(
+            DEFAULT_TIMEOUT_SECONDS,
+            f"{TIMEOUT_ENV} unset: Cloud Functions' default timeout of "
+            f"{DEFAULT_TIMEOUT_SECONDS}s assumed",
+        )
     try:
-        trigger_events = convert(event)
-    except UnsupportedEvent as exc:
-        log("ERROR", f"event refused: {exc}", reason=str(exc), event_id=event.get("id"))
-        return {"status": "refused", "reason": str(exc), "outcomes": []}
-    loaded = policy()
-    outcomes: list[dict[str, Any]] = []
-    refused: list[str] = []
-    for trigger_event in trigger_events:
-        if trigger_event.kind != kind:
-            reason = (
-                f"a {trigger_event.kind} event ({trigger_event.source}) reached the {kind} "
-                "function: it accepts only its own kind"
-            )
-            log("ERROR", f"event refused: {reason}", reason=reason, event_id=trigger_event.id)
-            refused.append(reason)
-            continue
-        log("INFO", "trigger event", trigger_event=trigger_event.model_dump(mode="json"))
-        fired = fire(loaded, trigger_event, backends())
-        if not fired:
-            log("INFO", "the event fires no trigger", event_id=trigger_event.id)
-        for outcome in fired:
-            summary = outcome.model_dump(mode="json")
-            log(
-                "ERROR" if outcome.result and outcome.result.status == "failed" else "INFO",
-                f"trigger {outcome.trigger}: {outcome.action}",
-                outcome=summary,
-            )
-            outcomes.append(summary)
-    if refused and not outcomes:
-        return {"status": "refused", "reason": "; ".join(refused), "outcomes": []}
-    return {"status": "handled", "outcomes": outcomes}
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise QuiesceError(f"{TIMEOUT_ENV}={value!r} is not a number of seconds above 0")
+    return Deadline.after(seconds, f"timeout {TIMEOUT_ENV}={value}s")
+
+
+def serve(event: Mapping[str, Any], kind: Kind) -> dict[str, Any]:
+    """The front door, with the time the function's timeout leaves from now."""
+    answer = handle(
+        event,
+        kind=kind,
+        convert=convert,
+        policy=policy,
+        backends=backends,
+        deadline=deadline(),
+        report=CloudLoggingReporter(),
+    )
+    return answer.as_json()
 
 
 @functions_framework.cloud_event
 def on_schedule(cloud_event: CloudEvent) -> None:
     """Cloud Scheduler messages → the named schedule trigger."""
-    handle(as_mapping(cloud_event), "schedule")
+    serve(as_mapping(cloud_event), "schedule")
 
 
 @functions_framework.cloud_event
 def on_deploy(cloud_event: CloudEvent) -> None:
     """Cloud Build and Cloud Deploy notifications → deploy triggers."""
-    handle(as_mapping(cloud_event), "deploy")
+    serve(as_mapping(cloud_event), "deploy")
 
 
 @functions_framework.cloud_event
 def on_alert(cloud_event: CloudEvent) -> None:
     """Cloud Monitoring incidents → alert triggers."""
-    handle(as_mapping(cloud_event), "alert")
+    serve(as_mapping(cloud_event), "alert")

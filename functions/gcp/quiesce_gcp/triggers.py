@@ -25,19 +25,14 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from quiesce.errors import QuiesceError
+from quiesce.triggers.convert import UnsupportedEvent, reading, text, timestamp
 from quiesce.triggers.event import TriggerEvent
 
 Event = Mapping[str, Any]
 
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
-
-
-class UnsupportedEvent(QuiesceError):
-    """The payload is not an event Quiesce knows how to turn into a trigger."""
 
 
 class Message:
@@ -48,18 +43,18 @@ class Message:
         if not isinstance(data, Mapping) or not isinstance(data.get("message"), Mapping):
             raise UnsupportedEvent("the CloudEvent carries no Pub/Sub message (data.message)")
         message: Mapping[str, Any] = data["message"]
-        self.id = _str(message.get("messageId") or message.get("message_id"))
+        self.id = text(message.get("messageId") or message.get("message_id"))
         if not self.id:
             raise UnsupportedEvent("the Pub/Sub message has no messageId")
         attributes = message.get("attributes") or {}
         if not isinstance(attributes, Mapping):
             raise UnsupportedEvent("the Pub/Sub message's attributes are not an object")
-        self.attributes: dict[str, str] = {str(k): _str(v) for k, v in attributes.items()}
-        self.publish_time = _time(
+        self.attributes: dict[str, str] = {str(k): text(v) for k, v in attributes.items()}
+        self.publish_time = timestamp(
             message.get("publishTime") or message.get("publish_time") or event.get("time")
         )
-        self.subscription = _str(data.get("subscription"))
-        self.topic = _topic(_str(event.get("source")))
+        self.subscription = text(data.get("subscription"))
+        self.topic = _topic(text(event.get("source")))
         raw = message.get("data") or ""
         try:
             self.data = base64.b64decode(raw, validate=True) if raw else b""
@@ -79,22 +74,6 @@ class Message:
 def _topic(source: str) -> str:
     """`//pubsub.googleapis.com/projects/p/topics/t` → `t`."""
     return source.rsplit("/topics/", 1)[1] if "/topics/" in source else ""
-
-
-def _time(value: object) -> datetime:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if not isinstance(value, str) or not value:
-        raise UnsupportedEvent(f"expected a timestamp, got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UnsupportedEvent(f"not a timestamp: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _str(value: object) -> str:
-    return "" if value is None else str(value)[:256]
 
 
 def _with_topic(message: Message, attributes: dict[str, str]) -> dict[str, str]:
@@ -140,7 +119,7 @@ def scheduler(message: Message) -> TriggerEvent:
         source="gcp.scheduler",
         id=message.id,
         time=message.publish_time,
-        trigger=_str(name),
+        trigger=text(name),
         attributes=_with_topic(message, {}),
     )
 
@@ -177,18 +156,18 @@ def cloudbuild(message: Message) -> TriggerEvent:
     substitutions = build.get("substitutions") or {}
     if not isinstance(substitutions, Mapping):
         substitutions = {}
-    trigger = _str(substitutions.get("TRIGGER_NAME"))
-    repo = _str(substitutions.get("REPO_NAME"))
+    trigger = text(substitutions.get("TRIGGER_NAME"))
+    repo = text(substitutions.get("REPO_NAME"))
     attributes = {
         "provider": "cloudbuild",
         "application": repo or trigger,
         "pipeline": trigger,
         "trigger": trigger,
         "repo": repo,
-        "branch": _str(substitutions.get("BRANCH_NAME")),
-        "build_id": _str(build.get("id") or message.attributes.get("buildId")),
-        "state": _str(build.get("status") or message.attributes.get("status")),
-        "location": _str(substitutions.get("LOCATION")),
+        "branch": text(substitutions.get("BRANCH_NAME")),
+        "build_id": text(build.get("id") or message.attributes.get("buildId")),
+        "state": text(build.get("status") or message.attributes.get("status")),
+        "location": text(substitutions.get("LOCATION")),
     }
     return TriggerEvent(
         kind="deploy",
@@ -202,26 +181,26 @@ def cloudbuild(message: Message) -> TriggerEvent:
 def monitoring(message: Message) -> TriggerEvent:
     """Cloud Monitoring alert notification through a Pub/Sub notification channel."""
     incident = message.json()["incident"]
-    policy = _str(incident.get("policy_name"))
+    policy = text(incident.get("policy_name"))
     if not policy:
         raise UnsupportedEvent("the incident names no alert policy (policy_name)")
-    state = _str(incident.get("state")).lower()
+    state = text(incident.get("state")).lower()
     stamp = incident.get("ended_at") if state == "closed" else incident.get("started_at")
     attributes = {
         "provider": "cloud-monitoring",
         "alarm": policy,
         "state": state,
-        "severity": _str(incident.get("severity")),
-        "condition": _str(incident.get("condition_name")),
-        "incident_id": _str(incident.get("incident_id")),
-        "resource": _str(incident.get("resource_name")),
-        "project": _str(incident.get("scoping_project_id")),
+        "severity": text(incident.get("severity")),
+        "condition": text(incident.get("condition_name")),
+        "incident_id": text(incident.get("incident_id")),
+        "resource": text(incident.get("resource_name")),
+        "project": text(incident.get("scoping_project_id")),
     }
     return TriggerEvent(
         kind="alert",
         source="gcp.monitoring",
         id=message.id,
-        time=_time(stamp) if stamp else message.publish_time,
+        time=timestamp(stamp) if stamp else message.publish_time,
         attributes=_with_topic(message, {k: v for k, v in attributes.items() if v}),
     )
 
@@ -243,18 +222,14 @@ def convert(event: object) -> list[TriggerEvent]:
     UnsupportedEvent, with the reason, otherwise."""
     if not isinstance(event, Mapping):
         raise UnsupportedEvent("the payload is not a JSON object")
-    kind = _str(event.get("type"))
+    kind = text(event.get("type"))
     if kind != PUBSUB_PUBLISHED:
         raise UnsupportedEvent(f"expected a {PUBSUB_PUBLISHED} CloudEvent, got type {kind!r}")
     message = Message(event)
     for name, recognizes, converter in CONVERTERS:
         if recognizes(message):
-            try:
+            with reading(f"{name} message"):
                 return [converter(message)]
-            except UnsupportedEvent:
-                raise
-            except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-                raise UnsupportedEvent(f"malformed {name} message: {exc!r}") from None
     raise UnsupportedEvent(
         "the Pub/Sub message is neither a schedule, a Cloud Deploy or Cloud Build notification "
         f"nor a Cloud Monitoring incident (message {message.id})"
