@@ -208,6 +208,7 @@ def test_the_hook_sees_a_clean_environment_plus_its_own_env(guest: Guest) -> Non
         "QUIESCE_MEMBER": "db",
         "QUIESCE_HOOK": guest.allowlist["hooks"] and next(iter(guest.allowlist["hooks"])),
         "QUIESCE_HOOK_PATH": str(script),
+        "QUIESCE_STATE_DIR": str(guest.state_dir),
         "DB_NAME": "orders",
     }
 

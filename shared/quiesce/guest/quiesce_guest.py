@@ -1403,7 +1403,14 @@ def hook_env(
     )
     if restore_path is not None:
         env["QUIESCE_RESTORE_PATH"] = restore_path
+    if HOOK_STATE_DIR:
+        env["QUIESCE_STATE_DIR"] = HOOK_STATE_DIR[0]
     return env
+
+
+#: The runner's state folder, told to hooks (QUIESCE_STATE_DIR) so that a hook that freezes
+#: filesystems can refuse to freeze the one the runner keeps its state on. Set once per process.
+HOOK_STATE_DIR: List[str] = []
 
 
 def _describe_exit(code: Optional[int]) -> str:
@@ -1842,6 +1849,7 @@ def watchdog(key: str, ready_fd: Optional[int], handoff: JSON) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
         signal.signal(signum, lambda num, _frame: received.append(num))
     states = StateDir.from_fd(str(handoff["state_dir"]), int(handoff["state_fd"]))
+    HOOK_STATE_DIR[:] = [states.root]
     thaw = Checked.from_handoff(handoff["thaw"])
     deadline = float(handoff["deadline"])
     run_id, member = str(handoff["run_id"]), str(handoff["member"])
@@ -2104,6 +2112,7 @@ def execute(req: Request, config_path: str) -> JSON:
         )
     try:
         config = load_config(config_path)
+        HOOK_STATE_DIR[:] = [config.state_dir]
         return PHASE_HANDLERS[req.phase](req, config)
     except Refused as exc:
         return refused(exc.code, exc.message)
