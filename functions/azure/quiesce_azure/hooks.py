@@ -24,24 +24,22 @@ has `timeoutInSeconds`, and typed `parameters`.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, ClassVar
 
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.mgmt.compute import models
-from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
-from quiesce.guest.quiesce_guest import DEFAULT_CONFIG, HOOK_NAME_RE
-from quiesce.policy.model import Hook, Policy
-from quiesce.policy.model import hook_name as policy_hook_name
+from quiesce.guest.protocol import REMOTE, Request, Stopwatch, argument_problem, windows_refusal
+from quiesce.guest.protocol import parse_answer as parse_result
+from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
+from quiesce.policy.model import Policy
 from quiesce.ports import HookCall, HookRunner, Provider
-from quiesce.record import HookResult, HookStatus, utcnow
+from quiesce.record import HookResult, HookStatus
 from quiesce_azure.clients import (
     AzureClientFactory,
     AzureMembers,
@@ -87,22 +85,19 @@ exec {PYTHON} -I "$runner" run-args --config "$allowlist" \\
   --restore-path "${{QUIESCE_RESTORE_PATH:-}}" --max-result-chars {MAX_RESULT_CHARS}
 """
 
-#: What each parameter may hold (the runner checks them again).
-PARAMETER_PATTERNS = {
-    "QUIESCE_PHASE": re.compile(r"pre|post|verify|check"),
-    "QUIESCE_RUN_ID": re.compile(r"[A-Za-z0-9._-]{1,128}"),
-    "QUIESCE_MEMBER": re.compile(r"[a-z0-9][a-z0-9_-]{0,62}"),
-    "QUIESCE_HOOK": HOOK_NAME_RE,
-    "QUIESCE_EXPIRES_AT": re.compile(r"[0-9]{1,11}(\.[0-9]{1,3})?"),
-    "QUIESCE_RESTORE_PATH": re.compile(r"/[^\x00-\x1f\x7f]{0,4095}"),
+#: The run command parameter (an environment variable of RUN_HOOK_SCRIPT) for each field of a
+#: request.
+PARAMETER_NAMES = {
+    "phase": "QUIESCE_PHASE",
+    "run_id": "QUIESCE_RUN_ID",
+    "member": "QUIESCE_MEMBER",
+    "hook": "QUIESCE_HOOK",
+    "expires_at": "QUIESCE_EXPIRES_AT",
+    "restore_path": "QUIESCE_RESTORE_PATH",
 }
+#: What quiesces a Windows VM instead of hooks.
+WINDOWS_QUIESCER = "VSS (an application-consistent restore point)"
 
-#: A check never executes the script.
-CHECK_TIMEOUT_SECONDS = 60.0
-#: Per attempt (start-up, checks, killing a process group) and once per call (interpreter
-#: start, arming a pre's watchdog, writing state).
-PER_ATTEMPT_SLACK = 1.5
-FIXED_SLACK = 20.0
 #: Run Command's own delivery and extension start-up, on top of the script's time.
 DELIVERY_SLACK = 90.0
 
@@ -126,53 +121,22 @@ RUN_PERMISSIONS = [
 ]
 
 
-def answer_timeout(hook: Hook, phase: str) -> float:
-    """How long the runner itself may take for one call, everything included."""
-    if phase == "check":
-        return CHECK_TIMEOUT_SECONDS
-    return hook.budget_seconds + PER_ATTEMPT_SLACK * (hook.retries + 1) + FIXED_SLACK
+def hook_parameters(call: HookCall, phase: str, sent_at: float | None = None) -> dict[str, str]:
+    """The run command's parameters for one call: the request's identifiers and hook name."""
+    fields = Request.for_call(call, phase, sent_at=sent_at).fields()
+    return {PARAMETER_NAMES[name]: value for name, value in fields.items()}
 
 
-def execution_timeout(hook: Hook, phase: str) -> int:
-    """The run command's timeoutInSeconds: past everything the runner bounds itself."""
-    return max(60, math.ceil(answer_timeout(hook, phase) + 30))
-
-
-def hook_name(call: HookCall) -> str:
-    """The name of the declared hook a call runs: the policy hook's `name`, or
-    `<group>.<member>.<phase>` (docs/guest-protocol.md)."""
-    return policy_hook_name(call.hook, call.group, call.member, call.phase)
-
-
-def hook_parameters(call: HookCall, phase: str, expires_at: float | None = None) -> dict[str, str]:
-    """The run command's parameters for one call: identifiers and a hook's name."""
-    params = {
-        "QUIESCE_PHASE": phase,
-        "QUIESCE_RUN_ID": call.run_id,
-        "QUIESCE_MEMBER": call.member,
-        "QUIESCE_HOOK": hook_name(call),
-    }
-    if phase == "pre" and expires_at is not None:
-        params["QUIESCE_EXPIRES_AT"] = f"{expires_at:.3f}"
-    if phase == "verify" and call.extra_args:
-        params["QUIESCE_RESTORE_PATH"] = call.extra_args[-1]
-    return params
-
-
-def parameter_problems(call: HookCall, phase: str, params: dict[str, str]) -> list[str]:
-    """What cannot be sent: a value its pattern refuses, or arguments the protocol cannot carry."""
+def parameter_problems(call: HookCall, phase: str, sent_at: float | None = None) -> list[str]:
+    """What cannot be sent: a value the runner would refuse, or arguments it cannot carry."""
+    request = Request.for_call(call, phase, sent_at=sent_at)
+    values = request.fields()
     problems = [
-        f"{name} {value!r} does not match {PARAMETER_PATTERNS[name].pattern}"
-        for name, value in params.items()
-        if not PARAMETER_PATTERNS[name].fullmatch(value)
+        f"{PARAMETER_NAMES[name]} {values[name]!r} {problem}"
+        for name, problem in request.problems().items()
     ]
-    extra = list(call.extra_args[:-1] if phase == "verify" else call.extra_args)
-    if extra:
-        problems.append(
-            f"the call has arguments {extra!r}, but a request carries only a hook's name: "
-            "declare the arguments in the hook's allowlist entry"
-        )
-    return problems
+    extra = argument_problem(call, phase)
+    return problems + ([extra] if extra else [])
 
 
 def run_command_name(call: HookCall, phase: str) -> str:
@@ -194,33 +158,7 @@ def run_command_body(location: str, parameters: dict[str, str], timeout: int) ->
     }
 
 
-def parse_result(output: str) -> HookResult | None:
-    """The runner's one-line JSON result in the output, or None when there is none."""
-    candidates = [output.strip(), *(line.strip() for line in reversed(output.splitlines()))]
-    for text in candidates:
-        if text.startswith("{"):
-            try:
-                return HookResult.model_validate_json(text)
-            except ValidationError:
-                continue
-    return None
-
-
-def _result(
-    status: HookStatus, code: str, message: str, started: datetime, ended: datetime | None = None
-) -> HookResult:
-    ended = ended or utcnow()
-    return HookResult(
-        status=status,
-        code=code,
-        message=message,
-        started_at=started,
-        ended_at=ended,
-        duration_ms=round((ended - started).total_seconds() * 1000, 3),
-    )
-
-
-def instance_view_result(view: dict[str, Any], started: datetime, where: str) -> HookResult | None:
+def instance_view_result(view: dict[str, Any], watch: Stopwatch, where: str) -> HookResult | None:
     """What a finished run command came to (its instanceView JSON); None while in flight."""
     state = re.sub(r"[^a-z]", "", str(view.get("executionState") or "").lower())
     if state not in FINAL_STATES:
@@ -230,10 +168,9 @@ def instance_view_result(view: dict[str, Any], started: datetime, where: str) ->
     parsed = parse_result(output)
     if state in ("succeeded", "failed") and parsed is not None:
         return parsed
-    ended = utcnow()
     if state in STATE_RESULTS:
         status, code, meaning = STATE_RESULTS[state]
-        return _result(status, code, f"{meaning} {where}", started, ended)
+        return watch.result(status, code, f"{meaning} {where}")
     if state == "succeeded":
         code, message = "RunnerError", f"the hook runner printed no result {where}"
     else:
@@ -241,11 +178,8 @@ def instance_view_result(view: dict[str, Any], started: datetime, where: str) ->
         message = f"the run command failed {where} with exit code {view.get('exitCode')}"
     if error:
         message += f"; its stderr ends with: {error[-1500:]}"
-    result = _result(HookStatus.FAILED, code, message, started, ended)
     exit_code = view.get("exitCode")
-    return result.model_copy(
-        update={"exit_code": int(exit_code) if isinstance(exit_code, int) else None}
-    )
+    return watch.failed(code, message, exit_code=exit_code if isinstance(exit_code, int) else None)
 
 
 class RunCommandHookRunner(HookRunner):
@@ -286,39 +220,28 @@ class RunCommandHookRunner(HookRunner):
 
     # ------------------------------------------------------------------------------ the flow
 
-    def _is_windows(self, call: HookCall) -> bool:
+    def _os(self, call: HookCall) -> str | None:
         if call.machine.attributes.get("os") == "windows":
-            return True
+            return "windows"
         member = self.members.get(call.group, call.member)
-        return member is not None and member.os == "windows"
+        return member.os if member is not None else None
 
     def _run(self, call: HookCall, phase: str) -> HookResult:
-        started = utcnow()
-        if self._is_windows(call):
-            return _result(
-                HookStatus.REFUSED,
-                "InvalidPlatform",
-                f"{call.machine.machine_id} is a Windows VM: Windows members are quiesced by VSS "
-                "(an application-consistent restore point), not by hooks",
-                started,
-            )
+        watch = Stopwatch(self.clock)
+        refusal = windows_refusal(call, self._os(call), machine="VM", quiesced_by=WINDOWS_QUIESCER)
+        if refusal is not None:
+            return refusal
         vm = parse_vm_id(call.machine.machine_id)
         where = f"on {vm.name} ({vm.resource_group})"
-        expires = None
-        if phase == "pre" and call.max_freeze_seconds is not None:
-            # A pre that arrives after the freeze budget is refused as Stale by the runner.
-            expires = self.wall_clock() + call.max_freeze_seconds
-        params = hook_parameters(call, phase, expires)
-        problems = parameter_problems(call, phase, params)
+        sent_at = self.wall_clock()
+        problems = parameter_problems(call, phase, sent_at)
         if problems:
-            return _result(
-                HookStatus.REFUSED,
-                "BadParameter",
-                "not sent: " + "; ".join(problems) + " (a run command carries only the run's "
-                "identifiers and a declared hook's name)",
-                started,
+            return watch.bad_parameters(
+                problems,
+                "a run command carries only the run's identifiers and a declared hook's name",
             )
-        timeout = execution_timeout(call.hook, phase)
+        params = hook_parameters(call, phase, sent_at)
+        timeout = REMOTE.execution(call.hook, phase)
         name = run_command_name(call, phase)
         client = self.clients.compute(vm.subscription)
         ops = client.virtual_machine_run_commands
@@ -332,9 +255,9 @@ class RunCommandHookRunner(HookRunner):
                 what=f"PUT run command {name} {where}",
             )
         except (AzureError, ProviderError) as exc:
-            return self._send_failure(exc, started, where)
+            return self._send_failure(exc, watch, where)
         try:
-            return self._follow(poller, call, vm.resource_group, vm.name, name, timeout, started)
+            return self._follow(poller, call, vm.resource_group, vm.name, name, timeout, watch)
         finally:
             self._delete(ops, vm.resource_group, vm.name, name)
 
@@ -346,7 +269,7 @@ class RunCommandHookRunner(HookRunner):
         vm: str,
         name: str,
         timeout: int,
-        started: datetime,
+        watch: Stopwatch,
     ) -> HookResult:
         where = f"on {vm} ({rg})"
         deadline = self.clock() + timeout + self.delivery_slack
@@ -365,61 +288,43 @@ class RunCommandHookRunner(HookRunner):
                     what=f"GET run command {name} {where}",
                 )
                 view = dig(as_json(command), "properties", "instanceView") or {}
-                result = instance_view_result(view, started, where)
+                result = instance_view_result(view, watch, where)
                 if result is not None:
                     return result
             except (AzureError, ProviderError) as exc:
                 if lro_error is None:
                     lro_error = exc
             if lro_error is not None:
-                return _result(
-                    HookStatus.FAILED,
+                return watch.failed(
                     error_code(lro_error) or getattr(lro_error, "code", None) or "RunCommandFailed",
                     f"the run command {name} failed {where}: {error_message(lro_error)}",
-                    started,
                 )
             if self.clock() >= deadline:
-                return _result(
-                    HookStatus.TIMED_OUT,
-                    "NoAnswer",
+                return watch.no_answer(
                     f"no result from run command {name} {where} within "
-                    f"{timeout + self.delivery_slack:g}s; a pre hook's watchdog, if armed, still "
-                    "thaws the member",
-                    started,
+                    f"{timeout + self.delivery_slack:g}s"
                 )
             self.sleep(self.poll_interval)
 
-    def _send_failure(self, exc: BaseException, started: datetime, where: str) -> HookResult:
+    def _send_failure(self, exc: BaseException, watch: Stopwatch, where: str) -> HookResult:
         code = error_code(exc) or getattr(exc, "code", None) or type(exc).__name__
         status = exc.status_code if isinstance(exc, HttpResponseError) else None
         if status == 403 or code in ("AuthorizationFailed", "LinkedAuthorizationFailed"):
-            return _result(
-                HookStatus.REFUSED,
+            return watch.refused(
                 "AccessDenied",
                 f"not allowed to create a run command {where}: {error_message(exc)}; the "
                 "identity needs Microsoft.Compute/virtualMachines/runCommands/write",
-                started,
             )
         if status == 404:
-            return _result(
-                HookStatus.FAILED,
-                "Undeliverable",
-                f"the VM is gone {where}: {error_message(exc)}",
-                started,
-            )
+            return watch.failed("Undeliverable", f"the VM is gone {where}: {error_message(exc)}")
         if code == "OperationNotAllowed" or status == 409:
-            return _result(
-                HookStatus.FAILED,
+            return watch.failed(
                 "Undeliverable",
                 f"Run Command cannot run {where} (VM deallocated or its agent not ready): "
                 f"{error_message(exc)}",
-                started,
             )
-        return _result(
-            HookStatus.FAILED,
-            str(code),
-            f"creating the run command failed {where}: {error_message(exc)}",
-            started,
+        return watch.failed(
+            str(code), f"creating the run command failed {where}: {error_message(exc)}"
         )
 
     def _location(self, call: HookCall) -> str:

@@ -26,12 +26,12 @@ from typing import ClassVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
-from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import Hook, hook_name
+from quiesce.guest.protocol import REMOTE, Request, Stopwatch, read_answer
+from quiesce.policy.model import Hook
 from quiesce.ports import HookCall, HookRunner
-from quiesce.record import HookResult, HookStatus, utcnow
+from quiesce.record import HookResult, HookStatus
 from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command
 from quiesce_gcp.clients import GcpClients, GcpMembers, wait_zone_operation
 from quiesce_gcp.permissions import AGENT_INSTANCES, INSTANCE, ZONE_OPERATION, Permission
@@ -40,29 +40,10 @@ from quiesce_gcp.signing import AgentKeys, instance_path
 
 log = logging.getLogger(__name__)
 
-#: Per attempt (runner start-up, checks) and once per call (metadata propagation to the agent's
-#: long poll, interpreter start, arming the watchdog, writing the guest attribute).
-PER_ATTEMPT_SLACK = 1.5
-FIXED_SLACK = 20.0
-CHECK_TIMEOUT_SECONDS = 60.0
 #: A command the agent sees later than this after it was written is refused as stale.
 COMMAND_TTL_SECONDS = 30.0
 #: setMetadata attempts when another writer changed the fingerprint meanwhile (HTTP 412).
 FINGERPRINT_ATTEMPTS = 5
-
-
-def answer_timeout(hook: Hook | None, phase: str) -> float:
-    """How long the orchestrator waits for the agent's answer to one call, after writing it."""
-    if phase == "check" or hook is None:
-        return CHECK_TIMEOUT_SECONDS
-    return hook.budget_seconds + PER_ATTEMPT_SLACK * (hook.retries + 1) + FIXED_SLACK
-
-
-def _result(status: HookStatus, code: str, message: str) -> HookResult:
-    now = utcnow()
-    return HookResult(
-        status=status, code=code, message=message, started_at=now, ended_at=now, duration_ms=0.0
-    )
 
 
 class AgentHookRunner(HookRunner):
@@ -89,7 +70,7 @@ class AgentHookRunner(HookRunner):
         keys: AgentKeys | None = None,
         poll_interval: float = 1.0,
         command_ttl: float = COMMAND_TTL_SECONDS,
-        answer_timeout: Callable[[Hook | None, str], float] = answer_timeout,
+        answer_timeout: Callable[[Hook | None, str], float] = REMOTE.answer,
         backoff: Backoff | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -111,68 +92,65 @@ class AgentHookRunner(HookRunner):
     def run(self, call: HookCall) -> HookResult:
         channel = self.members.channel(call.group, call.member, call.machine.attributes)
         if channel == "guest_flush":
-            return _result(
+            return Stopwatch(self.clock).result(
                 HookStatus.SUCCEEDED,
                 "GuestFlush",
                 f"{call.phase}: no hook is sent; the snapshots are created with guestFlush and "
                 "the Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around "
                 "them (each snapshot records what the operation reported)",
             )
-        return self._agent(call, call.phase, call.phase)
+        return self._agent(call, call.phase)
 
     def check(self, call: HookCall) -> HookResult:
         channel = self.members.channel(call.group, call.member, call.machine.attributes)
         if channel == "guest_flush":
-            return _result(
+            return Stopwatch(self.clock).result(
                 HookStatus.SUCCEEDED, "GuestFlush", "guest flush: the Google guest agent checks"
             )
-        return self._agent(call, "check", call.phase)
+        return self._agent(call, "check")
 
     # ------------------------------------------------------------------------- the channel
 
-    def _agent(self, call: HookCall, phase: str, hook_phase: str) -> HookResult:
+    def _agent(self, call: HookCall, phase: str) -> HookResult:
+        watch = Stopwatch(self.clock)
         project, zone = self.members.where(call.group, call.member, call.machine.attributes)
         instance = call.machine.machine_id
         if self.keys is None:
-            return _result(
-                HookStatus.FAILED,
+            return watch.failed(
                 "NoSigningKey",
                 f"cannot send a signed command to {instance}: no agent master key is configured "
                 "(set QUIESCE_AGENT_MASTER_KEY or QUIESCE_AGENT_MASTER_KEY_FILE; docs/gcp.md)",
             )
+        request = Request.for_call(call, phase)
         command = Command.new(
-            phase,
-            call.run_id,
-            call.member,
-            hook_name(call.hook, call.group, call.member, hook_phase),
+            request.phase,
+            request.run_id,
+            request.member,
+            request.hook,
             self.wall() + self.command_ttl,
             instance_path(project, zone, instance),
         )
-        started = self.clock()
         try:
             self.write_command(project, zone, instance, command)
         except (ProviderError, gexc.GoogleAPICallError) as exc:
-            return _result(
-                HookStatus.FAILED,
+            return watch.failed(
                 "Undeliverable",
                 f"cannot write the command to {project}/{zone}/{instance}: {error_message(exc)}",
             )
         budget = self.answer_timeout(call.hook, phase)
-        deadline = started + budget
+        deadline = self.clock() + budget
         while True:
             try:
-                answer = self.read_answer(project, zone, instance, command)
+                answer = self.read_answer(project, zone, instance, command, watch)
             except (ProviderError, gexc.GoogleAPICallError) as exc:
                 log.warning("getGuestAttributes %s: %s", instance, error_message(exc))
                 answer = None
             if answer is not None:
                 return answer
             if self.clock() >= deadline:
-                return _result(
-                    HookStatus.TIMED_OUT,
-                    "NoAnswer",
-                    f"no answer from the agent on {instance} within {budget:g}s; a pre hook's "
-                    "watchdog thaws the machine by itself",
+                return watch.no_answer(
+                    f"no answer from the agent on {instance} within {budget:g}s of writing the "
+                    "command"
                 )
             self.sleep(self.poll_interval)
 
@@ -219,7 +197,7 @@ class AgentHookRunner(HookRunner):
         )
 
     def read_answer(
-        self, project: str, zone: str, instance: str, command: Command
+        self, project: str, zone: str, instance: str, command: Command, watch: Stopwatch
     ) -> HookResult | None:
         """The agent's answer to `command`, or None when there is none (yet)."""
         request = compute_v1.GetGuestAttributesInstanceRequest(
@@ -238,9 +216,7 @@ class AgentHookRunner(HookRunner):
             try:
                 wrapped = json.loads(entry.value)
             except ValueError:
-                return _result(
-                    HookStatus.FAILED, "BadAnswer", f"unparseable answer: {entry.value[:200]!r}"
-                )
+                return watch.failed("BadAnswer", f"unparseable answer: {entry.value[:200]!r}")
             if not isinstance(wrapped, dict) or wrapped.get("nonce") != command.nonce:
                 return None  # an answer to an earlier command with the same key
             result = wrapped.get("result")
@@ -251,8 +227,7 @@ class AgentHookRunner(HookRunner):
                     command.instance, command.nonce, command.key, result, wrapped.get("sig")
                 )
             ):
-                return _result(
-                    HookStatus.FAILED,
+                return watch.failed(
                     "BadSignature",
                     f"the answer in guest attribute {GUEST_NAMESPACE}/{command.key} on "
                     f"{instance} is unsigned or its signature does not verify with this VM's "
@@ -260,8 +235,8 @@ class AgentHookRunner(HookRunner):
                     "can write guest attributes), so it is not trusted and the member is "
                     "recorded failed; look for who writes guest attributes on that VM",
                 )
-            try:
-                return HookResult.model_validate_json(result).model_copy(update={"signed": True})
-            except ValidationError as exc:
-                return _result(HookStatus.FAILED, "BadAnswer", f"invalid answer: {exc}")
+            answer = read_answer(result, signed=True)
+            if isinstance(answer, str):
+                return watch.failed("BadAnswer", f"the agent's signed answer {answer}")
+            return answer
         return None
