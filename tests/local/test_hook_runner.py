@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from quiesce.guest.protocol import LOCAL, Timeouts
 from quiesce.policy.model import Hook, Hooks, LocalMember
 from quiesce.ports import HookCall, Machine
 from quiesce.providers.local import hooks as hooks_module
-from quiesce.providers.local.hooks import LocalHookRunner, answer_timeout
+from quiesce.providers.local.hooks import LocalHookRunner
 from quiesce.record import HookStatus
 
 PRE = Hook(
@@ -149,9 +150,14 @@ def test_a_symlink_planted_as_the_allowlist_is_replaced_not_followed(tmp_path: P
     assert not (guest / "hooks.json").is_symlink()
 
 
+#: Waits exactly the hook's own timeouts (so a test that wants no answer is quick).
+NO_SLACK = Timeouts(fixed_slack=0.0, check_seconds=30.0, per_attempt_slack=0.0)
+
+
 def test_the_orchestrator_waits_for_every_attempt_plus_the_runners_slack() -> None:
-    assert answer_timeout(PRE) == 10 * 2 + 1.5 * 2 + 5
-    assert answer_timeout(POST) == 5 + 1.5 + 5
+    assert LocalHookRunner(Path("unused")).timeouts == LOCAL
+    assert LOCAL.answer(PRE, "pre") == 10 * 2 + 1.5 * 2 + 5
+    assert LOCAL.answer(POST, "post") == 5 + 1.5 + 5
 
 
 def test_the_request_goes_to_the_runner_on_stdin_and_its_json_result_comes_back(
@@ -194,8 +200,6 @@ def test_check_asks_the_runner_for_the_check_phase(tmp_path: Path) -> None:
 def test_a_runner_that_does_not_answer_in_time_is_killed_and_the_call_timed_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hooks_module, "PER_ATTEMPT_SLACK", 0.0)
-    monkeypatch.setattr(hooks_module, "FIXED_SLACK", 0.0)
     pid_file = tmp_path / "pid"
     runner_path = fake_runner(
         tmp_path,
@@ -205,7 +209,9 @@ def test_a_runner_that_does_not_answer_in_time_is_killed_and_the_call_timed_out(
         """,
     )
     quick = Hook(run=["/x"], timeout_seconds=0.5)
-    result = LocalHookRunner(tmp_path, runner=runner_path).run(hook_call(hook=quick))
+    result = LocalHookRunner(tmp_path, runner=runner_path, timeouts=NO_SLACK).run(
+        hook_call(hook=quick)
+    )
     assert result.status is HookStatus.TIMED_OUT
     assert result.code == "NoAnswer"
     assert "did not answer within 0.5s" in result.message
@@ -348,8 +354,6 @@ def frozen_fs(tmp_path: Path) -> Iterator[Path]:
 def test_a_runner_stuck_in_the_kernel_on_a_frozen_filesystem_is_reported_not_waited_for(
     tmp_path: Path, frozen_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hooks_module, "PER_ATTEMPT_SLACK", 0.0)
-    monkeypatch.setattr(hooks_module, "FIXED_SLACK", 0.0)
     monkeypatch.setattr(hooks_module, "TERM_WAIT", 0.5)
     monkeypatch.setattr(hooks_module, "KILL_WAIT", 0.5)
     pid_file = tmp_path / "pid"
@@ -362,7 +366,9 @@ def test_a_runner_stuck_in_the_kernel_on_a_frozen_filesystem_is_reported_not_wai
         """,
     )
     quick = Hook(run=["/x"], timeout_seconds=0.5)
-    result = LocalHookRunner(tmp_path / "state", runner=runner_path).run(hook_call(hook=quick))
+    result = LocalHookRunner(tmp_path / "state", runner=runner_path, timeouts=NO_SLACK).run(
+        hook_call(hook=quick)
+    )
     pid = int(pid_file.read_text())
     try:
         assert result.status is HookStatus.TIMED_OUT

@@ -25,28 +25,18 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import weakref
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
-
 from quiesce.allowlist import render
-from quiesce.guest.quiesce_guest import CONFIG_VERSION, REQUEST_VERSION
-from quiesce.policy.model import Hook, hook_name
+from quiesce.guest.protocol import LOCAL, Request, Stopwatch, Timeouts, read_answer
+from quiesce.guest.quiesce_guest import CONFIG_VERSION
 from quiesce.ports import HookCall, HookRunner
 from quiesce.providers.local.statedir import ensure_private_dir
-from quiesce.record import HookResult, HookStatus, utcnow
+from quiesce.record import HookResult
 
-#: Seconds the runner itself may take per attempt beyond the hook's timeout (start-up, checks,
-#: killing a process group), and once over all attempts (interpreter start, writing state).
-PER_ATTEMPT_SLACK = 1.5
-FIXED_SLACK = 5.0
-#: A check never executes the script: it is quick.
-CHECK_TIMEOUT = 30.0
 #: After the answer timeout: how long SIGTERM, then SIGKILL, may take to end the runner.
 TERM_WAIT = 2.0
 KILL_WAIT = 5.0
@@ -61,12 +51,6 @@ def default_runner_path() -> Path:
     from quiesce.guest import RUNNER_PATH
 
     return Path(RUNNER_PATH)
-
-
-def answer_timeout(hook: Hook) -> float:
-    """How long the orchestrator waits for the runner's answer to one call."""
-    attempts = hook.retries + 1
-    return hook.timeout_seconds * attempts + PER_ATTEMPT_SLACK * attempts + FIXED_SLACK
 
 
 def state_key(run_id: str, member: str) -> str:
@@ -117,6 +101,7 @@ class LocalHookRunner(HookRunner):
         python: str = sys.executable,
         runner: Path | None = None,
         scratch: bool = False,
+        timeouts: Timeouts = LOCAL,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.guest_state_dir = self.state_dir / "guest"
@@ -124,6 +109,7 @@ class LocalHookRunner(HookRunner):
         self.python = python
         self._runner = runner
         self._scratch = scratch
+        self.timeouts = timeouts
         self._lock = threading.Lock()
         self._config: Path | None = None
 
@@ -163,27 +149,17 @@ class LocalHookRunner(HookRunner):
     # ------------------------------------------------------------------------------ the port
 
     def run(self, call: HookCall) -> HookResult:
-        return self._invoke(self.request(call), answer_timeout(call.hook))
+        return self._invoke(self.request(call), self.timeouts.answer(call.hook, call.phase))
 
     def check(self, call: HookCall) -> HookResult:
-        request = self.request(call)
-        request["phase"] = "check"
-        return self._invoke(request, CHECK_TIMEOUT)
+        request = self.request(call, "check")
+        return self._invoke(request, self.timeouts.answer(call.hook, "check"))
 
     # ------------------------------------------------------------------------------ helpers
 
-    def request(self, call: HookCall) -> dict[str, Any]:
+    def request(self, call: HookCall, phase: str | None = None) -> dict[str, Any]:
         """The version 2 request the runner gets for `call`: names and identifiers only."""
-        request: dict[str, Any] = {
-            "version": REQUEST_VERSION,
-            "run_id": call.run_id,
-            "member": call.member,
-            "phase": call.phase,
-            "hook": hook_name(call.hook, call.group, call.member, call.phase),
-        }
-        if call.phase == "verify" and call.extra_args:
-            request["restore_path"] = str(call.extra_args[0])
-        return request
+        return Request.for_call(call, phase or call.phase).document()
 
     def status(self, run_id: str, member: str) -> dict[str, Any] | None:
         """The guest runner's state of one member in one run, or None when it has none.
@@ -212,7 +188,7 @@ class LocalHookRunner(HookRunner):
             except OSError:
                 return None
             try:
-                proc.wait(timeout=CHECK_TIMEOUT)
+                proc.wait(timeout=self.timeouts.check_seconds)
             except subprocess.TimeoutExpired:
                 _stop(proc)
                 return None
@@ -226,15 +202,13 @@ class LocalHookRunner(HookRunner):
         return state if isinstance(state, dict) and state else None
 
     def _invoke(self, request: dict[str, Any], timeout: float) -> HookResult:
-        started = utcnow()
-        t0 = time.monotonic()
+        watch = Stopwatch()
         try:
             config = self.install()
         except OSError as exc:
-            return _failed(
+            return watch.failed(
                 "RunnerError",
                 f"could not write the hook allowlist into {self.guest_state_dir}: {exc}",
-                started,
             )
         # Files rather than pipes: a watchdog the runner leaves behind may inherit its standard
         # streams, and a pipe would then not reach end-of-file until the watchdog exits.
@@ -251,8 +225,8 @@ class LocalHookRunner(HookRunner):
                     start_new_session=True,
                 )
             except OSError as exc:
-                return _failed(
-                    "RunnerError", f"could not start the hook runner {self.runner}: {exc}", started
+                return watch.failed(
+                    "RunnerError", f"could not start the hook runner {self.runner}: {exc}"
                 )
             try:
                 proc.communicate(json.dumps(request).encode(), timeout=timeout)
@@ -267,17 +241,16 @@ class LocalHookRunner(HookRunner):
                         "filesystem (is the state folder on a volume the pre hook freezes?); "
                         "it was left behind"
                     )
-                return HookResult(
-                    status=HookStatus.TIMED_OUT,
-                    code="NoAnswer",
-                    message=message + "; a pre hook's watchdog, if armed, is due to thaw the "
-                    "member by max_freeze_seconds",
-                    started_at=started,
-                    ended_at=utcnow(),
-                    duration_ms=round((time.monotonic() - t0) * 1000, 3),
-                )
+                return watch.no_answer(message)
             stdout, stderr = _read(out), _read(err)
-        return _parse(stdout, stderr, proc.returncode, started)
+        answer = read_answer(stdout)
+        if not isinstance(answer, str):
+            return answer
+        message = f"the hook runner exited with code {proc.returncode} and {answer}"
+        tail = stderr.strip()[-STDERR_TAIL:]
+        if tail:
+            message += f"; its stderr ends with: {tail}"
+        return watch.failed("RunnerError", message)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> bool:
@@ -302,36 +275,3 @@ def _stop(proc: subprocess.Popen[bytes]) -> bool:
 def _read(stream: IO[bytes]) -> str:
     stream.seek(0)
     return stream.read().decode("utf-8", errors="replace")
-
-
-def _parse(stdout: str, stderr: str, returncode: int, started: datetime) -> HookResult:
-    candidates = [stdout.strip()]
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if lines and lines[-1].strip() != candidates[0]:
-        candidates.append(lines[-1].strip())
-    problem = "printed nothing"
-    for text in candidates:
-        if not text:
-            continue
-        try:
-            return HookResult.model_validate_json(text)
-        except ValidationError as exc:
-            first = exc.errors()[0]["msg"]
-            problem = f"printed no valid result ({exc.error_count()} problem(s), first: {first})"
-    tail = stderr.strip()[-STDERR_TAIL:]
-    message = f"the hook runner exited with code {returncode} and {problem}"
-    if tail:
-        message += f"; its stderr ends with: {tail}"
-    return _failed("RunnerError", message, started)
-
-
-def _failed(code: str, message: str, started: datetime) -> HookResult:
-    ended = utcnow()
-    return HookResult(
-        status=HookStatus.FAILED,
-        code=code,
-        message=message,
-        started_at=started,
-        ended_at=ended,
-        duration_ms=round((ended - started).total_seconds() * 1000, 3),
-    )
