@@ -17,9 +17,9 @@ from quiesce.triggers.front_door import (
     RUN_MARGIN_SECONDS,
     Answer,
     Deadline,
+    FrontDoor,
     Kind,
     Reporter,
-    handle,
 )
 from tests.fakes import World, make_world
 
@@ -81,15 +81,8 @@ def serve(
     report: Reporter | None = None,
 ) -> Answer:
     convert = events if callable(events) else (lambda _payload: events)
-    return handle(
-        {"id": "payload-1"},
-        kind=kind,
-        convert=convert,
-        policy=lambda: policy,
-        backends=lambda: world.backends,
-        deadline=deadline,
-        report=report or Lines(),
-    )
+    door = FrontDoor(lambda: policy, lambda: world.backends, report or Lines())
+    return door.handle({"id": "payload-1"}, kind, convert, deadline)
 
 
 def test_an_event_of_the_functions_kind_fires_its_trigger(policy: Policy, world: World) -> None:
@@ -107,15 +100,8 @@ def test_an_event_of_another_kind_is_refused_before_the_policy_is_read(world: Wo
         raise AssertionError("the policy is read only for an event the function serves")
 
     report = Lines()
-    answer = handle(
-        {"id": "payload-1"},
-        kind="alert",
-        convert=lambda _payload: [event("deploy", state="START")],
-        policy=no_policy,
-        backends=lambda: world.backends,
-        deadline=PLENTY,
-        report=report,
-    )
+    door = FrontDoor(no_policy, lambda: world.backends, report)
+    answer = door.handle({}, "alert", lambda _payload: [event("deploy", state="START")], PLENTY)
     assert (answer.status, answer.outcomes) == ("refused", [])
     assert answer.reason == (
         "a deploy event (test) reached the alert function: it accepts only its own kind"

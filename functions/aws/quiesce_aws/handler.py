@@ -27,9 +27,9 @@ from quiesce.triggers.front_door import (
     RUN_MARGIN_SECONDS,
     Answer,
     Deadline,
+    FrontDoor,
     Kind,
     Reporter,
-    handle,
 )
 from quiesce.triggers.router import Outcome
 from quiesce_aws.policy_source import POLICY_ENV, load_policy_from
@@ -84,19 +84,9 @@ class PowertoolsReporter(Reporter):
 
 def serve(event: Any, context: LambdaContext, kind: Kind) -> dict[str, Any]:
     """The front door, with the time the Lambda context says is left."""
-    deadline = Deadline(
-        lambda: context.get_remaining_time_in_millis() / 1000, "the Lambda context's remaining time"
-    )
-    answer = handle(
-        event,
-        kind=kind,
-        convert=convert,
-        policy=policy,
-        backends=backends,
-        deadline=deadline,
-        report=PowertoolsReporter(),
-    )
-    return answer.as_json()
+    left = Deadline(lambda: context.get_remaining_time_in_millis() / 1000, "the Lambda context")
+    door = FrontDoor(policy, backends, PowertoolsReporter())
+    return door.handle(event, kind, convert, left).as_json()
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -42,7 +42,7 @@ from quiesce.record import utcnow
 from quiesce.triggers.convert import UnsupportedEvent
 from quiesce.triggers.cron import to_ncrontab
 from quiesce.triggers.event import TriggerEvent
-from quiesce.triggers.front_door import Converter, Deadline, Kind, Reporter, handle
+from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Kind, Reporter
 from quiesce.triggers.model import Trigger
 from quiesce_azure.policy_source import app_root, load_policy
 from quiesce_azure.provider import azure_backends
@@ -115,16 +115,8 @@ def function_timeout(env: Mapping[str, str] | None = None) -> tuple[float | None
 
 def serve(payload: object, kind: Kind, convert: Converter) -> dict[str, Any]:
     """The front door, with the time the app's functionTimeout leaves from now."""
-    answer = handle(
-        payload,
-        kind=kind,
-        convert=convert,
-        policy=policy,
-        backends=backends,
-        deadline=Deadline.after(*function_timeout()),
-        report=AzureReporter(),
-    )
-    return answer.as_json()
+    door = FrontDoor(policy, backends, AzureReporter())
+    return door.handle(payload, kind, convert, Deadline.after(*function_timeout())).as_json()
 
 
 # ------------------------------------------------------------------------------ timers

@@ -41,7 +41,7 @@ from cloudevents.http import CloudEvent
 from quiesce.errors import QuiesceError
 from quiesce.policy import Policy
 from quiesce.ports import Backends
-from quiesce.triggers.front_door import Deadline, Kind, Reporter, handle
+from quiesce.triggers.front_door import Deadline, FrontDoor, Kind, Reporter
 from quiesce_gcp.policy_source import POLICY_ENV, load_policy_from
 from quiesce_gcp.provider import gcp_backends
 from quiesce_gcp.triggers import convert
@@ -141,16 +141,8 @@ def deadline(env: Mapping[str, str] | None = None) -> Deadline:
 
 def serve(event: Mapping[str, Any], kind: Kind) -> dict[str, Any]:
     """The front door, with the time the function's timeout leaves from now."""
-    answer = handle(
-        event,
-        kind=kind,
-        convert=convert,
-        policy=policy,
-        backends=backends,
-        deadline=deadline(),
-        report=CloudLoggingReporter(),
-    )
-    return answer.as_json()
+    door = FrontDoor(policy, backends, CloudLoggingReporter())
+    return door.handle(event, kind, convert, deadline()).as_json()
 
 
 @functions_framework.cloud_event

@@ -147,47 +147,47 @@ def _payload_id(payload: object) -> object:
     return payload.get("id") if isinstance(payload, Mapping) else None
 
 
-def handle(
-    payload: object,
-    *,
-    kind: Kind,
-    convert: Converter,
-    policy: Callable[[], Policy],
-    backends: Callable[[], Backends],
-    deadline: Deadline,
-    report: Reporter,
-) -> Answer:
-    """Converts the payload, and fires every event of the function's `kind` whose runs fit
-    its `deadline`; everything else is refused with the reason. The policy and the backends
-    are asked for only once an event is to be routed or fired."""
-    try:
-        events = convert(payload)
-        if not events:
-            raise UnsupportedEvent("the payload holds no event")
-    except UnsupportedEvent as exc:
-        report.refused(str(exc), _payload_id(payload))
-        return _answer(report, [], [str(exc)])
-    outcomes: list[Outcome] = []
-    refusals: list[str] = []
-    for event in events:
-        if reason := wrong_kind(event, kind):
-            report.refused(reason, event.id)
-            refusals.append(reason)
-            continue
-        loaded = policy()
-        triggers = route(loaded, event)
-        if not triggers:
-            report.unmatched(event)
-            continue
-        if reason := does_not_fit(loaded, triggers, deadline):
-            report.refused(reason, event.id)
-            refusals.append(reason)
-            continue
-        report.accepted(event)
-        for outcome in fire(loaded, event, backends()):
-            report.fired(outcome)
-            outcomes.append(outcome)
-    return _answer(report, outcomes, refusals)
+@dataclass(frozen=True)
+class FrontDoor:
+    """What a cloud's functions share: where the policy and the backends come from (asked for
+    only once an event is to be routed or fired) and how lines are written."""
+
+    policy: Callable[[], Policy]
+    backends: Callable[[], Backends]
+    report: Reporter
+
+    def handle(self, payload: object, kind: Kind, convert: Converter, deadline: Deadline) -> Answer:
+        """Converts the payload, and fires every event of the function's `kind` whose runs
+        fit its `deadline`; everything else is refused with the reason."""
+        report = self.report
+        try:
+            events = convert(payload)
+            if not events:
+                raise UnsupportedEvent("the payload holds no event")
+        except UnsupportedEvent as exc:
+            report.refused(str(exc), _payload_id(payload))
+            return _answer(report, [], [str(exc)])
+        outcomes: list[Outcome] = []
+        refusals: list[str] = []
+        for event in events:
+            if reason := wrong_kind(event, kind):
+                report.refused(reason, event.id)
+                refusals.append(reason)
+                continue
+            policy = self.policy()
+            triggers = route(policy, event)
+            if not triggers:
+                report.unmatched(event)
+                continue
+            if reason := does_not_fit(policy, triggers, deadline):
+                report.refused(reason, event.id)
+                refusals.append(reason)
+                continue
+            report.accepted(event)
+            for outcome in fire(policy, event, self.backends()):
+                report.fired(outcome)
+                outcomes.append(outcome)
+        return _answer(report, outcomes, refusals)
 
 
 def _answer(report: Reporter, outcomes: list[Outcome], refusals: list[str]) -> Answer:
