@@ -3,7 +3,8 @@
 A stdlib ThreadingHTTPServer on 127.0.0.1:0 keeping instances (with metadata and fingerprints),
 disks, snapshots, guest attributes and zone/global operations. Snapshots pass CREATING ->
 UPLOADING -> READY on successive reads; a createSnapshot operation is RUNNING until its snapshot
-is READY. `fail_disks` makes createSnapshot of those disks fail (operation DONE with an error).
+is READY. `fail_disks` makes createSnapshot of those disks fail (operation DONE with an error);
+`throttle` answers the next matching requests 429.
 Every mutation is appended to `journal` (and to `journal_path` when set, where hook scripts
 append too), so tests can check the order of hooks and snapshots.
 """
@@ -43,6 +44,8 @@ class FakeCompute:
         self.journal: list[str] = []
         self.journal_path: Path | None = None
         self.requests: list[tuple[str, str]] = []
+        #: [method, path pattern, how many more to refuse]: answered 429 rateLimitExceeded.
+        self.throttles: list[list[Any]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -69,6 +72,19 @@ class FakeCompute:
             if self.journal_path is not None:
                 with self.journal_path.open("a") as f:
                     f.write(line + "\n")
+
+    def throttle(self, method: str, pattern: str, count: int = 1) -> None:
+        """Answer the next `count` matching requests 429, as Compute Engine does under load."""
+        with self.lock:
+            self.throttles.append([method, pattern, count])
+
+    def throttled(self, method: str, path: str) -> bool:
+        with self.lock:
+            for throttle in self.throttles:
+                if throttle[2] > 0 and throttle[0] == method and re.search(throttle[1], path):
+                    throttle[2] -= 1
+                    return True
+        return False
 
     def add_instance(
         self,
@@ -205,7 +221,12 @@ class FakeCompute:
                 self.wfile.write(data)
 
             def _error(self, code: int, message: str) -> None:
-                reason = {404: "notFound", 409: "alreadyExists", 412: "conditionNotMet"}
+                reason = {
+                    404: "notFound",
+                    409: "alreadyExists",
+                    412: "conditionNotMet",
+                    429: "rateLimitExceeded",
+                }
                 self._send(
                     code,
                     {
@@ -237,6 +258,9 @@ class FakeCompute:
                 path = url.path.removeprefix("/compute/v1/")
                 body = self._body() if method == "POST" else {}
                 fake.requests.append((method, path))
+                if fake.throttled(method, path):
+                    self._error(429, "Rate Limit Exceeded")
+                    return
                 with fake.lock:
                     try:
                         self._route(method, path.split("/"), query, body)

@@ -10,6 +10,7 @@ from quiesce.policy.model import GcpMember
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotState
 from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.retry import Backoff
 from quiesce_gcp.snapshots import FIXED_WHEN, GceSnapshotter, label_value, snapshot_name
 
 from .conftest import PROJECT, ZONE
@@ -154,3 +155,35 @@ def test_find_and_delete_only_touch_quiesce_snapshots(
     s.delete(first[1])
     s.delete(first[1])  # gone already: not an error
     assert (PROJECT, first[1].id) not in compute.snapshots
+
+
+def test_a_rate_limited_poll_during_take_is_retried_and_keeps_every_snapshot(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    """A 429 while polling during the freeze used to fail that disk and delete the others."""
+    waits: list[float] = []
+    s = snapper(clients, backoff=Backoff(sleep=waits.append, random=lambda: 0.5))
+    compute.throttle("GET", r"/global/snapshots/", count=2)
+    compute.throttle("GET", r"/zones/.*/operations/", count=1)
+
+    refs = s.take(call(machine(compute)))
+
+    assert len(refs) == 2
+    assert len(compute.snapshots) == 2
+    assert len(waits) == 3  # each refusal waited once, by the core's backoff
+
+
+def test_a_rate_limited_poll_while_waiting_for_durability_is_retried(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    waits: list[float] = []
+    s = snapper(clients, backoff=Backoff(sleep=waits.append, random=lambda: 0.5))
+    refs = s.take(call(machine(compute)))
+    compute.throttle("GET", r"/global/snapshots/", count=1)
+
+    done = s.wait_durable(refs, timeout=10)
+
+    assert [r.state for r in done] == [SnapshotState.COMPLETED] * 2
+    assert all(r.tags["status"] == "READY" and r.size_bytes == 1048576 for r in done)
+    assert waits == [0.05]  # the core's backoff: half of its first step
+

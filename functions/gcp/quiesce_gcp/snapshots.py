@@ -9,7 +9,10 @@ time is taken to be fixed when the snapshot leaves CREATING, i.e. the first time
 state of `fixed_when` (default UPLOADING or READY): `take` returns then, and the engine thaws.
 Google documents no stronger statement (see docs/gcp.md); to be conservative, construct the
 snapshotter with fixed_when=frozenset({"READY"}) and the freeze lasts until the upload is done.
-`wait_durable` waits for READY (FAILED -> failed) after the thaw.
+`wait_durable` waits for READY (FAILED -> failed) after the thaw, through the core's
+`poll_durable`. Every read while polling (snapshots.get, zoneOperations.get) is retried with the
+core's backoff: a rate limit during the freeze must not fail a disk (and with it the machine's
+other snapshots).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import ClassVar
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
+from quiesce.durability import poll_durable
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
@@ -204,19 +208,14 @@ class GceSnapshotter(Snapshotter):
         deadline = self.clock() + timeout
         while True:
             if op is not None and op.status != compute_v1.Operation.Status.DONE:
-                op = self.clients.zone_operations().get(
-                    project=project, zone=zone, operation=op.name, retry=None
-                )
+                op = self._operation(project, zone, op.name)
             if op is not None and op.status == compute_v1.Operation.Status.DONE:
                 error = operation_error(op)
                 if error:
                     raise ProviderError(
                         f"snapshot {name}: the operation failed: {error}", code="SnapshotFailed"
                     )
-            try:
-                snap = self.clients.snapshots().get(project=project, snapshot=name, retry=None)
-            except gexc.NotFound:
-                snap = None
+            snap = self._get(project, name)
             if snap is not None:
                 if snap.status in states:
                     return snap
@@ -262,56 +261,60 @@ class GceSnapshotter(Snapshotter):
 
     # ------------------------------------------------------------------------------ after
 
+    def _operation(self, project: str, zone: str, name: str) -> compute_v1.Operation:
+        return self.backoff.call(
+            lambda: self.clients.zone_operations().get(
+                project=project, zone=zone, operation=name, retry=None
+            ),
+            what=f"zoneOperations.get {name}",
+        )
+
+    def _get(self, project: str, name: str) -> compute_v1.Snapshot | None:
+        """The snapshot (None when it is gone), rate limits and outages retried with backoff."""
+        try:
+            return self.backoff.call(
+                lambda: self.clients.snapshots().get(project=project, snapshot=name, retry=None),
+                what=f"snapshots.get {name}",
+            )
+        except gexc.NotFound:
+            return None
+
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
-        deadline = self.clock() + timeout
-        out: list[SnapshotRef] = []
-        for ref in snapshots:
-            if ref.state is not SnapshotState.PENDING:
-                out.append(ref)
-                continue
-            project, name = parse_global(ref.location)
-            updated = ref
-            while True:
-                try:
-                    snap = self.clients.snapshots().get(project=project, snapshot=name, retry=None)
-                except gexc.NotFound:
-                    updated = ref.model_copy(update={"state": SnapshotState.FAILED})
-                    break
-                except gexc.GoogleAPICallError as exc:
-                    log.warning("snapshots.get %s: %s", name, error_message(exc))
-                    snap = None
-                if snap is not None and snap.status == "READY":
-                    updated = ref.model_copy(
-                        update={
-                            "state": SnapshotState.COMPLETED,
-                            "durable_at": utcnow(),
-                            "size_bytes": snap.storage_bytes or None,
-                            "tags": {**ref.tags, "status": "READY"},
-                        }
-                    )
-                    break
-                if snap is not None and snap.status == "FAILED":
-                    updated = ref.model_copy(
-                        update={
-                            "state": SnapshotState.FAILED,
-                            "tags": {**ref.tags, "status": "FAILED"},
-                        }
-                    )
-                    break
-                if self.clock() >= deadline:
-                    break
-                self.sleep(self.poll_interval)
-            out.append(updated)
-        return out
+        seen: dict[str, compute_v1.Snapshot] = {}
+
+        def states(pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
+            """Every pending snapshot's state, asked concurrently; a failed poll leaves it
+            pending, a vanished snapshot is failed."""
+            found: dict[str, SnapshotState] = {}
+            polls = fan_out(lambda ref: self._get(*parse_global(ref.location)), pending)
+            for ref, outcome in zip(pending, polls, strict=True):
+                if isinstance(outcome, BaseException):
+                    log.warning("polling %s failed: %s", ref.id, error_message(outcome))
+                elif outcome is None:
+                    found[ref.id] = SnapshotState.FAILED
+                else:
+                    seen[ref.id] = outcome
+                    if outcome.status in _DURABILITY:
+                        found[ref.id] = _DURABILITY[outcome.status]
+            return found
+
+        done = poll_durable(
+            snapshots,
+            timeout,
+            states,
+            clock=self.clock,
+            sleep=self.sleep,
+            interval=self.poll_interval,
+        )
+        return [_observed(ref, seen.get(ref.id)) for ref in done]
 
     def delete(self, snapshot: SnapshotRef) -> None:
         project, name = parse_global(snapshot.location) if snapshot.location else ("", "")
         if not project:
             raise ProviderError(f"snapshot {snapshot.id}: no location", code="BadResourceUrl")
         client = self.clients.snapshots()
-        try:
-            snap = client.get(project=project, snapshot=name, retry=None)
-        except gexc.NotFound:
+        snap = self._get(project, name)
+        if snap is None:
             return
         if snap.labels.get(MANAGED_LABEL) != "true":
             raise ProviderError(
@@ -369,3 +372,17 @@ class GceSnapshotter(Snapshotter):
                     )
                 )
         return out
+
+
+#: What a snapshot's status says of its durability (other statuses: still pending).
+_DURABILITY = {"READY": SnapshotState.COMPLETED, "FAILED": SnapshotState.FAILED}
+
+
+def _observed(ref: SnapshotRef, snap: compute_v1.Snapshot | None) -> SnapshotRef:
+    """`ref` with what its last poll showed: its status, and its size once READY."""
+    if snap is None or ref.state is SnapshotState.PENDING:
+        return ref
+    update: dict[str, object] = {"tags": {**ref.tags, "status": snap.status}}
+    if ref.state is SnapshotState.COMPLETED:
+        update["size_bytes"] = snap.storage_bytes or None
+    return ref.model_copy(update=update)
