@@ -244,19 +244,19 @@ def answers(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-def host_json(world: World, function_timeout: str) -> None:
-    root = Path(world.module.os.environ["AzureWebJobsScriptRoot"])
+def host_json(root: Path, function_timeout: str) -> None:
+    """host.json in the app's root (the world's AzureWebJobsScriptRoot is tmp_path)."""
     (root / "host.json").write_text(
         json.dumps({"version": "2.0", "functionTimeout": function_timeout})
     )
 
 
 def test_a_timer_whose_run_cannot_fit_the_function_timeout_is_refused(
-    world: World, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """max_freeze_seconds 30 + the 60 s margin does not fit a one-minute functionTimeout."""
     caplog.set_level(logging.INFO, logger="quiesce.azure")
-    host_json(world, "00:01:00")
+    host_json(tmp_path, "00:01:00")
 
     world.function("nightly")(timer())
 
@@ -271,8 +271,10 @@ def test_a_timer_whose_run_cannot_fit_the_function_timeout_is_refused(
     assert answers(caplog) == ["refused"]
 
 
-def test_an_alert_whose_run_cannot_fit_the_function_timeout_gets_400(world: World) -> None:
-    host_json(world, "00:01:00")
+def test_an_alert_whose_run_cannot_fit_the_function_timeout_gets_400(
+    world: World, tmp_path: Path
+) -> None:
+    host_json(tmp_path, "00:01:00")
     response = world.function("monitor_alerts")(
         alert_request(json.dumps(golden("monitor_alert_fired.json")).encode())
     )
@@ -281,8 +283,8 @@ def test_an_alert_whose_run_cannot_fit_the_function_timeout_gets_400(world: Worl
     assert world.runs() == 0
 
 
-def test_a_run_that_fits_the_function_timeout_starts(world: World) -> None:
-    host_json(world, "00:02:00")
+def test_a_run_that_fits_the_function_timeout_starts(world: World, tmp_path: Path) -> None:
+    host_json(tmp_path, "00:02:00")
     world.function("nightly")(timer())
     assert world.runs() == 1
 

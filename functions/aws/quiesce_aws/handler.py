@@ -23,12 +23,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from quiesce.policy import Policy
 from quiesce.ports import Backends
+from quiesce.triggers.event import Kind
 from quiesce.triggers.front_door import (
     RUN_MARGIN_SECONDS,
     Answer,
     Deadline,
     FrontDoor,
-    Kind,
     Reporter,
 )
 from quiesce.triggers.router import Outcome

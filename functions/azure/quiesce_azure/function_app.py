@@ -41,8 +41,8 @@ from quiesce.ports import Backends
 from quiesce.record import utcnow
 from quiesce.triggers.convert import UnsupportedEvent
 from quiesce.triggers.cron import to_ncrontab
-from quiesce.triggers.event import TriggerEvent
-from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Kind, Reporter
+from quiesce.triggers.event import Kind, TriggerEvent
+from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
 from quiesce.triggers.model import Trigger
 from quiesce_azure.policy_source import app_root, load_policy
 from quiesce_azure.provider import azure_backends

@@ -41,7 +41,8 @@ from cloudevents.http import CloudEvent
 from quiesce.errors import QuiesceError
 from quiesce.policy import Policy
 from quiesce.ports import Backends
-from quiesce.triggers.front_door import Deadline, FrontDoor, Kind, Reporter
+from quiesce.triggers.event import Kind
+from quiesce.triggers.front_door import Deadline, FrontDoor, Reporter
 from quiesce_gcp.policy_source import POLICY_ENV, load_policy_from
 from quiesce_gcp.provider import gcp_backends
 from quiesce_gcp.triggers import convert

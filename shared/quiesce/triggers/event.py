@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Attribute = Annotated[str, StringConstraints(max_length=256)]
+#: What an event may start: a schedule's trigger, or the triggers `on: deploy` / `on: alert`.
+Kind = Literal["schedule", "deploy", "alert"]
 
 
 class TriggerEvent(BaseModel):
@@ -19,7 +21,7 @@ class TriggerEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["schedule", "deploy", "alert"]
+    kind: Kind
     source: str = Field(description="Where it came from, e.g. aws.codedeploy.", max_length=256)
     id: str = Field(min_length=1, max_length=256)
     time: datetime

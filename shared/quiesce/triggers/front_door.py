@@ -28,11 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
 from quiesce.triggers.convert import UnsupportedEvent
-from quiesce.triggers.event import TriggerEvent
+from quiesce.triggers.event import Kind, TriggerEvent
 from quiesce.triggers.model import Trigger
 from quiesce.triggers.router import Outcome, fire, route
 
-Kind = Literal["schedule", "deploy", "alert"]
 Status = Literal["fired", "ignored", "refused"]
 Converter = Callable[[Any], list[TriggerEvent]]
 

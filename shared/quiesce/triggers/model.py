@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from quiesce.triggers.cron import validate_cron
+from quiesce.triggers.event import Kind
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -79,5 +80,5 @@ class Trigger(BaseModel):
         return self
 
     @property
-    def kind(self) -> Literal["schedule", "deploy", "alert"]:
+    def kind(self) -> Kind:
         return "schedule" if self.on is None else self.on
