@@ -6,11 +6,12 @@ so a crashed run leaves enough behind for `quiesce recover` to thaw, clean up an
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def utcnow() -> datetime:
@@ -46,6 +47,26 @@ class HookStatus(StrEnum):
     NOT_RUN = "not_run"  # e.g. post for a member whose pre never started
 
 
+#: How a hook reports facts a restore needs (WAL/binlog positions, frozen filesystems): one
+#: output line `quiesce-info {"kind": ..., ...}` (the hook library prints them).
+FACTS_PREFIX = "quiesce-info "
+
+
+def hook_facts(output: str) -> dict[str, Any]:
+    """The facts a hook's output reports (later lines win); malformed lines are ignored."""
+    facts: dict[str, Any] = {}
+    for line in output.splitlines():
+        if not line.startswith(FACTS_PREFIX):
+            continue
+        try:
+            value = json.loads(line[len(FACTS_PREFIX) :])
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            facts.update(value)
+    return facts
+
+
 class HookResult(Record):
     """What one hook invocation on one machine came to (the guest runner's JSON, verbatim)."""
 
@@ -76,6 +97,17 @@ class HookResult(Record):
         description="Whether the machine's answer carried a valid signature, for channels that "
         "sign answers (the GCP agent); null where the channel itself is authenticated.",
     )
+    facts: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the hook reported doing (its `quiesce-info` output line), e.g. "
+        "the checkpoint and WAL positions of the PostgreSQL library hook.",
+    )
+
+    @model_validator(mode="after")
+    def _facts_from_output(self) -> HookResult:
+        if not self.facts and FACTS_PREFIX in self.output:
+            self.facts = hook_facts(self.output)
+        return self
 
     @property
     def ok(self) -> bool:
@@ -228,6 +260,11 @@ class PointMember(Record):
     provider: str
     consistency: Consistency
     snapshots: list[SnapshotRef]
+    facts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per machine, what its pre and post hooks reported doing "
+        '(`{"<machine>": {"pre": {...}, "post": {...}}}`), e.g. WAL positions.',
+    )
 
 
 class RecoveryPoint(Record):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -21,6 +22,16 @@ class RestoredVolume(BaseModel):
     snapshot: str
     volume: str
     path: str
+
+
+class RewrittenLink(BaseModel):
+    """A symlink in a restored copy that pointed into another restored volume's source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    was: str
+    now: str
 
 
 class RestoredMember(BaseModel):
@@ -43,6 +54,7 @@ class RestoreResult(BaseModel):
     target: str
     members: list[RestoredMember]
     verified: bool | None
+    links: list[RewrittenLink] = []
 
     @property
     def ok(self) -> bool:
@@ -86,6 +98,44 @@ def check_complete(point: RecoveryPoint, members: list[PointMember], backends: B
             f"recovery point {point.id} cannot be restored: its snapshots are not complete: "
             + "; ".join(problems)
         )
+
+
+def _symlinks(folder: Path) -> list[Path]:
+    """Every symlink under `folder`, without following any."""
+    found: list[Path] = []
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    found.append(Path(entry.path))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+    return found
+
+
+def rewrite_links(restored: list[RestoredMember]) -> list[RewrittenLink]:
+    """Points symlinks of the restored copies that lead into a volume of the same recovery
+    point (a PostgreSQL `pg_wal` on another volume) at that volume's restored copy, so nothing
+    started on the copy reaches the live data. Links elsewhere are left as they are."""
+    sources = sorted(
+        ((Path(v.volume), Path(v.path)) for m in restored for v in m.volumes),
+        key=lambda pair: len(str(pair[0])),
+        reverse=True,  # the deepest source first
+    )
+    rewritten: list[RewrittenLink] = []
+    for link in (ln for m in restored for v in m.volumes for ln in _symlinks(Path(v.path))):
+        target = os.readlink(link)
+        if not os.path.isabs(target):
+            continue
+        for source, copy in sources:
+            if target == str(source) or target.startswith(str(source) + os.sep):
+                now = str(copy) + target[len(str(source)) :]
+                link.unlink()
+                link.symlink_to(now)
+                rewritten.append(RewrittenLink(path=str(link), was=target, now=now))
+                break
+    return rewritten
 
 
 def _verify(
@@ -158,6 +208,8 @@ def restore_point(
             volumes.append(RestoredVolume(snapshot=snap.id, volume=snap.volume, path=str(path)))
         restored.append(RestoredMember(name=m.name, path=str(folder), volumes=volumes))
 
+    links = rewrite_links(restored)
+
     # Verify hooks run only once every member is restored, so a check that spans members (a
     # database whose WAL is another member's volume) sees the whole group's copy.
     for result in restored:
@@ -177,4 +229,5 @@ def restore_point(
         target=str(target),
         members=restored,
         verified=verified,
+        links=links,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,27 @@ def test_verify_hooks_run_once_every_member_is_restored(tmp_path: Path) -> None:
     result = json.loads(out)
     assert result["verified"] is True
     assert result["members"][0]["verify"]["output"] == "both copies present\n"
+
+
+def test_a_link_into_another_restored_volume_is_pointed_at_its_copy(tmp_path: Path) -> None:
+    ws = two_member_workspace(tmp_path / "ws")
+    journal = ws.root / "data" / "journal"
+    (ws.root / "data" / "db" / "journal-link").symlink_to(journal)  # like pg_wal -> /pg_wal
+    (ws.root / "data" / "db" / "elsewhere").symlink_to("/etc")
+    code, out = quiesce("run", str(ws.policy), "-g", "orders", "--json")
+    assert code == 0, out
+    point = json.loads(out)["recovery_point"]
+
+    code, out = quiesce("restore", str(ws.policy), point, "--to", str(tmp_path / "r"), "--json")
+
+    assert code == 0, out
+    restored_link = tmp_path / "r" / "db" / "db" / "journal-link"
+    assert os.readlink(restored_link) == str(tmp_path / "r" / "journal" / "journal")
+    assert os.readlink(tmp_path / "r" / "db" / "db" / "elsewhere") == "/etc"
+    assert json.loads(out)["links"] == [
+        {
+            "path": str(restored_link),
+            "was": str(journal),
+            "now": str(tmp_path / "r" / "journal" / "journal"),
+        }
+    ]

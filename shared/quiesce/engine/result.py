@@ -30,6 +30,8 @@ def _hook_view(result: HookResult | None) -> dict[str, Any] | None:
     )
     if not result.ok and result.output.strip():
         view["output"] = output_tail(result.output)  # the why, in the result itself
+    if result.facts:
+        view["facts"] = result.facts  # what it did (e.g. WAL positions), for the restore
     return view
 
 

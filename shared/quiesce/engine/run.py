@@ -7,6 +7,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from quiesce.engine.context import RunContext
 from quiesce.engine.finish import finish
@@ -29,6 +30,7 @@ from quiesce.events import EventType, RunStartedData
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
 from quiesce.record import (
+    MemberRecord,
     Orchestrator,
     Phase,
     PointMember,
@@ -46,6 +48,20 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, record: RunRecord) -> None:
         super().__init__(f"run {record.run_id} was interrupted")
         self.record = record
+
+
+def member_facts(member: MemberRecord) -> dict[str, dict[str, Any]]:
+    """What each machine's pre and post hooks reported doing, for the recovery point."""
+    out: dict[str, dict[str, Any]] = {}
+    for mc in member.machines:
+        phases = {
+            phase: result.facts
+            for phase, result in (("pre", mc.pre), ("post", mc.post))
+            if result is not None and result.facts
+        }
+        if phases:
+            out[mc.machine_id] = phases
+    return out
 
 
 def new_run_id(now: datetime) -> str:
@@ -192,7 +208,11 @@ def _record_point(ctx: RunContext) -> None:
         size_bytes=sum(s for s in sizes if s is not None) if None not in sizes else None,
         members=[
             PointMember(
-                name=m.name, provider=m.provider, consistency=m.consistency, snapshots=m.snapshots
+                name=m.name,
+                provider=m.provider,
+                consistency=m.consistency,
+                snapshots=m.snapshots,
+                facts=member_facts(m),
             )
             for m in rec.members
         ],

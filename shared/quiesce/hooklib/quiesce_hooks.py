@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""Quiesce's hook library: tested pre, post and verify hooks for common workloads.
+
+One self-contained file (Python 3.8+, standard library only), installed on machines next to the
+guest hook runner and declared in the machine's allowlist like any hook, e.g.
+
+    "orders.db.pre":  {"phase": "pre",  "run": ["/usr/local/lib/quiesce/quiesce_hooks.py",
+                       "postgresql", "pre", "--data", "/var/lib/postgresql/15/main",
+                       "--wal", "/pg_wal", "--socket", "/run/postgresql"], ...}
+    "orders.db.post": {"phase": "post", "run": [".../quiesce_hooks.py", "postgresql", "post",
+                       "--data", "/var/lib/postgresql/15/main", "--wal", "/pg_wal"], ...}
+
+Usage: quiesce_hooks.py KIND PHASE [options]   (KIND: fsfreeze, postgresql; --help for each)
+
+Every workload has the same three functions, `pre`, `post` and `verify`, over shared helpers
+(borgmatic's data-source hooks are the model). Each prints what it did, and one line
+
+    quiesce-info {"kind": ..., "phase": ..., ...}
+
+with the facts a restore needs (frozen filesystems, WAL positions), which reaches the hook's
+result, the run record and the events. Exit codes: 0 done, 1 failed, 2 bad usage.
+
+A `post` is safe to run when nothing is frozen (a watchdog may run it after a failed `pre`),
+and a failing `pre` thaws what it froze before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+TOOL_TIMEOUT = 60.0
+DEFAULT_RUNNER_STATE = "/var/lib/quiesce"
+POSTGRES_START_SECONDS = 120
+
+
+class HookError(Exception):
+    """A failure with a message meant for the operator."""
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def info(kind: str, phase: str, **facts: Any) -> None:
+    """The one machine-readable line of a hook's output."""
+    say("quiesce-info " + json.dumps(dict(kind=kind, phase=phase, **facts), sort_keys=True))
+
+
+def run(argv: Sequence[str], timeout: float = TOOL_TIMEOUT, user: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None) -> str:  # fmt: skip
+    """Runs a tool (as `user` when given and we are root); returns its output or raises."""
+    command = list(argv)
+    if user is not None and os.geteuid() == 0 and user != "root":
+        command = ["runuser", "-u", user, "--", *command]
+    try:
+        done = subprocess.run(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=timeout, env=env, check=False,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise HookError("%s is not installed (not found in PATH)" % argv[0]) from None
+    except subprocess.TimeoutExpired:
+        raise HookError("%s did not finish within %gs" % (" ".join(argv), timeout)) from None
+    output = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        raise HookError("%s exited %d: %s" % (" ".join(argv), done.returncode, output[-500:]))
+    return output
+
+
+def mount_point(path: str) -> str:
+    """The mount point of the filesystem that holds `path`."""
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def same_filesystem(a: str, b: str) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# fsfreeze: freeze whole filesystems (any Linux filesystem with freeze support)
+
+
+def freeze_targets(paths: Sequence[str], allow_root: bool) -> List[str]:
+    """The distinct mount points to freeze, refusing the ones that must never be frozen."""
+    state = os.environ.get("QUIESCE_STATE_DIR") or DEFAULT_RUNNER_STATE
+    mounts: List[str] = []
+    for path in paths:
+        if not os.path.exists(path):
+            raise HookError("%s does not exist" % path)
+        mount = mount_point(path)
+        if mount == "/" and not allow_root:
+            raise HookError(
+                "%s is on the root filesystem; freezing / stops the machine's own logging and "
+                "Quiesce's runner, so it is refused (pass --allow-root to do it anyway)" % path
+            )
+        if os.path.exists(state) and same_filesystem(mount, state):
+            raise HookError(
+                "%s is on the filesystem that holds the hook runner's state (%s): freezing it "
+                "would hold up the runner's own writes; move the state folder "
+                "(state_dir in the allowlist) to another filesystem" % (path, state)
+            )
+        if mount not in mounts:
+            mounts.append(mount)
+    return mounts
+
+
+def fsfreeze_pre(mounts: Sequence[str]) -> List[str]:
+    """Flushes, then freezes each mount point in order; thaws them all if one fails."""
+    os.sync()
+    frozen: List[str] = []
+    try:
+        for mount in mounts:
+            run(["fsfreeze", "--freeze", mount])
+            frozen.append(mount)
+            say("froze %s" % mount)
+    except HookError:
+        fsfreeze_post(list(reversed(frozen)))
+        raise
+    return frozen
+
+
+def fsfreeze_post(mounts: Sequence[str]) -> List[str]:
+    """Thaws each mount point; one that is not frozen is fine (exit 0 all the same)."""
+    thawed: List[str] = []
+    problems = []
+    for mount in mounts:
+        try:
+            run(["fsfreeze", "--unfreeze", mount])
+            thawed.append(mount)
+            say("thawed %s" % mount)
+        except HookError as exc:
+            if "Invalid argument" in str(exc):
+                say("%s was not frozen" % mount)
+            else:
+                problems.append(str(exc))
+    if problems:
+        raise HookError("; ".join(problems))
+    return thawed
+
+
+def fsfreeze_main(phase: str, args: argparse.Namespace) -> None:
+    mounts = freeze_targets(args.mount, args.allow_root)
+    if phase == "pre":
+        info("fsfreeze", "pre", frozen=fsfreeze_pre(mounts))
+    elif phase == "post":
+        info("fsfreeze", "post", thawed=fsfreeze_post(list(reversed(mounts))))
+    else:
+        raise HookError("fsfreeze has no verify: verify the application that uses the files")
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL: CHECKPOINT, then freeze the data and WAL filesystems; verify by starting a
+# throwaway server on the restored copy and running pg_amcheck and the user's query
+
+
+def _pg_bin(name: str, data: Optional[str] = None) -> str:
+    """A PostgreSQL program: from PATH, else from the server's own bin folder."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for base in sorted(os.listdir("/usr/lib/postgresql"), reverse=True) if os.path.isdir(
+        "/usr/lib/postgresql"
+    ) else []:  # fmt: skip
+        candidate = os.path.join("/usr/lib/postgresql", base, "bin", name)
+        if os.path.exists(candidate):
+            return candidate
+    raise HookError("%s is not installed" % name)
+
+
+def _owner(path: str) -> str:
+    return pwd.getpwuid(os.stat(path).st_uid).pw_name
+
+
+def psql(args: argparse.Namespace, sql: str, host: str, port: int, user: str) -> str:
+    return run(
+        [_pg_bin("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(port),
+         "-U", args.db_user, "-d", args.database, "-c", sql],
+        user=user,
+    )  # fmt: skip
+
+
+def postgresql_pre(args: argparse.Namespace) -> None:
+    user = args.os_user or _owner(args.data)
+    mounts = freeze_targets([args.data] + ([args.wal] if args.wal else []), args.allow_root)
+    psql(args, "CHECKPOINT", args.socket, args.port, user)
+    lsn = psql(args, "SELECT pg_current_wal_lsn()", args.socket, args.port, user)
+    checkpoint = psql(args, "SELECT checkpoint_lsn FROM pg_control_checkpoint()", args.socket,
+                      args.port, user)  # fmt: skip
+    say("checkpoint done at %s; WAL at %s" % (checkpoint, lsn))
+    frozen = fsfreeze_pre(mounts)
+    info("postgresql", "pre", checkpoint_lsn=checkpoint, wal_lsn=lsn, frozen=frozen)
+
+
+def postgresql_post(args: argparse.Namespace) -> None:
+    mounts = freeze_targets([args.data] + ([args.wal] if args.wal else []), args.allow_root)
+    info("postgresql", "post", thawed=fsfreeze_post(list(reversed(mounts))))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _restored_data(args: argparse.Namespace) -> str:
+    root = os.environ.get("QUIESCE_RESTORE_PATH") or (args.restored[-1] if args.restored else "")
+    if not root:
+        raise HookError("no restored copy: verify runs with the restored folder as its argument")
+    data = os.path.join(root, args.restored_data) if args.restored_data else root
+    if not os.path.isfile(os.path.join(data, "PG_VERSION")):
+        raise HookError("%s holds no PostgreSQL data folder (no PG_VERSION)" % data)
+    return data
+
+
+def _check_wal_link(data: str, root: str) -> None:
+    wal = os.path.join(data, "pg_wal")
+    if os.path.islink(wal):
+        target = os.path.realpath(wal)
+        restore_root = os.path.dirname(os.path.realpath(root))
+        if not target.startswith(restore_root + os.sep):
+            raise HookError(
+                "the restored pg_wal points at %s, outside the restored copy: starting a server "
+                "on it would replay the live WAL; restore the WAL member too (quiesce restore "
+                "rewrites the link when it does)" % target
+            )
+
+
+def postgresql_verify(args: argparse.Namespace) -> None:
+    data = _restored_data(args)
+    root = os.environ.get("QUIESCE_RESTORE_PATH") or data
+    _check_wal_link(data, root)
+    user = args.os_user or "postgres"
+    for stale in ("postmaster.pid", "postmaster.opts"):
+        path = os.path.join(data, stale)
+        if os.path.lexists(path):
+            os.unlink(path)  # of the restored copy only: the live server's are never touched
+            say("removed %s from the restored copy" % stale)
+    if os.geteuid() == 0:
+        uid = pwd.getpwnam(user).pw_uid
+        gid = pwd.getpwnam(user).pw_gid
+        for base in {data, os.path.realpath(os.path.join(data, "pg_wal"))}:
+            for folder, dirs, files in os.walk(base):
+                os.chown(folder, uid, gid)
+                for name in files + dirs:
+                    os.lchown(os.path.join(folder, name), uid, gid)
+        os.chmod(data, 0o700)
+    sock = tempfile.mkdtemp(prefix="quiesce-pg-")
+    os.chmod(sock, 0o755)  # noqa: S103 (the server's user must reach its socket folder)
+    if os.geteuid() == 0:
+        os.chown(sock, pwd.getpwnam(user).pw_uid, -1)
+    port = _free_port()
+    log = os.path.join(sock, "server.log")
+    pg_ctl = _pg_bin("pg_ctl")
+    options = "-c listen_addresses='' -c unix_socket_directories=%s -p %d" % (sock, port)
+    started = time.monotonic()
+    try:
+        run([pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t",
+             str(POSTGRES_START_SECONDS), "start"], timeout=POSTGRES_START_SECONDS + 10,
+            user=user)  # fmt: skip
+        say("started a throwaway server on the restored copy in %.1fs (socket %s, port %d)"
+            % (time.monotonic() - started, sock, port))  # fmt: skip
+        amcheck = [_pg_bin("pg_amcheck"), "-h", sock, "-p", str(port), "-U", args.db_user,
+                   "--install-missing", "--all"]  # fmt: skip
+        checked = run(amcheck, timeout=args.check_timeout, user=user)
+        say("pg_amcheck: no corruption found" + (": " + checked if checked else ""))
+        answer = None
+        if args.query:
+            answer = psql(args, args.query, sock, port, user)
+            say("query %r -> %s" % (args.query, answer))
+        info("postgresql", "verify", amcheck="clean", query=args.query, answer=answer)
+    except HookError:
+        if os.path.exists(log):
+            with open(log, encoding="utf-8", errors="replace") as handle:
+                say("server log: " + handle.read()[-1500:])
+        raise
+    finally:
+        subprocess.run(
+            ["runuser", "-u", user, "--", pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"]
+            if os.geteuid() == 0 and user != "root" else [pg_ctl, "-D", data, "-m", "immediate",
+                                                           "-w", "stop"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False,
+        )  # fmt: skip
+        shutil.rmtree(sock, ignore_errors=True)
+
+
+def postgresql_main(phase: str, args: argparse.Namespace) -> None:
+    {"pre": postgresql_pre, "post": postgresql_post, "verify": postgresql_verify}[phase](args)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+WORKLOADS: Dict[str, Callable[[str, argparse.Namespace], None]] = {
+    "fsfreeze": fsfreeze_main,
+    "postgresql": postgresql_main,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quiesce_hooks.py", description=__doc__.split("\n")[0])
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    fs = kinds.add_parser("fsfreeze", help="freeze whole filesystems (fsfreeze -f / -u)")
+    fs.add_argument("phase", choices=("pre", "post"))
+    fs.add_argument(
+        "--mount", action="append", required=True,
+        help="a path on a filesystem to freeze (repeat); its mount point is frozen",
+    )  # fmt: skip
+    fs.add_argument("--allow-root", action="store_true", help="allow freezing /")
+    pg = kinds.add_parser("postgresql", help="CHECKPOINT + freeze; verify a restored copy")
+    pg.add_argument("phase", choices=("pre", "post", "verify"))
+    pg.add_argument("--data", help="the live data folder (pre, post)")
+    pg.add_argument("--wal", help="the live WAL folder when it is on another filesystem")
+    pg.add_argument("--socket", default="/run/postgresql", help="the server's socket folder")
+    pg.add_argument("--port", type=int, default=5432)
+    pg.add_argument("--db-user", default="postgres", help="the database role to connect as")
+    pg.add_argument("--database", default="postgres")
+    pg.add_argument("--os-user", help="the OS user that runs psql/postgres (default: the data "
+                    "folder's owner; for verify: postgres)")  # fmt: skip
+    pg.add_argument("--allow-root", action="store_true", help="allow freezing /")
+    pg.add_argument("--restored-data", help="verify: the data folder inside the restored copy")
+    pg.add_argument("--query", help="verify: a query that must succeed on the restored copy")
+    pg.add_argument("--check-timeout", type=float, default=600.0)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # verify gets the restored copy's folder as its last argument (and in QUIESCE_RESTORE_PATH)
+    if extra and not (getattr(args, "phase", None) == "verify" and len(extra) == 1
+                      and os.path.isabs(extra[0])):  # fmt: skip
+        parser.error("unrecognized arguments: %s" % " ".join(extra))
+    args.restored = extra
+    if args.kind == "postgresql" and args.phase in ("pre", "post") and not args.data:
+        say("postgresql %s needs --data" % args.phase)
+        return 2
+    try:
+        WORKLOADS[args.kind](args.phase, args)
+    except HookError as exc:
+        say("%s %s failed: %s" % (args.kind, args.phase, exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
