@@ -13,7 +13,7 @@ import pytest
 
 from quiesce.triggers.convert import UnsupportedEvent
 from quiesce.triggers.event import TriggerEvent
-from quiesce_azure.triggers import convert, timer_event
+from quiesce_azure.triggers import convert, timer_event, to_ncrontab
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "azure"
 FIXTURES = sorted(p.name for p in EVENTS.glob("*.json"))
@@ -130,3 +130,9 @@ def test_an_unsupported_or_malformed_event_is_refused_with_the_reason(
 ) -> None:
     with pytest.raises(UnsupportedEvent, match=message):
         convert(payload)
+
+
+def test_cron_is_converted_for_azure_functions() -> None:
+    assert to_ncrontab("0 4 * * *") == "0 0 4 * * *"
+    with pytest.raises(ValueError, match="needs 5 fields"):
+        to_ncrontab("0 0 4 * * *")

@@ -6,7 +6,7 @@ import pytest
 
 from quiesce.errors import PolicyError
 from quiesce.policy import parse_policy
-from quiesce.triggers.cron import to_eventbridge, to_ncrontab, validate_cron
+from quiesce.triggers.cron import to_eventbridge, validate_cron
 
 BASE = """\
 version: 1
@@ -90,7 +90,3 @@ def test_common_cron_forms_are_accepted(cron: str) -> None:
 )
 def test_cron_is_converted_for_eventbridge_scheduler(cron: str, aws: str) -> None:
     assert to_eventbridge(cron) == aws
-
-
-def test_cron_is_converted_for_azure_functions() -> None:
-    assert to_ncrontab("0 4 * * *") == "0 0 4 * * *"

@@ -40,13 +40,12 @@ from quiesce.policy.model import Policy
 from quiesce.ports import Backends
 from quiesce.record import utcnow
 from quiesce.triggers.convert import UnsupportedEvent
-from quiesce.triggers.cron import to_ncrontab
 from quiesce.triggers.event import Kind, TriggerEvent
 from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
 from quiesce.triggers.model import Trigger
 from quiesce_azure.policy_source import app_root, load_policy
 from quiesce_azure.provider import azure_backends
-from quiesce_azure.triggers import convert, timer_event
+from quiesce_azure.triggers import convert, timer_event, to_ncrontab
 
 log = logging.getLogger("quiesce.azure")
 

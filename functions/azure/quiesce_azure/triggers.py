@@ -33,6 +33,7 @@ from quiesce.triggers.convert import (
     text,
     timestamp,
 )
+from quiesce.triggers.cron import validate_cron
 from quiesce.triggers.event import TriggerEvent
 
 Event = Mapping[str, Any]
@@ -47,6 +48,11 @@ _RESOURCE_ID = re.compile(
 
 
 # ------------------------------------------------------------------------------ timer
+
+
+def to_ncrontab(expression: str) -> str:
+    """A policy's five-field cron as Azure Functions' six-field NCRONTAB (seconds first)."""
+    return "0 " + validate_cron(expression)
 
 
 def timer_event(payload: Event, *, trigger: str, now: datetime) -> TriggerEvent:

@@ -1,4 +1,5 @@
-"""Five-field cron expressions: validation, and the forms each cloud's scheduler wants."""
+"""Five-field cron expressions (minute hour day-of-month month day-of-week): validation. Each
+provider turns them into the form its scheduler wants."""
 
 from __future__ import annotations
 
@@ -75,8 +76,3 @@ def _shift_dow(item: str) -> str:
         return item
     shifted = "-".join(shift(v) for v in body.split("-"))
     return f"{shifted}/{step}" if step else shifted
-
-
-def to_ncrontab(expression: str) -> str:
-    """Azure Functions' six-field NCRONTAB (seconds first)."""
-    return "0 " + validate_cron(expression)
