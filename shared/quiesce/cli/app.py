@@ -376,7 +376,8 @@ def recover(policy: PolicyArg, as_json: JsonOpt = False) -> None:
 
 
 hooks_app = typer.Typer(
-    help="The hook allowlists a policy stands for (docs/guest-protocol.md).",
+    help="The hook allowlists a policy stands for (docs/guest-protocol.md), and the hook "
+    "library that ships with Quiesce (docs/databases.md).",
     no_args_is_help=True,
 )
 app.add_typer(hooks_app, name="hooks")
@@ -414,6 +415,59 @@ def hooks_allowlist(
                     soft_wrap=True,
                 )
     sys.stdout.write(render(document))
+
+
+@hooks_app.command("list")
+def hooks_list() -> None:
+    """List the hook library's workloads (fsfreeze, postgresql, ...)."""
+    from quiesce.hooklib import catalog
+
+    table = Table(box=None, show_header=True, header_style="bold")
+    table.add_column("workload")
+    table.add_column("phases")
+    table.add_column("what it does", overflow="fold")
+    for kind, entry in catalog().items():
+        table.add_row(kind, ", ".join(entry["phases"]), entry["summary"])
+    out.print(table)
+
+
+@hooks_app.command("show")
+def hooks_show(
+    kind: Annotated[str, typer.Argument(help="A workload from `quiesce hooks list`.")],
+    path: Annotated[
+        str, typer.Option("--path", help="Where the library is installed on the machines.")
+    ] = "/usr/local/lib/quiesce/quiesce_hooks.py",
+) -> None:
+    """Print example allowlist entries (JSON) for one workload's hooks, to adapt and install
+    in /etc/quiesce/hooks.json (or to copy into a policy's `run:`)."""
+    from quiesce.hooklib import catalog
+
+    entries = catalog()
+    if kind not in entries:
+        fail(f"no workload {kind!r} in the hook library; known: {', '.join(entries)}", EXIT_INVALID)
+    phases = entries[kind]["phases"]
+    doc = {
+        f"<group>.<member>.{phase}": {"phase": phase, "run": [path, *argv]}
+        for phase, argv in phases.items()
+    }
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+@hooks_app.command("install")
+def hooks_install(
+    to: Annotated[
+        Path, typer.Option("--to", help="The folder to install into (root-owned).")
+    ] = Path("/usr/local/lib/quiesce"),
+) -> None:
+    """Install the hook library and the guest hook runner on this machine: owned by root (or
+    you), mode 0755, written atomically."""
+    from quiesce.guest import RUNNER_PATH
+    from quiesce.hooklib import LIBRARY_PATH, install
+
+    with guarded():
+        for source in (LIBRARY_PATH, RUNNER_PATH):
+            installed = install(source, to)
+            out.print(f"installed {installed}")
 
 
 @app.command()

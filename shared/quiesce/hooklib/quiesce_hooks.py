@@ -317,6 +317,54 @@ WORKLOADS: Dict[str, Callable[[str, argparse.Namespace], None]] = {
     "postgresql": postgresql_main,
 }
 
+#: What each workload's hooks do, and the argv of each phase as an allowlist declares it
+#: (after the library's own path), for `quiesce hooks list` and `quiesce hooks show`.
+CATALOG: Dict[str, Dict[str, Any]] = {
+    "fsfreeze": {
+        "summary": "Freeze whole filesystems (any Linux filesystem with freeze support); the "
+        "post thaws, and tolerates a filesystem that is not frozen. Refuses / and the "
+        "filesystem of the runner's state unless told otherwise.",
+        "phases": {
+            "pre": ["fsfreeze", "pre", "--mount", "/data", "--mount", "/logs"],
+            "post": ["fsfreeze", "post", "--mount", "/data", "--mount", "/logs"],
+        },
+    },
+    "postgresql": {
+        "summary": "CHECKPOINT (so a restore replays little WAL), record the checkpoint and "
+        "WAL positions, then freeze the data and WAL filesystems; the post thaws. verify starts "
+        "a throwaway server on the restored copy (private socket and port), runs pg_amcheck "
+        "and an optional query, and stops it.",
+        "phases": {
+            "pre": [
+                "postgresql",
+                "pre",
+                "--data",
+                "/var/lib/postgresql/15/main",
+                "--wal",
+                "/pg_wal",
+                "--socket",
+                "/run/postgresql",
+            ],
+            "post": [
+                "postgresql",
+                "post",
+                "--data",
+                "/var/lib/postgresql/15/main",
+                "--wal",
+                "/pg_wal",
+            ],
+            "verify": [
+                "postgresql",
+                "verify",
+                "--restored-data",
+                "main",
+                "--query",
+                "SELECT count(*) FROM orders",
+            ],
+        },
+    },
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quiesce_hooks.py", description=__doc__.split("\n")[0])
