@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from quiesce.triggers.convert import UnsupportedEvent
-from quiesce_aws.triggers import convert
+from quiesce_aws.triggers import convert, to_eventbridge
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "aws"
 FIXTURES = sorted(p.name for p in EVENTS.glob("*.json"))
@@ -99,3 +99,17 @@ def test_every_converted_time_is_timezone_aware_utc(
     (event,) = convert(payload)
     assert event.time.tzinfo is UTC
     assert event.time.isoformat().startswith("2026-11-29T09:")
+
+
+@pytest.mark.parametrize(
+    ("cron", "aws"),
+    [
+        ("0 4 * * *", "cron(0 4 * * ? *)"),
+        ("0 4 * * 1-5", "cron(0 4 ? * 2-6 *)"),
+        ("0 4 * * MON-FRI", "cron(0 4 ? * MON-FRI *)"),
+        ("0 4 * * 0", "cron(0 4 ? * 1 *)"),
+        ("30 2 1 * *", "cron(30 2 1 * ? *)"),
+    ],
+)
+def test_cron_is_converted_for_eventbridge_scheduler(cron: str, aws: str) -> None:
+    assert to_eventbridge(cron) == aws

@@ -1,4 +1,4 @@
-"""The policy's triggers: what they accept, and the cron forms each scheduler wants."""
+"""The policy's triggers: what they accept, and the cron expressions they take."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from quiesce.errors import PolicyError
 from quiesce.policy import parse_policy
-from quiesce.triggers.cron import to_eventbridge, validate_cron
+from quiesce.triggers.cron import validate_cron
 
 BASE = """\
 version: 1
@@ -76,17 +76,3 @@ def test_trigger_names_are_unique() -> None:
 )
 def test_common_cron_forms_are_accepted(cron: str) -> None:
     assert validate_cron(cron) == cron
-
-
-@pytest.mark.parametrize(
-    ("cron", "aws"),
-    [
-        ("0 4 * * *", "cron(0 4 * * ? *)"),
-        ("0 4 * * 1-5", "cron(0 4 ? * 2-6 *)"),
-        ("0 4 * * MON-FRI", "cron(0 4 ? * MON-FRI *)"),
-        ("0 4 * * 0", "cron(0 4 ? * 1 *)"),
-        ("30 2 1 * *", "cron(30 2 1 * ? *)"),
-    ],
-)
-def test_cron_is_converted_for_eventbridge_scheduler(cron: str, aws: str) -> None:
-    assert to_eventbridge(cron) == aws

@@ -28,6 +28,7 @@ from quiesce.triggers.convert import (
     text,
     timestamp,
 )
+from quiesce.triggers.cron import validate_cron
 from quiesce.triggers.event import TriggerEvent
 
 
@@ -211,3 +212,31 @@ def convert(event: object) -> list[TriggerEvent]:
         raise UnsupportedEvent(f"no converter for source {key[0]!r}, detail-type {key[1]!r}")
     with reading(f"{key[1]} event"):
         return converter(EventBridgeEvent(raw))
+
+
+# ------------------------------------------------------------------------------ schedules
+
+
+def to_eventbridge(expression: str) -> str:
+    """A policy's five-field cron as `cron(...)` for EventBridge Scheduler: six fields, with
+    `?` in day-of-month or day-of-week, and days of the week numbered 1-7 from Sunday."""
+    minute, hour, dom, month, dow = validate_cron(expression).split()
+    if dow != "*":
+        dom = "?"
+        dow = ",".join(_shift_dow(item) for item in dow.split(","))
+    else:
+        dow = "?"
+    return f"cron({minute} {hour} {dom} {month} {dow} *)"
+
+
+def _shift_dow(item: str) -> str:
+    def shift(v: str) -> str:
+        if v.isdigit():
+            return str(int(v) % 7 + 1)
+        return v.upper()
+
+    body, _, step = item.partition("/")
+    if body == "*":
+        return item
+    shifted = "-".join(shift(v) for v in body.split("-"))
+    return f"{shifted}/{step}" if step else shifted

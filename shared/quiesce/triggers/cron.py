@@ -51,28 +51,3 @@ def validate_cron(expression: str) -> str:
                 if len(ends) == 2 and ends[0] > ends[1]:
                     raise ValueError(f"{name}: range {body} runs backwards")
     return " ".join(parts)
-
-
-def to_eventbridge(expression: str) -> str:
-    """`cron(...)` for EventBridge Scheduler: six fields, with `?` in day-of-month or
-    day-of-week, and days of the week numbered 1-7 from Sunday."""
-    minute, hour, dom, month, dow = validate_cron(expression).split()
-    if dow != "*":
-        dom = "?"
-        dow = ",".join(_shift_dow(item) for item in dow.split(","))
-    else:
-        dow = "?"
-    return f"cron({minute} {hour} {dom} {month} {dow} *)"
-
-
-def _shift_dow(item: str) -> str:
-    def shift(v: str) -> str:
-        if v.isdigit():
-            return str(int(v) % 7 + 1)
-        return v.upper()
-
-    body, _, step = item.partition("/")
-    if body == "*":
-        return item
-    shifted = "-".join(shift(v) for v in body.split("-"))
-    return f"{shifted}/{step}" if step else shifted
