@@ -39,10 +39,10 @@ from typing import Any
 
 from quiesce.errors import PolicyError
 from quiesce.policy import Policy, parse_policy
-from quiesce.policy.model import AwsMember
 from quiesce.triggers.model import Trigger
 from quiesce_aws.allowlists import AllowlistError, hook_allowlists
 from quiesce_aws.handler import RUN_MARGIN_SECONDS
+from quiesce_aws.member import AwsMember
 from quiesce_aws.triggers import to_eventbridge
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,7 @@ import yaml
 from quiesce.errors import QuiesceError
 from quiesce.guest import RUNNER_PATH as RUNNER_SOURCE
 from quiesce.policy import Policy, parse_policy
-from quiesce.policy.model import GcpMember, Hook, hook_name
+from quiesce.policy.model import Hook, hook_name
 from quiesce_gcp.agent import (
     AGENT_CONFIG_PATH,
     AGENT_KEY_PATH,
@@ -66,6 +66,7 @@ from quiesce_gcp.agent import (
     allowlist,
     gcp_members,
 )
+from quiesce_gcp.member import GcpMember
 from quiesce_gcp.signing import AgentKeys, instance_path
 
 ROOT = Path(__file__).resolve().parents[1]

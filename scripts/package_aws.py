@@ -39,6 +39,7 @@ from pathlib import Path
 
 from quiesce.errors import PolicyError
 from quiesce.policy import parse_policy
+from quiesce.wiring import provider_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
@@ -47,6 +48,7 @@ SOURCES = {
     "quiesce_aws": ROOT / "functions" / "aws" / "quiesce_aws",
 }
 DEFAULT_OUTPUT = ROOT / "dist" / "quiesce-aws.zip"
+PROVIDERS_GROUP = "quiesce.providers"
 
 #: Where the functions find the policy (QUIESCE_POLICY, relative to the code's root).
 POLICY_NAME = "policy.yaml"
@@ -115,11 +117,17 @@ def version(pyproject: Path = PYPROJECT) -> str:
 
 
 def entry_points_text(pyproject: Path = PYPROJECT) -> str:
+    """The entry points of the packaged code: of the providers, only the one in the zip."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     lines = []
     for group, entries in sorted(project.get("entry-points", {}).items()):
+        packaged = {
+            name: target
+            for name, target in entries.items()
+            if target.split(".", 1)[0] in SOURCES or group != PROVIDERS_GROUP
+        }
         lines.append(f"[{group}]")
-        lines.extend(f"{name} = {target}" for name, target in sorted(entries.items()))
+        lines.extend(f"{name} = {target}" for name, target in sorted(packaged.items()))
         lines.append("")
     return "\n".join(lines)
 
@@ -242,7 +250,7 @@ def check_policy(policy: Path) -> bytes:
         parsed = parse_policy(text, path=str(policy))
     except PolicyError as exc:
         raise PackageError("\n".join(exc.problems)) from None
-    others = sorted({m.provider for g in parsed.groups.values() for m in g.members} - {"aws"})
+    others = sorted(provider_names(parsed) - {"aws"})
     if others:
         raise PackageError(
             f"{policy}: members with provider {', '.join(others)} cannot be backed up by the "

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from quiesce.errors import PolicyError
 from quiesce.policy import parse_policy
+from quiesce.wiring import provider_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "shared" / "quiesce"
@@ -94,7 +95,17 @@ def sources(cloud: str) -> Iterator[tuple[str, Path]]:
 
 def build(cloud: str, policy: Path, output: Path, function_timeout: str) -> list[str]:
     text = policy.read_text(encoding="utf-8")
-    parse_policy(text, path=str(policy))  # refuse to package a policy that does not validate
+    parsed = parse_policy(text, path=str(policy))  # refuse a policy that does not validate
+    others = sorted(provider_names(parsed) - {cloud})
+    if others:
+        raise PolicyError(
+            str(policy),
+            [
+                f"{policy}: members with provider {', '.join(others)} cannot be backed up by "
+                f"the {cloud} functions (they bring only the {cloud} provider): give those "
+                "members their own policy"
+            ],
+        )
     entry, entry_text = ENTRY[cloud]
     files: dict[str, bytes] = {
         entry: entry_text.encode(),

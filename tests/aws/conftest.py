@@ -22,10 +22,11 @@ from moto import mock_aws
 from moto.ec2.models import ec2_backends
 from moto.ssm.models import ssm_backends
 
-from quiesce.policy.model import AwsMember, Hook
+from quiesce.policy.model import Hook
 from quiesce.ports import HookCall, Machine
 from quiesce.record import utcnow
 from quiesce_aws.clients import SessionClients
+from quiesce_aws.member import AwsMember
 from quiesce_aws.retry import Backoff
 
 REGION = "eu-central-1"
@@ -175,7 +176,7 @@ def fleet(clients: SessionClients) -> Fleet:
 
 
 def machine(instance_id: str, member: str = "db", **attributes: str) -> Machine:
-    attrs = {"region": REGION, "platform": "linux", **attributes}
+    attrs = {"region": REGION, "os": "linux", **attributes}
     return Machine(provider="aws", member=member, machine_id=instance_id, attributes=attrs)
 
 
@@ -188,7 +189,7 @@ def member_of(target: Machine, name: str | None = None) -> AwsMember:
             "provider": "aws",
             "region": attrs.get("region") or REGION,
             "select": {"instance_ids": [target.machine_id]},
-            "os": attrs.get("os", attrs.get("platform", "linux")),
+            "os": attrs.get("os", "linux"),
             "exclude_boot_volume": attrs.get("exclude_boot_volume") == "true",
         }
     )

@@ -247,7 +247,7 @@ def test_windows_machines_get_no_hooks(
     (instance,) = fleet.launch(1, windows=True, data_volumes=0)
     sent = wire.sent(ssm, "SendCommand")
 
-    result = runner.run(hook_call(machine(instance, platform="windows"), "post"))
+    result = runner.run(hook_call(machine(instance, os="windows"), "post"))
 
     assert (result.status, result.code) == (HookStatus.REFUSED, "InvalidPlatform")
     assert sent == []

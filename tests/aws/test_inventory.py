@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import AwsMember, LocalMember
+from quiesce.policy.model import LocalMember
 from quiesce_aws.clients import SessionClients
 from quiesce_aws.inventory import Ec2Inventory
+from quiesce_aws.member import AwsMember
 
 from .conftest import REGION, Fleet, Sleeps, Wire, quick_backoff
 
@@ -102,7 +103,7 @@ def test_exclude_boot_volume_leaves_the_root_volume_out(
     assert without.attributes["exclude_boot_volume"] == "true"
 
 
-def test_attributes_carry_region_platform_state_and_availability_zone(
+def test_attributes_carry_region_os_state_and_availability_zone(
     clients: SessionClients, fleet: Fleet
 ) -> None:
     (linux,) = fleet.launch(1)
@@ -112,8 +113,8 @@ def test_attributes_carry_region_platform_state_and_availability_zone(
     by_id = {m.machine_id: m.attributes for m in machines}
 
     assert by_id[linux]["region"] == REGION
-    assert by_id[linux]["platform"] == "linux"
-    assert by_id[windows]["platform"] == "windows"
+    assert by_id[linux]["os"] == "linux"
+    assert by_id[windows]["os"] == "windows"
     assert by_id[linux]["state"] == "running"
     assert by_id[linux]["availability_zone"] == f"{REGION}a"
 

@@ -111,7 +111,9 @@ def test_the_zip_declares_the_aws_provider_entry_point(built: Path) -> None:
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
         metadata = archive.read(f"{dist_info}/METADATA").decode()
     assert dist_info == f"quiesce-{package_aws.version()}.dist-info"
-    assert "[quiesce.providers]\naws = quiesce_aws.provider:make_provider" in entry_points
+    assert "[quiesce.providers]\naws = quiesce_aws.spec:SPEC\n" in entry_points
+    assert "azure" not in entry_points  # not in this zip
+    assert "gcp" not in entry_points
     assert "Name: quiesce" in metadata
 
 
@@ -251,6 +253,7 @@ ignored = handler.schedule_handler({"source": "aws.ec2", "detail-type": "x"}, co
 print(json.dumps({
     "quiesce": quiesce.__file__,
     "aws": [e.value for e in entry_points(group="quiesce.providers") if e.name == "aws"],
+    "registered": __import__("quiesce.providers.registry").providers.registry.names(),
     "policy": handler.policy().name,
     "ignored": ignored["status"],
     "cli_loaded": any(m.startswith(("typer", "rich", "quiesce.cli")) for m in sys.modules),
@@ -281,7 +284,8 @@ print(json.dumps({
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["quiesce"].startswith(str(task_root))
-    assert report["aws"] == ["quiesce_aws.provider:make_provider"]
+    assert report["aws"] == ["quiesce_aws.spec:SPEC"]
+    assert "aws" in report["registered"]
     assert report["policy"] == "shop"
     assert report["ignored"] == "ignored"
     assert report["cli_loaded"] is False

@@ -12,13 +12,16 @@ from botocore.exceptions import ClientError
 from quiesce.errors import ProviderError, QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import EventPublisher, HookRunner, Inventory, Snapshotter, StateStore
+from quiesce.providers import registry
 from quiesce_aws.clients import SessionClients
 from quiesce_aws.events import EventBridgePublisher
 from quiesce_aws.hooks import RUN_HOOK_DOCUMENT, SsmHookRunner
 from quiesce_aws.inventory import Ec2Inventory
+from quiesce_aws.member import AwsMember
 from quiesce_aws.provider import aws_backends, make_provider
 from quiesce_aws.retry import Backoff
 from quiesce_aws.snapshots import EbsSnapshotter
+from quiesce_aws.spec import SPEC
 from quiesce_aws.state import DynamoDbStateStore
 
 from .conftest import REGION
@@ -44,10 +47,12 @@ POLICY = Policy.model_validate(
 )
 
 
-def test_make_provider_is_the_aws_entry_point_of_quiesce_providers() -> None:
+def test_the_aws_entry_point_of_quiesce_providers_is_its_spec() -> None:
     (ep,) = [e for e in entry_points(group="quiesce.providers") if e.name == "aws"]
 
-    assert ep.load() is make_provider
+    assert ep.load() is SPEC
+    assert SPEC.member is AwsMember
+    assert registry.get("aws") is SPEC
 
 
 def test_make_provider_builds_inventory_hooks_and_snapshots_for_the_policy(
@@ -59,7 +64,7 @@ def test_make_provider_builds_inventory_hooks_and_snapshots_for_the_policy(
     assert isinstance(provider.hooks, SsmHookRunner)
     assert isinstance(provider.snapshots, EbsSnapshotter)
     assert provider.hooks.document == RUN_HOOK_DOCUMENT
-    assert provider.snapshots.members.region("orders", "db") == "eu-west-1"
+    assert provider.snapshots.regions == {"orders": ["eu-west-1"]}
 
 
 def test_aws_backends_take_names_from_the_environment(clients: SessionClients) -> None:

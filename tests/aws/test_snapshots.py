@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from quiesce.errors import ProviderError
+from quiesce.policy.model import MemberBase
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
-from quiesce_aws.clients import AwsMembers, SessionClients
+from quiesce_aws.clients import SessionClients
 from quiesce_aws.snapshots import VSS_DOCUMENT, EbsSnapshotter, snapshot_arn
 
 from .conftest import REGION, FakeClock, Fleet, Sleeps, Wire, machine, member_of, quick_backoff
@@ -29,7 +30,7 @@ def ec2(clients: SessionClients) -> Any:
 def snapshotter(clients: SessionClients, clock: FakeClock, sleeps: Sleeps) -> EbsSnapshotter:
     return EbsSnapshotter(
         clients,
-        members=AwsMembers(default_region=REGION),
+        default_region=REGION,
         backoff=quick_backoff(sleeps),
         clock=clock,
         sleep=sleeps,
@@ -39,7 +40,11 @@ def snapshotter(clients: SessionClients, clock: FakeClock, sleeps: Sleeps) -> Eb
 
 
 def snapshot_call(
-    target: Machine, run_id: str = RUN, group: str = "orders", consistency: str = "application"
+    target: Machine,
+    run_id: str = RUN,
+    group: str = "orders",
+    consistency: str = "application",
+    spec: MemberBase | None = None,
 ) -> SnapshotCall:
     return SnapshotCall(
         run_id=run_id,
@@ -49,7 +54,7 @@ def snapshot_call(
         machine=target,
         recovery_point=f"rp-{run_id}",
         consistency=consistency,
-        spec=member_of(target),
+        spec=spec or member_of(target),
     )
 
 
@@ -149,7 +154,8 @@ def test_exclude_boot_volume_comes_from_the_policy_when_the_machine_does_not_say
     sent = wire.sent(ec2, "CreateSnapshots")
     bare = Machine(provider="aws", member="db", machine_id=instance)
 
-    EbsSnapshotter(clients, members=AwsMembers.from_policy(policy)).take(snapshot_call(bare))
+    spec = policy.groups["orders"].members[0]
+    EbsSnapshotter(clients).take(snapshot_call(bare, spec=spec))
 
     assert sent[0]["InstanceSpecification"]["ExcludeBootVolume"] is True
 
@@ -375,7 +381,7 @@ def test_windows_take_runs_the_vss_document_and_records_app_consistent(
     (instance,) = fleet.launch(1, windows=True, data_volumes=1)
     sent = vss_document_on_moto(wire, clients.ssm(REGION), ec2)
 
-    refs = snapshotter.take(snapshot_call(machine(instance, platform="windows")))
+    refs = snapshotter.take(snapshot_call(machine(instance, os="windows")))
 
     (command,) = sent
     assert command["DocumentName"] == VSS_DOCUMENT
@@ -398,7 +404,7 @@ def test_a_vss_snapshot_that_was_not_app_consistent_is_recorded_as_crash_consist
     (instance,) = fleet.launch(1, windows=True, data_volumes=0)
     vss_document_on_moto(wire, clients.ssm(REGION), ec2, app_consistent="false")
 
-    (ref,) = snapshotter.take(snapshot_call(machine(instance, platform="windows")))
+    (ref,) = snapshotter.take(snapshot_call(machine(instance, os="windows")))
 
     assert ref.tags["quiesce:consistency"] == "crash"
 
@@ -424,7 +430,7 @@ def test_a_failed_vss_command_is_a_provider_error_with_its_output(
     )
 
     with pytest.raises(ProviderError) as caught:
-        snapshotter.take(snapshot_call(machine(instance, platform="windows")))
+        snapshotter.take(snapshot_call(machine(instance, os="windows")))
 
     assert caught.value.code == "VssFailed"
     assert "VSS writer timed out" in str(caught.value)
@@ -433,8 +439,8 @@ def test_a_failed_vss_command_is_a_provider_error_with_its_output(
 def test_describe_reports_how_each_volume_would_be_snapshotted(
     snapshotter: EbsSnapshotter,
 ) -> None:
-    linux = Machine("aws", "db", "i-1", ("vol-1", "vol-2"), {"platform": "linux"})
-    windows = Machine("aws", "db", "i-2", ("vol-3",), {"platform": "windows"})
+    linux = Machine("aws", "db", "i-1", ("vol-1", "vol-2"), {"os": "linux"})
+    windows = Machine("aws", "db", "i-2", ("vol-3",), {"os": "windows"})
 
     assert snapshotter.describe(linux) == {"vol-1": "ebs", "vol-2": "ebs"}
     assert snapshotter.describe(windows) == {"vol-3": "ebs-vss"}

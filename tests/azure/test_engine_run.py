@@ -13,7 +13,7 @@ from quiesce.policy.model import Policy
 from quiesce.ports import Backends
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import Consistency, RunStatus, SnapshotState
-from quiesce_azure.hooks import azure_provider
+from quiesce_azure.provider import azure_provider
 
 from .fake_arm import RG, SUB, FakeArm, FakeCredential, default_guest
 

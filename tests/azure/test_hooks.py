@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from quiesce.guest import RUNNER_PATH
-from quiesce.policy.model import AzureMember, Hook, Hooks
+from quiesce.policy.model import Hook, Hooks
 from quiesce.ports import HookCall, Machine
 from quiesce.record import HookResult, HookStatus
 from quiesce_azure import hooks as hooks_module
 from quiesce_azure.clients import CredentialClients
 from quiesce_azure.hooks import RUN_HOOK_SCRIPT, RunCommandHookRunner, hook_parameters, parse_result
+from quiesce_azure.member import AzureMember
 from quiesce_azure.retry import Backoff
 
 from .conftest import Sleeps

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import AzureMember
 from quiesce_azure.clients import CredentialClients
 from quiesce_azure.inventory import AzureInventory
+from quiesce_azure.member import AzureMember
 from quiesce_azure.retry import Backoff
 
 from .conftest import Sleeps

@@ -8,11 +8,11 @@ import pytest
 from azure.core.exceptions import ServiceResponseError
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import AzureMember
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotState
-from quiesce_azure.clients import AzureMembers, CredentialClients
+from quiesce_azure.clients import CredentialClients
 from quiesce_azure.inventory import AzureInventory
+from quiesce_azure.member import AzureMember
 from quiesce_azure.retry import Backoff
 from quiesce_azure.snapshots import (
     ALL_DISKS,
@@ -39,14 +39,8 @@ def member(mode: str, os: str = "linux") -> AzureMember:
     )
 
 
-def members(mode: str, os: str = "linux") -> AzureMembers:
-    return AzureMembers({("orders", "db"): member(mode, os)})
-
-
 def machine(clients: CredentialClients, mode: str, os: str = "linux") -> Machine:
-    known = members(mode, os).get("orders", "db")
-    assert known is not None
-    (found,) = AzureInventory(clients).resolve(known)
+    (found,) = AzureInventory(clients).resolve(member(mode, os))
     return found
 
 
@@ -70,7 +64,7 @@ def call(
 
 
 def snapshotter(clients: CredentialClients, mode: str, os: str = "linux") -> AzureSnapshotter:
-    return AzureSnapshotter(clients, members=members(mode, os), poll_interval=0)
+    return AzureSnapshotter(clients, scopes={"orders": [(SUB, RG)]}, poll_interval=0)
 
 
 def test_the_rule_is_one_named_constant() -> None:

@@ -20,7 +20,7 @@ from azure.functions.timer import TimerRequest as Timer
 from quiesce.ports import Backends
 from quiesce.providers.memory import MemoryStateStore
 from quiesce_azure.events import EventGridPublisher
-from quiesce_azure.hooks import azure_provider
+from quiesce_azure.provider import azure_provider
 
 from .fake_arm import RG, SUB, FakeArm, FakeCredential
 from .test_engine_run import phases_in_order

@@ -14,9 +14,10 @@ from quiesce.policy.model import Policy
 from quiesce.ports import Backends, Provider
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import Consistency, HookStatus, RunStatus
-from quiesce_gcp.clients import GcpClients, GcpMembers, gcp_provider
+from quiesce_gcp.clients import GcpClients, GcpMembers
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
+from quiesce_gcp.provider import gcp_provider
 from quiesce_gcp.signing import AgentKeys, instance_path
 from quiesce_gcp.snapshots import GceSnapshotter
 
@@ -62,7 +63,7 @@ def backends(policy: Policy, clients: GcpClients, **hooks: Any) -> Backends:
     provider = Provider(
         inventory=GceInventory(clients),
         hooks=AgentHookRunner(clients, members=members, keys=keys, poll_interval=0.05, **hooks),
-        snapshots=GceSnapshotter(clients, members=members, poll_interval=0.01),
+        snapshots=GceSnapshotter(clients, projects={"orders": [PROJECT]}, poll_interval=0.01),
     )
     return Backends(providers={"gcp": provider}, state=MemoryStateStore(), bus=MemoryEventBus())
 

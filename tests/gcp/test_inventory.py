@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import GcpMember
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.inventory import GceInventory, label_filter
+from quiesce_gcp.member import GcpMember
 
 from .conftest import PROJECT, ZONE
 from .fake_compute import FakeCompute

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import GcpMember
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotState
 from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.member import GcpMember
 from quiesce_gcp.retry import Backoff
 from quiesce_gcp.snapshots import FIXED_WHEN, GceSnapshotter, label_value, snapshot_name
 
@@ -117,30 +117,7 @@ def test_names_are_valid_and_labels_are_sanitized() -> None:
 def test_find_and_delete_only_touch_quiesce_snapshots(
     compute: FakeCompute, clients: GcpClients
 ) -> None:
-    from quiesce.policy.model import Policy
-    from quiesce_gcp.clients import GcpMembers
-
-    policy = Policy.model_validate(
-        {
-            "version": 1,
-            "name": "shop",
-            "groups": {
-                "orders": {
-                    "consistency": "crash",
-                    "members": [
-                        {
-                            "name": "db",
-                            "provider": "gcp",
-                            "project": PROJECT,
-                            "zone": ZONE,
-                            "select": {"instances": ["db-vm"]},
-                        }
-                    ],
-                }
-            },
-        }
-    )
-    s = GceSnapshotter(clients, members=GcpMembers.from_policy(policy), poll_interval=0.0)
+    s = GceSnapshotter(clients, projects={"orders": [PROJECT]}, poll_interval=0.0)
     m = machine(compute)
     first = s.take(call(m, "run-a"))
     s.take(call(m, "run-b"))
@@ -186,4 +163,3 @@ def test_a_rate_limited_poll_while_waiting_for_durability_is_retried(
     assert [r.state for r in done] == [SnapshotState.COMPLETED] * 2
     assert all(r.tags["status"] == "READY" and r.size_bytes == 1048576 for r in done)
     assert waits == [0.05]  # the core's backoff: half of its first step
-

@@ -28,7 +28,8 @@ from typing import Any
 from quiesce.allowlist import allowlist, policy_hooks, render
 from quiesce.errors import PolicyError, QuiesceError
 from quiesce.guest.quiesce_guest import CONFIG_VERSION
-from quiesce.policy.model import AwsMember, Policy
+from quiesce.policy.model import Policy
+from quiesce_aws.member import AwsMember
 
 #: State Manager takes at most 5 targets per association; Terraform adds the Quiesce tag.
 MAX_SELECT_TAGS = 4

@@ -21,7 +21,8 @@ import boto3
 from botocore.config import Config
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import AwsMember, Policy
+from quiesce.policy.model import Policy
+from quiesce_aws.member import AwsMember
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

@@ -502,7 +502,7 @@ class SsmHookRunner(HookRunner):
         return commands
 
     def _os(self, call: HookCall) -> str | None:
-        if call.machine.attributes.get("platform") == "windows":
+        if call.machine.attributes.get("os") == "windows":
             return "windows"
         member = self.members.get(call.group, call.member)
         return member.os if member is not None else None

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import AwsMember, Member
+from quiesce.policy.model import MemberBase
 from quiesce.ports import Inventory, Machine
+from quiesce.providers.registry import expect_member
 from quiesce_aws.clients import ClientFactory
+from quiesce_aws.member import AwsMember
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import EC2_THROTTLING, Backoff, error_message
 
@@ -80,12 +82,8 @@ class Ec2Inventory(Inventory):
         self.backoff = backoff or Backoff()
         self.page_size = page_size
 
-    def resolve(self, member: Member) -> list[Machine]:
-        if not isinstance(member, AwsMember):
-            raise ProviderError(
-                f"member {member.name!r} has provider {member.provider!r}, not 'aws'",
-                code="WrongProvider",
-            )
+    def resolve(self, spec: MemberBase) -> list[Machine]:
+        member = expect_member(spec, AwsMember)
         instances = self._describe(member)
         machines = [self._machine(member, i) for i in instances]
         if not machines:
@@ -139,7 +137,7 @@ class Ec2Inventory(Inventory):
             volumes=instance_volumes(instance, member.exclude_boot_volume),
             attributes={
                 "region": member.region,
-                "platform": instance_platform(instance),
+                "os": instance_platform(instance),
                 "state": str(instance.get("State", {}).get("Name", "")),
                 "availability_zone": str(instance.get("Placement", {}).get("AvailabilityZone", "")),
                 "root_device": str(instance.get("RootDeviceName", "")),

@@ -24,11 +24,14 @@ import boto3
 from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, Provider
+from quiesce.providers.registry import members_by_group, register
 from quiesce_aws.clients import AwsMembers, ClientFactory, SessionClients
 from quiesce_aws.events import DEFAULT_BUS, DEFAULT_SOURCE, EventBridgePublisher
 from quiesce_aws.hooks import RUN_HOOK_DOCUMENT, SsmHookRunner
 from quiesce_aws.inventory import Ec2Inventory
+from quiesce_aws.member import AwsMember
 from quiesce_aws.snapshots import EbsSnapshotter
+from quiesce_aws.spec import SPEC
 from quiesce_aws.state import DynamoDbStateStore
 
 SSM_DOCUMENT_ENV = "QUIESCE_SSM_DOCUMENT"
@@ -37,6 +40,9 @@ TABLE_ENV = "QUIESCE_TABLE"
 EVENT_BUS_ENV = "QUIESCE_EVENT_BUS"
 EVENT_SOURCE_ENV = "QUIESCE_EVENT_SOURCE"
 REGION_ENV = "QUIESCE_REGION"
+
+# Apps built by copying sources carry no package metadata: importing the provider registers it.
+register(SPEC)
 
 
 def _region(session: boto3.session.Session, env: Mapping[str, str]) -> str | None:
@@ -57,7 +63,7 @@ def aws_provider(
 ) -> Provider:
     """EC2 inventory, SSM hooks and EBS snapshots over the given clients."""
     env = os.environ if env is None else env
-    members = AwsMembers.from_policy(policy, default_region)
+    members = AwsMembers.from_policy(policy, default_region)  # what the hook runner reads
     return Provider(
         inventory=Ec2Inventory(clients),
         hooks=SsmHookRunner(
@@ -66,7 +72,14 @@ def aws_provider(
             document=env.get(SSM_DOCUMENT_ENV) or RUN_HOOK_DOCUMENT,
             document_version=env.get(SSM_DOCUMENT_VERSION_ENV) or None,
         ),
-        snapshots=EbsSnapshotter(clients, members=members),
+        snapshots=EbsSnapshotter(
+            clients,
+            regions={
+                group: sorted({m.region for m in found})
+                for group, found in members_by_group(policy, AwsMember).items()
+            },
+            default_region=default_region,
+        ),
     )
 
 

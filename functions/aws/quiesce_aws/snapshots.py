@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,8 +30,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from quiesce.durability import poll_durable
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
+from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
-from quiesce_aws.clients import AwsMembers, ClientFactory, chunks
+from quiesce_aws.clients import ClientFactory, chunks
+from quiesce_aws.member import AwsMember
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import (
     EC2_THROTTLING,
@@ -155,7 +157,8 @@ class EbsSnapshotter(Snapshotter):
         self,
         clients: ClientFactory,
         *,
-        members: AwsMembers | None = None,
+        regions: Mapping[str, Sequence[str]] | None = None,
+        default_region: str | None = None,
         backoff: Backoff | None = None,
         poll_interval: float = 5.0,
         vss_poll_interval: float = 2.0,
@@ -164,7 +167,8 @@ class EbsSnapshotter(Snapshotter):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.clients = clients
-        self.members = members or AwsMembers()
+        self.regions = dict(regions or {})  # by group: where `find` looks
+        self.default_region = default_region
         self.backoff = backoff or Backoff(attempts=6, base=0.25, cap=4.0, sleep=sleep)
         self.poll_interval = poll_interval
         self.vss_poll_interval = vss_poll_interval
@@ -175,15 +179,15 @@ class EbsSnapshotter(Snapshotter):
     # ------------------------------------------------------------------------------ the port
 
     def take(self, call: SnapshotCall) -> list[SnapshotRef]:
-        region = self.members.region(call.group, call.member, call.machine.attributes)
+        region = call.machine.attributes.get("region") or _member(call).region
         tags = snapshot_tags(call)
-        if self._is_windows(call.group, call.member, call.machine):
+        if self._is_windows(call):
             return self._take_vss(call, region, tags)
         ec2 = self.clients.ec2(region)
         instance_id = call.machine.machine_id
         spec: dict[str, Any] = {
             "InstanceId": instance_id,
-            "ExcludeBootVolume": self._exclude_boot(call.group, call.member, call.machine),
+            "ExcludeBootVolume": self._exclude_boot(call),
         }
         started = utcnow()
         try:
@@ -308,13 +312,14 @@ class EbsSnapshotter(Snapshotter):
             {"Name": f"tag:{k}", "Values": [v]} for k, v in wanted.items()
         ]
         found: list[SnapshotRef] = []
-        for region in self.members.group_regions(group):
+        regions = self.regions.get(group) or ([self.default_region] if self.default_region else [])
+        for region in regions:
             for item in self._describe(region, filters):
                 found.append(self._ref(region, item))
         return sorted(found, key=lambda r: (r.started_at, r.id))
 
     def describe(self, machine: Machine) -> dict[str, str]:
-        method = "ebs-vss" if machine.attributes.get("platform") == "windows" else "ebs"
+        method = "ebs-vss" if machine.attributes.get("os") == "windows" else "ebs"
         return {volume: method for volume in machine.volumes}
 
     # ------------------------------------------------------------------------------ Windows
@@ -330,7 +335,7 @@ class EbsSnapshotter(Snapshotter):
                 code="BadTag",
             )
         ssm = self.clients.ssm(region)
-        exclude = self._exclude_boot(call.group, call.member, call.machine)
+        exclude = self._exclude_boot(call)
         parameters = {
             "ExcludeBootVolume": ["True" if exclude else "False"],
             "CreateAmi": ["False"],
@@ -434,18 +439,16 @@ class EbsSnapshotter(Snapshotter):
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _is_windows(self, group: str, member: str, machine: Machine) -> bool:
-        if machine.attributes.get("platform") == "windows":
-            return True
-        known = self.members.get(group, member)
-        return known is not None and known.os == "windows"
+    @staticmethod
+    def _is_windows(call: SnapshotCall) -> bool:
+        return "windows" in (call.machine.attributes.get("os"), _member(call).os)
 
-    def _exclude_boot(self, group: str, member: str, machine: Machine) -> bool:
-        flag = machine.attributes.get("exclude_boot_volume")
+    @staticmethod
+    def _exclude_boot(call: SnapshotCall) -> bool:
+        flag = call.machine.attributes.get("exclude_boot_volume")
         if flag is not None:
             return flag == "true"
-        known = self.members.get(group, member)
-        return bool(known is not None and known.exclude_boot_volume)
+        return _member(call).exclude_boot_volume
 
     @staticmethod
     def _description(call: SnapshotCall) -> str:
@@ -455,7 +458,7 @@ class EbsSnapshotter(Snapshotter):
         )[:255]
 
     def _region(self, ref: SnapshotRef) -> str:
-        region = region_of(ref) or self.members.default_region
+        region = region_of(ref) or self.default_region
         if not region:
             raise ProviderError(
                 f"snapshot {ref.id}: its region is unknown (no ARN in its location)",
@@ -533,3 +536,7 @@ class EbsSnapshotter(Snapshotter):
             tags=tags,
             reported_consistency=reported,
         )
+
+
+def _member(call: SnapshotCall) -> AwsMember:
+    return expect_member(call.spec, AwsMember)

@@ -25,7 +25,8 @@ from typing import Any
 from quiesce.allowlist import allowlist, policy_hooks, render
 from quiesce.errors import PolicyError, QuiesceError
 from quiesce.policy import parse_policy
-from quiesce.policy.model import AzureMember, Policy
+from quiesce.policy.model import Policy
+from quiesce_azure.member import AzureMember
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[3] / "infra" / "azure" / "hooks.auto.tfvars.json"
 

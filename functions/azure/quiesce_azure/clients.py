@@ -26,7 +26,8 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.mgmt.compute import ComputeManagementClient
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import AzureMember, Policy
+from quiesce.policy.model import Policy
+from quiesce_azure.member import AzureMember
 from quiesce_azure.retry import Backoff, Reconnect
 
 ARM_SCOPE = "https://management.azure.com/.default"

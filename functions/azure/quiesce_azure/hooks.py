@@ -37,13 +37,11 @@ from quiesce.errors import ProviderError
 from quiesce.guest.protocol import REMOTE, Request, Stopwatch, argument_problem, windows_refusal
 from quiesce.guest.protocol import parse_answer as parse_result
 from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
-from quiesce.policy.model import Policy
-from quiesce.ports import HookCall, HookRunner, Provider
+from quiesce.ports import HookCall, HookRunner
 from quiesce.record import HookResult, HookStatus
 from quiesce_azure.clients import (
     AzureClientFactory,
     AzureMembers,
-    CredentialClients,
     as_json,
     dig,
     parse_vm_id,
@@ -344,33 +342,3 @@ class RunCommandHookRunner(HookRunner):
             )
         except (AzureError, ProviderError) as exc:
             log.warning("could not delete run command %s on %s: %s", name, vm, exc)
-
-
-def azure_provider(
-    policy: Policy | None,
-    credential: Any,
-    *,
-    base_url: str | None = None,
-    client_factory: AzureClientFactory | None = None,
-    polling_interval: float | None = None,
-    backoff: Backoff | None = None,
-) -> Provider:
-    """Azure inventory, Run Command hooks and restore points/snapshots for a policy.
-
-    `credential` is a TokenCredential (e.g. azure.identity.DefaultAzureCredential or
-    ManagedIdentityCredential); `base_url` another ARM endpoint; `client_factory` replaces the
-    client construction altogether (then `credential` and `base_url` are unused).
-    """
-    from quiesce_azure.inventory import AzureInventory
-    from quiesce_azure.snapshots import AzureSnapshotter
-
-    clients = client_factory or CredentialClients(
-        credential, base_url=base_url, polling_interval=polling_interval
-    )
-    members = AzureMembers.from_policy(policy)
-    poll = 1.0 if polling_interval is None else polling_interval
-    return Provider(
-        inventory=AzureInventory(clients, backoff=backoff),
-        hooks=RunCommandHookRunner(clients, members=members, backoff=backoff, poll_interval=poll),
-        snapshots=AzureSnapshotter(clients, members=members, backoff=backoff, poll_interval=poll),
-    )

@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import AzureMember, Member
+from quiesce.policy.model import MemberBase
 from quiesce.ports import Inventory, Machine
+from quiesce.providers.registry import expect_member
 from quiesce_azure.clients import AzureClientFactory, as_json, dig, parse_vm_id
+from quiesce_azure.member import AzureMember
 from quiesce_azure.permissions import Permission
 from quiesce_azure.retry import Backoff, error_code, error_message
 
@@ -60,12 +62,8 @@ class AzureInventory(Inventory):
         self.clients = clients
         self.backoff = backoff or Backoff()
 
-    def resolve(self, member: Member) -> list[Machine]:
-        if not isinstance(member, AzureMember):
-            raise ProviderError(
-                f"member {member.name!r} has provider {member.provider!r}, not 'azure'",
-                code="WrongProvider",
-            )
+    def resolve(self, spec: MemberBase) -> list[Machine]:
+        member = expect_member(spec, AzureMember)
         try:
             vms = self._by_names(member) if member.select.vm_names else self._by_tags(member)
         except HttpResponseError as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.data.tables import TableServiceClient
@@ -31,7 +32,14 @@ from azure.data.tables import TableServiceClient
 from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, EventPublisher, Provider
+from quiesce.providers.registry import members_by_group, register
+from quiesce_azure.member import AzureMember
+from quiesce_azure.spec import SPEC
 from quiesce_azure.state import TableStateStore
+
+if TYPE_CHECKING:
+    from quiesce_azure.clients import AzureClientFactory
+    from quiesce_azure.retry import Backoff
 
 PROVIDER = "azure"
 TABLE_ENV = "QUIESCE_TABLE"
@@ -40,6 +48,9 @@ STORAGE_ENV = "AzureWebJobsStorage"
 EVENTGRID_ENDPOINT_ENV = "QUIESCE_EVENTGRID_ENDPOINT"
 EVENTGRID_KEY_ENV = "QUIESCE_EVENTGRID_KEY"
 DEFAULT_TABLE = "quiesce"
+
+# Apps built by copying sources carry no package metadata: importing the provider registers it.
+register(SPEC)
 
 
 def default_credential() -> TokenCredential:
@@ -50,18 +61,50 @@ def default_credential() -> TokenCredential:
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
 
 
-def azure_provider(policy: Policy | None, credential: TokenCredential) -> Provider:
-    """The adapters' provider (quiesce_azure.hooks.azure_provider), imported when first needed
-    so the catalog and the triggers work without the Compute SDK loaded."""
+def azure_provider(
+    policy: Policy | None,
+    credential: TokenCredential,
+    *,
+    base_url: str | None = None,
+    client_factory: AzureClientFactory | None = None,
+    polling_interval: float | None = None,
+    backoff: Backoff | None = None,
+) -> Provider:
+    """Azure inventory, Run Command hooks and restore points/snapshots for a policy.
+
+    `credential` is a TokenCredential (e.g. azure.identity.DefaultAzureCredential or
+    ManagedIdentityCredential); `base_url` another ARM endpoint; `client_factory` replaces the
+    client construction altogether (then `credential` and `base_url` are unused). The adapters
+    are imported here, so the catalog and the triggers work without the Compute SDK loaded.
+    """
     try:
-        from quiesce_azure.hooks import azure_provider as build
+        from quiesce_azure.clients import AzureMembers, CredentialClients
+        from quiesce_azure.hooks import RunCommandHookRunner
+        from quiesce_azure.inventory import AzureInventory
+        from quiesce_azure.snapshots import AzureSnapshotter
     except ImportError as exc:
         raise QuiesceError(
             f"the Azure provider's adapters cannot be imported ({exc}): install the "
             "quiesce package with its Azure dependencies (azure-mgmt-compute)"
         ) from exc
-    provider: Provider = build(policy, credential)
-    return provider
+    clients = client_factory or CredentialClients(
+        credential, base_url=base_url, polling_interval=polling_interval
+    )
+    poll = 1.0 if polling_interval is None else polling_interval
+    scopes = {
+        group: sorted({(m.subscription, m.resource_group) for m in found})
+        for group, found in members_by_group(policy, AzureMember).items()
+    }
+    return Provider(
+        inventory=AzureInventory(clients, backoff=backoff),
+        hooks=RunCommandHookRunner(
+            clients,
+            members=AzureMembers.from_policy(policy),  # what the hook runner reads
+            backoff=backoff,
+            poll_interval=poll,
+        ),
+        snapshots=AzureSnapshotter(clients, scopes=scopes, backoff=backoff, poll_interval=poll),
+    )
 
 
 def make_provider(policy: Policy, credential: TokenCredential | None = None) -> Provider:

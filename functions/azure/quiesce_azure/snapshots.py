@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -31,8 +31,10 @@ from azure.mgmt.compute import models
 from quiesce.durability import poll_durable
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
+from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
-from quiesce_azure.clients import AzureClientFactory, AzureMembers, VmRef, as_json, dig, parse_vm_id
+from quiesce_azure.clients import AzureClientFactory, VmRef, as_json, dig, parse_vm_id
+from quiesce_azure.member import AzureMember
 from quiesce_azure.permissions import Permission
 from quiesce_azure.retry import Backoff, error_code, error_message
 
@@ -148,14 +150,14 @@ class AzureSnapshotter(Snapshotter):
         self,
         clients: AzureClientFactory,
         *,
-        members: AzureMembers | None = None,
+        scopes: Mapping[str, Sequence[tuple[str, str]]] | None = None,
         backoff: Backoff | None = None,
         poll_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.clients = clients
-        self.members = members or AzureMembers()
+        self.scopes = dict(scopes or {})  # by group: the (subscription, resource group)s
         self.backoff = backoff or Backoff(sleep=sleep)
         self.poll_interval = poll_interval
         self.clock = clock
@@ -165,9 +167,9 @@ class AzureSnapshotter(Snapshotter):
 
     def take(self, call: SnapshotCall) -> list[SnapshotRef]:
         vm = parse_vm_id(call.machine.machine_id)
-        known = self.members.get(call.group, call.member)
-        mode = known.snapshot if known is not None else "restore_point"
-        os_name = call.machine.attributes.get("os") or (known.os if known else "linux")
+        member = expect_member(call.spec, AzureMember)
+        mode = member.snapshot
+        os_name = call.machine.attributes.get("os") or member.os
         try:
             location = call.machine.attributes.get("location") or self._vm_location(vm)
             if mode == "disk_snapshots":
@@ -221,7 +223,7 @@ class AzureSnapshotter(Snapshotter):
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         wanted = {MANAGED_TAG: "true", "quiesce:policy": policy, "quiesce:group": group}
         found: list[SnapshotRef] = []
-        for subscription, rg in self.members.group_scopes(group):
+        for subscription, rg in self.scopes.get(group, ()):
             compute = self.clients.compute(subscription)
             snaps = self.backoff.call(
                 lambda compute=compute, rg=rg: [  # type: ignore[misc]

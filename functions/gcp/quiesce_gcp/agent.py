@@ -29,7 +29,8 @@ from quiesce.allowlist import PolicyHook, policy_hooks
 from quiesce.allowlist import allowlist as core_allowlist
 from quiesce.errors import ProviderError, QuiesceError
 from quiesce.guest import quiesce_agent as guest_agent
-from quiesce.policy.model import GcpMember, Group, Policy
+from quiesce.policy.model import Group, Policy
+from quiesce_gcp.member import GcpMember
 from quiesce_gcp.signing import AgentKeys
 
 PROTOCOL_VERSION = guest_agent.PROTOCOL_VERSION

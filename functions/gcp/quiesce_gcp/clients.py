@@ -22,13 +22,11 @@ from google.api_core.client_options import ClientOptions
 from google.cloud import compute_v1
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import GcpMember, Policy
+from quiesce.policy.model import Policy
+from quiesce_gcp.member import GcpMember
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
-
-    from quiesce.ports import Provider
-    from quiesce_gcp.signing import AgentKeys
 
 #: A zonal resource URL (or partial URL): projects/P/zones/Z/<kind>/NAME.
 ZONAL = re.compile(
@@ -191,35 +189,3 @@ def wait_zone_operation(
             f"operation {op.name} ({op.operation_type}) failed: {error}", code="OperationFailed"
         )
     return op
-
-
-def gcp_provider(
-    policy: Policy | None,
-    *,
-    credentials: Credentials | None = None,
-    compute_endpoint: str | None = None,
-    clients: GcpClients | None = None,
-    default_project: str | None = None,
-    poll_interval: float = 0.5,
-    agent_keys: AgentKeys | None = None,
-) -> Provider:
-    """Compute Engine inventory, agent / guest-flush hooks and disk snapshots.
-
-    `clients` wins over `credentials`/`compute_endpoint`; `poll_interval` is how often hook
-    answers, snapshot states and operations are polled; `agent_keys` sign agent commands and
-    verify answers (without them, agent hooks fail with NoSigningKey).
-    """
-    from quiesce.ports import Provider
-    from quiesce_gcp.hooks import AgentHookRunner
-    from quiesce_gcp.inventory import GceInventory
-    from quiesce_gcp.snapshots import GceSnapshotter
-
-    clients = clients or GcpClients(credentials, compute_endpoint=compute_endpoint)
-    members = GcpMembers.from_policy(policy, default_project)
-    return Provider(
-        inventory=GceInventory(clients),
-        hooks=AgentHookRunner(
-            clients, members=members, keys=agent_keys, poll_interval=poll_interval
-        ),
-        snapshots=GceSnapshotter(clients, members=members, poll_interval=poll_interval),
-    )

@@ -14,9 +14,11 @@ from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import GcpMember, Member
+from quiesce.policy.model import MemberBase
 from quiesce.ports import Inventory, Machine
+from quiesce.providers.registry import expect_member
 from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.member import GcpMember
 from quiesce_gcp.permissions import INSTANCE, Permission
 from quiesce_gcp.retry import Backoff, error_message
 
@@ -38,9 +40,8 @@ class GceInventory(Inventory):
         self.clients = clients
         self.backoff = backoff or Backoff()
 
-    def resolve(self, member: Member) -> list[Machine]:
-        if not isinstance(member, GcpMember):
-            raise ProviderError(f"member {member.name!r} is not a gcp member", code="WrongProvider")
+    def resolve(self, spec: MemberBase) -> list[Machine]:
+        member = expect_member(spec, GcpMember)
         instances = self.clients.instances()
         found: list[compute_v1.Instance] = []
         try:

@@ -28,15 +28,25 @@ from typing import TYPE_CHECKING
 from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, EventPublisher, Provider
+from quiesce.providers.registry import members_by_group, register
+from quiesce_gcp.member import GcpMember
+from quiesce_gcp.spec import SPEC
 
 if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
     from google.cloud import firestore
+
+    from quiesce_gcp.clients import GcpClients
+    from quiesce_gcp.signing import AgentKeys
 
 PROJECT_ENV = "QUIESCE_PROJECT"
 TOPIC_ENV = "QUIESCE_PUBSUB_TOPIC"
 DATABASE_ENV = "QUIESCE_FIRESTORE_DATABASE"
 PREFIX_ENV = "QUIESCE_FIRESTORE_PREFIX"
 COMPUTE_ENDPOINT_ENV = "QUIESCE_COMPUTE_ENDPOINT"
+
+# Apps built by copying sources carry no package metadata: importing the provider registers it.
+register(SPEC)
 
 
 def project_of(env: Mapping[str, str]) -> str | None:
@@ -55,9 +65,52 @@ def topic_path(topic: str, project: str | None) -> str:
     return f"projects/{project}/topics/{topic}"
 
 
+def gcp_provider(
+    policy: Policy | None,
+    *,
+    credentials: Credentials | None = None,
+    compute_endpoint: str | None = None,
+    clients: GcpClients | None = None,
+    default_project: str | None = None,
+    poll_interval: float = 0.5,
+    agent_keys: AgentKeys | None = None,
+) -> Provider:
+    """Compute Engine inventory, agent / guest-flush hooks and disk snapshots.
+
+    `clients` wins over `credentials`/`compute_endpoint`; `poll_interval` is how often hook
+    answers, snapshot states and operations are polled; `agent_keys` sign agent commands and
+    verify answers (without them, agent hooks fail with NoSigningKey). The adapters are imported
+    here, so the catalog and the triggers work without the Compute SDK loaded.
+    """
+    from quiesce_gcp.clients import GcpClients, GcpMembers
+    from quiesce_gcp.hooks import AgentHookRunner
+    from quiesce_gcp.inventory import GceInventory
+    from quiesce_gcp.snapshots import GceSnapshotter
+
+    clients = clients or GcpClients(credentials, compute_endpoint=compute_endpoint)
+    projects = {
+        group: sorted({m.project for m in found})
+        for group, found in members_by_group(policy, GcpMember).items()
+    }
+    return Provider(
+        inventory=GceInventory(clients),
+        hooks=AgentHookRunner(
+            clients,
+            members=GcpMembers.from_policy(policy, default_project),  # what the runner reads
+            keys=agent_keys,
+            poll_interval=poll_interval,
+        ),
+        snapshots=GceSnapshotter(
+            clients,
+            projects=projects,
+            default_project=default_project,
+            poll_interval=poll_interval,
+        ),
+    )
+
+
 def make_provider(policy: Policy, *, env: Mapping[str, str] | None = None) -> Provider:
     """The `gcp` provider of a policy (the `quiesce.providers` entry point)."""
-    from quiesce_gcp.clients import gcp_provider
     from quiesce_gcp.signing import AgentKeys
 
     env = os.environ if env is None else env

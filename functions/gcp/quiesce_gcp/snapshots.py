@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -31,14 +31,15 @@ from google.cloud import compute_v1
 from quiesce.durability import poll_durable
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
+from quiesce.providers.registry import expect_member
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce_gcp.clients import (
     GcpClients,
-    GcpMembers,
     operation_error,
     parse_global,
     parse_zonal,
 )
+from quiesce_gcp.member import GcpMember
 from quiesce_gcp.permissions import (
     DISK,
     QUIESCE_SNAPSHOTS,
@@ -104,7 +105,8 @@ class GceSnapshotter(Snapshotter):
         self,
         clients: GcpClients,
         *,
-        members: GcpMembers | None = None,
+        projects: Mapping[str, Sequence[str]] | None = None,
+        default_project: str | None = None,
         fixed_when: Collection[str] = FIXED_WHEN,
         poll_interval: float = 0.5,
         take_timeout: float = TAKE_TIMEOUT_SECONDS,
@@ -113,7 +115,8 @@ class GceSnapshotter(Snapshotter):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clients = clients
-        self.members = members or GcpMembers()
+        self.projects = dict(projects or {})  # by group: where `find` looks
+        self.default_project = default_project
         self.fixed_when = frozenset(fixed_when)
         self.poll_interval = poll_interval
         self.take_timeout = take_timeout
@@ -124,9 +127,7 @@ class GceSnapshotter(Snapshotter):
     # ------------------------------------------------------------------------------ take
 
     def _guest_flush(self, call: SnapshotCall) -> bool:
-        return self.members.channel(call.group, call.member, call.machine.attributes) == (
-            "guest_flush"
-        )
+        return expect_member(call.spec, GcpMember).hook_channel == "guest_flush"
 
     def labels(self, call: SnapshotCall) -> dict[str, str]:
         return {
@@ -339,7 +340,10 @@ class GceSnapshotter(Snapshotter):
         if run_id is not None:
             wanted["quiesce-run"] = label_value(run_id)
         out: list[SnapshotRef] = []
-        for project in self.members.group_projects(group):
+        projects = self.projects.get(group) or (
+            [self.default_project] if self.default_project else []
+        )
+        for project in projects:
             request = compute_v1.ListSnapshotsRequest(
                 project=project, filter=" ".join(f'(labels.{k} = "{v}")' for k, v in wanted.items())
             )

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from quiesce.errors import PolicyError
 from quiesce.policy.model import Policy
+from quiesce.providers import registry
 
 Loc = tuple[str | int, ...]
 
@@ -143,13 +144,9 @@ def _message(err: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown field (check its spelling; unknown fields are not allowed)"
     if kind == "union_tag_invalid":
-        ctx = err.get("ctx", {})
-        return (
-            f"unknown provider {ctx.get('tag')!r}; known providers: "
-            f"{str(ctx.get('expected_tags', '')).replace(chr(39), '')}"
-        )
+        return registry.unknown_message(err.get("ctx", {}).get("tag"))
     if kind == "union_tag_not_found":
-        return "a member needs a provider (local, aws, …)"
+        return f"a member needs a provider (one of: {', '.join(registry.names())})"
     return str(err["msg"]).removeprefix("Value error, ")
 
 

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
 from quiesce.guest.quiesce_guest import HOOK_NAME_RE, env_name_problem
 from quiesce.triggers.model import Trigger
@@ -205,6 +214,10 @@ class Hooks(StrictModel):
 
 
 class MemberBase(StrictModel):
+    """What every member has, whatever its provider. Each provider's member model extends it
+    with `provider: Literal["<name>"]` and its own fields (see quiesce.providers.registry)."""
+
+    provider: str = Field(description="Where the member lives: a registered provider's name.")
     name: str = Field(
         pattern=NAME_PATTERN,
         description="The member's name, unique in its group.",
@@ -219,6 +232,20 @@ class MemberBase(StrictModel):
         ),
         examples=[{"pre": {"run": ["./hooks/pause.sh"]}, "post": {"run": ["./hooks/resume.sh"]}}],
     )
+
+    @property
+    def quiesced_by_platform(self) -> bool:
+        """Whether the platform quiesces the member's machines itself (Windows VSS), so an
+        application-consistent group needs no pre hook for it."""
+        return False
+
+    def alone_reason(self) -> str | None:
+        """Why this member must be the only one of its group, or None when it may share."""
+        return None
+
+    def local_folders(self) -> list[str]:
+        """Folders of this machine the member snapshots: no two in a group may overlap."""
+        return []
 
 
 class LocalMember(MemberBase):
@@ -245,6 +272,9 @@ class LocalMember(MemberBase):
         ),
         examples=[True],
     )
+
+    def local_folders(self) -> list[str]:
+        return list(self.volumes)
 
     @model_validator(mode="after")
     def _resolve_paths(self, info: ValidationInfo) -> LocalMember:
@@ -308,7 +338,8 @@ def _no_nested(folders: list[str], field: str) -> None:
                 )
 
 
-def _absolute_hooks(hooks: Hooks) -> None:
+def absolute_hooks(hooks: Hooks) -> None:
+    """Refuses hook scripts that are not absolute paths (members on remote machines)."""
     for phase in ("pre", "post", "verify"):
         hook: Hook | None = getattr(hooks, phase)
         if hook is not None and hook.run is not None and not hook.run[0].startswith("/"):
@@ -317,194 +348,24 @@ def _absolute_hooks(hooks: Hooks) -> None:
             )
 
 
-class AwsSelect(StrictModel):
-    """Which EC2 instances a member stands for: by id, or by tags (all must match)."""
+class RegisteredMembers:
+    """The members of every registered provider, told apart by their `provider` field.
 
-    instance_ids: list[Annotated[str, Field(pattern=r"^i-[0-9a-f]{8,17}$")]] | None = Field(
-        default=None, min_length=1, description="EC2 instance ids.", examples=[["i-0abc12345"]]
-    )
-    tags: dict[str, str] | None = Field(
-        default=None,
-        min_length=1,
-        description="Every instance (running or stopped) carrying all of these tags.",
-        examples=[{"app": "orders"}],
-    )
+    The union is built when the policy model is first used, from quiesce.providers.registry;
+    registering a provider later rebuilds it (`rebuild`)."""
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> AwsSelect:
-        if (self.instance_ids is None) == (self.tags is None):
-            raise ValueError("give exactly one of instance_ids or tags")
-        return self
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from quiesce.providers.registry import specs
+
+        models = tuple(spec.member for spec in specs().values())
+        choices = Union[models] if len(models) > 1 else Union[models[0], models[0]]  # noqa: UP007
+        return handler.generate_schema(Annotated[choices, Field(discriminator="provider")])
 
 
-class AwsMember(MemberBase):
-    """EC2 instances: hooks through SSM Run Command, snapshots of all EBS volumes at once."""
-
-    provider: Literal["aws"] = Field(description="Amazon EC2.", examples=["aws"])
-    region: str = Field(
-        pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$",
-        description="The instances' region.",
-        examples=["eu-central-1"],
-    )
-    select: AwsSelect = Field(
-        description="The instances; a member may resolve to many.",
-        examples=[{"tags": {"app": "orders", "tier": "db"}}],
-    )
-    os: Literal["linux", "windows"] = Field(
-        default="linux",
-        description=(
-            "`windows`: quiesced by VSS through the AWSEC2-CreateVssSnapshot document instead "
-            "of hooks (VSS holds writes for at most 10 s)."
-        ),
-        examples=["linux"],
-    )
-    exclude_boot_volume: bool = Field(
-        default=False,
-        description="Leave the root volume out of the snapshots.",
-        examples=[False],
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> AwsMember:
-        _absolute_hooks(self.hooks)
-        if self.os == "windows" and (self.hooks.pre or self.hooks.post):
-            raise ValueError("windows members are quiesced by VSS: remove hooks.pre and hooks.post")
-        return self
-
-
-class AzureSelect(StrictModel):
-    """Which VMs of the resource group a member stands for: by name, or by tags."""
-
-    vm_names: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]] | None = (
-        Field(default=None, min_length=1, description="VM names.", examples=[["api-1", "api-2"]])
-    )
-    tags: dict[str, str] | None = Field(
-        default=None,
-        min_length=1,
-        description="Every VM of the resource group carrying all of these tags.",
-        examples=[{"app": "orders"}],
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> AzureSelect:
-        if (self.vm_names is None) == (self.tags is None):
-            raise ValueError("give exactly one of vm_names or tags")
-        return self
-
-
-class AzureMember(MemberBase):
-    """Azure VMs: hooks through managed Run Command, restore points or incremental snapshots."""
-
-    provider: Literal["azure"] = Field(description="Azure virtual machines.", examples=["azure"])
-    subscription: str = Field(
-        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-        description="The subscription id.",
-        examples=["00000000-0000-0000-0000-000000000000"],
-    )
-    resource_group: str = Field(
-        pattern=r"^[-\w._()]{1,90}$",
-        description="The VMs' resource group.",
-        examples=["rg-orders"],
-    )
-    select: AzureSelect = Field(
-        description="The VMs; a member may resolve to many.", examples=[{"vm_names": ["api-1"]}]
-    )
-    os: Literal["linux", "windows"] = Field(
-        default="linux",
-        description=(
-            "`windows`: an application-consistent restore point (VSS through the VM's backup "
-            "extension) instead of hooks."
-        ),
-        examples=["linux"],
-    )
-    snapshot: Literal["restore_point", "disk_snapshots"] = Field(
-        default="restore_point",
-        description=(
-            "`restore_point`: one VM restore point covering all managed disks. "
-            "`disk_snapshots`: one incremental snapshot per managed disk."
-        ),
-        examples=["restore_point"],
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> AzureMember:
-        _absolute_hooks(self.hooks)
-        if self.os == "windows":
-            if self.hooks.pre or self.hooks.post:
-                raise ValueError(
-                    "windows members are quiesced by VSS: remove hooks.pre and hooks.post"
-                )
-            if self.snapshot != "restore_point":
-                raise ValueError("windows members need snapshot: restore_point (VSS)")
-        return self
-
-
-class GcpSelect(StrictModel):
-    """Which Compute Engine instances of the zone a member stands for: by name, or by labels."""
-
-    instances: list[Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")]] | None = (
-        Field(default=None, min_length=1, description="Instance names.", examples=[["reports-1"]])
-    )
-    labels: dict[str, str] | None = Field(
-        default=None,
-        min_length=1,
-        description="Every instance of the zone carrying all of these labels.",
-        examples=[{"app": "orders"}],
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> GcpSelect:
-        if (self.instances is None) == (self.labels is None):
-            raise ValueError("give exactly one of instances or labels")
-        return self
-
-
-class GcpMember(MemberBase):
-    """Compute Engine instances: disk snapshots, hooks through the guest agent."""
-
-    provider: Literal["gcp"] = Field(description="Google Compute Engine.", examples=["gcp"])
-    project: str = Field(
-        pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
-        description="The instances' project id.",
-        examples=["orders-prod"],
-    )
-    zone: str = Field(
-        pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$",
-        description="The instances' zone.",
-        examples=["europe-west1-b"],
-    )
-    select: GcpSelect = Field(
-        description="The instances; a member may resolve to many.",
-        examples=[{"instances": ["reports-1"]}],
-    )
-    hook_channel: Literal["agent", "guest_flush"] = Field(
-        default="agent",
-        description=(
-            "`agent`: Quiesce's guest agent runs the hooks and holds the freeze across the "
-            "group's machines. `guest_flush`: the snapshot asks the Google guest agent to run "
-            "pre.sh/post.sh around itself (single-member groups and Windows VSS only)."
-        ),
-        examples=["agent"],
-    )
-    os: Literal["linux", "windows"] = Field(
-        default="linux",
-        description="`windows`: quiesced by VSS through guest flush.",
-        examples=["linux"],
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> GcpMember:
-        _absolute_hooks(self.hooks)
-        if self.os == "windows" and self.hook_channel != "guest_flush":
-            raise ValueError("windows members are quiesced by VSS: use hook_channel: guest_flush")
-        if self.os == "windows" and (self.hooks.pre or self.hooks.post):
-            raise ValueError("windows members are quiesced by VSS: remove hooks.pre and hooks.post")
-        return self
-
-
-Member = Annotated[
-    LocalMember | AwsMember | AzureMember | GcpMember, Field(discriminator="provider")
-]
+#: A member of any registered provider (statically: its base).
+Member = Annotated[MemberBase, RegisteredMembers()]
 
 
 class Retention(StrictModel):
@@ -530,6 +391,8 @@ class Retention(StrictModel):
 
 class Group(StrictModel):
     """A consistency group: its members are frozen together and share one recovery point."""
+
+    model_config = ConfigDict(defer_build=True)
 
     consistency: Literal["application", "crash"] = Field(
         default="application",
@@ -584,18 +447,14 @@ class Group(StrictModel):
         if dupes:
             raise ValueError(f"member names must be unique; repeated: {', '.join(dupes)}")
         _no_nested(
-            [v for m in self.members if isinstance(m, LocalMember) for v in m.volumes],
+            [v for m in self.members for v in m.local_folders()],
             "volumes (of the group's local members)",
         )
-        flushed = [m.name for m in self.members if getattr(m, "hook_channel", "") == "guest_flush"]
-        if flushed and len(self.members) > 1:
-            raise ValueError(
-                f"member {flushed[0]!r} uses hook_channel: guest_flush, which holds one VM only "
-                "while its own disks are snapshotted: put it in a group of its own, or use "
-                "hook_channel: agent to freeze it with the group"
-            )
+        alone = [r for r in (m.alone_reason() for m in self.members) if r is not None]
+        if alone and len(self.members) > 1:
+            raise ValueError(alone[0])
         if self.consistency == "application":
-            vss = [m for m in self.members if getattr(m, "os", "linux") == "windows"]
+            vss = [m for m in self.members if m.quiesced_by_platform]
             if not any(m.hooks.pre for m in self.members) and not vss:
                 raise ValueError(
                     "consistency: application needs at least one member with a pre hook (or a "
@@ -616,6 +475,8 @@ class Group(StrictModel):
 
 class Policy(StrictModel):
     """A Quiesce policy file."""
+
+    model_config = ConfigDict(defer_build=True)
 
     version: Literal[1] = Field(description="Policy format version.", examples=[1])
     name: str = Field(
@@ -735,6 +596,12 @@ class Policy(StrictModel):
             return self.groups[name]
         except KeyError:
             raise UnknownGroupError(name, sorted(self.groups)) from None
+
+
+def rebuild() -> None:
+    """Rebuilds the models that hold members, after a provider was registered."""
+    Group.model_rebuild(force=True)
+    Policy.model_rebuild(force=True)
 
 
 def json_schema() -> dict[str, Any]:

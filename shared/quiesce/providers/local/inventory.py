@@ -6,19 +6,16 @@ import socket
 from pathlib import Path
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import Member
+from quiesce.policy.model import LocalMember, MemberBase
 from quiesce.ports import Inventory, Machine
+from quiesce.providers.registry import expect_member
 
 
 class LocalInventory(Inventory):
     """Resolves a local member to this host, after checking that each volume is a folder."""
 
-    def resolve(self, member: Member) -> list[Machine]:
-        if member.provider != "local":
-            raise ProviderError(
-                f"member {member.name!r} has provider {member.provider!r}, not 'local'",
-                code="WrongProvider",
-            )
+    def resolve(self, spec: MemberBase) -> list[Machine]:
+        member = expect_member(spec, LocalMember)
         for volume in member.volumes:
             path = Path(volume)
             if not path.exists():

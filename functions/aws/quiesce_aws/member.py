@@ -1,0 +1,69 @@
+"""The `aws` provider's member model: what a policy says about EC2 instances."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from quiesce.policy.model import MemberBase, StrictModel, absolute_hooks
+
+
+class AwsSelect(StrictModel):
+    """Which EC2 instances a member stands for: by id, or by tags (all must match)."""
+
+    instance_ids: list[Annotated[str, Field(pattern=r"^i-[0-9a-f]{8,17}$")]] | None = Field(
+        default=None, min_length=1, description="EC2 instance ids.", examples=[["i-0abc12345"]]
+    )
+    tags: dict[str, str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Every instance (running or stopped) carrying all of these tags.",
+        examples=[{"app": "orders"}],
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AwsSelect:
+        if (self.instance_ids is None) == (self.tags is None):
+            raise ValueError("give exactly one of instance_ids or tags")
+        return self
+
+
+class AwsMember(MemberBase):
+    """EC2 instances: hooks through SSM Run Command, snapshots of all EBS volumes at once."""
+
+    provider: Literal["aws"] = Field(description="Amazon EC2.", examples=["aws"])
+    region: str = Field(
+        pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$",
+        description="The instances' region.",
+        examples=["eu-central-1"],
+    )
+    select: AwsSelect = Field(
+        description="The instances; a member may resolve to many.",
+        examples=[{"tags": {"app": "orders", "tier": "db"}}],
+    )
+    os: Literal["linux", "windows"] = Field(
+        default="linux",
+        description=(
+            "`windows`: quiesced by VSS through the AWSEC2-CreateVssSnapshot document instead "
+            "of hooks (VSS holds writes for at most 10 s)."
+        ),
+        examples=["linux"],
+    )
+    exclude_boot_volume: bool = Field(
+        default=False,
+        description="Leave the root volume out of the snapshots.",
+        examples=[False],
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AwsMember:
+        absolute_hooks(self.hooks)
+        if self.os == "windows" and (self.hooks.pre or self.hooks.post):
+            raise ValueError("windows members are quiesced by VSS: remove hooks.pre and hooks.post")
+        return self
+
+    @property
+    def quiesced_by_platform(self) -> bool:
+        """Windows members are quiesced by VSS through the platform, not by hooks."""
+        return self.os == "windows"

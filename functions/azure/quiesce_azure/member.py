@@ -1,0 +1,81 @@
+"""The `azure` provider's member model: what a policy says about Azure VMs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from quiesce.policy.model import MemberBase, StrictModel, absolute_hooks
+
+
+class AzureSelect(StrictModel):
+    """Which VMs of the resource group a member stands for: by name, or by tags."""
+
+    vm_names: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]] | None = (
+        Field(default=None, min_length=1, description="VM names.", examples=[["api-1", "api-2"]])
+    )
+    tags: dict[str, str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Every VM of the resource group carrying all of these tags.",
+        examples=[{"app": "orders"}],
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AzureSelect:
+        if (self.vm_names is None) == (self.tags is None):
+            raise ValueError("give exactly one of vm_names or tags")
+        return self
+
+
+class AzureMember(MemberBase):
+    """Azure VMs: hooks through managed Run Command, restore points or incremental snapshots."""
+
+    provider: Literal["azure"] = Field(description="Azure virtual machines.", examples=["azure"])
+    subscription: str = Field(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        description="The subscription id.",
+        examples=["00000000-0000-0000-0000-000000000000"],
+    )
+    resource_group: str = Field(
+        pattern=r"^[-\w._()]{1,90}$",
+        description="The VMs' resource group.",
+        examples=["rg-orders"],
+    )
+    select: AzureSelect = Field(
+        description="The VMs; a member may resolve to many.", examples=[{"vm_names": ["api-1"]}]
+    )
+    os: Literal["linux", "windows"] = Field(
+        default="linux",
+        description=(
+            "`windows`: an application-consistent restore point (VSS through the VM's backup "
+            "extension) instead of hooks."
+        ),
+        examples=["linux"],
+    )
+    snapshot: Literal["restore_point", "disk_snapshots"] = Field(
+        default="restore_point",
+        description=(
+            "`restore_point`: one VM restore point covering all managed disks. "
+            "`disk_snapshots`: one incremental snapshot per managed disk."
+        ),
+        examples=["restore_point"],
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AzureMember:
+        absolute_hooks(self.hooks)
+        if self.os == "windows":
+            if self.hooks.pre or self.hooks.post:
+                raise ValueError(
+                    "windows members are quiesced by VSS: remove hooks.pre and hooks.post"
+                )
+            if self.snapshot != "restore_point":
+                raise ValueError("windows members need snapshot: restore_point (VSS)")
+        return self
+
+    @property
+    def quiesced_by_platform(self) -> bool:
+        """Windows members are quiesced by VSS through the platform, not by hooks."""
+        return self.os == "windows"

@@ -1,0 +1,86 @@
+"""The `gcp` provider's member model: what a policy says about Compute Engine instances."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from quiesce.policy.model import MemberBase, StrictModel, absolute_hooks
+
+
+class GcpSelect(StrictModel):
+    """Which Compute Engine instances of the zone a member stands for: by name, or by labels."""
+
+    instances: list[Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")]] | None = (
+        Field(default=None, min_length=1, description="Instance names.", examples=[["reports-1"]])
+    )
+    labels: dict[str, str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Every instance of the zone carrying all of these labels.",
+        examples=[{"app": "orders"}],
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> GcpSelect:
+        if (self.instances is None) == (self.labels is None):
+            raise ValueError("give exactly one of instances or labels")
+        return self
+
+
+class GcpMember(MemberBase):
+    """Compute Engine instances: disk snapshots, hooks through the guest agent."""
+
+    provider: Literal["gcp"] = Field(description="Google Compute Engine.", examples=["gcp"])
+    project: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+        description="The instances' project id.",
+        examples=["orders-prod"],
+    )
+    zone: str = Field(
+        pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$",
+        description="The instances' zone.",
+        examples=["europe-west1-b"],
+    )
+    select: GcpSelect = Field(
+        description="The instances; a member may resolve to many.",
+        examples=[{"instances": ["reports-1"]}],
+    )
+    hook_channel: Literal["agent", "guest_flush"] = Field(
+        default="agent",
+        description=(
+            "`agent`: Quiesce's guest agent runs the hooks and holds the freeze across the "
+            "group's machines. `guest_flush`: the snapshot asks the Google guest agent to run "
+            "pre.sh/post.sh around itself (single-member groups and Windows VSS only)."
+        ),
+        examples=["agent"],
+    )
+    os: Literal["linux", "windows"] = Field(
+        default="linux",
+        description="`windows`: quiesced by VSS through guest flush.",
+        examples=["linux"],
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> GcpMember:
+        absolute_hooks(self.hooks)
+        if self.os == "windows" and self.hook_channel != "guest_flush":
+            raise ValueError("windows members are quiesced by VSS: use hook_channel: guest_flush")
+        if self.os == "windows" and (self.hooks.pre or self.hooks.post):
+            raise ValueError("windows members are quiesced by VSS: remove hooks.pre and hooks.post")
+        return self
+
+    @property
+    def quiesced_by_platform(self) -> bool:
+        """Windows members are quiesced by VSS through the platform, not by hooks."""
+        return self.os == "windows"
+
+    def alone_reason(self) -> str | None:
+        if self.hook_channel == "guest_flush":
+            return (
+                f"member {self.name!r} uses hook_channel: guest_flush, which holds one VM only "
+                "while its own disks are snapshotted: put it in a group of its own, or use "
+                "hook_channel: agent to freeze it with the group"
+            )
+        return None

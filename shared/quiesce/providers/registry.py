@@ -1,0 +1,174 @@
+"""The providers Quiesce knows: each one registers a spec (its name, its member model, its factory).
+
+A provider is a plugin. Its package declares an entry point in the group `quiesce.providers`
+naming a `ProviderSpec` (or a function returning one), e.g. in its pyproject.toml:
+
+    [project.entry-points."quiesce.providers"]
+    kvm = "quiesce_kvm.spec:SPEC"
+
+The policy's member union, `quiesce schema`, the policy reference and `quiesce plan` are built
+from what is registered here; the core itself names no provider but its own `local`. A spec
+module imports no SDK (its factory imports the adapters when first called), so validating a
+policy stays cheap. Where no package metadata exists (an app built by copying sources), the
+entry module calls `register(SPEC)` itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Protocol, TypeVar, get_args
+
+from quiesce.errors import ProviderError, QuiesceError
+
+if TYPE_CHECKING:
+    from quiesce.policy.model import MemberBase, Policy
+    from quiesce.ports import Provider
+
+ENTRY_POINT_GROUP = "quiesce.providers"
+
+M = TypeVar("M", bound="MemberBase")
+
+
+class ProviderFactory(Protocol):
+    def __call__(self, policy: Policy, *, scratch: bool = False) -> Provider:
+        """Builds the provider's adapters for a policy. `scratch` (for `quiesce plan`): create
+        nothing that lasts."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What a provider declares about itself.
+
+    `member` is the pydantic model of its members (a `MemberBase` whose `provider` field is
+    `Literal[name]`); `factory(policy, scratch=...)` builds its adapters; `description` is the
+    one-line summary shown in the policy reference; `extra` is the pip extra that installs it.
+    """
+
+    name: str
+    member: type[MemberBase]
+    factory: ProviderFactory
+    description: str
+    extra: str | None = None
+
+    def install_hint(self) -> str:
+        return f"pip install 'quiesce[{self.extra}]'" if self.extra else "install its package"
+
+
+_lock = threading.RLock()
+_specs: dict[str, ProviderSpec] = {}
+_broken: dict[str, str] = {}
+_loaded = False
+
+
+def _as_spec(name: str, loaded: object) -> ProviderSpec:
+    spec = loaded if isinstance(loaded, ProviderSpec) else None
+    if spec is None and callable(loaded):
+        made = loaded()
+        spec = made if isinstance(made, ProviderSpec) else None
+    if spec is None:
+        raise TypeError(f"entry point {name!r} gives no ProviderSpec")
+    if spec.name != name:
+        raise TypeError(f"entry point {name!r} gives the spec of provider {spec.name!r}")
+    return spec
+
+
+def _load() -> None:
+    """Registers the core's `local` and every installed entry point (once)."""
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        from quiesce.providers.local.spec import SPEC as LOCAL
+
+        _add(LOCAL)
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in _specs:
+                continue
+            try:
+                _add(_as_spec(ep.name, ep.load()))
+            except Exception as exc:  # a broken plugin must not hide the others
+                _broken[ep.name] = f"{type(exc).__name__}: {exc}"
+
+
+def _add(spec: ProviderSpec) -> None:
+    known = _specs.get(spec.name)
+    if known is not None and known.member is not spec.member:
+        raise QuiesceError(f"provider {spec.name!r} is registered twice with different models")
+    _specs[spec.name] = spec
+    _broken.pop(spec.name, None)
+
+
+def register(spec: ProviderSpec) -> None:
+    """Registers a provider explicitly (entry modules of apps built without package metadata).
+
+    The policy model is rebuilt, so policies validated from now on accept its members."""
+    _load()
+    with _lock:
+        if _specs.get(spec.name) is spec:
+            return
+        _add(spec)
+    from quiesce.policy.model import rebuild
+
+    rebuild()
+
+
+def specs() -> dict[str, ProviderSpec]:
+    """Every registered provider, by name: the core's `local` first, then the installed ones
+    by name, then those registered explicitly."""
+    _load()
+    with _lock:
+        return dict(_specs)
+
+
+def names() -> list[str]:
+    return list(specs())
+
+
+def get(name: str) -> ProviderSpec:
+    """The provider's spec; a clear error when it is not installed."""
+    found = specs().get(name)
+    if found is None:
+        raise QuiesceError(unknown_message(name))
+    return found
+
+
+def unknown_message(name: object) -> str:
+    """Says which providers are installed and what to install for `name`."""
+    installed = ", ".join(names())
+    broken = _broken.get(str(name))
+    if broken is not None:
+        return (
+            f"provider {name!r} is installed but cannot be loaded ({broken}); known "
+            f"providers: {installed}"
+        )
+    return (
+        f"unknown provider {name!r}; known providers: {installed} (the installed ones; another "
+        f"provider comes with its package, e.g. pip install 'quiesce[{name}]')"
+    )
+
+
+def expect_member(member: MemberBase, model: type[M]) -> M:
+    """The member as the adapter's own model; a WrongProvider error when it is another's."""
+    if not isinstance(member, model):
+        raise ProviderError(
+            f"member {member.name!r} has provider {member.provider!r}, not "
+            f"{', '.join(map(repr, get_args(model.model_fields['provider'].annotation)))}",
+            code="WrongProvider",
+        )
+    return member
+
+
+def members_by_group(policy: Policy | None, model: type[M]) -> dict[str, list[M]]:
+    """The policy's members of one provider, by group (groups without any are left out).
+
+    Adapters use it only where no call carries the member: `Snapshotter.find` names a group."""
+    out: dict[str, list[M]] = {}
+    for name, group in (policy.groups if policy is not None else {}).items():
+        found = [m for m in group.members if isinstance(m, model)]
+        if found:
+            out[name] = found
+    return out
