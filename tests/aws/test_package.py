@@ -287,5 +287,5 @@ print(json.dumps({
     assert report["aws"] == ["quiesce_aws.spec:SPEC"]
     assert "aws" in report["registered"]
     assert report["policy"] == "shop"
-    assert report["ignored"] == "ignored"
+    assert report["ignored"] == "refused"  # an unknown payload (docs/triggers.md)
     assert report["cli_loaded"] is False
