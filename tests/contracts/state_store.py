@@ -279,3 +279,14 @@ class StateStoreContract:
         assert outcomes.count(True) == 1
         assert store.claim_close("r-1", 1, "closer-0") is True  # the next attempt is free
         assert store.claim_close("r-2", 0, "closer-0") is True
+
+    def test_records_of_the_same_instant_are_listed_by_id_newest_first(
+        self, store: StateStore
+    ) -> None:
+        for run_id in ("r-a", "r-c", "r-b"):
+            store.save_run(run_record(run_id, minutes=5))
+        for point_id in ("p-a", "p-c", "p-b"):
+            store.save_point(point(point_id, minutes=5))
+
+        assert [r.run_id for r in store.list_runs("shop")] == ["r-c", "r-b", "r-a"]
+        assert [p.id for p in store.list_points("shop", "orders")] == ["p-c", "p-b", "p-a"]
