@@ -43,7 +43,7 @@ def test_show_names_the_known_workloads_for_an_unknown_one() -> None:
     result = runner.invoke(app, ["hooks", "show", "oracle"])
 
     assert result.exit_code == 2
-    assert "fsfreeze, postgresql" in result.output
+    assert "fsfreeze, postgresql, mysql, redis" in result.output
 
 
 def test_install_writes_executables_only_their_owner_can_change(tmp_path: Path) -> None:

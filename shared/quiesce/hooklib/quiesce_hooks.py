@@ -10,7 +10,8 @@ guest hook runner and declared in the machine's allowlist like any hook, e.g.
     "orders.db.post": {"phase": "post", "run": [".../quiesce_hooks.py", "postgresql", "post",
                        "--data", "/var/lib/postgresql/15/main", "--wal", "/pg_wal"], ...}
 
-Usage: quiesce_hooks.py KIND PHASE [options]   (KIND: fsfreeze, postgresql; --help for each)
+Usage: quiesce_hooks.py KIND PHASE [options]
+       (KIND: fsfreeze, postgresql, mysql, redis; --help for each)
 
 Every workload has the same three functions, `pre`, `post` and `verify`, over shared helpers
 (borgmatic's data-source hooks are the model). Each prints what it did, and one line
@@ -309,12 +310,286 @@ def postgresql_main(phase: str, args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# MySQL / MariaDB: FLUSH TABLES WITH READ LOCK held by a session for the length of the freeze,
+# the binary log position recorded; verify by starting a server on the restored copy and
+# checking every table
+
+
+def _mysql_client() -> str:
+    for name in ("mariadb", "mysql"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise HookError("neither mariadb nor mysql (the client) is installed")
+
+
+def _holder_file(args: argparse.Namespace) -> str:
+    """Where the pre records the session that holds the lock (private to root)."""
+    folder = os.path.join(os.environ.get("QUIESCE_STATE_DIR") or DEFAULT_RUNNER_STATE, "hooklib")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    key = "%s--%s" % (os.environ.get("QUIESCE_RUN_ID", "manual"),
+                      os.environ.get("QUIESCE_MEMBER", "mysql"))  # fmt: skip
+    return os.path.join(folder, "mysql-lock-%s.pid" % "".join(
+        c if c.isalnum() or c in "._-" else "_" for c in key))  # fmt: skip
+
+
+def _hold_lock(args: argparse.Namespace, ready: int) -> None:
+    """The child that holds the lock: one client session, kept open until the post ends it
+    (or --max-hold seconds pass: a lost post never keeps the database read-only)."""
+    client = subprocess.Popen(
+        [_mysql_client(), "--socket", args.socket, "-u", args.db_user, "-N", "-B", "--unbuffered"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert client.stdin is not None
+    assert client.stdout is not None
+    client.stdin.write(
+        (
+            "SET SESSION lock_wait_timeout = %d;\nFLUSH TABLES WITH READ LOCK;\n"
+            "SHOW MASTER STATUS;\nSELECT 'quiesce-locked';\n" % max(1, int(args.lock_timeout))
+        ).encode("utf-8")
+    )
+    client.stdin.flush()
+    lines: List[str] = []
+    for raw in client.stdout:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        if line == "quiesce-locked":
+            os.write(ready, ("\n".join(lines) + "\n").encode("utf-8"))
+            os.close(ready)
+            break
+        lines.append(line)
+    else:
+        os.write(ready, ("ERROR " + " ".join(lines)).encode("utf-8"))
+        os.close(ready)
+        return
+    deadline = time.monotonic() + args.max_hold
+    while client.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client.kill()  # closing the session releases the lock
+
+
+def mysql_pre(args: argparse.Namespace) -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder
+        os.close(read)
+        try:
+            _hold_lock(args, write)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as handle:
+        answer = handle.read().decode("utf-8", "replace")
+    if answer.startswith("ERROR") or not answer:
+        os.kill(pid, 9)
+        raise HookError("FLUSH TABLES WITH READ LOCK failed: %s" % answer[6:].strip())
+    with open(_holder_file(args), "w", encoding="utf-8") as handle:
+        handle.write(str(pid))
+    status = [line.split("\t") for line in answer.splitlines() if line.strip()]
+    binlog = {"file": status[0][0], "position": int(status[0][1])} if status else None
+    say("tables flushed and read-locked by session process %d; binlog %s" % (pid, binlog))
+    frozen = fsfreeze_pre(freeze_targets(args.freeze, args.allow_root)) if args.freeze else []
+    info("mysql", "pre", binlog=binlog, lock_holder=pid, frozen=frozen)
+
+
+def mysql_post(args: argparse.Namespace) -> None:
+    thawed = fsfreeze_post(freeze_targets(args.freeze, args.allow_root)) if args.freeze else []
+    path = _holder_file(args)
+    released = False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            pid = int(handle.read().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid > 0:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                ours = b"mysql" in handle.read()
+        except OSError:
+            ours = False
+        if ours:
+            os.kill(pid, 15)
+            released = True
+    if os.path.exists(path):
+        os.unlink(path)
+    say("read lock released" if released else "no read lock was held (nothing to release)")
+    info("mysql", "post", released=released, thawed=thawed)
+
+
+def mysql_verify(args: argparse.Namespace) -> None:
+    data = _restored_folder(args, "mysql")
+    user = args.os_user or "mysql"
+    for name in os.listdir(data):
+        if name.endswith(".pid") or name.endswith(".sock") or name == "mysql.sock":
+            os.unlink(os.path.join(data, name))  # of the restored copy only
+            say("removed %s from the restored copy" % name)
+    _give_to(data, user)
+    sock_dir = tempfile.mkdtemp(prefix="quiesce-mysql-")
+    os.chmod(sock_dir, 0o755)  # noqa: S103 (the server's user must reach its socket folder)
+    if os.geteuid() == 0:
+        os.chown(sock_dir, pwd.getpwnam(user).pw_uid, -1)
+    sock = os.path.join(sock_dir, "mysqld.sock")
+    # With binary logging the server recovers prepared transactions from the binlog: start it
+    # on the copy's own binlog, as the live server ran.
+    binlog = [
+        "--log-bin=" + os.path.join(data, name[: -len(".index")])
+        for name in sorted(os.listdir(data))
+        if name.endswith(".index") and not name.startswith("relay")
+    ][:1]
+    binlog += ["--server-id=1"] if binlog else []
+    server = subprocess.Popen(
+        [_server_bin(), "--no-defaults", "--datadir=" + data, "--socket=" + sock,
+         "--skip-networking", "--pid-file=" + os.path.join(sock_dir, "mysqld.pid"),
+         "--log-error=" + os.path.join(sock_dir, "error.log")] + binlog
+        + (["--user=" + user] if os.geteuid() == 0 else []),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        if not _mysql_ready(sock, args, server, args.check_timeout):
+            raise HookError("the server on the restored copy did not start")
+        checker = shutil.which("mariadb-check") or shutil.which("mysqlcheck") or "mysqlcheck"
+        checked = run([checker, "--socket", sock, "-u", args.db_user, "--all-databases",
+                       "--check"], timeout=args.check_timeout)  # fmt: skip
+        bad = [line for line in checked.splitlines() if line.strip() and not line.endswith("OK")
+               and "note" not in line.lower()]  # fmt: skip
+        if bad:
+            raise HookError("CHECK TABLE found problems: %s" % "; ".join(bad[:5]))
+        say("every table checks OK")
+        answer = None
+        if args.query:
+            answer = run([_mysql_client(), "--socket", sock, "-u", args.db_user, "-N", "-B",
+                          "-e", args.query])  # fmt: skip
+            say("query %r -> %s" % (args.query, answer))
+        info("mysql", "verify", check="ok", query=args.query, answer=answer)
+    except HookError:
+        log = os.path.join(sock_dir, "error.log")
+        if os.path.exists(log):
+            with open(log, encoding="utf-8", errors="replace") as handle:
+                say("server log: " + handle.read()[-1500:])
+        raise
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def _mysql_ready(
+    sock: str, args: argparse.Namespace, server: subprocess.Popen[bytes], seconds: float
+) -> bool:
+    """Waits until the server answers a ping (or exits, or `seconds` pass)."""
+    admin = shutil.which("mariadb-admin") or shutil.which("mysqladmin") or "mysqladmin"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and server.poll() is None:
+        if os.path.exists(sock):
+            done = subprocess.run(
+                [admin, "--socket", sock, "-u", args.db_user, "ping"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def _server_bin() -> str:
+    for name in ("mariadbd", "mysqld"):
+        found = shutil.which(name) or (
+            "/usr/sbin/" + name if os.path.exists("/usr/sbin/" + name) else None
+        )
+        if found:
+            return found
+    raise HookError("neither mariadbd nor mysqld is installed")
+
+
+def mysql_main(phase: str, args: argparse.Namespace) -> None:
+    {"pre": mysql_pre, "post": mysql_post, "verify": mysql_verify}[phase](args)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis: BGSAVE and wait until the dump is written (then, optionally, freeze); verify checks the
+# restored dump with redis-check-rdb
+
+
+def _redis(args: argparse.Namespace, *command: str) -> str:
+    return run(["redis-cli", "-s", args.socket, *command])
+
+
+def _redis_info(args: argparse.Namespace) -> Dict[str, str]:
+    lines = _redis(args, "INFO", "persistence").splitlines()
+    return dict(line.strip().split(":", 1) for line in lines if ":" in line)
+
+
+def redis_pre(args: argparse.Namespace) -> None:
+    before = _redis(args, "LASTSAVE")
+    _redis(args, "BGSAVE")
+    deadline = time.monotonic() + args.save_timeout
+    while True:
+        state = _redis_info(args)
+        if state.get("rdb_bgsave_in_progress") == "0" and _redis(args, "LASTSAVE") != before:
+            break
+        if time.monotonic() > deadline:
+            raise HookError("BGSAVE did not finish within %gs" % args.save_timeout)
+        time.sleep(0.05)
+    if state.get("rdb_last_bgsave_status") != "ok":
+        raise HookError(
+            "BGSAVE failed: rdb_last_bgsave_status=%s" % state.get("rdb_last_bgsave_status")
+        )
+    say("BGSAVE written at %s" % _redis(args, "LASTSAVE"))
+    frozen = fsfreeze_pre(freeze_targets(args.freeze, args.allow_root)) if args.freeze else []
+    info("redis", "pre", lastsave=int(_redis(args, "LASTSAVE")), frozen=frozen)
+
+
+def redis_post(args: argparse.Namespace) -> None:
+    thawed = fsfreeze_post(freeze_targets(args.freeze, args.allow_root)) if args.freeze else []
+    info("redis", "post", thawed=thawed)
+
+
+def redis_verify(args: argparse.Namespace) -> None:
+    folder = _restored_folder(args, "redis")
+    dump = os.path.join(folder, args.dump)
+    if not os.path.isfile(dump):
+        raise HookError("the restored copy has no %s" % args.dump)
+    checked = run(["redis-check-rdb", dump])
+    say(checked.splitlines()[-1] if checked else "redis-check-rdb: ok")
+    info("redis", "verify", check="ok")
+
+
+def redis_main(phase: str, args: argparse.Namespace) -> None:
+    {"pre": redis_pre, "post": redis_post, "verify": redis_verify}[phase](args)
+
+
+def _restored_folder(args: argparse.Namespace, kind: str) -> str:
+    root = os.environ.get("QUIESCE_RESTORE_PATH") or (args.restored[-1] if args.restored else "")
+    if not root:
+        raise HookError("no restored copy: verify runs with the restored folder as its argument")
+    folder = os.path.join(root, args.restored_data) if args.restored_data else root
+    if not os.path.isdir(folder):
+        raise HookError("%s is not a folder of the restored copy" % folder)
+    return folder
+
+
+def _give_to(folder: str, user: str) -> None:
+    """Hands the restored copy (a throwaway) to the server's user."""
+    if os.geteuid() != 0:
+        return
+    uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+    for base, dirs, files in os.walk(folder):
+        os.chown(base, uid, gid)
+        for name in files + dirs:
+            os.lchown(os.path.join(base, name), uid, gid)
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 
 
 WORKLOADS: Dict[str, Callable[[str, argparse.Namespace], None]] = {
     "fsfreeze": fsfreeze_main,
     "postgresql": postgresql_main,
+    "mysql": mysql_main,
+    "redis": redis_main,
 }
 
 #: What each workload's hooks do, and the argv of each phase as an allowlist declares it
@@ -363,6 +638,47 @@ CATALOG: Dict[str, Dict[str, Any]] = {
             ],
         },
     },
+    "mysql": {
+        "summary": "FLUSH TABLES WITH READ LOCK, held by one session for the length of the "
+        "freeze, and the binlog position recorded; optionally freeze the data filesystem too "
+        "(recommended for InnoDB). The post ends the session. verify starts a server on the "
+        "restored copy (its own binlog, no network) and checks every table.",
+        "phases": {
+            "pre": [
+                "mysql",
+                "pre",
+                "--socket",
+                "/run/mysqld/mysqld.sock",
+                "--freeze",
+                "/var/lib/mysql",
+            ],
+            "post": [
+                "mysql",
+                "post",
+                "--socket",
+                "/run/mysqld/mysqld.sock",
+                "--freeze",
+                "/var/lib/mysql",
+            ],
+            "verify": [
+                "mysql",
+                "verify",
+                "--restored-data",
+                "mysql",
+                "--query",
+                "SELECT count(*) FROM shop.orders",
+            ],
+        },
+    },
+    "redis": {
+        "summary": "BGSAVE and wait until the dump is written, so the snapshot holds a "
+        "complete dump.rdb; verify checks the restored dump with redis-check-rdb.",
+        "phases": {
+            "pre": ["redis", "pre", "--socket", "/run/redis/redis-server.sock"],
+            "post": ["redis", "post", "--socket", "/run/redis/redis-server.sock"],
+            "verify": ["redis", "verify", "--restored-data", "redis"],
+        },
+    },
 }
 
 
@@ -390,6 +706,29 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--restored-data", help="verify: the data folder inside the restored copy")
     pg.add_argument("--query", help="verify: a query that must succeed on the restored copy")
     pg.add_argument("--check-timeout", type=float, default=600.0)
+    my = kinds.add_parser("mysql", help="FLUSH TABLES WITH READ LOCK held across the freeze")
+    my.add_argument("phase", choices=("pre", "post", "verify"))
+    my.add_argument("--socket", default="/run/mysqld/mysqld.sock", help="the server's socket")
+    my.add_argument("--db-user", default="root", help="the account (socket authentication)")
+    my.add_argument("--freeze", action="append", default=[], help="also freeze this path's "
+                    "filesystem while the lock is held (repeat)")  # fmt: skip
+    my.add_argument("--max-hold", type=float, default=600.0,
+                    help="release the lock after this long even without a post")  # fmt: skip
+    my.add_argument("--lock-timeout", type=float, default=10.0,
+                    help="give up on the lock after this long (long queries delay it)")  # fmt: skip
+    my.add_argument("--os-user", help="verify: the OS user that runs the server (mysql)")
+    my.add_argument("--allow-root", action="store_true", help="allow freezing /")
+    my.add_argument("--restored-data", help="verify: the data folder inside the restored copy")
+    my.add_argument("--query", help="verify: a query that must succeed on the restored copy")
+    my.add_argument("--check-timeout", type=float, default=300.0)
+    rd = kinds.add_parser("redis", help="BGSAVE and wait for the dump before the snapshot")
+    rd.add_argument("phase", choices=("pre", "post", "verify"))
+    rd.add_argument("--socket", default="/run/redis/redis-server.sock", help="the unix socket")
+    rd.add_argument("--save-timeout", type=float, default=60.0)
+    rd.add_argument("--freeze", action="append", default=[], help="also freeze (repeat)")
+    rd.add_argument("--allow-root", action="store_true", help="allow freezing /")
+    rd.add_argument("--restored-data", help="verify: the folder inside the restored copy")
+    rd.add_argument("--dump", default="dump.rdb", help="verify: the dump file's name")
     return parser
 
 
