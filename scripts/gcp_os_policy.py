@@ -72,7 +72,7 @@ from quiesce_gcp.signing import AgentKeys, instance_path
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM_DIR = ROOT / "infra" / "gcp"
 DEFAULT_TFVARS = TERRAFORM_DIR / "os-policy.auto.tfvars.json"
-AGENT_SOURCE = RUNNER_SOURCE.with_name("quiesce_agent.py")
+AGENT_SOURCE = ROOT / "functions" / "gcp" / "quiesce_gcp" / "quiesce_agent.py"
 
 AGENT_PATH = "/usr/local/lib/quiesce/quiesce_agent.py"
 STAGING_DIR = "/var/lib/quiesce/staging"

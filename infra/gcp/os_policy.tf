@@ -11,12 +11,20 @@ resource "google_storage_bucket" "guest" {
   # checkov:skip=CKV_GCP_62:Two small read-only program files; Cloud Audit Logs record access.
 }
 
-resource "google_storage_bucket_object" "guest" {
-  for_each = toset(["quiesce_guest.py", "quiesce_agent.py"])
+locals {
+  # The guest runner is the core's; the agent is GCP's own.
+  guest_files = {
+    "quiesce_guest.py" = "${path.module}/../../shared/quiesce/guest/quiesce_guest.py"
+    "quiesce_agent.py" = "${path.module}/../../functions/gcp/quiesce_gcp/quiesce_agent.py"
+  }
+}
 
-  name   = "quiesce/${filesha256("${path.module}/../../shared/quiesce/guest/${each.key}")}/${each.key}"
+resource "google_storage_bucket_object" "guest" {
+  for_each = local.guest_files
+
+  name   = "quiesce/${filesha256(each.value)}/${each.key}"
   bucket = google_storage_bucket.guest.name
-  source = "${path.module}/../../shared/quiesce/guest/${each.key}"
+  source = each.value
 }
 
 resource "google_storage_bucket_iam_member" "members_read_guest" {

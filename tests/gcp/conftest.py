@@ -3,7 +3,7 @@ wire-level fake Compute API, fake metadata servers wired to it, the real guest a
 hook runner on real hook scripts, and the Pub/Sub emulator.
 
 A `Fleet` VM is an instance in the fake API, a FakeMetadata server for it, and (optionally) a
-running Agent (quiesce/guest/quiesce_agent.py) with its own allowlist, signing key (derived from
+running Agent (quiesce_gcp/quiesce_agent.py) with its own allowlist, signing key (derived from
 the fleet's master key, as the OS policy installs it), state folder and hooks in tmp_path: the
 adapter's signed setMetadata reaches the agent through the metadata server's long poll, the
 agent runs the hook through the real runner, and its signed guest attribute answer is what the
@@ -30,8 +30,8 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from quiesce.guest import RUNNER_PATH
-from quiesce.guest import quiesce_agent as agent_mod
 from quiesce.policy.model import Policy
+from quiesce_gcp import quiesce_agent as agent_mod
 from quiesce_gcp.agent import allowlist
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.signing import AgentKeys, instance_path

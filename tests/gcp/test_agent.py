@@ -1,4 +1,4 @@
-"""The guest agent (quiesce/guest/quiesce_agent.py) on a fake metadata server: signed commands
+"""The guest agent (quiesce_gcp/quiesce_agent.py) on a fake metadata server: signed commands
 name declared hooks and get signed answers; replayed, stale, malformed and misdirected commands
 are refused; the agent refuses an allowlist or key that others could change or read."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from quiesce.guest import quiesce_agent as agent_mod
 from quiesce.policy.model import Policy
 from quiesce.ports import HookCall, Machine
+from quiesce_gcp import quiesce_agent as agent_mod
 from quiesce_gcp.agent import Command, allowlist
 from quiesce_gcp.clients import GcpClients, GcpMembers
 from quiesce_gcp.hooks import AgentHookRunner

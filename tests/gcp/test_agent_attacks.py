@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from quiesce.engine import run_group
-from quiesce.guest import quiesce_agent as agent_mod
 from quiesce.record import Consistency, HookStatus, RunStatus
+from quiesce_gcp import quiesce_agent as agent_mod
 from quiesce_gcp.agent import Command
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.signing import AgentKeys, instance_path

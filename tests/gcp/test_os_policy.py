@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from quiesce.errors import QuiesceError
-from quiesce.guest import RUNNER_PATH, quiesce_agent
+from quiesce.guest import RUNNER_PATH
 from quiesce.guest.quiesce_guest import load_config as runner_load_config
 from quiesce.policy import parse_policy
+from quiesce_gcp import quiesce_agent
 from quiesce_gcp.signing import AgentKeys, instance_path
 from tests.gcp.test_terraform import guide_policy
 

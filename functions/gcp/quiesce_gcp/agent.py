@@ -10,7 +10,7 @@ to run it, and is signed with the VM's own key (quiesce_gcp.signing):
                   \\"instance\\":\\"projects/P/zones/Z/instances/db-1\\",\\"member\\":\\"db\\",
                   \\"nonce\\":\\"<32 hex>\\",\\"phase\\":\\"pre\\",\\"run_id\\":\\"...\\"}"}
 
-The agent on the VM (quiesce/guest/quiesce_agent.py) verifies the signature before anything
+The agent on the VM (quiesce_gcp/quiesce_agent.py) verifies the signature before anything
 else, refuses commands for another instance, stale and replayed ones, runs the guest hook runner
 with its allowlist (/etc/quiesce/hooks.json, written by the OS policy from `allowlist`), and
 answers through the guest attribute `quiesce/<run_id>-<member>-<phase>` with
@@ -28,8 +28,8 @@ from typing import Any
 from quiesce.allowlist import PolicyHook, policy_hooks
 from quiesce.allowlist import allowlist as core_allowlist
 from quiesce.errors import ProviderError, QuiesceError
-from quiesce.guest import quiesce_agent as guest_agent
 from quiesce.policy.model import Group, Policy
+from quiesce_gcp import quiesce_agent as guest_agent
 from quiesce_gcp.member import GcpMember
 from quiesce_gcp.signing import AgentKeys
 

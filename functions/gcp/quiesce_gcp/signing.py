@@ -7,7 +7,7 @@ read it from Secret Manager (infra/gcp passes it as QUIESCE_AGENT_MASTER_KEY), t
 from a file only its user can read (QUIESCE_AGENT_MASTER_KEY_FILE). Each VM gets only its own
 derived key, installed by the OS policy (scripts/gcp_os_policy.py) as a root-only file, so a key
 read on one VM neither signs nor verifies anything for another. The formats of what is signed are
-the agent's own (quiesce/guest/quiesce_agent.py), imported from it so both sides stay equal.
+the agent's own (quiesce_gcp/quiesce_agent.py), imported from it so both sides stay equal.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import stat
 from collections.abc import Mapping
 
 from quiesce.errors import ProviderError
-from quiesce.guest.quiesce_agent import answer_signature, command_signature
+from quiesce_gcp.quiesce_agent import answer_signature, command_signature
 
 MASTER_KEY_ENV = "QUIESCE_AGENT_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "QUIESCE_AGENT_MASTER_KEY_FILE"
