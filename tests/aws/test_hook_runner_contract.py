@@ -15,7 +15,7 @@ import pytest
 from moto.ssm.models import ssm_backends
 
 from quiesce.guest import RUNNER_PATH
-from quiesce_aws.clients import AwsMembers, SessionClients
+from quiesce_aws.clients import SessionClients
 from quiesce_aws.hooks import ALLOWLIST_PATH, RUNNER_INSTALL_PATH, SsmHookRunner, load_documents
 from tests.contracts.hook_runner import (
     HookRunnerContract,
@@ -95,7 +95,6 @@ class TestSsmHookRunner(HookRunnerContract):
         on_send_command(wire, clients.ssm(REGION), answer)
         runner = SsmHookRunner(
             clients,
-            members=AwsMembers(default_region=REGION),
             backoff=quick_backoff(sleeps),
             clock=clock,
             sleep=sleeps,

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from moto.ssm.models import ssm_backends
 
-from quiesce.policy.model import Hook
+from quiesce.errors import ProviderError
+from quiesce.policy.model import Hook, LocalMember
 from quiesce.record import HookResult, HookStatus
-from quiesce_aws.clients import AwsMembers, SessionClients
+from quiesce_aws.clients import SessionClients
 from quiesce_aws.hooks import (
     MAX_INSTANCES_PER_COMMAND,
     RUN_HOOK_DOCUMENT,
@@ -63,7 +64,6 @@ class WallClock:
 def runner(clients: SessionClients, clock: FakeClock, sleeps: Sleeps) -> SsmHookRunner:
     return SsmHookRunner(
         clients,
-        members=AwsMembers(default_region=REGION),
         backoff=quick_backoff(sleeps),
         clock=clock,
         sleep=sleeps,
@@ -622,14 +622,16 @@ def test_access_denied_on_send_is_a_refusal(
     assert "quiesce:enabled" in result.message
 
 
-def test_a_machine_whose_region_is_unknown_is_an_error_not_a_guess(clients: SessionClients) -> None:
-    runner = SsmHookRunner(clients)  # no policy, no default region
-    bare = hook_call(machine("i-0123456789abcdef0", region=""), "post")
+def test_a_member_of_another_provider_is_an_error_not_a_guess(clients: SessionClients) -> None:
+    runner = SsmHookRunner(clients)
+    local = LocalMember(name="db", provider="local", volumes=["/data"])
+    bare = replace(hook_call(machine("i-0123456789abcdef0", region=""), "post"), spec=local)
 
     (outcome,) = runner.run_many([bare])
 
-    assert isinstance(outcome, Exception)
-    assert "region" in str(outcome)
+    assert isinstance(outcome, ProviderError)
+    assert outcome.code == "WrongProvider"
+    assert "'local'" in str(outcome)
 
 
 def test_the_region_comes_from_the_policy_when_the_machine_has_no_attributes(
@@ -658,9 +660,12 @@ def test_the_region_comes_from_the_policy_when_the_machine_has_no_attributes(
             },
         }
     )
-    runner = SsmHookRunner(clients, members=AwsMembers.from_policy(policy))
+    runner = SsmHookRunner(clients)
     ssm = clients.ssm(REGION)
+    sent = wire.sent(ssm, "SendCommand")
     answered_by_runner(wire, ssm)
     rebuilt = Machine(provider="aws", member="db", machine_id=instance)  # as `recover` has it
+    call = replace(hook_call(rebuilt, "post"), spec=policy.groups["orders"].members[0])
 
-    assert runner.run(hook_call(rebuilt, "post")).status is HookStatus.SUCCEEDED
+    assert runner.run(call).status is HookStatus.SUCCEEDED
+    assert [c["InstanceIds"] for c in sent] == [[instance]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Literal
 
 import pytest
 
@@ -15,12 +16,13 @@ from quiesce.guest.protocol import (
     Stopwatch,
     argument_problem,
     format_number,
+    machine_os,
     parse_answer,
     read_answer,
     windows_refusal,
 )
 from quiesce.guest.quiesce_guest import REQUEST_VERSION, parse_request
-from quiesce.policy.model import Hook, Hooks, LocalMember
+from quiesce.policy.model import Hook, Hooks, LocalMember, MemberBase
 from quiesce.ports import HookCall, Machine
 from quiesce.record import HookStatus
 
@@ -207,12 +209,33 @@ def test_a_refusal_before_sending_names_what_the_channel_carries() -> None:
     assert result.message == "not sent: member 'x' does not match (names only)"
 
 
-def test_windows_machines_are_refused_and_others_are_not() -> None:
-    refused = windows_refusal(call(), "windows", machine="VM", quiesced_by="VSS")
-    assert refused is not None
-    assert (refused.status, refused.code) == (HookStatus.REFUSED, "InvalidPlatform")
-    assert refused.message == (
-        "host-1 is a Windows VM: Windows members are quiesced by VSS, not by hooks"
-    )
-    assert windows_refusal(call(), "linux", machine="VM", quiesced_by="VSS") is None
-    assert windows_refusal(call(), None, machine="VM", quiesced_by="VSS") is None
+class ToyMember(MemberBase):
+    """A member of a provider whose model declares the machines' OS."""
+
+    provider: Literal["toy"] = "toy"
+    os: Literal["linux", "windows"] = "linux"
+
+
+def on(os_found: str | None, declared: str | None = None) -> HookCall:
+    attributes = {} if os_found is None else {"os": os_found}
+    spec = MEMBER if declared is None else ToyMember(name="db", os=declared)  # type: ignore[arg-type]
+    target = Machine(provider="toy", member="db", machine_id="host-1", attributes=attributes)
+    return call(machine=target, spec=spec)
+
+
+def test_a_machine_the_inventory_or_the_member_calls_windows_is_refused() -> None:
+    for windows in (on("windows"), on(None, "windows"), on("linux", "windows")):
+        assert machine_os(windows) == "windows"
+        refused = windows_refusal(windows, machine="VM", quiesced_by="VSS")
+        assert refused is not None
+        assert (refused.status, refused.code) == (HookStatus.REFUSED, "InvalidPlatform")
+        assert refused.message == (
+            "host-1 is a Windows VM: Windows members are quiesced by VSS, not by hooks"
+        )
+
+
+def test_other_machines_are_not_refused() -> None:
+    for other in (on("linux"), on(None), on(None, "linux")):
+        assert windows_refusal(other, machine="VM", quiesced_by="VSS") is None
+    assert machine_os(on(None)) is None  # a local member declares no OS
+    assert machine_os(on(None, "linux")) == "linux"

@@ -14,7 +14,7 @@ from quiesce.policy.model import Policy
 from quiesce.ports import Backends, Provider
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import Consistency, HookStatus, RunStatus
-from quiesce_gcp.clients import GcpClients, GcpMembers
+from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
 from quiesce_gcp.provider import gcp_provider
@@ -58,11 +58,10 @@ def make_policy(members: list[dict[str, Any]], **group: Any) -> Policy:
 
 
 def backends(policy: Policy, clients: GcpClients, **hooks: Any) -> Backends:
-    members = GcpMembers.from_policy(policy)
     keys = hooks.pop("keys", AgentKeys.from_hex(MASTER_KEY))
     provider = Provider(
         inventory=GceInventory(clients),
-        hooks=AgentHookRunner(clients, members=members, keys=keys, poll_interval=0.05, **hooks),
+        hooks=AgentHookRunner(clients, keys=keys, poll_interval=0.05, **hooks),
         snapshots=GceSnapshotter(clients, projects={"orders": [PROJECT]}, poll_interval=0.01),
     )
     return Backends(providers={"gcp": provider}, state=MemoryStateStore(), bus=MemoryEventBus())

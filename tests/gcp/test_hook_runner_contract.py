@@ -11,7 +11,7 @@ import pytest
 
 from quiesce.guest import RUNNER_PATH
 from quiesce.ports import Machine
-from quiesce_gcp.clients import GcpClients, GcpMembers
+from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.hooks import AgentHookRunner
 from tests.contracts.hook_runner import (
     HookRunnerContract,
@@ -34,9 +34,7 @@ class TestAgentHookRunner(HookRunnerContract):
         config["agent"] = {"runner": str(RUNNER_PATH), "signing_key_file": str(vm.key_path)}
         write_allowlist(vm.config_path, config)
         vm.start_agent()
-        runner = AgentHookRunner(
-            clients, members=GcpMembers.from_policy(policy), keys=fleet.keys, poll_interval=0.05
-        )
+        runner = AgentHookRunner(clients, keys=fleet.keys, poll_interval=0.05)
         machine = Machine("gcp", "db", "db-vm", attributes={"project": PROJECT, "zone": ZONE})
         (spec,) = policy.groups["orders"].members
         return HookTarget(runner, machine, spec, journal=hooks / "journal")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from quiesce.ports import HookCall, Machine
 from quiesce.record import HookStatus, utcnow
-from quiesce_gcp.clients import GcpClients, GcpMembers
+from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.hooks import AgentHookRunner
 
 from .conftest import PROJECT, ZONE, Fleet
@@ -34,7 +34,6 @@ def test_a_call_without_an_answer_records_its_real_start_and_the_whole_wait(
     clock = FakeClock()
     runner = AgentHookRunner(
         clients,
-        members=GcpMembers.from_policy(policy),
         keys=fleet.keys,
         poll_interval=1.0,
         answer_timeout=lambda hook, phase: 12.0,

@@ -45,8 +45,10 @@ from quiesce.guest.protocol import (
 )
 from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
 from quiesce.ports import HookCall, HookRunner, fan_out
+from quiesce.providers.registry import expect_member
 from quiesce.record import HookResult, HookStatus
-from quiesce_aws.clients import AwsMembers, ClientFactory, chunks
+from quiesce_aws.clients import ClientFactory, chunks
+from quiesce_aws.member import AwsMember
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import SSM_THROTTLING, Backoff, error_code, error_message
 
@@ -378,7 +380,6 @@ class SsmHookRunner(HookRunner):
         self,
         clients: ClientFactory,
         *,
-        members: AwsMembers | None = None,
         document: str = RUN_HOOK_DOCUMENT,
         document_version: str | None = None,
         backoff: Backoff | None = None,
@@ -389,7 +390,6 @@ class SsmHookRunner(HookRunner):
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.clients = clients
-        self.members = members or AwsMembers()
         self.document = document
         self.document_version = document_version
         self.backoff = backoff or Backoff(sleep=sleep)
@@ -455,14 +455,15 @@ class SsmHookRunner(HookRunner):
         sent_at = self.wall_clock()  # one moment for all: equal calls stay equal, and batch
         for i, call in enumerate(calls):
             call_phase = phase or call.phase
-            refusal = windows_refusal(
-                call, self._os(call), machine="instance", quiesced_by=WINDOWS_QUIESCER
-            )
+            refusal = windows_refusal(call, machine="instance", quiesced_by=WINDOWS_QUIESCER)
             if refusal is not None:
                 results[i] = refusal
                 continue
             try:
-                region = self.members.region(call.group, call.member, call.machine.attributes)
+                region = (
+                    call.machine.attributes.get("region")
+                    or expect_member(call.spec, AwsMember).region
+                )
             except ProviderError as exc:
                 results[i] = exc
                 continue
@@ -500,12 +501,6 @@ class SsmHookRunner(HookRunner):
                     )
                 )
         return commands
-
-    def _os(self, call: HookCall) -> str | None:
-        if call.machine.attributes.get("os") == "windows":
-            return "windows"
-        member = self.members.get(call.group, call.member)
-        return member.os if member is not None else None
 
     def _send(self, command: _Command) -> list[tuple[_Command, BaseException | None]]:
         """Sends one command; an instance SSM does not manage fails the whole call, so then

@@ -25,7 +25,7 @@ from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, Provider
 from quiesce.providers.registry import members_by_group, register
-from quiesce_aws.clients import AwsMembers, ClientFactory, SessionClients
+from quiesce_aws.clients import ClientFactory, SessionClients
 from quiesce_aws.events import DEFAULT_BUS, DEFAULT_SOURCE, EventBridgePublisher
 from quiesce_aws.hooks import RUN_HOOK_DOCUMENT, SsmHookRunner
 from quiesce_aws.inventory import Ec2Inventory
@@ -63,12 +63,10 @@ def aws_provider(
 ) -> Provider:
     """EC2 inventory, SSM hooks and EBS snapshots over the given clients."""
     env = os.environ if env is None else env
-    members = AwsMembers.from_policy(policy, default_region)  # what the hook runner reads
     return Provider(
         inventory=Ec2Inventory(clients),
         hooks=SsmHookRunner(
             clients,
-            members=members,
             document=env.get(SSM_DOCUMENT_ENV) or RUN_HOOK_DOCUMENT,
             document_version=env.get(SSM_DOCUMENT_VERSION_ENV) or None,
         ),

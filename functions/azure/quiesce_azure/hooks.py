@@ -41,7 +41,6 @@ from quiesce.ports import HookCall, HookRunner
 from quiesce.record import HookResult, HookStatus
 from quiesce_azure.clients import (
     AzureClientFactory,
-    AzureMembers,
     as_json,
     dig,
     parse_vm_id,
@@ -193,7 +192,6 @@ class RunCommandHookRunner(HookRunner):
         self,
         clients: AzureClientFactory,
         *,
-        members: AzureMembers | None = None,
         backoff: Backoff | None = None,
         poll_interval: float = 1.0,
         delivery_slack: float = DELIVERY_SLACK,
@@ -202,7 +200,6 @@ class RunCommandHookRunner(HookRunner):
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.clients = clients
-        self.members = members or AzureMembers()
         self.backoff = backoff or Backoff(sleep=sleep)
         self.poll_interval = poll_interval
         self.delivery_slack = delivery_slack
@@ -218,15 +215,9 @@ class RunCommandHookRunner(HookRunner):
 
     # ------------------------------------------------------------------------------ the flow
 
-    def _os(self, call: HookCall) -> str | None:
-        if call.machine.attributes.get("os") == "windows":
-            return "windows"
-        member = self.members.get(call.group, call.member)
-        return member.os if member is not None else None
-
     def _run(self, call: HookCall, phase: str) -> HookResult:
         watch = Stopwatch(self.clock)
-        refusal = windows_refusal(call, self._os(call), machine="VM", quiesced_by=WINDOWS_QUIESCER)
+        refusal = windows_refusal(call, machine="VM", quiesced_by=WINDOWS_QUIESCER)
         if refusal is not None:
             return refusal
         vm = parse_vm_id(call.machine.machine_id)

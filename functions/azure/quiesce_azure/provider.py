@@ -78,7 +78,7 @@ def azure_provider(
     are imported here, so the catalog and the triggers work without the Compute SDK loaded.
     """
     try:
-        from quiesce_azure.clients import AzureMembers, CredentialClients
+        from quiesce_azure.clients import CredentialClients
         from quiesce_azure.hooks import RunCommandHookRunner
         from quiesce_azure.inventory import AzureInventory
         from quiesce_azure.snapshots import AzureSnapshotter
@@ -99,7 +99,6 @@ def azure_provider(
         inventory=AzureInventory(clients, backoff=backoff),
         hooks=RunCommandHookRunner(
             clients,
-            members=AzureMembers.from_policy(policy),  # what the hook runner reads
             backoff=backoff,
             poll_interval=poll,
         ),

@@ -31,9 +31,11 @@ from quiesce.errors import ProviderError
 from quiesce.guest.protocol import REMOTE, Request, Stopwatch, read_answer
 from quiesce.policy.model import Hook
 from quiesce.ports import HookCall, HookRunner
+from quiesce.providers.registry import expect_member
 from quiesce.record import HookResult, HookStatus
 from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command
-from quiesce_gcp.clients import GcpClients, GcpMembers, wait_zone_operation
+from quiesce_gcp.clients import GcpClients, wait_zone_operation
+from quiesce_gcp.member import GcpMember
 from quiesce_gcp.permissions import AGENT_INSTANCES, INSTANCE, ZONE_OPERATION, Permission
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
 from quiesce_gcp.signing import AgentKeys, instance_path
@@ -66,7 +68,6 @@ class AgentHookRunner(HookRunner):
         self,
         clients: GcpClients,
         *,
-        members: GcpMembers | None = None,
         keys: AgentKeys | None = None,
         poll_interval: float = 1.0,
         command_ttl: float = COMMAND_TTL_SECONDS,
@@ -77,7 +78,6 @@ class AgentHookRunner(HookRunner):
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.clients = clients
-        self.members = members or GcpMembers()
         self.keys = keys
         self.poll_interval = poll_interval
         self.command_ttl = command_ttl
@@ -90,8 +90,7 @@ class AgentHookRunner(HookRunner):
     # ------------------------------------------------------------------------- the port
 
     def run(self, call: HookCall) -> HookResult:
-        channel = self.members.channel(call.group, call.member, call.machine.attributes)
-        if channel == "guest_flush":
+        if expect_member(call.spec, GcpMember).hook_channel == "guest_flush":
             return Stopwatch(self.clock).result(
                 HookStatus.SUCCEEDED,
                 "GuestFlush",
@@ -102,8 +101,7 @@ class AgentHookRunner(HookRunner):
         return self._agent(call, call.phase)
 
     def check(self, call: HookCall) -> HookResult:
-        channel = self.members.channel(call.group, call.member, call.machine.attributes)
-        if channel == "guest_flush":
+        if expect_member(call.spec, GcpMember).hook_channel == "guest_flush":
             return Stopwatch(self.clock).result(
                 HookStatus.SUCCEEDED, "GuestFlush", "guest flush: the Google guest agent checks"
             )
@@ -113,7 +111,9 @@ class AgentHookRunner(HookRunner):
 
     def _agent(self, call: HookCall, phase: str) -> HookResult:
         watch = Stopwatch(self.clock)
-        project, zone = self.members.where(call.group, call.member, call.machine.attributes)
+        member = expect_member(call.spec, GcpMember)
+        project = call.machine.attributes.get("project") or member.project
+        zone = call.machine.attributes.get("zone") or member.zone
         instance = call.machine.machine_id
         if self.keys is None:
             return watch.failed(

@@ -82,7 +82,7 @@ def gcp_provider(
     verify answers (without them, agent hooks fail with NoSigningKey). The adapters are imported
     here, so the catalog and the triggers work without the Compute SDK loaded.
     """
-    from quiesce_gcp.clients import GcpClients, GcpMembers
+    from quiesce_gcp.clients import GcpClients
     from quiesce_gcp.hooks import AgentHookRunner
     from quiesce_gcp.inventory import GceInventory
     from quiesce_gcp.snapshots import GceSnapshotter
@@ -96,7 +96,6 @@ def gcp_provider(
         inventory=GceInventory(clients),
         hooks=AgentHookRunner(
             clients,
-            members=GcpMembers.from_policy(policy, default_project),  # what the runner reads
             keys=agent_keys,
             poll_interval=poll_interval,
         ),

@@ -245,11 +245,17 @@ class Stopwatch:
         return self.refused("BadParameter", "not sent: " + "; ".join(problems) + f" ({carried})")
 
 
-def windows_refusal(
-    call: HookCall, os_name: str | None, *, machine: str, quiesced_by: str
-) -> HookResult | None:
+def machine_os(call: HookCall) -> str | None:
+    """The machine's operating system: `windows` when the inventory found it or the member
+    declares it, else whichever of the two is known."""
+    found = call.machine.attributes.get("os")
+    declared = getattr(call.spec, "os", None)
+    return "windows" if "windows" in (found, declared) else found or declared
+
+
+def windows_refusal(call: HookCall, *, machine: str, quiesced_by: str) -> HookResult | None:
     """refused/InvalidPlatform for a Windows machine (no hooks run there), else None."""
-    if os_name != "windows":
+    if machine_os(call) != "windows":
         return None
     return Stopwatch().refused(
         "InvalidPlatform",
