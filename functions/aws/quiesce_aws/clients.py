@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
-
-from quiesce.errors import ProviderError
-from quiesce.policy.model import Policy
-from quiesce_aws.member import AwsMember
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -89,55 +84,6 @@ class SessionClients:
     def dynamodb(self, region: str) -> DynamoDBClient:
         client: DynamoDBClient = self._client("dynamodb", region)
         return client
-
-
-@dataclass(frozen=True)
-class AwsMembers:
-    """The policy's AWS members by (group, member): their region, OS and boot-volume choice.
-
-    Adapters need these where the engine's calls do not carry them: a machine rebuilt from a
-    run record (by `quiesce recover`) has no attributes, and `find` only names a group.
-    """
-
-    members: dict[tuple[str, str], AwsMember] = field(default_factory=dict)
-    default_region: str | None = None
-
-    @classmethod
-    def from_policy(cls, policy: Policy | None, default_region: str | None = None) -> AwsMembers:
-        members: dict[tuple[str, str], AwsMember] = {}
-        if policy is not None:
-            for group_name, group in policy.groups.items():
-                for member in group.members:
-                    if isinstance(member, AwsMember):
-                        members[(group_name, member.name)] = member
-        return cls(members=members, default_region=default_region)
-
-    def get(self, group: str, member: str) -> AwsMember | None:
-        return self.members.get((group, member))
-
-    def region(self, group: str, member: str, attributes: dict[str, str] | None = None) -> str:
-        """The member's region: from the machine's attributes, the policy, or the default."""
-        region = (attributes or {}).get("region")
-        if not region:
-            known = self.get(group, member)
-            region = known.region if known is not None else self.default_region
-        if not region:
-            raise ProviderError(
-                f"member {member!r} of group {group!r}: its AWS region is unknown (the policy "
-                "does not name it and no default region is configured)",
-                code="UnknownRegion",
-            )
-        return region
-
-    def group_regions(self, group: str) -> list[str]:
-        """Every region the group's members live in (the default region if none is known)."""
-        regions = sorted({m.region for (g, _), m in self.members.items() if g == group})
-        if not regions and self.default_region:
-            regions = [self.default_region]
-        return regions
-
-    def all_regions(self) -> list[str]:
-        return sorted({m.region for m in self.members.values()})
 
 
 def chunks(items: Iterable[T], size: int) -> list[list[T]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from azure.core.credentials import TokenCredential
@@ -26,8 +26,6 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.mgmt.compute import ComputeManagementClient
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import Policy
-from quiesce_azure.member import AzureMember
 from quiesce_azure.retry import Backoff, Reconnect
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -105,36 +103,6 @@ class CredentialClients:
                 client = ComputeManagementClient(self.credential, subscription, **self._kwargs())
                 self._clients[subscription] = client
             return client
-
-
-@dataclass(frozen=True)
-class AzureMembers:
-    """The policy's Azure members by (group, member).
-
-    Adapters need these where the engine's calls do not carry them: `find` only names a group,
-    and a machine rebuilt from a run record has no attributes.
-    """
-
-    members: dict[tuple[str, str], AzureMember] = field(default_factory=dict)
-
-    @classmethod
-    def from_policy(cls, policy: Policy | None) -> AzureMembers:
-        members: dict[tuple[str, str], AzureMember] = {}
-        if policy is not None:
-            for group_name, group in policy.groups.items():
-                for member in group.members:
-                    if isinstance(member, AzureMember):
-                        members[(group_name, member.name)] = member
-        return cls(members=members)
-
-    def get(self, group: str, member: str) -> AzureMember | None:
-        return self.members.get((group, member))
-
-    def group_scopes(self, group: str) -> list[tuple[str, str]]:
-        """Every (subscription, resource group) the group's members live in."""
-        return sorted(
-            {(m.subscription, m.resource_group) for (g, _), m in self.members.items() if g == group}
-        )
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,12 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from google.api_core.client_options import ClientOptions
 from google.cloud import compute_v1
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import Policy
-from quiesce_gcp.member import GcpMember
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -80,60 +77,6 @@ class GcpClients:
     def zone_operations(self) -> compute_v1.ZoneOperationsClient:
         client: compute_v1.ZoneOperationsClient = self._client(compute_v1.ZoneOperationsClient)
         return client
-
-
-@dataclass(frozen=True)
-class GcpMembers:
-    """The policy's GCP members by (group, member): project, zone, channel, OS.
-
-    Adapters need these where the engine's calls do not carry them: a machine rebuilt from a run
-    record (by `quiesce recover`) has no attributes, and `find` only names a group.
-    """
-
-    members: dict[tuple[str, str], GcpMember] = field(default_factory=dict)
-    default_project: str | None = None
-
-    @classmethod
-    def from_policy(cls, policy: Policy | None, default_project: str | None = None) -> GcpMembers:
-        members: dict[tuple[str, str], GcpMember] = {}
-        if policy is not None:
-            for group_name, group in policy.groups.items():
-                for member in group.members:
-                    if isinstance(member, GcpMember):
-                        members[(group_name, member.name)] = member
-        return cls(members=members, default_project=default_project)
-
-    def get(self, group: str, member: str) -> GcpMember | None:
-        return self.members.get((group, member))
-
-    def where(
-        self, group: str, member: str, attributes: dict[str, str] | None = None
-    ) -> tuple[str, str]:
-        """The member's (project, zone): from the machine's attributes, else the policy."""
-        attrs = attributes or {}
-        known = self.get(group, member)
-        project = attrs.get("project") or (known.project if known else self.default_project)
-        zone = attrs.get("zone") or (known.zone if known else None)
-        if not project or not zone:
-            raise ProviderError(
-                f"member {member!r} of group {group!r}: its GCP project/zone is unknown (the "
-                "policy does not name it and the machine carries no attributes)",
-                code="UnknownLocation",
-            )
-        return project, zone
-
-    def channel(self, group: str, member: str, attributes: dict[str, str] | None = None) -> str:
-        """`agent` or `guest_flush`."""
-        known = self.get(group, member)
-        if known is not None:
-            return known.hook_channel
-        return (attributes or {}).get("hook_channel", "agent")
-
-    def group_projects(self, group: str) -> list[str]:
-        projects = sorted({m.project for (g, _), m in self.members.items() if g == group})
-        if not projects and self.default_project:
-            projects = [self.default_project]
-        return projects
 
 
 def parse_zonal(url: str) -> tuple[str, str, str]:
