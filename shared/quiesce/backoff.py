@@ -56,7 +56,7 @@ class Backoff:
         transient: Callable[[Exception], Transient | None],
     ) -> T:
         """Calls `fn`, retrying while `transient` recognises what it raises; any other error
-        passes through. When the attempts run out: ProviderError(code, retryable=True)."""
+        passes through. When the attempts run out: ProviderError(code)."""
         for attempt in range(self.attempts):
             try:
                 return fn()
@@ -69,7 +69,6 @@ class Backoff:
                         f"{what}: still {seen.state} after {self.attempts} attempts with "
                         f"backoff: {seen.message}",
                         code=seen.code,
-                        retryable=True,
                     ) from exc
                 wait = self.delay(attempt, seen.retry_after)
                 log.info(

@@ -42,9 +42,8 @@ class UnknownGroupError(QuiesceError):
 class ProviderError(QuiesceError):
     """A provider could not do what the engine asked (the message says what and where)."""
 
-    def __init__(self, message: str, *, code: str = "ProviderError", retryable: bool = False):
+    def __init__(self, message: str, *, code: str = "ProviderError"):
         self.code = code
-        self.retryable = retryable
         super().__init__(message)
 
 

@@ -37,13 +37,13 @@ def test_a_transient_error_is_retried_until_the_call_succeeds() -> None:
     assert waits == [0.05, 0.1]
 
 
-def test_when_attempts_run_out_the_error_names_the_call_and_is_retryable() -> None:
+def test_when_attempts_run_out_the_error_names_the_call_and_the_code() -> None:
     def call() -> None:
         raise Busy("still")
 
     with pytest.raises(ProviderError, match="put: still busy after 3 attempts") as caught:
         Backoff(attempts=3, sleep=lambda _: None).retry(call, what="put", transient=transient)
-    assert (caught.value.code, caught.value.retryable) == ("Busy", True)
+    assert caught.value.code == "Busy"
 
 
 def test_an_error_that_is_not_transient_passes_through_at_once() -> None:

@@ -63,7 +63,7 @@ class Backoff(CoreBackoff):
     def call(self, fn: Callable[[], T], *, retry_on: Collection[str], what: str) -> T:
         """Calls `fn`, retrying while it raises a ClientError whose code is in `retry_on`.
 
-        When the attempts run out, raises ProviderError(code=<the AWS code>, retryable=True).
+        When the attempts run out, raises ProviderError(code=<the AWS code>).
         """
 
         def transient(exc: Exception) -> Transient | None:

@@ -110,7 +110,7 @@ class Backoff(CoreBackoff):
         retry_on: Collection[int] = RETRY_STATUSES,
     ) -> T:
         """Calls `fn`, retrying while it raises an HttpResponseError with a status in
-        `retry_on`. When the attempts run out, raises ProviderError(retryable=True)."""
+        `retry_on`. When the attempts run out, raises ProviderError."""
 
         def transient(exc: Exception) -> Transient | None:
             if not isinstance(exc, HttpResponseError) or exc.status_code not in retry_on:

@@ -236,7 +236,6 @@ class TableStateStore(CatalogStateStore):
         raise ProviderError(
             f"the lock {key!r} changed hands {CAS_ATTEMPTS} times while it was taken",
             code="LockContention",
-            retryable=True,
         )
 
     def release_lock(self, key: str, run_id: str) -> None:

@@ -122,7 +122,6 @@ def wait_zone_operation(
             raise ProviderError(
                 f"operation {op.name} in {project}/{zone} not done after {timeout:g}s",
                 code="OperationTimeout",
-                retryable=True,
             )
         sleep(interval)
         op = clients.zone_operations().get(project=project, zone=zone, operation=op.name)

@@ -226,7 +226,6 @@ class GceSnapshotter(Snapshotter):
                 raise ProviderError(
                     f"snapshot {name}: not in {sorted(states)} after {timeout:g}s",
                     code="SnapshotTimeout",
-                    retryable=True,
                 )
             self.sleep(self.poll_interval)
 

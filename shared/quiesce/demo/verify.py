@@ -196,21 +196,6 @@ def _find_one(folder: Path, name: str, what: str) -> Path:
     raise NotFound(f"more than one {what} {name} under {folder}: {', '.join(map(str, found))}")
 
 
-def locate(
-    member_dir: Path,
-    *,
-    journal_member: str = JOURNAL_MEMBER,
-    db_name: str = DB_NAME,
-    journal_name: str = JOURNAL_NAME,
-) -> tuple[Path, Path]:
-    """The database in the restored `db` member folder and the journal in its sibling
-    `journal` member folder."""
-    member_dir = Path(member_dir)
-    db = _find_one(member_dir, db_name, "database")
-    journal = _find_one(member_dir.parent / journal_member, journal_name, "journal")
-    return db, journal
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m quiesce.demo.verify",
