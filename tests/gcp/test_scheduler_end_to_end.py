@@ -83,6 +83,7 @@ def test_a_scheduler_message_backs_up_a_two_vm_agent_group_and_publishes_its_eve
     }
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy_doc))
     monkeypatch.setenv("QUIESCE_POLICY", str(tmp_path / "policy.yaml"))
+    monkeypatch.setenv("QUIESCE_FUNCTION_TIMEOUT_SECONDS", "540")  # as Terraform sets it
     app = create_app("on_schedule", str(MAIN), "cloudevent")  # type: ignore[no-untyped-call]
     main = sys.modules["main"]
     policy = main.policy()
