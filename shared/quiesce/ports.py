@@ -275,7 +275,7 @@ class StateStore(ABC):
 
 @dataclass(frozen=True)
 class Provider:
-    """What one provider (local, aws, azure, gcp) brings: inventory, hooks and snapshots."""
+    """What one provider brings: inventory, hooks and snapshots."""
 
     inventory: Inventory
     hooks: HookRunner

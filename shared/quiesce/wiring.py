@@ -27,7 +27,7 @@ def provider_names(policy: Policy) -> set[str]:
 
 def _providers(policy: Policy, *, scratch: bool) -> dict[str, Provider]:
     return {
-        name: registry.get(name).factory(policy, scratch=scratch)
+        name: registry.get(name).build(policy, scratch=scratch)
         for name in sorted(provider_names(policy))
     }
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from quiesce.errors import PolicyError, ProviderError
+from quiesce.errors import PolicyError, ProviderError, QuiesceError
 from quiesce.policy import model as policy_model
 from quiesce.policy import parse_policy
 from quiesce.policy.model import LocalMember
+from quiesce.ports import Provider
 from quiesce.providers import registry
 from quiesce.providers.local.spec import SPEC as LOCAL
 
@@ -122,3 +123,32 @@ def test_expect_member_refuses_another_providers_member() -> None:
         registry.expect_member(local, AwsMember)
     assert caught.value.code == "WrongProvider"
     assert "member 'db' has provider 'local', not 'aws'" in str(caught.value)
+
+
+def test_a_factory_named_by_path_is_imported_when_first_built() -> None:
+    from quiesce.policy.model import Policy
+
+    missing = registry.ProviderSpec(
+        name="kvm",
+        member=LocalMember,
+        factory="quiesce_kvm.provider:make_provider",
+        description="",
+        extra="kvm",
+    )
+    policy = Policy.model_validate(
+        {
+            "version": 1,
+            "name": "shop",
+            "groups": {
+                "g": {
+                    "consistency": "crash",
+                    "members": [{"name": "db", "provider": "local", "volumes": ["/data"]}],
+                }
+            },
+        }
+    )
+    with pytest.raises(QuiesceError) as caught:
+        missing.build(policy)
+    assert "provider 'kvm' cannot be loaded" in str(caught.value)
+    assert "pip install 'quiesce[kvm]'" in str(caught.value)
+    assert isinstance(registry.get("local").build(policy, scratch=True), Provider)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from quiesce.policy.model import MemberBase, StrictModel, absolute_hooks
+from quiesce.policy.model import RemoteMember, Selection
 
 
-class AwsSelect(StrictModel):
+class AwsSelect(Selection):
     """Which EC2 instances a member stands for: by id, or by tags (all must match)."""
+
+    CHOICES = ("instance_ids", "tags")
 
     instance_ids: list[Annotated[str, Field(pattern=r"^i-[0-9a-f]{8,17}$")]] | None = Field(
         default=None, min_length=1, description="EC2 instance ids.", examples=[["i-0abc12345"]]
@@ -22,14 +24,8 @@ class AwsSelect(StrictModel):
         examples=[{"app": "orders"}],
     )
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> AwsSelect:
-        if (self.instance_ids is None) == (self.tags is None):
-            raise ValueError("give exactly one of instance_ids or tags")
-        return self
 
-
-class AwsMember(MemberBase):
+class AwsMember(RemoteMember):
     """EC2 instances: hooks through SSM Run Command, snapshots of all EBS volumes at once."""
 
     provider: Literal["aws"] = Field(description="Amazon EC2.", examples=["aws"])
@@ -55,15 +51,3 @@ class AwsMember(MemberBase):
         description="Leave the root volume out of the snapshots.",
         examples=[False],
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> AwsMember:
-        absolute_hooks(self.hooks)
-        if self.os == "windows" and (self.hooks.pre or self.hooks.post):
-            raise ValueError("windows members are quiesced by VSS: remove hooks.pre and hooks.post")
-        return self
-
-    @property
-    def quiesced_by_platform(self) -> bool:
-        """Windows members are quiesced by VSS through the platform, not by hooks."""
-        return self.os == "windows"

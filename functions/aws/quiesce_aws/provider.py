@@ -86,8 +86,10 @@ def make_provider(
     session: boto3.session.Session | None = None,
     *,
     clients: ClientFactory | None = None,
+    scratch: bool = False,
 ) -> Provider:
-    """The `aws` provider of a policy (the `quiesce.providers` entry point)."""
+    """The `aws` provider of a policy (the factory of its `quiesce.providers` spec; it creates
+    nothing, so `scratch`, for `quiesce plan`, changes nothing)."""
     session = session or boto3.session.Session()
     return aws_provider(
         policy, clients or SessionClients(session), default_region=_region(session, os.environ)

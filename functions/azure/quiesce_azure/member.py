@@ -6,11 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from quiesce.policy.model import MemberBase, StrictModel, absolute_hooks
+from quiesce.policy.model import RemoteMember, Selection
 
 
-class AzureSelect(StrictModel):
+class AzureSelect(Selection):
     """Which VMs of the resource group a member stands for: by name, or by tags."""
+
+    CHOICES = ("vm_names", "tags")
 
     vm_names: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]] | None = (
         Field(default=None, min_length=1, description="VM names.", examples=[["api-1", "api-2"]])
@@ -22,14 +24,8 @@ class AzureSelect(StrictModel):
         examples=[{"app": "orders"}],
     )
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> AzureSelect:
-        if (self.vm_names is None) == (self.tags is None):
-            raise ValueError("give exactly one of vm_names or tags")
-        return self
 
-
-class AzureMember(MemberBase):
+class AzureMember(RemoteMember):
     """Azure VMs: hooks through managed Run Command, restore points or incremental snapshots."""
 
     provider: Literal["azure"] = Field(description="Azure virtual machines.", examples=["azure"])
@@ -65,17 +61,6 @@ class AzureMember(MemberBase):
 
     @model_validator(mode="after")
     def _check(self) -> AzureMember:
-        absolute_hooks(self.hooks)
-        if self.os == "windows":
-            if self.hooks.pre or self.hooks.post:
-                raise ValueError(
-                    "windows members are quiesced by VSS: remove hooks.pre and hooks.post"
-                )
-            if self.snapshot != "restore_point":
-                raise ValueError("windows members need snapshot: restore_point (VSS)")
+        if self.os == "windows" and self.snapshot != "restore_point":
+            raise ValueError("windows members need snapshot: restore_point (VSS)")
         return self
-
-    @property
-    def quiesced_by_platform(self) -> bool:
-        """Windows members are quiesced by VSS through the platform, not by hooks."""
-        return self.os == "windows"

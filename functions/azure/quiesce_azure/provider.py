@@ -106,8 +106,11 @@ def azure_provider(
     )
 
 
-def make_provider(policy: Policy, credential: TokenCredential | None = None) -> Provider:
-    """The `azure` provider of a policy (the `quiesce.providers` entry point)."""
+def make_provider(
+    policy: Policy, credential: TokenCredential | None = None, *, scratch: bool = False
+) -> Provider:
+    """The `azure` provider of a policy (the factory of its `quiesce.providers` spec; it creates
+    nothing, so `scratch`, for `quiesce plan`, changes nothing)."""
     return azure_provider(policy, credential or default_credential())
 
 

@@ -6,11 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from quiesce.policy.model import MemberBase, StrictModel, absolute_hooks
+from quiesce.policy.model import RemoteMember, Selection
 
 
-class GcpSelect(StrictModel):
+class GcpSelect(Selection):
     """Which Compute Engine instances of the zone a member stands for: by name, or by labels."""
+
+    CHOICES = ("instances", "labels")
 
     instances: list[Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")]] | None = (
         Field(default=None, min_length=1, description="Instance names.", examples=[["reports-1"]])
@@ -22,14 +24,8 @@ class GcpSelect(StrictModel):
         examples=[{"app": "orders"}],
     )
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> GcpSelect:
-        if (self.instances is None) == (self.labels is None):
-            raise ValueError("give exactly one of instances or labels")
-        return self
 
-
-class GcpMember(MemberBase):
+class GcpMember(RemoteMember):
     """Compute Engine instances: disk snapshots, hooks through the guest agent."""
 
     provider: Literal["gcp"] = Field(description="Google Compute Engine.", examples=["gcp"])
@@ -64,17 +60,9 @@ class GcpMember(MemberBase):
 
     @model_validator(mode="after")
     def _check(self) -> GcpMember:
-        absolute_hooks(self.hooks)
         if self.os == "windows" and self.hook_channel != "guest_flush":
             raise ValueError("windows members are quiesced by VSS: use hook_channel: guest_flush")
-        if self.os == "windows" and (self.hooks.pre or self.hooks.post):
-            raise ValueError("windows members are quiesced by VSS: remove hooks.pre and hooks.post")
         return self
-
-    @property
-    def quiesced_by_platform(self) -> bool:
-        """Windows members are quiesced by VSS through the platform, not by hooks."""
-        return self.os == "windows"
 
     def alone_reason(self) -> str | None:
         if self.hook_channel == "guest_flush":

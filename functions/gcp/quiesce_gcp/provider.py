@@ -108,8 +108,11 @@ def gcp_provider(
     )
 
 
-def make_provider(policy: Policy, *, env: Mapping[str, str] | None = None) -> Provider:
-    """The `gcp` provider of a policy (the `quiesce.providers` entry point)."""
+def make_provider(
+    policy: Policy, *, env: Mapping[str, str] | None = None, scratch: bool = False
+) -> Provider:
+    """The `gcp` provider of a policy (the factory of its `quiesce.providers` spec; it creates
+    nothing, so `scratch`, for `quiesce plan`, changes nothing)."""
     from quiesce_gcp.signing import AgentKeys
 
     env = os.environ if env is None else env

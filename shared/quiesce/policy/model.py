@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -338,14 +338,46 @@ def _no_nested(folders: list[str], field: str) -> None:
                 )
 
 
-def absolute_hooks(hooks: Hooks) -> None:
-    """Refuses hook scripts that are not absolute paths (members on remote machines)."""
-    for phase in ("pre", "post", "verify"):
-        hook: Hook | None = getattr(hooks, phase)
-        if hook is not None and hook.run is not None and not hook.run[0].startswith("/"):
-            raise ValueError(
-                f"hooks.{phase}.run: {hook.run[0]!r} must be an absolute path on the machine"
-            )
+class RemoteMember(MemberBase):
+    """A member whose machines are reached over a provider's channel (not this machine): hook
+    scripts are absolute paths on those machines, and Windows machines are quiesced by VSS
+    through the platform instead of hooks. Providers redeclare `os` to say how they do it."""
+
+    os: Literal["linux", "windows"] = Field(
+        default="linux",
+        description="`windows`: quiesced by VSS through the platform instead of hooks.",
+        examples=["linux"],
+    )
+
+    @property
+    def quiesced_by_platform(self) -> bool:
+        return self.os == "windows"
+
+    @model_validator(mode="after")
+    def _remote_hooks(self) -> RemoteMember:
+        for phase in ("pre", "post", "verify"):
+            hook: Hook | None = getattr(self.hooks, phase)
+            if hook is not None and hook.run is not None and not hook.run[0].startswith("/"):
+                raise ValueError(
+                    f"hooks.{phase}.run: {hook.run[0]!r} must be an absolute path on the machine"
+                )
+        if self.os == "windows" and (self.hooks.pre or self.hooks.post):
+            raise ValueError("windows members are quiesced by VSS: remove hooks.pre and hooks.post")
+        return self
+
+
+class Selection(StrictModel):
+    """Which machines a member stands for: by their names (ids), or by tags (labels), exactly
+    one of the two. `CHOICES` names the provider's two fields."""
+
+    CHOICES: ClassVar[tuple[str, str]]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Selection:
+        first, second = self.CHOICES
+        if (getattr(self, first) is None) == (getattr(self, second) is None):
+            raise ValueError(f"give exactly one of {first} or {second}")
+        return self
 
 
 class RegisteredMembers:

@@ -15,6 +15,7 @@ entry module calls `register(SPEC)` itself.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -43,15 +44,32 @@ class ProviderSpec:
     """What a provider declares about itself.
 
     `member` is the pydantic model of its members (a `MemberBase` whose `provider` field is
-    `Literal[name]`); `factory(policy, scratch=...)` builds its adapters; `description` is the
-    one-line summary shown in the policy reference; `extra` is the pip extra that installs it.
+    `Literal[name]`); `factory(policy, scratch=...)` builds its adapters: the function, or
+    "module:function" so the spec imports no adapter (nor its SDK) until one is needed;
+    `description` is the one-line summary shown in the policy reference; `extra` is the pip
+    extra that installs it.
     """
 
     name: str
     member: type[MemberBase]
-    factory: ProviderFactory
+    factory: ProviderFactory | str
     description: str
     extra: str | None = None
+
+    def build(self, policy: Policy, *, scratch: bool = False) -> Provider:
+        """The provider's adapters for a policy (the factory imported when first needed)."""
+        factory = self.factory
+        if isinstance(factory, str):
+            module, _, name = factory.partition(":")
+            try:
+                factory = getattr(importlib.import_module(module), name)
+            except ImportError as exc:
+                raise QuiesceError(
+                    f"provider {self.name!r} cannot be loaded ({exc}): {self.install_hint()}"
+                ) from exc
+        assert callable(factory)
+        provider: Provider = factory(policy, scratch=scratch)
+        return provider
 
     def install_hint(self) -> str:
         return f"pip install 'quiesce[{self.extra}]'" if self.extra else "install its package"
