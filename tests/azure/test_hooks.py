@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from quiesce.guest import RUNNER_PATH
+from quiesce.guest.protocol import parse_answer
 from quiesce.policy.model import Hook, Hooks
 from quiesce.ports import HookCall, Machine
 from quiesce.record import HookResult, HookStatus
 from quiesce_azure import hooks as hooks_module
 from quiesce_azure.clients import CredentialClients
-from quiesce_azure.hooks import RUN_HOOK_SCRIPT, RunCommandHookRunner, hook_parameters, parse_result
+from quiesce_azure.hooks import RUN_HOOK_SCRIPT, RunCommandHookRunner, hook_parameters
 from quiesce_azure.member import AzureMember
 from quiesce_azure.retry import Backoff
 
@@ -222,7 +223,7 @@ def test_the_script_runs_the_declared_hook_through_the_real_runner(tmp_path: Pat
             timeout=60,
             check=False,
         )
-        return parse_result(done.stdout)
+        return parse_answer(done.stdout)
 
     ran = run(call(vm, "post"))
     other = run(replace(call(vm, "post"), group="billing"))

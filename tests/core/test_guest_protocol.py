@@ -15,10 +15,12 @@ from quiesce.guest.protocol import (
     Request,
     Stopwatch,
     argument_problem,
+    ended,
     format_number,
     machine_os,
     parse_answer,
     read_answer,
+    state_word,
     windows_refusal,
 )
 from quiesce.guest.quiesce_guest import REQUEST_VERSION, parse_request
@@ -239,3 +241,26 @@ def test_other_machines_are_not_refused() -> None:
         assert windows_refusal(other, machine="VM", quiesced_by="VSS") is None
     assert machine_os(on(None)) is None  # a local member declares no OS
     assert machine_os(on(None, "linux")) == "linux"
+
+
+def test_channel_states_are_one_word_with_one_spelling_of_cancelled() -> None:
+    assert state_word("In Progress") == "inprogress"
+    assert state_word("Canceled") == state_word("Cancelled") == "cancelled"
+    assert state_word(None) == ""
+
+
+def test_a_channel_call_that_ended_is_the_runners_result_or_says_what_failed() -> None:
+    watch = Stopwatch()
+    common = {"error": "x" * 3000 + "Traceback: boom\n", "where": "on vm-1", "script": "the script"}
+
+    answered = ended(watch, succeeded=False, output=json.dumps(RESULT), exit_code=1, **common)
+    silent = ended(watch, succeeded=True, output="noise\n", exit_code=0, **common)
+    broken = ended(watch, succeeded=False, output="", exit_code=127, **common)
+
+    assert answered.code == "Allowed"  # the runner's own answer, whatever the channel says
+    assert (silent.code, silent.exit_code) == ("RunnerError", 0)
+    assert silent.message.startswith("the hook runner printed no result on vm-1")
+    assert (broken.code, broken.exit_code) == ("ExecutionFailed", 127)
+    assert broken.message.startswith("the script failed on vm-1 with exit code 127")
+    assert broken.message.endswith("Traceback: boom")
+    assert len(broken.message) < 1600  # only the end of stderr

@@ -24,12 +24,11 @@ import hashlib
 import json
 import logging
 import re
-import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,14 +36,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from quiesce.errors import ProviderError
 from quiesce.guest.protocol import (
     REMOTE,
+    RemoteHookRunner,
     Request,
     Stopwatch,
+    Timing,
     argument_problem,
+    ended,
     parse_answer,
+    state_word,
     windows_refusal,
+    with_stderr,
 )
 from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
-from quiesce.ports import HookCall, HookRunner, fan_out
+from quiesce.ports import HookCall, fan_out
 from quiesce.providers.registry import expect_member
 from quiesce.record import HookResult, HookStatus
 from quiesce_aws.clients import ClientFactory, chunks
@@ -227,19 +231,20 @@ class Invocation:
     @property
     def state(self) -> str:
         """The normalized status: StatusDetails where it is finer than Status."""
-        details, status = _norm(self.details), _norm(self.status)
+        details, status = state_word(self.details), state_word(self.status)
         if details in STATE_RESULTS or details in IN_FLIGHT or details in ("success", "failed"):
             return details
         return status
 
 
-def _norm(text: str | None) -> str:
-    return re.sub(r"[^a-z]", "", (text or "").lower())
+def stdout_of(output: str) -> str:
+    """The standard output part of a plugin's combined output."""
+    return ERROR_SEPARATOR.split(output, maxsplit=1)[0]
 
 
 def parse_result(output: str) -> HookResult | None:
     """The runner's one-line JSON result in a plugin's output, or None when there is none."""
-    return parse_answer(ERROR_SEPARATOR.split(output, maxsplit=1)[0])
+    return parse_answer(stdout_of(output))
 
 
 #: Final statuses other than Success/Failed: (status, code, what it means).
@@ -257,7 +262,6 @@ STATE_RESULTS: dict[str, tuple[HookStatus, str, str]] = {
     ),
     "timedout": (HookStatus.TIMED_OUT, "TimedOut", "the command timed out"),
     "cancelled": (HookStatus.FAILED, "Cancelled", "the command was cancelled"),
-    "canceled": (HookStatus.FAILED, "Cancelled", "the command was cancelled"),
     "undeliverable": (
         HookStatus.FAILED,
         "Undeliverable",
@@ -293,27 +297,24 @@ def invocation_result(inv: Invocation, watch: Stopwatch) -> HookResult | None:
     state = inv.state
     if state in IN_FLIGHT:
         return None
-    parsed = parse_result(inv.output)
-    if state in ("success", "failed") and parsed is not None:
-        return parsed
     where = f"on {inv.instance_id}"
+    if state in ("success", "failed"):
+        return ended(
+            watch,
+            succeeded=state == "success",
+            output=stdout_of(inv.output),
+            error=inv.error,
+            exit_code=inv.response_code,
+            where=where,
+            script="the document",
+        )
     if state in STATE_RESULTS:
         status, code, meaning = STATE_RESULTS[state]
         details = f" ({inv.details})" if inv.details else ""
         return watch.result(status, code, f"{meaning}{details} {where}")
-    tail = inv.error.strip()[-1500:]
-    if state == "success":
-        message = f"the hook runner printed no result {where}"
-        code = "RunnerError"
-    elif state == "failed":
-        message = f"the document failed {where} with exit code {inv.response_code}"
-        code = "ExecutionFailed"
-    else:
-        message = f"the command ended with status {inv.status} ({inv.details}) {where}"
-        code = re.sub(r"[^A-Za-z]", "", inv.status) or "Failed"
-    if tail:
-        message += f"; its stderr ends with: {tail}"
-    return watch.failed(code, message)
+    message = f"the command ended with status {inv.status} ({inv.details}) {where}"
+    code = re.sub(r"[^A-Za-z]", "", inv.status) or "Failed"
+    return watch.failed(code, with_stderr(message, inv.error))
 
 
 def send_failure(exc: BaseException, watch: Stopwatch, document: str) -> HookResult:
@@ -367,8 +368,10 @@ class ListUnavailableError(Exception):
     """ListCommandInvocations cannot be used here (not allowed, or not implemented)."""
 
 
-class SsmHookRunner(HookRunner):
+class SsmHookRunner(RemoteHookRunner):
     """The HookRunner port over SSM Run Command and the Quiesce-RunHook document."""
+
+    POLL_INTERVAL = 0.5  # the first poll; then 1.5 times longer each round, up to 2 s
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "run": SEND_PERMISSIONS,
@@ -383,37 +386,25 @@ class SsmHookRunner(HookRunner):
         document: str = RUN_HOOK_DOCUMENT,
         document_version: str | None = None,
         backoff: Backoff | None = None,
-        poll_interval: float = 0.5,
         max_poll_interval: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        wall_clock: Callable[[], float] = time.time,
+        **timing: Unpack[Timing],
     ) -> None:
+        super().__init__(**timing)
         self.clients = clients
         self.document = document
         self.document_version = document_version
-        self.backoff = backoff or Backoff(sleep=sleep)
-        self.poll_interval = poll_interval
+        self.backoff = backoff or Backoff(sleep=self.sleep)
         self.max_poll_interval = max_poll_interval
-        self.clock = clock
-        self.sleep = sleep
-        self.wall_clock = wall_clock
         self.use_list = True
 
     # ------------------------------------------------------------------------------ the port
-
-    def run(self, call: HookCall) -> HookResult:
-        return self._single(call, call.phase)
-
-    def check(self, call: HookCall) -> HookResult:
-        return self._single(call, "check")
 
     def run_many(self, calls: Sequence[HookCall]) -> list[HookResult | BaseException]:
         return self._run(calls, None)
 
     # ------------------------------------------------------------------------------ the flow
 
-    def _single(self, call: HookCall, phase: str) -> HookResult:
+    def send(self, call: HookCall, phase: str) -> HookResult:
         result = self._run([call], phase)[0]
         if isinstance(result, BaseException):
             raise result

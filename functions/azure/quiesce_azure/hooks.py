@@ -26,18 +26,25 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.mgmt.compute import models
 
 from quiesce.errors import ProviderError
-from quiesce.guest.protocol import REMOTE, Request, Stopwatch, argument_problem, windows_refusal
-from quiesce.guest.protocol import parse_answer as parse_result
+from quiesce.guest.protocol import (
+    REMOTE,
+    RemoteHookRunner,
+    Request,
+    Stopwatch,
+    Timing,
+    argument_problem,
+    ended,
+    state_word,
+    windows_refusal,
+)
 from quiesce.guest.quiesce_guest import DEFAULT_CONFIG
-from quiesce.ports import HookCall, HookRunner
+from quiesce.ports import HookCall
 from quiesce.record import HookResult, HookStatus
 from quiesce_azure.clients import (
     AzureClientFactory,
@@ -105,7 +112,6 @@ STATE_RESULTS: dict[str, tuple[HookStatus, str, str]] = {
         "TimedOut",
         "Run Command stopped the hook runner after timeoutInSeconds",
     ),
-    "canceled": (HookStatus.FAILED, "Cancelled", "the run command was cancelled"),
     "cancelled": (HookStatus.FAILED, "Cancelled", "the run command was cancelled"),
 }
 FINAL_STATES = frozenset({"succeeded", "failed", *STATE_RESULTS})
@@ -157,29 +163,25 @@ def run_command_body(location: str, parameters: dict[str, str], timeout: int) ->
 
 def instance_view_result(view: dict[str, Any], watch: Stopwatch, where: str) -> HookResult | None:
     """What a finished run command came to (its instanceView JSON); None while in flight."""
-    state = re.sub(r"[^a-z]", "", str(view.get("executionState") or "").lower())
+    state = state_word(view.get("executionState"))
     if state not in FINAL_STATES:
         return None
-    output = str(view.get("output") or "")
-    error = str(view.get("error") or "").strip()
-    parsed = parse_result(output)
-    if state in ("succeeded", "failed") and parsed is not None:
-        return parsed
     if state in STATE_RESULTS:
         status, code, meaning = STATE_RESULTS[state]
         return watch.result(status, code, f"{meaning} {where}")
-    if state == "succeeded":
-        code, message = "RunnerError", f"the hook runner printed no result {where}"
-    else:
-        code = "ExecutionFailed"
-        message = f"the run command failed {where} with exit code {view.get('exitCode')}"
-    if error:
-        message += f"; its stderr ends with: {error[-1500:]}"
     exit_code = view.get("exitCode")
-    return watch.failed(code, message, exit_code=exit_code if isinstance(exit_code, int) else None)
+    return ended(
+        watch,
+        succeeded=state == "succeeded",
+        output=str(view.get("output") or ""),
+        error=str(view.get("error") or ""),
+        exit_code=exit_code if isinstance(exit_code, int) else None,
+        where=where,
+        script="the run command",
+    )
 
 
-class RunCommandHookRunner(HookRunner):
+class RunCommandHookRunner(RemoteHookRunner):
     """The HookRunner port over managed Run Command and the guest hook runner."""
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
@@ -193,29 +195,17 @@ class RunCommandHookRunner(HookRunner):
         clients: AzureClientFactory,
         *,
         backoff: Backoff | None = None,
-        poll_interval: float = 1.0,
         delivery_slack: float = DELIVERY_SLACK,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        wall_clock: Callable[[], float] = time.time,
+        **timing: Unpack[Timing],
     ) -> None:
+        super().__init__(**timing)
         self.clients = clients
-        self.backoff = backoff or Backoff(sleep=sleep)
-        self.poll_interval = poll_interval
+        self.backoff = backoff or Backoff(sleep=self.sleep)
         self.delivery_slack = delivery_slack
-        self.clock = clock
-        self.sleep = sleep
-        self.wall_clock = wall_clock
-
-    def run(self, call: HookCall) -> HookResult:
-        return self._run(call, call.phase)
-
-    def check(self, call: HookCall) -> HookResult:
-        return self._run(call, "check")
 
     # ------------------------------------------------------------------------------ the flow
 
-    def _run(self, call: HookCall, phase: str) -> HookResult:
+    def send(self, call: HookCall, phase: str) -> HookResult:
         watch = Stopwatch(self.clock)
         refusal = windows_refusal(call, machine="VM", quiesced_by=WINDOWS_QUIESCER)
         if refusal is not None:

@@ -20,17 +20,23 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
 from quiesce.errors import ProviderError
-from quiesce.guest.protocol import REMOTE, Request, Stopwatch, read_answer
+from quiesce.guest.protocol import (
+    REMOTE,
+    RemoteHookRunner,
+    Request,
+    Stopwatch,
+    Timing,
+    read_answer,
+)
 from quiesce.policy.model import Hook
-from quiesce.ports import HookCall, HookRunner
+from quiesce.ports import HookCall
 from quiesce.providers.registry import expect_member
 from quiesce.record import HookResult, HookStatus
 from quiesce_gcp.agent import GUEST_NAMESPACE, METADATA_KEY, Command
@@ -48,7 +54,7 @@ COMMAND_TTL_SECONDS = 30.0
 FINGERPRINT_ATTEMPTS = 5
 
 
-class AgentHookRunner(HookRunner):
+class AgentHookRunner(RemoteHookRunner):
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "run": [
             Permission("compute.instances.get", INSTANCE),
@@ -69,49 +75,32 @@ class AgentHookRunner(HookRunner):
         clients: GcpClients,
         *,
         keys: AgentKeys | None = None,
-        poll_interval: float = 1.0,
         command_ttl: float = COMMAND_TTL_SECONDS,
         answer_timeout: Callable[[Hook | None, str], float] = REMOTE.answer,
         backoff: Backoff | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        **timing: Unpack[Timing],
     ) -> None:
+        super().__init__(**timing)
         self.clients = clients
         self.keys = keys
-        self.poll_interval = poll_interval
         self.command_ttl = command_ttl
         self.answer_timeout = answer_timeout
         self.backoff = backoff or Backoff()
-        self.sleep = sleep
-        self.clock = clock
-        self.wall = wall
-
-    # ------------------------------------------------------------------------- the port
-
-    def run(self, call: HookCall) -> HookResult:
-        if expect_member(call.spec, GcpMember).hook_channel == "guest_flush":
-            return Stopwatch(self.clock).result(
-                HookStatus.SUCCEEDED,
-                "GuestFlush",
-                f"{call.phase}: no hook is sent; the snapshots are created with guestFlush and "
-                "the Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around "
-                "them (each snapshot records what the operation reported)",
-            )
-        return self._agent(call, call.phase)
-
-    def check(self, call: HookCall) -> HookResult:
-        if expect_member(call.spec, GcpMember).hook_channel == "guest_flush":
-            return Stopwatch(self.clock).result(
-                HookStatus.SUCCEEDED, "GuestFlush", "guest flush: the Google guest agent checks"
-            )
-        return self._agent(call, "check")
 
     # ------------------------------------------------------------------------- the channel
 
-    def _agent(self, call: HookCall, phase: str) -> HookResult:
+    def send(self, call: HookCall, phase: str) -> HookResult:
         watch = Stopwatch(self.clock)
         member = expect_member(call.spec, GcpMember)
+        if member.hook_channel == "guest_flush":
+            message = (
+                "guest flush: the Google guest agent checks"
+                if phase == "check"
+                else f"{phase}: no hook is sent; the snapshots are created with guestFlush and "
+                "the Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around "
+                "them (each snapshot records what the operation reported)"
+            )
+            return watch.result(HookStatus.SUCCEEDED, "GuestFlush", message)
         project = call.machine.attributes.get("project") or member.project
         zone = call.machine.attributes.get("zone") or member.zone
         instance = call.machine.machine_id
@@ -127,7 +116,7 @@ class AgentHookRunner(HookRunner):
             request.run_id,
             request.member,
             request.hook,
-            self.wall() + self.command_ttl,
+            self.wall_clock() + self.command_ttl,
             instance_path(project, zone, instance),
         )
         try:

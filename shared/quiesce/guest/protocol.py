@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 import re
 import time
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from pydantic import ValidationError
 
@@ -28,7 +29,7 @@ from quiesce.guest.quiesce_guest import (
     WATCHDOG_READY_SECONDS,
 )
 from quiesce.policy.model import Hook, hook_name
-from quiesce.ports import HookCall
+from quiesce.ports import HookCall, HookRunner
 from quiesce.record import HookResult, HookStatus, utcnow
 
 #: What the runner itself may take per attempt beyond the hook's timeout: start-up, the
@@ -41,6 +42,8 @@ RESTORE_PATH_RE = re.compile(r"/[^\x00-\x1f\x7f]{0,4095}")
 #: timeout, and its least value.
 EXECUTION_MARGIN_SECONDS = 30
 MIN_EXECUTION_SECONDS = 60
+#: How much of a channel's stderr a result's message carries.
+STDERR_TAIL = 1500
 #: Said of every call that got no answer: the machine thaws without the orchestrator.
 WATCHDOG_HINT = "a pre hook's watchdog, if armed, still thaws the member by max_freeze_seconds"
 
@@ -202,6 +205,19 @@ def parse_answer(output: str) -> HookResult | None:
     return found if isinstance(found, HookResult) else None
 
 
+def state_word(text: object) -> str:
+    """A channel's status as one lowercase word: `In Progress` is `inprogress`, and `canceled`
+    is spelled `cancelled`."""
+    word = re.sub(r"[^a-z]", "", str(text or "").lower())
+    return "cancelled" if word == "canceled" else word
+
+
+def with_stderr(message: str, error: str) -> str:
+    """`message`, and the end of the channel's stderr when it has any."""
+    tail = error.strip()[-STDERR_TAIL:]
+    return f"{message}; its stderr ends with: {tail}" if tail else message
+
+
 # ------------------------------------------------------------------------------ results
 
 
@@ -245,6 +261,29 @@ class Stopwatch:
         return self.refused("BadParameter", "not sent: " + "; ".join(problems) + f" ({carried})")
 
 
+def ended(
+    watch: Stopwatch,
+    *,
+    succeeded: bool,
+    output: str,
+    error: str,
+    exit_code: int | None,
+    where: str,
+    script: str,
+) -> HookResult:
+    """What a channel call that ended succeeded or failed came to: the runner's result in its
+    output; without one, RunnerError (the runner ran and printed no result) or ExecutionFailed
+    (the channel's `script` failed before the runner could answer)."""
+    parsed = parse_answer(output)
+    if parsed is not None:
+        return parsed
+    if succeeded:
+        code, message = "RunnerError", f"the hook runner printed no result {where}"
+    else:
+        code, message = "ExecutionFailed", f"{script} failed {where} with exit code {exit_code}"
+    return watch.failed(code, with_stderr(message, error), exit_code=exit_code)
+
+
 def machine_os(call: HookCall) -> str | None:
     """The machine's operating system: `windows` when the inventory found it or the member
     declares it, else whichever of the two is known."""
@@ -262,3 +301,43 @@ def windows_refusal(call: HookCall, *, machine: str, quiesced_by: str) -> HookRe
         f"{call.machine.machine_id} is a Windows {machine}: Windows members are quiesced by "
         f"{quiesced_by}, not by hooks",
     )
+
+
+# ------------------------------------------------------------------------------ remote channels
+
+
+class Timing(TypedDict, total=False):
+    """How a remote channel waits: `poll_interval` between polls, `clock` (monotonic) bounds
+    the waits, `sleep` paces the polls, `wall_clock` (epoch seconds) dates what the machine
+    checks. All injectable, so tests need not wait."""
+
+    poll_interval: float
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    wall_clock: Callable[[], float]
+
+
+class RemoteHookRunner(HookRunner):
+    """A HookRunner whose channel reaches the guest runner on another machine and is polled
+    for the answer (a run-command service, an agent). A run sends the call in its own phase, a
+    check in `check`; subclasses implement `send` and nothing else of the port."""
+
+    #: The channel's own pace between polls, unless the caller gives one.
+    POLL_INTERVAL = 1.0
+
+    def __init__(self, **timing: Unpack[Timing]) -> None:
+        self.poll_interval = timing.get("poll_interval", self.POLL_INTERVAL)
+        self.clock = timing.get("clock", time.monotonic)
+        self.sleep = timing.get("sleep", time.sleep)
+        self.wall_clock = timing.get("wall_clock", time.time)
+
+    def run(self, call: HookCall) -> HookResult:
+        return self.send(call, call.phase)
+
+    def check(self, call: HookCall) -> HookResult:
+        return self.send(call, "check")
+
+    @abstractmethod
+    def send(self, call: HookCall, phase: str) -> HookResult:
+        """Carries `call` to its machine as a request in `phase` and returns the answer, or
+        the result the channel makes itself (refused before sending, no answer, ...)."""
