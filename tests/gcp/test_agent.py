@@ -15,7 +15,7 @@ from quiesce.policy.model import Policy
 from quiesce.ports import HookCall, Machine
 from quiesce_gcp import quiesce_agent as agent_mod
 from quiesce_gcp.agent import Command, allowlist
-from quiesce_gcp.clients import GcpClients, GcpMembers
+from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.signing import AgentKeys, instance_path
 
@@ -100,7 +100,7 @@ def test_a_hook_call_round_trips_through_metadata_and_guest_attributes(
     policy = one_vm_policy(fleet)
     fleet.add("db-vm", policy)
     runner = AgentHookRunner(
-        clients, members=GcpMembers.from_policy(policy), keys=fleet.keys, poll_interval=0.05
+        clients, keys=fleet.keys, poll_interval=0.05
     )
     machine = Machine("gcp", "db", "db-vm", attributes={"project": PROJECT, "zone": ZONE})
     member = policy.groups["orders"].members[0]
