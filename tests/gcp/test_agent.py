@@ -99,9 +99,7 @@ def test_a_hook_call_round_trips_through_metadata_and_guest_attributes(
 ) -> None:
     policy = one_vm_policy(fleet)
     fleet.add("db-vm", policy)
-    runner = AgentHookRunner(
-        clients, keys=fleet.keys, poll_interval=0.05
-    )
+    runner = AgentHookRunner(clients, keys=fleet.keys, poll_interval=0.05)
     machine = Machine("gcp", "db", "db-vm", attributes={"project": PROJECT, "zone": ZONE})
     member = policy.groups["orders"].members[0]
     assert member.hooks.post is not None
