@@ -10,7 +10,8 @@ The policy's member union, `quiesce schema`, the policy reference and `quiesce p
 from what is registered here; the core itself names no provider but its own `local`. A spec
 module imports no SDK (its factory imports the adapters when first called), so validating a
 policy stays cheap. Where no package metadata exists (an app built by copying sources), the
-entry module calls `register(SPEC)` itself.
+provider registers itself explicitly: each cloud's provider.py calls `register(SPEC)` when the
+functions' entry module imports it.
 """
 
 from __future__ import annotations
