@@ -521,13 +521,26 @@ def _redis_info(args: argparse.Namespace) -> Dict[str, str]:
     return dict(line.strip().split(":", 1) for line in lines if ":" in line)
 
 
+def _redis_saves(state: Dict[str, str]) -> int:
+    """How many saves the server has made: `rdb_saves` (Redis 7), else LASTSAVE's second."""
+    return int(state.get("rdb_saves") or state.get("rdb_last_save_time") or 0)
+
+
 def redis_pre(args: argparse.Namespace) -> None:
-    before = _redis(args, "LASTSAVE")
-    _redis(args, "BGSAVE")
     deadline = time.monotonic() + args.save_timeout
+    state = _redis_info(args)
+    while state.get("rdb_bgsave_in_progress") == "1":  # a save started before us: not ours
+        if time.monotonic() > deadline:
+            raise HookError(
+                "a BGSAVE already running did not finish within %gs" % args.save_timeout
+            )
+        time.sleep(0.05)
+        state = _redis_info(args)
+    before = _redis_saves(state)
+    _redis(args, "BGSAVE")
     while True:
         state = _redis_info(args)
-        if state.get("rdb_bgsave_in_progress") == "0" and _redis(args, "LASTSAVE") != before:
+        if state.get("rdb_bgsave_in_progress") == "0" and _redis_saves(state) > before:
             break
         if time.monotonic() > deadline:
             raise HookError("BGSAVE did not finish within %gs" % args.save_timeout)
@@ -536,9 +549,9 @@ def redis_pre(args: argparse.Namespace) -> None:
         raise HookError(
             "BGSAVE failed: rdb_last_bgsave_status=%s" % state.get("rdb_last_bgsave_status")
         )
-    say("BGSAVE written at %s" % _redis(args, "LASTSAVE"))
+    say("BGSAVE written at %s" % state.get("rdb_last_save_time"))
     frozen = fsfreeze_pre(freeze_targets(args.freeze, args.allow_root)) if args.freeze else []
-    info("redis", "pre", lastsave=int(_redis(args, "LASTSAVE")), frozen=frozen)
+    info("redis", "pre", lastsave=int(state.get("rdb_last_save_time") or 0), frozen=frozen)
 
 
 def redis_post(args: argparse.Namespace) -> None:
