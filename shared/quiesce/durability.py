@@ -6,6 +6,7 @@ until none is pending or the time is up, never sleeping past the deadline.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
@@ -45,3 +46,26 @@ def poll_durable(
             break
         sleep(min(interval, remaining))
     return [current[s.id] for s in snapshots]
+
+
+class PollsDurability(ABC):
+    """`Snapshotter.wait_durable` for providers that poll: they only say, in `states`, what
+    they learned about some pending snapshots (mix in before `Snapshotter`)."""
+
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    poll_interval: float
+
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        return poll_durable(
+            snapshots,
+            timeout,
+            self.states,
+            clock=self.clock,
+            sleep=self.sleep,
+            interval=self.poll_interval,
+        )
+
+    @abstractmethod
+    def states(self, pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
+        """The new states (COMPLETED, FAILED) of the pending snapshots where known."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from quiesce.durability import poll_durable
+from quiesce.durability import PollsDurability
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
 from quiesce.providers.registry import expect_member
@@ -107,7 +107,7 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class EbsSnapshotter(Snapshotter):
+class EbsSnapshotter(PollsDurability, Snapshotter):
     """The Snapshotter port over EBS: CreateSnapshots, or AWSEC2-CreateVssSnapshot on Windows."""
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
@@ -251,19 +251,7 @@ class EbsSnapshotter(Snapshotter):
             )
         return sorted(refs, key=lambda r: r.volume)
 
-    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
-        """Polls DescribeSnapshots (in batches) until every snapshot is completed or failed, or
-        `timeout` passes (those come back still pending). A snapshot that is gone is failed."""
-        return poll_durable(
-            snapshots,
-            timeout,
-            self._states,
-            clock=self.clock,
-            sleep=self.sleep,
-            interval=self.poll_interval,
-        )
-
-    def _states(self, pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
+    def states(self, pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
         """One DescribeSnapshots per region (batched): a snapshot that is gone has failed."""
         states: dict[str, SnapshotState] = {}
         for region, refs in self._by_region(pending).items():

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.compute import models
 
-from quiesce.durability import poll_durable
+from quiesce.durability import PollsDurability
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
 from quiesce.providers.registry import expect_member
@@ -105,7 +105,7 @@ def collection_name(vm_name: str) -> str:
     return _name(f"quiesce-{vm_name}")
 
 
-class AzureSnapshotter(Snapshotter):
+class AzureSnapshotter(PollsDurability, Snapshotter):
     """The Snapshotter port over VM restore points and incremental managed-disk snapshots."""
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
@@ -181,17 +181,7 @@ class AzureSnapshotter(Snapshotter):
                 code=error_code(exc) or "SnapshotFailed",
             ) from exc
 
-    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
-        return poll_durable(
-            snapshots,
-            timeout,
-            self._states,
-            clock=self.clock,
-            sleep=self.sleep,
-            interval=self.poll_interval,
-        )
-
-    def _states(self, pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
+    def states(self, pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
         """Every pending snapshot's state, asked concurrently; a failed poll leaves it pending."""
         states: dict[str, SnapshotState] = {}
         for ref, outcome in zip(pending, fan_out(self._durability, pending), strict=True):
