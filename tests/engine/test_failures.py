@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from quiesce.engine import run_group
+from quiesce.policy.model import Policy
+from quiesce.ports import Backends
 from quiesce.record import Consistency, HookStatus, RunStatus
 from tests.engine.conftest import group_policy
 from tests.fakes import World
@@ -157,3 +159,29 @@ def test_events_the_bus_refuses_stay_in_the_outbox_and_go_out_with_the_next_run(
     published = {e.id for e in world.bus.events}
     assert set(refused) <= published
     assert world.state.outbox == {}
+
+
+def test_a_group_with_a_provider_the_backends_lack_is_refused_before_anything_starts() -> None:
+    from quiesce.errors import QuiesceError
+    from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
+
+    policy = Policy.model_validate(
+        {
+            "version": 1,
+            "name": "p",
+            "groups": {
+                "g": {
+                    "consistency": "crash",
+                    "members": [{"name": "a", "provider": "local", "volumes": ["/srv/a"]}],
+                }
+            },
+        }
+    )
+    state = MemoryStateStore()
+    backends = Backends(providers={}, state=state, bus=MemoryEventBus())
+
+    with pytest.raises(QuiesceError, match="provider\\(s\\) local, which this deployment"):
+        run_group(policy, "g", backends, trigger_id="t-1")
+
+    assert state.list_runs("p", "g") == []
+    assert state.claim_trigger("t-1", "other") is None  # the trigger was not consumed

@@ -25,7 +25,7 @@ from quiesce.engine.phases import (
 )
 from quiesce.engine.recover import recover_abandoned
 from quiesce.engine.retention import apply_retention
-from quiesce.errors import DuplicateTriggerError, GroupBusyError
+from quiesce.errors import DuplicateTriggerError, GroupBusyError, QuiesceError
 from quiesce.events import EventType, RunStartedData
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
@@ -83,6 +83,12 @@ def run_group(
     record), and GroupBusyError when another run holds the group (a failed record is kept).
     """
     group = policy.group(group_name)
+    missing = sorted({m.provider for m in group.members} - set(backends.providers))
+    if missing:  # before anything is claimed, locked or frozen
+        raise QuiesceError(
+            f"group {group_name!r} has members of provider(s) {', '.join(missing)}, which this "
+            f"deployment does not configure (configured: {', '.join(sorted(backends.providers))})"
+        )
     started = now()
     record = RunRecord(
         run_id=new_run_id(started),
