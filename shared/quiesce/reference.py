@@ -53,7 +53,8 @@ def _model_section(model: type[BaseModel], title: str) -> list[str]:
     props = model.model_json_schema()["properties"]
     lines = [f"## {title}", "", inspect.cleandoc(model.__doc__ or ""), ""]
     lines += ["| field | type | default | description | example |", "|---|---|---|---|---|"]
-    for name, field in model.model_fields.items():
+    for attribute, field in model.model_fields.items():
+        name = field.alias or attribute  # as a policy spells it (`with`)
         example = json.dumps(field.examples[0]) if field.examples else ""
         description = (field.description or "").replace("|", "\\|")
         lines.append(

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ import yaml
 from typer.testing import CliRunner
 
 from quiesce.cli.app import app
-from quiesce.hooklib import LIBRARY_PATH
 
 PG_USER = "quiesce-pg"
 PG_BIN = Path("/usr/lib/postgresql")
@@ -125,15 +123,9 @@ def _ids(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def library(*args: str) -> list[str]:
-    return [sys.executable, "-I", str(LIBRARY_PATH), *args]
-
-
 def test_a_loaded_postgresql_on_two_filesystems_restores_clean(
     server: dict[str, Any], base: Path, tmp_path: Path
 ) -> None:
-    common = ["--data", str(server["data"]), "--wal", str(server["wal"])]
-    connect = ["--socket", str(server["sock"]), "--port", str(server["port"])]
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         yaml.safe_dump(
@@ -152,26 +144,15 @@ def test_a_loaded_postgresql_on_two_filesystems_restores_clean(
                                 "provider": "local",
                                 "volumes": [str(server["data"])],
                                 "hooks": {
-                                    "pre": {
-                                        "run": library("postgresql", "pre", *common, *connect),
-                                        "timeout_seconds": 30,
-                                    },
-                                    "post": {
-                                        "run": library("postgresql", "post", *common),
-                                        "timeout_seconds": 30,
-                                    },
-                                    "verify": {
-                                        "run": library(
-                                            "postgresql",
-                                            "verify",
-                                            "--restored-data",
-                                            "data",
-                                            "--os-user",
-                                            server["user"],
-                                            "--query",
-                                            "SELECT count(*) FROM pgbench_history",
-                                        ),
-                                        "timeout_seconds": 300,
+                                    "use": "postgresql",
+                                    "with": {
+                                        "data": str(server["data"]),
+                                        "wal": str(server["wal"]),
+                                        "socket": str(server["sock"]),
+                                        "port": server["port"],
+                                        "restored_data": "data",
+                                        "os_user": server["user"],
+                                        "query": "SELECT count(*) FROM pgbench_history",
                                     },
                                 },
                             },

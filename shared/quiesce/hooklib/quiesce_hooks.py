@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 TOOL_TIMEOUT = 60.0
 DEFAULT_RUNNER_STATE = "/var/lib/quiesce"
@@ -609,6 +609,7 @@ WORKLOADS: Dict[str, Callable[[str, argparse.Namespace], None]] = {
 #: (after the library's own path), for `quiesce hooks list` and `quiesce hooks show`.
 CATALOG: Dict[str, Dict[str, Any]] = {
     "fsfreeze": {
+        "requires": ["mount"],
         "summary": "Freeze whole filesystems (any Linux filesystem with freeze support); the "
         "post thaws, and tolerates a filesystem that is not frozen. Refuses / and the "
         "filesystem of the runner's state unless told otherwise.",
@@ -618,6 +619,7 @@ CATALOG: Dict[str, Dict[str, Any]] = {
         },
     },
     "postgresql": {
+        "requires": ["data"],
         "summary": "CHECKPOINT (so a restore replays little WAL), record the checkpoint and "
         "WAL positions, then freeze the data and WAL filesystems; the post thaws. verify starts "
         "a throwaway server on the restored copy (private socket and port), runs pg_amcheck "
@@ -695,53 +697,61 @@ CATALOG: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: Each workload's command line: (help, phases, options). An option is (flag, settings) with
+#: argparse's settings; `build_parser` and Quiesce's policy check (`hooks: {use, with}`) both
+#: read this one table.
+ALLOW_ROOT = ("--allow-root", {"action": "store_true", "help": "allow freezing /"})
+RESTORED = ("--restored-data", {"help": "verify: the folder inside the restored copy"})
+QUERY = ("--query", {"help": "verify: a query that must succeed on the restored copy"})
+COMMAND_LINE: Dict[str, Tuple[str, Tuple[str, ...], List[Tuple[str, Dict[str, Any]]]]] = {
+    "fsfreeze": ("freeze whole filesystems (fsfreeze -f / -u)", ("pre", "post"), [
+        ("--mount", {"action": "append", "required": True,
+                     "help": "a path on a filesystem to freeze (repeat)"}),
+        ALLOW_ROOT,
+    ]),
+    "postgresql": ("CHECKPOINT + freeze; verify a restored copy", ("pre", "post", "verify"), [
+        ("--data", {"help": "the live data folder (pre, post)"}),
+        ("--wal", {"help": "the live WAL folder when it is on another filesystem"}),
+        ("--socket", {"default": "/run/postgresql", "help": "the server's socket folder"}),
+        ("--port", {"type": int, "default": 5432}),
+        ("--db-user", {"default": "postgres", "help": "the database role to connect as"}),
+        ("--database", {"default": "postgres"}),
+        ("--os-user", {"help": "the OS user that runs psql/postgres (default: the data "
+                               "folder's owner; for verify: postgres)"}),
+        ALLOW_ROOT, RESTORED, QUERY,
+        ("--check-timeout", {"type": float, "default": 600.0}),
+    ]),
+    "mysql": ("FLUSH TABLES WITH READ LOCK held across the freeze", ("pre", "post", "verify"), [
+        ("--socket", {"default": "/run/mysqld/mysqld.sock", "help": "the server's socket"}),
+        ("--db-user", {"default": "root", "help": "the account (socket authentication)"}),
+        ("--freeze", {"action": "append", "default": [],
+                      "help": "also freeze this path's filesystem while locked (repeat)"}),
+        ("--max-hold", {"type": float, "default": 600.0,
+                        "help": "release the lock after this long even without a post"}),
+        ("--lock-timeout", {"type": float, "default": 10.0,
+                            "help": "give up on the lock after this long"}),
+        ("--os-user", {"help": "verify: the OS user that runs the server (mysql)"}),
+        ALLOW_ROOT, RESTORED, QUERY,
+        ("--check-timeout", {"type": float, "default": 300.0}),
+    ]),
+    "redis": ("BGSAVE and wait for the dump before the snapshot", ("pre", "post", "verify"), [
+        ("--socket", {"default": "/run/redis/redis-server.sock", "help": "the unix socket"}),
+        ("--save-timeout", {"type": float, "default": 60.0}),
+        ("--freeze", {"action": "append", "default": [], "help": "also freeze (repeat)"}),
+        ALLOW_ROOT, RESTORED,
+        ("--dump", {"default": "dump.rdb", "help": "verify: the dump file's name"}),
+    ]),
+}  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quiesce_hooks.py", description=__doc__.split("\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
-    fs = kinds.add_parser("fsfreeze", help="freeze whole filesystems (fsfreeze -f / -u)")
-    fs.add_argument("phase", choices=("pre", "post"))
-    fs.add_argument(
-        "--mount", action="append", required=True,
-        help="a path on a filesystem to freeze (repeat); its mount point is frozen",
-    )  # fmt: skip
-    fs.add_argument("--allow-root", action="store_true", help="allow freezing /")
-    pg = kinds.add_parser("postgresql", help="CHECKPOINT + freeze; verify a restored copy")
-    pg.add_argument("phase", choices=("pre", "post", "verify"))
-    pg.add_argument("--data", help="the live data folder (pre, post)")
-    pg.add_argument("--wal", help="the live WAL folder when it is on another filesystem")
-    pg.add_argument("--socket", default="/run/postgresql", help="the server's socket folder")
-    pg.add_argument("--port", type=int, default=5432)
-    pg.add_argument("--db-user", default="postgres", help="the database role to connect as")
-    pg.add_argument("--database", default="postgres")
-    pg.add_argument("--os-user", help="the OS user that runs psql/postgres (default: the data "
-                    "folder's owner; for verify: postgres)")  # fmt: skip
-    pg.add_argument("--allow-root", action="store_true", help="allow freezing /")
-    pg.add_argument("--restored-data", help="verify: the data folder inside the restored copy")
-    pg.add_argument("--query", help="verify: a query that must succeed on the restored copy")
-    pg.add_argument("--check-timeout", type=float, default=600.0)
-    my = kinds.add_parser("mysql", help="FLUSH TABLES WITH READ LOCK held across the freeze")
-    my.add_argument("phase", choices=("pre", "post", "verify"))
-    my.add_argument("--socket", default="/run/mysqld/mysqld.sock", help="the server's socket")
-    my.add_argument("--db-user", default="root", help="the account (socket authentication)")
-    my.add_argument("--freeze", action="append", default=[], help="also freeze this path's "
-                    "filesystem while the lock is held (repeat)")  # fmt: skip
-    my.add_argument("--max-hold", type=float, default=600.0,
-                    help="release the lock after this long even without a post")  # fmt: skip
-    my.add_argument("--lock-timeout", type=float, default=10.0,
-                    help="give up on the lock after this long (long queries delay it)")  # fmt: skip
-    my.add_argument("--os-user", help="verify: the OS user that runs the server (mysql)")
-    my.add_argument("--allow-root", action="store_true", help="allow freezing /")
-    my.add_argument("--restored-data", help="verify: the data folder inside the restored copy")
-    my.add_argument("--query", help="verify: a query that must succeed on the restored copy")
-    my.add_argument("--check-timeout", type=float, default=300.0)
-    rd = kinds.add_parser("redis", help="BGSAVE and wait for the dump before the snapshot")
-    rd.add_argument("phase", choices=("pre", "post", "verify"))
-    rd.add_argument("--socket", default="/run/redis/redis-server.sock", help="the unix socket")
-    rd.add_argument("--save-timeout", type=float, default=60.0)
-    rd.add_argument("--freeze", action="append", default=[], help="also freeze (repeat)")
-    rd.add_argument("--allow-root", action="store_true", help="allow freezing /")
-    rd.add_argument("--restored-data", help="verify: the folder inside the restored copy")
-    rd.add_argument("--dump", default="dump.rdb", help="verify: the dump file's name")
+    for kind, (text, phases, options) in COMMAND_LINE.items():
+        sub = kinds.add_parser(kind, help=text)
+        sub.add_argument("phase", choices=phases)
+        for flag, settings in options:
+            sub.add_argument(flag, **settings)
     return parser
 
 

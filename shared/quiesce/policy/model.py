@@ -204,6 +204,80 @@ class Hooks(StrictModel):
         examples=[{"run": ["./hooks/verify.sh"], "timeout_seconds": 60}],
     )
 
+    use: str | None = Field(
+        default=None,
+        description=(
+            "A workload of the hook library (`quiesce hooks list`: fsfreeze, postgresql, mysql, "
+            "redis) instead of `pre`/`post`/`verify`: its tested hooks, each declared with the "
+            "options in `with` (docs/databases.md)."
+        ),
+        examples=["postgresql"],
+    )
+    with_: dict[str, str | int | float | bool | list[str]] = Field(
+        default_factory=dict,
+        alias="with",
+        description=(
+            "The library workload's options, named as on its command line without the dashes "
+            "(`data`, `wal`, `socket`, `freeze`: [..] for a repeated one, `true` for a flag)."
+        ),
+        examples=[{"data": "/var/lib/postgresql/15/main", "wal": "/pg_wal"}],
+    )
+    library: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "How the library is run on the member's machines. Default: "
+            "`/usr/local/lib/quiesce/quiesce_hooks.py` (`quiesce hooks install`), and for "
+            "`local` members the library shipped with Quiesce, run by this Python."
+        ),
+        examples=[["/usr/local/lib/quiesce/quiesce_hooks.py"]],
+    )
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="For `use`: each pre and post attempt's limit (default 30 s; verify: 600 s).",
+        examples=[30],
+    )
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
+
+    @model_validator(mode="after")
+    def _use_or_scripts(self) -> Hooks:
+        if self.use is None:
+            if self.with_ or self.library or self.timeout_seconds is not None:
+                raise ValueError("with, library and timeout_seconds go with use: <workload>")
+            return self
+        given = [phase for phase in ("pre", "post", "verify") if getattr(self, phase)]
+        if given:
+            raise ValueError(
+                f"give either use: {self.use} or your own hooks, not both ({', '.join(given)})"
+            )
+        from quiesce.hooklib import library_hooks
+
+        try:
+            library_hooks(self.use, dict(self.with_), ["/check"])
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def expanded(self, library: list[str]) -> Hooks:
+        """The library workload's hooks (`use`) as pre/post/verify hooks run through `library`
+        (unless the policy names its own), or these hooks as they are."""
+        if self.use is None:
+            return self
+        from quiesce.hooklib import library_hooks
+
+        argv = library_hooks(self.use, dict(self.with_), self.library or library)
+        timeout = self.timeout_seconds or 30.0
+        hooks = {
+            phase: Hook(run=run, timeout_seconds=600.0 if phase == "verify" else timeout)
+            for phase, run in argv.items()
+        }
+        return Hooks(**hooks)
+
     @model_validator(mode="after")
     def _pre_needs_post(self) -> Hooks:
         if self.pre is not None and self.post is None:
@@ -239,6 +313,18 @@ class MemberBase(StrictModel):
         application-consistent group needs no pre hook for it."""
         return False
 
+    def library_command(self) -> list[str]:
+        """How the hook library is run on this member's machines (unless the policy says)."""
+        from quiesce.hooklib import INSTALLED_PATH
+
+        return [INSTALLED_PATH]
+
+    @model_validator(mode="after")
+    def _library_hooks(self) -> MemberBase:
+        if self.hooks.use is not None:
+            object.__setattr__(self, "hooks", self.hooks.expanded(self.library_command()))
+        return self
+
     def alone_reason(self) -> str | None:
         """Why this member must be the only one of its group, or None when it may share."""
         return None
@@ -250,6 +336,13 @@ class MemberBase(StrictModel):
 
 class LocalMember(MemberBase):
     """A member on this machine: hooks are local processes, volumes are folders."""
+
+    def library_command(self) -> list[str]:
+        import sys
+
+        from quiesce.hooklib import LIBRARY_PATH
+
+        return [sys.executable, "-I", str(LIBRARY_PATH)]
 
     provider: Literal["local"] = Field(
         description="Where the member lives. `local`: this machine.", examples=["local"]
