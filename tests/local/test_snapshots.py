@@ -60,6 +60,7 @@ def test_take_clones_every_volume_into_its_own_folder_with_a_pending_manifest(
         "quiesce:run-id": "r-1",
         "quiesce:recovery-point": "rp-1",
         "quiesce:member": "db",
+        "quiesce:machine": "vm",
         "quiesce:consistency": "application",
     }
 

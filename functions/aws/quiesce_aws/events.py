@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from quiesce.batching import batches as split
 from quiesce.errors import ProviderError
 from quiesce.events import CloudEvent
 from quiesce.ports import EventPublisher
@@ -51,16 +52,12 @@ def batches(
     entries: Sequence[tuple[str, PutEventsRequestEntryTypeDef]],
 ) -> list[list[tuple[str, PutEventsRequestEntryTypeDef]]]:
     """Entries (with their event ids) in requests of <= 10 entries and <= 256 KB."""
-    out: list[list[tuple[str, PutEventsRequestEntryTypeDef]]] = []
-    size = 0
-    for item in entries:
-        this = entry_size(item[1])
-        if not out or len(out[-1]) >= MAX_ENTRIES or size + this > MAX_REQUEST_BYTES:
-            out.append([])
-            size = 0
-        out[-1].append(item)
-        size += this
-    return out
+    return split(
+        entries,
+        lambda item: entry_size(item[1]),
+        max_items=MAX_ENTRIES,
+        max_bytes=MAX_REQUEST_BYTES,
+    )
 
 
 class EventBridgePublisher(EventPublisher):

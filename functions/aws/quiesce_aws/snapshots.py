@@ -32,6 +32,7 @@ from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import MANAGED_TAG, snapshot_tags
 from quiesce_aws.clients import ClientFactory, chunks
 from quiesce_aws.member import AwsMember
 from quiesce_aws.permissions import Permission
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "aws"
 GIB = 1024**3
-MANAGED_TAG = "quiesce:managed"
 #: The tag of the instances Quiesce may snapshot and send hooks to (infra/aws instance_tag).
 INSTANCE_TAG = "quiesce:enabled"
 VSS_DOCUMENT = "AWSEC2-CreateVssSnapshot"
@@ -71,20 +71,6 @@ STATES = {
 }
 
 DESCRIBE = Permission("ec2:DescribeSnapshots", "*")  # no resource-level permissions
-
-
-def snapshot_tags(call: SnapshotCall) -> dict[str, str]:
-    """The tags every Quiesce EBS snapshot carries; `find` filters on them."""
-    return {
-        MANAGED_TAG: "true",
-        "quiesce:policy": call.policy,
-        "quiesce:group": call.group,
-        "quiesce:run-id": call.run_id,
-        "quiesce:recovery-point": call.recovery_point,
-        "quiesce:member": call.member,
-        "quiesce:machine": call.machine.machine_id,
-        "quiesce:consistency": call.consistency,
-    }
 
 
 def snapshot_arn(region: str, snapshot_id: str) -> str:

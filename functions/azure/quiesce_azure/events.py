@@ -21,6 +21,7 @@ from azure.core.exceptions import AzureError
 from azure.core.messaging import CloudEvent as AzureCloudEvent
 from azure.eventgrid import EventGridPublisherClient
 
+from quiesce.batching import batches as split
 from quiesce.errors import ProviderError
 from quiesce.events import CloudEvent
 from quiesce.ports import EventPublisher
@@ -60,16 +61,7 @@ def event_size(event: CloudEvent) -> int:
 
 def batches(events: Sequence[CloudEvent]) -> list[list[CloudEvent]]:
     """Events in requests of <= MAX_BATCH_EVENTS events and <= MAX_REQUEST_BYTES."""
-    out: list[list[CloudEvent]] = []
-    size = 0
-    for event in events:
-        this = event_size(event)
-        if not out or len(out[-1]) >= MAX_BATCH_EVENTS or size + this > MAX_REQUEST_BYTES:
-            out.append([])
-            size = 0
-        out[-1].append(event)
-        size += this
-    return out
+    return split(events, event_size, max_items=MAX_BATCH_EVENTS, max_bytes=MAX_REQUEST_BYTES)
 
 
 def make_client(

@@ -33,6 +33,7 @@ from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import MANAGED_TAG, snapshot_tags
 from quiesce_azure.clients import AzureClientFactory, VmRef, as_json, dig, parse_vm_id
 from quiesce_azure.member import AzureMember
 from quiesce_azure.permissions import Permission
@@ -41,7 +42,6 @@ from quiesce_azure.retry import Backoff, error_code, error_message
 log = logging.getLogger(__name__)
 
 PROVIDER = "azure"
-MANAGED_TAG = "quiesce:managed"
 GIB = 1024**3
 
 METHOD_RESTORE_POINT = "restore_point"
@@ -80,20 +80,6 @@ RESTORE_POINT_ID = re.compile(
     r"Microsoft\.Compute/restorePointCollections/(?P<coll>[^/]+)/restorePoints/(?P<name>[^/]+)$",
     re.IGNORECASE,
 )
-
-
-def snapshot_tags(call: SnapshotCall) -> dict[str, str]:
-    """The tags every Quiesce snapshot carries; `find` filters on them."""
-    return {
-        MANAGED_TAG: "true",
-        "quiesce:policy": call.policy,
-        "quiesce:group": call.group,
-        "quiesce:run-id": call.run_id,
-        "quiesce:recovery-point": call.recovery_point,
-        "quiesce:member": call.member,
-        "quiesce:machine": call.machine.machine_id,
-        "quiesce:consistency": call.consistency,
-    }
 
 
 def _name(text: str, limit: int = 80) -> str:

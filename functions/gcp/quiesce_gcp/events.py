@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from google.cloud.pubsub_v1 import PublisherClient  # type: ignore[import-untyped]
 from google.cloud.pubsub_v1.types import BatchSettings  # type: ignore[import-untyped]
 
+from quiesce.batching import batches as split
 from quiesce.events import CloudEvent
 from quiesce.ports import EventPublisher
 from quiesce_gcp.permissions import TOPIC, Permission
@@ -75,16 +76,12 @@ def batches(
     max_bytes: int = MAX_BYTES,
 ) -> list[list[tuple[str, bytes, dict[str, str]]]]:
     """Messages (with their event ids) in batches of <= max_messages and <= max_bytes."""
-    out: list[list[tuple[str, bytes, dict[str, str]]]] = []
-    size = 0
-    for item in messages:
-        this = message_size(item[1], item[2])
-        if not out or len(out[-1]) >= max_messages or size + this > max_bytes:
-            out.append([])
-            size = 0
-        out[-1].append(item)
-        size += this
-    return out
+    return split(
+        messages,
+        lambda item: message_size(item[1], item[2]),
+        max_items=max_messages,
+        max_bytes=max_bytes,
+    )
 
 
 class PubSubPublisher(EventPublisher):

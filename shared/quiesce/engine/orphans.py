@@ -15,9 +15,7 @@ from quiesce.engine.phases import recovery_point_id
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, StateStore
 from quiesce.record import RunStatus, SnapshotRef
-
-POINT_TAG = "quiesce:recovery-point"
-RUN_TAG = "quiesce:run-id"
+from quiesce.tags import POINT_TAG, RUN_TAG
 
 
 @runtime_checkable

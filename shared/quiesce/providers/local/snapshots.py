@@ -31,23 +31,11 @@ from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
 from quiesce.providers.local.reflink import CloneStopped, can_clone, clone_tree
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import snapshot_tags
 
 MANIFEST = "manifest.json"
 DATA = "data"
 PROVIDER = "local"
-
-
-def snapshot_tags(call: SnapshotCall) -> dict[str, str]:
-    """The tags every local snapshot carries; `find` filters on them."""
-    return {
-        "quiesce:managed": "true",
-        "quiesce:policy": call.policy,
-        "quiesce:group": call.group,
-        "quiesce:run-id": call.run_id,
-        "quiesce:recovery-point": call.recovery_point,
-        "quiesce:member": call.member,
-        "quiesce:consistency": call.consistency,
-    }
 
 
 class LocalSnapshotter(Snapshotter):
