@@ -6,7 +6,9 @@ The zip holds, at its root:
 
 - `quiesce/` (the core, without its command line and demo) and `quiesce_aws/` (the adapters,
   the Lambda entry points and the SSM document), with the guest hook runner at
-  `quiesce/guest/quiesce_guest.py`;
+  `quiesce/guest/quiesce_guest.py` and the hook library at `quiesce/hooklib/quiesce_hooks.py`
+  (the functions read its command line to expand a policy's `hooks: {use: ...}`; the instances
+  get both files from S3 through the Quiesce-InstallRunner association, infra/aws/hooks.tf);
 - `quiesce-<version>.dist-info/`, so that the `quiesce.providers` entry points and the
   package's version are found as in an installed copy;
 - `policy.yaml`: the policy, validated first (the functions read it through

@@ -1,17 +1,23 @@
-# Hooks: the guest hook runner and the members' hook allowlists in S3, and in every member region
-# the SSM documents, the State Manager association that installs the runner on every instance
-# carrying the Quiesce tag, and one association per allowlist that installs
-# /etc/quiesce/hooks.json on the member's instances (modules/regional). The documents pin the
-# runner's SHA-256 (an instance whose runner is not exactly this file refuses to run hooks), the
-# associations pin each allowlist's SHA-256.
+# Hooks: the guest hook runner, the hook library and the members' hook allowlists in S3, and in
+# every member region the SSM documents, the State Manager association that installs the runner
+# and the library on every instance carrying the Quiesce tag, and one association per allowlist
+# that installs /etc/quiesce/hooks.json on the member's instances (modules/regional). The
+# documents pin the runner's SHA-256 (an instance whose runner is not exactly this file refuses
+# to run hooks) and the library's, the associations pin each allowlist's SHA-256.
 
 locals {
   runner_sha256 = filesha256(local.runner_file)
   runner_key    = "runner/${local.runner_sha256}/quiesce_guest.py"
   runner_url    = "https://${aws_s3_bucket.runner.bucket}.s3.${var.region}.${data.aws_partition.current.dns_suffix}/${local.runner_key}"
 
-  # ssm_document.yaml holds both documents; the runner's hash replaces its placeholder.
-  documents = yamldecode(replace(file(local.document_file), "__RUNNER_SHA256__", local.runner_sha256))
+  library_sha256 = filesha256(local.library_file)
+  library_key    = "library/${local.library_sha256}/quiesce_hooks.py"
+  library_url    = "https://${aws_s3_bucket.runner.bucket}.s3.${var.region}.${data.aws_partition.current.dns_suffix}/${local.library_key}"
+
+  # ssm_document.yaml holds the documents; the runner's and the library's hashes replace their
+  # placeholders.
+  document_text = replace(file(local.document_file), "__RUNNER_SHA256__", local.runner_sha256)
+  documents     = yamldecode(replace(local.document_text, "__HOOKS_SHA256__", local.library_sha256))
 
   run_hook_document       = "${var.ssm_document_prefix}-RunHook"
   install_runner_document = "${var.ssm_document_prefix}-InstallRunner"
@@ -107,9 +113,13 @@ resource "aws_s3_bucket_policy" "runner" {
 
 data "aws_iam_policy_document" "runner_bucket" {
   statement {
-    sid       = "InstancesOfThisAccountReadTheRunnerAndAllowlists"
-    actions   = ["s3:GetObject"]
-    resources = ["${aws_s3_bucket.runner.arn}/runner/*", "${aws_s3_bucket.runner.arn}/allowlists/*"]
+    sid     = "InstancesOfThisAccountReadTheRunnerLibraryAndAllowlists"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${aws_s3_bucket.runner.arn}/runner/*",
+      "${aws_s3_bucket.runner.arn}/library/*",
+      "${aws_s3_bucket.runner.arn}/allowlists/*",
+    ]
 
     principals {
       type        = "AWS"
@@ -150,6 +160,15 @@ resource "aws_s3_object" "runner" {
   content_type = "text/x-python"
 }
 
+# The hook library (docs/databases.md), stored under its own hash like the runner.
+resource "aws_s3_object" "library" {
+  bucket       = aws_s3_bucket.runner.id
+  key          = local.library_key
+  source       = local.library_file
+  source_hash  = local.library_sha256
+  content_type = "text/x-python"
+}
+
 # The allowlists hold hook argv and plain env values (never secrets: those are env_files, read
 # on the instance); every principal of the account may read them, like the runner.
 resource "aws_s3_object" "allowlist" {
@@ -173,9 +192,11 @@ module "home_region" {
   install_hooks_content   = jsonencode(local.documents["install_hooks"])
   runner_url              = local.runner_url
   runner_sha256           = local.runner_sha256
+  library_url             = local.library_url
+  library_sha256          = local.library_sha256
   allowlists              = { for name, a in local.allowlists : name => a if a.region == var.region }
   instance_tag            = var.instance_tag
   association_schedule    = var.runner_association_schedule
 
-  depends_on = [aws_s3_object.runner, aws_s3_object.allowlist, aws_s3_bucket_policy.runner]
+  depends_on = [aws_s3_object.runner, aws_s3_object.library, aws_s3_object.allowlist, aws_s3_bucket_policy.runner]
 }

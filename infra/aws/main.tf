@@ -16,6 +16,7 @@ locals {
   package_file  = coalesce(var.package_file, "${local.source_root}/dist/quiesce-aws.zip")
   document_file = "${local.source_root}/functions/aws/quiesce_aws/ssm_document.yaml"
   runner_file   = "${local.source_root}/shared/quiesce/guest/quiesce_guest.py"
+  library_file  = "${local.source_root}/shared/quiesce/hooklib/quiesce_hooks.py"
 
   event_bus_name      = coalesce(var.event_bus_name, local.name)
   schedule_group_name = local.name

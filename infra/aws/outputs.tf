@@ -43,6 +43,11 @@ output "runner_bucket" {
   value       = aws_s3_bucket.runner.bucket
 }
 
+output "library_sha256" {
+  description = "SHA-256 of the hook library (quiesce_hooks.py) the install document pins."
+  value       = local.library_sha256
+}
+
 output "runner_sha256" {
   description = "SHA-256 of the guest hook runner the documents pin."
   value       = local.runner_sha256

@@ -85,7 +85,7 @@ def fake_pip_target(root: Path) -> Path:
 # ---------------------------------------------------------------------------------- contents
 
 
-def test_the_zip_holds_both_packages_the_runner_the_document_and_the_policy(
+def test_the_zip_holds_both_packages_the_runner_the_library_the_document_and_the_policy(
     built: Path, policy: Path
 ) -> None:
     entries = set(names(built))
@@ -93,6 +93,7 @@ def test_the_zip_holds_both_packages_the_runner_the_document_and_the_policy(
         "quiesce/__init__.py",
         "quiesce/engine/run.py",
         "quiesce/guest/quiesce_guest.py",
+        "quiesce/hooklib/quiesce_hooks.py",
         "quiesce_aws/handler.py",
         "quiesce_aws/provider.py",
         "quiesce_aws/ssm_document.yaml",
@@ -102,7 +103,10 @@ def test_the_zip_holds_both_packages_the_runner_the_document_and_the_policy(
     with zipfile.ZipFile(built) as archive:
         assert archive.read("policy.yaml") == policy.read_bytes()
         runner = archive.read("quiesce/guest/quiesce_guest.py")
+        library = archive.read("quiesce/hooklib/quiesce_hooks.py")
     assert runner == (ROOT / "shared" / "quiesce" / "guest" / "quiesce_guest.py").read_bytes()
+    # The functions expand a policy's `hooks: {use: ...}` with the library's own command line.
+    assert library == (ROOT / "shared" / "quiesce" / "hooklib" / "quiesce_hooks.py").read_bytes()
 
 
 def test_the_zip_declares_the_aws_provider_entry_point(built: Path) -> None:

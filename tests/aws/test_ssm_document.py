@@ -6,6 +6,7 @@ allowlist generated from a policy."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,18 +20,22 @@ import pytest
 
 from quiesce.guest import RUNNER_PATH
 from quiesce.guest.quiesce_guest import HOOK_NAME_RE
+from quiesce.hooklib import INSTALLED_PATH, LIBRARY_PATH
 from quiesce.policy import parse_policy
 from quiesce.record import HookStatus
 from quiesce_aws.allowlists import hook_allowlists
 from quiesce_aws.hooks import (
     ALLOWLIST_PATH,
+    HOOKS_SHA256_PLACEHOLDER,
     INSTALL_HOOKS_DOCUMENT,
     INSTALL_RUNNER_DOCUMENT,
+    LIBRARY_INSTALL_PATH,
     RUN_HOOK_DOCUMENT,
     RUNNER_INSTALL_PATH,
     SHA256_PLACEHOLDER,
     STEP_NAME,
     hook_parameters,
+    library_sha256,
     load_documents,
     parameter_problems,
     parameter_rules,
@@ -189,10 +194,25 @@ def test_rendering_pins_the_shipped_runners_hash_in_the_run_and_install_document
     assert set(rendered) == {RUN_HOOK_DOCUMENT, INSTALL_RUNNER_DOCUMENT, INSTALL_HOOKS_DOCUMENT}
     for content in rendered.values():
         assert SHA256_PLACEHOLDER not in content
+        assert HOOKS_SHA256_PLACEHOLDER not in content
     run_hook = json.loads(rendered[RUN_HOOK_DOCUMENT])
     install = json.loads(rendered[INSTALL_RUNNER_DOCUMENT])
     assert f"pinned={sha}" in script_of(run_hook)
     assert install["parameters"]["Sha256"]["default"] == sha
+
+
+def test_rendering_pins_the_shipped_hook_librarys_hash_in_the_install_document() -> None:
+    install = json.loads(render_documents()[INSTALL_RUNNER_DOCUMENT])
+
+    assert library_sha256() == hashlib.sha256(LIBRARY_PATH.read_bytes()).hexdigest()
+    assert install["parameters"]["LibrarySha256"]["default"] == library_sha256()
+    assert LIBRARY_INSTALL_PATH == INSTALLED_PATH
+    assert (
+        json.loads(render_documents("1" * 64, "2" * 64)[INSTALL_RUNNER_DOCUMENT])["parameters"][
+            "LibrarySha256"
+        ]["default"]
+        == "2" * 64
+    )
 
 
 # ------------------------------------------------------------------------------ running it
@@ -374,26 +394,39 @@ def test_a_missing_allowlist_names_the_association_that_installs_it(
 # ------------------------------------------------------------------------------ installing
 
 
-def test_the_install_document_downloads_then_checks_the_pinned_hash(docs: dict[str, Any]) -> None:
+def test_the_install_document_downloads_both_files_then_checks_the_pinned_hashes(
+    docs: dict[str, Any],
+) -> None:
     doc = docs["install_runner"]
-    download, install = doc["mainSteps"]
+    runner, library, install = doc["mainSteps"]
 
     assert doc["schemaVersion"] == "2.2"
-    assert download["action"] == "aws:downloadContent"
-    assert download["inputs"]["sourceType"] == "S3"
+    for download, url in ((runner, "SourceUrl"), (library, "LibraryUrl")):
+        assert download["action"] == "aws:downloadContent"
+        assert download["inputs"]["sourceType"] == "S3"
+        assert download["inputs"]["sourceInfo"] == '{"path": "{{ ' + url + ' }}"}'
+        assert download["inputs"]["destinationPath"] == "/usr/local/lib/quiesce/.incoming"
     assert install["action"] == "aws:runShellScript"
+    source, library_source = (
+        doc["parameters"][p]["allowedPattern"] for p in ("SourceUrl", "LibraryUrl")
+    )
     assert re.fullmatch(
-        doc["parameters"]["SourceUrl"]["allowedPattern"],
-        "https://my-bucket.s3.eu-central-1.amazonaws.com/quiesce/0.1.0/quiesce_guest.py",
+        source, "https://my-bucket.s3.eu-central-1.amazonaws.com/quiesce/0.1.0/quiesce_guest.py"
     )
-    assert not re.fullmatch(
-        doc["parameters"]["SourceUrl"]["allowedPattern"], "https://example.com/quiesce_guest.py"
-    )
+    assert not re.fullmatch(source, "https://example.com/quiesce_guest.py")
+    url = "https://my-bucket.s3.eu-central-1.amazonaws.com/library/" + "a" * 64
+    assert re.fullmatch(library_source, url + "/quiesce_hooks.py")
+    assert not re.fullmatch(library_source, url + "/quiesce_guest.py")
+    assert not re.fullmatch(library_source, "https://example.com/quiesce_hooks.py")
+    assert not re.fullmatch(library_source, url + "/quiesce_hooks.py' ; id ; '")
 
 
-def _install(docs: dict[str, Any], root: Path, sha: str) -> subprocess.CompletedProcess[str]:
+def _install(
+    docs: dict[str, Any], root: Path, sha: str, hooks_sha: str | None = None
+) -> subprocess.CompletedProcess[str]:
     doc = docs["install_runner"]
-    script = agent_substitute(script_of(doc, 1), doc, {"Sha256": [sha]})
+    sent = {"Sha256": [sha], "LibrarySha256": [hooks_sha or library_sha256()]}
+    script = agent_substitute(script_of(doc, 2), doc, sent)
     script = script.replace("/usr/local/lib/quiesce", str(root / "lib"))
     script = script.replace("/var/lib/quiesce", str(root / "state"))
     return subprocess.run(
@@ -401,38 +434,82 @@ def _install(docs: dict[str, Any], root: Path, sha: str) -> subprocess.Completed
     )
 
 
+def _downloaded(root: Path, runner: bytes, library: bytes) -> Path:
+    """What the two download steps leave: both files in the .incoming folder."""
+    incoming = root / "lib" / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    (incoming / "quiesce_guest.py").write_bytes(runner)
+    (incoming / "quiesce_hooks.py").write_bytes(library)
+    return incoming
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="installs files owned by root")
-def test_the_install_script_installs_the_pinned_runner_root_owned(
+def test_the_install_script_installs_the_pinned_runner_and_library_root_owned(
     docs: dict[str, Any], tmp_path: Path
 ) -> None:
-    incoming = tmp_path / "lib" / ".incoming"
-    incoming.mkdir(parents=True)
-    shutil.copyfile(RUNNER_PATH, incoming / "quiesce_guest.py")
+    incoming = _downloaded(tmp_path, RUNNER_PATH.read_bytes(), LIBRARY_PATH.read_bytes())
 
     done = _install(docs, tmp_path, runner_sha256())
 
     assert done.returncode == 0, done.stderr
-    installed = tmp_path / "lib" / "quiesce_guest.py"
-    assert installed.read_bytes() == RUNNER_PATH.read_bytes()
-    assert installed.stat().st_mode & 0o777 == 0o755
-    assert installed.stat().st_uid == 0
+    for name, source in (("quiesce_guest.py", RUNNER_PATH), ("quiesce_hooks.py", LIBRARY_PATH)):
+        installed = tmp_path / "lib" / name
+        assert installed.read_bytes() == source.read_bytes()
+        st = installed.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o755)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        assert f"installed {installed} {digest}" in done.stdout
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
     assert not incoming.exists()
+    assert sorted(p.name for p in (tmp_path / "lib").iterdir()) == [
+        "quiesce_guest.py",
+        "quiesce_hooks.py",
+    ]
+    listed = subprocess.run(
+        [str(tmp_path / "lib" / "quiesce_hooks.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "postgresql" in listed.stdout
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="installs files owned by root")
 def test_the_install_script_refuses_a_download_that_is_not_the_pinned_runner(
     docs: dict[str, Any], tmp_path: Path
 ) -> None:
-    incoming = tmp_path / "lib" / ".incoming"
-    incoming.mkdir(parents=True)
-    (incoming / "quiesce_guest.py").write_text("print('not the runner')\n")
+    _downloaded(tmp_path, b"print('not the runner')\n", LIBRARY_PATH.read_bytes())
 
     done = _install(docs, tmp_path, runner_sha256())
 
     assert done.returncode == 1
-    assert "not installed" in done.stderr
-    assert not (tmp_path / "lib" / "quiesce_guest.py").exists()
+    assert "quiesce_guest.py has SHA-256" in done.stderr
+    assert "nothing installed" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "lib").iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installs files owned by root")
+def test_a_tampered_library_is_refused_and_the_installed_runner_and_library_stay(
+    docs: dict[str, Any], tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir(mode=0o755)
+    old_runner, old_library = b"#!/usr/bin/python3\n# old runner\n", b"#!/usr/bin/python3\n# old\n"
+    (lib / "quiesce_guest.py").write_bytes(old_runner)
+    (lib / "quiesce_hooks.py").write_bytes(old_library)
+    tampered = LIBRARY_PATH.read_bytes() + b"\nimport os; os.system('id')\n"
+    _downloaded(tmp_path, RUNNER_PATH.read_bytes(), tampered)
+
+    done = _install(docs, tmp_path, runner_sha256(), library_sha256())
+
+    assert done.returncode == 1
+    assert f"quiesce_hooks.py has SHA-256 {hashlib.sha256(tampered).hexdigest()}" in done.stderr
+    assert f"not the pinned {library_sha256()}: nothing installed" in done.stderr
+    assert (lib / "quiesce_guest.py").read_bytes() == old_runner
+    assert (lib / "quiesce_hooks.py").read_bytes() == old_library
+    assert sorted(p.name for p in lib.iterdir()) == ["quiesce_guest.py", "quiesce_hooks.py"]
 
 
 def test_the_install_hooks_document_downloads_then_checks_the_pinned_hash(

@@ -24,6 +24,7 @@ from quiesce_aws import hooks, provider, state
 from quiesce_aws.policy_source import POLICY_ENV
 from quiesce_aws.triggers import convert
 from tests.aws.test_permissions import INFRA, ROOT, Resolver, load_configuration
+from tests.terraform import read_module
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import aws_triggers
@@ -486,10 +487,16 @@ def test_the_documents_are_created_from_the_adapters_file_under_the_names_they_s
     )
     text = hooks.DOCUMENT_FILE.read_text()
     assert hooks.SHA256_PLACEHOLDER == "__RUNNER_SHA256__"
-    assert hooks.SHA256_PLACEHOLDER in config["locals"]["documents"]
+    assert hooks.HOOKS_SHA256_PLACEHOLDER == "__HOOKS_SHA256__"
+    assert hooks.SHA256_PLACEHOLDER in config["locals"]["document_text"]
+    assert "local.runner_sha256" in config["locals"]["document_text"]
+    assert hooks.HOOKS_SHA256_PLACEHOLDER in config["locals"]["documents"]
+    assert "local.library_sha256" in config["locals"]["documents"]
+    assert hooks.HOOKS_SHA256_PLACEHOLDER in text
     documents = yaml.safe_load(text)
     assert {"run_hook", "install_runner"} <= set(documents)
     assert config["locals"]["runner_file"].endswith("/shared/quiesce/guest/quiesce_guest.py")
+    assert config["locals"]["library_file"].endswith("/shared/quiesce/hooklib/quiesce_hooks.py")
 
 
 def test_the_runner_url_fits_the_install_documents_source_pattern() -> None:
@@ -505,6 +512,29 @@ def test_the_runner_url_fits_the_install_documents_source_pattern() -> None:
     )
     source = hooks.load_documents("0" * 64)["install_runner"]["parameters"]["SourceUrl"]
     assert re.fullmatch(source["allowedPattern"], url), url
+
+
+def test_the_library_url_fits_the_install_documents_library_pattern() -> None:
+    config = load_configuration()
+    key = "library/" + "a" * 64 + "/quiesce_hooks.py"
+    assert config["locals"]["library_key"] == "library/${local.library_sha256}/quiesce_hooks.py"
+    url = (
+        config["locals"]["library_url"]
+        .replace("${aws_s3_bucket.runner.bucket}", "quiesce-shop-runner-2026112900")
+        .replace("${var.region}", "eu-central-1")
+        .replace("${data.aws_partition.current.dns_suffix}", "amazonaws.com")
+        .replace("${local.library_key}", key)
+    )
+    document = hooks.load_documents("0" * 64, "1" * 64)["install_runner"]
+    assert re.fullmatch(document["parameters"]["LibraryUrl"]["allowedPattern"], url), url
+    regional = read_module(INFRA / "modules" / "regional")
+    association = regional["resource"]["aws_ssm_association"]["install_runner"]
+    assert association["parameters"] == {
+        "SourceUrl": "${var.runner_url}",
+        "Sha256": "${var.runner_sha256}",
+        "LibraryUrl": "${var.library_url}",
+        "LibrarySha256": "${var.library_sha256}",
+    }
 
 
 def test_a_schedule_is_named_after_its_trigger_in_the_policys_schedule_group() -> None:

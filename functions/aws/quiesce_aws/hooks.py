@@ -68,10 +68,14 @@ INSTALL_RUNNER_DOCUMENT = "Quiesce-InstallRunner"
 INSTALL_HOOKS_DOCUMENT = "Quiesce-InstallHooks"
 #: Replaced by the runner's SHA-256 when the documents are created.
 SHA256_PLACEHOLDER = "__RUNNER_SHA256__"
+#: Replaced by the hook library's SHA-256 (the install document pins it next to the runner's).
+HOOKS_SHA256_PLACEHOLDER = "__HOOKS_SHA256__"
 #: The document's one step: the plugin whose output carries the runner's result.
 STEP_NAME = "runHook"
 #: Where the install document puts the runner on every instance.
 RUNNER_INSTALL_PATH = "/usr/local/lib/quiesce/quiesce_guest.py"
+#: Where the install document puts the hook library on every instance.
+LIBRARY_INSTALL_PATH = "/usr/local/lib/quiesce/quiesce_hooks.py"
 #: Where the member's allowlist association puts the hook allowlist (the runner's default).
 ALLOWLIST_PATH = DEFAULT_CONFIG
 
@@ -116,19 +120,30 @@ def runner_sha256(path: Path | None = None) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_documents(sha256: str | None = None) -> dict[str, dict[str, Any]]:
+def library_sha256(path: Path | None = None) -> str:
+    """The SHA-256 of the hook library this package ships (what the install document pins)."""
+    if path is None:
+        from quiesce.hooklib import LIBRARY_PATH
+
+        path = LIBRARY_PATH
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_documents(
+    sha256: str | None = None, hooks_sha256: str | None = None
+) -> dict[str, dict[str, Any]]:
     """The documents of ssm_document.yaml ("run_hook", "install_runner", "install_hooks"), the
-    runner's SHA-256 filled in (default: the shipped runner's)."""
+    runner's and the hook library's SHA-256 filled in (default: the shipped files')."""
     text = DOCUMENT_FILE.read_text(encoding="utf-8")
-    docs: dict[str, dict[str, Any]] = yaml.safe_load(
-        text.replace(SHA256_PLACEHOLDER, sha256 or runner_sha256())
-    )
+    text = text.replace(SHA256_PLACEHOLDER, sha256 or runner_sha256())
+    text = text.replace(HOOKS_SHA256_PLACEHOLDER, hooks_sha256 or library_sha256())
+    docs: dict[str, dict[str, Any]] = yaml.safe_load(text)
     return docs
 
 
-def render_documents(sha256: str | None = None) -> dict[str, str]:
+def render_documents(sha256: str | None = None, hooks_sha256: str | None = None) -> dict[str, str]:
     """The documents' JSON content, by the names Terraform creates them under."""
-    docs = load_documents(sha256)
+    docs = load_documents(sha256, hooks_sha256)
     return {
         RUN_HOOK_DOCUMENT: json.dumps(docs["run_hook"], indent=2),
         INSTALL_RUNNER_DOCUMENT: json.dumps(docs["install_runner"], indent=2),

@@ -101,6 +101,35 @@ run "the_functions_and_the_runner_fit_the_code" {
   }
 }
 
+run "the_hook_library_is_stored_and_installed_pinned_by_its_hash" {
+  command = plan
+
+  assert {
+    condition     = aws_s3_object.library.key == "library/${filesha256("${var.source_root}/shared/quiesce/hooklib/quiesce_hooks.py")}/quiesce_hooks.py"
+    error_message = "the hook library is stored under its own hash"
+  }
+
+  assert {
+    condition     = aws_s3_object.library.source_hash == filesha256("${var.source_root}/shared/quiesce/hooklib/quiesce_hooks.py")
+    error_message = "the hook library object is re-uploaded whenever the file changes"
+  }
+
+  assert {
+    condition     = local.documents["install_runner"]["parameters"]["LibrarySha256"]["default"] == filesha256("${var.source_root}/shared/quiesce/hooklib/quiesce_hooks.py")
+    error_message = "the install document pins the hook library's hash"
+  }
+
+  assert {
+    condition     = !strcontains(jsonencode(local.documents), "__HOOKS_SHA256__") && !strcontains(jsonencode(local.documents), "__RUNNER_SHA256__")
+    error_message = "no placeholder is left in the documents"
+  }
+
+  assert {
+    condition     = local.library_key == aws_s3_object.library.key && local.library_sha256 == aws_s3_object.library.source_hash
+    error_message = "the association downloads the uploaded library object and pins its hash"
+  }
+}
+
 run "each_hook_allowlist_is_stored_and_installed_pinned_by_its_hash" {
   command = plan
 

@@ -1,6 +1,6 @@
 # What Quiesce needs in each region where members live: the SSM documents (SendCommand only
 # finds documents of the instance's region), the association that installs the guest hook
-# runner on the region's tagged instances, and one association per hook allowlist that installs
+# runner and the hook library on the region's tagged instances, and one association per hook allowlist that installs
 # /etc/quiesce/hooks.json on its members' instances. Use it once per additional region, with a
 # provider for that region (docs/aws-deploy.md, Members in other regions).
 
@@ -29,7 +29,8 @@ resource "aws_ssm_document" "install_hooks" {
 }
 
 # Applied to every instance that carries the tag, when it gains the tag or registers with SSM,
-# whenever the runner changes (its URL and hash are parameters), and on the schedule.
+# whenever the runner or the library changes (their URLs and hashes are parameters), and on the
+# schedule, which also repairs a file someone changed.
 resource "aws_ssm_association" "install_runner" {
   association_name    = "${var.name}-install-runner"
   name                = aws_ssm_document.install_runner.name
@@ -40,8 +41,10 @@ resource "aws_ssm_association" "install_runner" {
   max_errors          = "100%"
 
   parameters = {
-    SourceUrl = var.runner_url
-    Sha256    = var.runner_sha256
+    SourceUrl     = var.runner_url
+    Sha256        = var.runner_sha256
+    LibraryUrl    = var.library_url
+    LibrarySha256 = var.library_sha256
   }
 
   targets {

@@ -14,7 +14,7 @@ output "association_id" {
 }
 
 output "runner_targets" {
-  description = "The instances the runner is installed on (tag:<key>=<value>)."
+  description = "The instances the runner and the hook library are installed on (tag:<key>=<value>)."
   value       = "tag:${var.instance_tag.key}=${var.instance_tag.value}"
 }
 

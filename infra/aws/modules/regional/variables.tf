@@ -58,6 +58,16 @@ variable "runner_sha256" {
   type        = string
 }
 
+variable "library_url" {
+  description = "HTTPS URL of the hook library object (quiesce_hooks.py) in S3."
+  type        = string
+}
+
+variable "library_sha256" {
+  description = "SHA-256 of the hook library: the association installs only this file."
+  type        = string
+}
+
 variable "instance_tag" {
   description = "The tag of the instances the runner is installed on."
   type = object({
