@@ -12,10 +12,11 @@ os-config os-policy-assignments create NAME --location=ZONE --file=FILE`.
 
 What the assignments install on the member instances (Linux only):
 
-- the guest runner /usr/local/lib/quiesce/quiesce_guest.py and the agent
-  /usr/local/lib/quiesce/quiesce_agent.py, root-owned, mode 0755. Both are too large to be inline
+- the guest runner /usr/local/lib/quiesce/quiesce_guest.py, the hook library
+  /usr/local/lib/quiesce/quiesce_hooks.py (docs/databases.md) and the agent
+  /usr/local/lib/quiesce/quiesce_agent.py, root-owned, mode 0755. They are too large to be inline
   content, so they are fetched from the GCS bucket under a content-addressed name
-  (`quiesce/<sha256>/<file>`) into a staging file, and an exec resource installs them only when
+  (`quiesce/<sha256>/<file>`) into a staging file, and an exec resource installs each only when
   the staged file's SHA-256 is the pinned one (and re-installs whenever the installed file
   drifts from it);
 - the machine's hook allowlist /etc/quiesce/hooks.json (mode 0600; quiesce_gcp.agent.allowlist:
@@ -57,6 +58,8 @@ import yaml
 
 from quiesce.errors import QuiesceError
 from quiesce.guest import RUNNER_PATH as RUNNER_SOURCE
+from quiesce.hooklib import INSTALLED_PATH as LIBRARY_PATH
+from quiesce.hooklib import LIBRARY_PATH as LIBRARY_SOURCE
 from quiesce.policy import Policy, parse_policy
 from quiesce.policy.model import Hook, hook_name
 from quiesce_gcp.agent import (
@@ -276,6 +279,7 @@ def assignments(policy: Policy, bucket: str) -> dict[str, dict[str, Any]]:
     """The OS policy assignments (OS Config API shape) by name, without the keys."""
     binaries = [
         *pinned_install("runner", RUNNER_SOURCE, RUNNER_PATH, bucket),
+        *pinned_install("library", LIBRARY_SOURCE, LIBRARY_PATH, bucket),
         *pinned_install("agent", AGENT_SOURCE, AGENT_PATH, bucket),
     ]
 

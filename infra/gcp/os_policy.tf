@@ -1,5 +1,5 @@
-# The guest runner and agent, under content-addressed names (scripts/gcp_os_policy.py pins the
-# same SHA-256 in the exec resources that install them).
+# The guest runner, the hook library and the agent, under content-addressed names
+# (scripts/gcp_os_policy.py pins the same SHA-256 in the exec resources that install them).
 resource "google_storage_bucket" "guest" {
   name                        = "${var.project}-${var.name}-guest"
   location                    = var.region
@@ -8,13 +8,14 @@ resource "google_storage_bucket" "guest" {
   versioning {
     enabled = true
   }
-  # checkov:skip=CKV_GCP_62:Two small read-only program files; Cloud Audit Logs record access.
+  # checkov:skip=CKV_GCP_62:Three small read-only program files; Cloud Audit Logs record access.
 }
 
 locals {
-  # The guest runner is the core's; the agent is GCP's own.
+  # The guest runner and the hook library are the core's; the agent is GCP's own.
   guest_files = {
     "quiesce_guest.py" = "${path.module}/../../shared/quiesce/guest/quiesce_guest.py"
+    "quiesce_hooks.py" = "${path.module}/../../shared/quiesce/hooklib/quiesce_hooks.py"
     "quiesce_agent.py" = "${path.module}/../../functions/gcp/quiesce_gcp/quiesce_agent.py"
   }
 }

@@ -69,7 +69,7 @@ variable "cloud_builds_topic" {
 }
 
 variable "member_service_accounts" {
-  description = "Service accounts of the member VMs: they read the guest runner and agent from the guest bucket."
+  description = "Service accounts of the member VMs: they read the guest runner, the hook library and the agent from the guest bucket."
   type        = list(string)
   default     = []
 }

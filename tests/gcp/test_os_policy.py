@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import yaml
 from quiesce.errors import QuiesceError
 from quiesce.guest import RUNNER_PATH
 from quiesce.guest.quiesce_guest import load_config as runner_load_config
+from quiesce.hooklib import INSTALLED_PATH, LIBRARY_PATH
 from quiesce.policy import parse_policy
 from quiesce_gcp import quiesce_agent
 from quiesce_gcp.signing import AgentKeys, instance_path
-from tests.gcp.test_terraform import guide_policy
+from tests.gcp.test_terraform import guide_policy, load_configuration
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location(
@@ -204,3 +206,94 @@ groups:
 """
     (body,) = gen.assignments(parse_policy(text), "bkt").values()
     assert body["instanceFilter"] == {"inclusionLabels": [{"labels": {"quiesce-member": "api"}}]}
+
+
+# ------------------------------------------------------------------ the hook library, installed
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="installs a root-owned file")
+
+
+def test_the_hook_library_is_installed_pinned_by_sha256_next_to_the_runner() -> None:
+    digest = hashlib.sha256(LIBRARY_PATH.read_bytes()).hexdigest()
+    for body in gen.assignments(guide_policy(), "bkt").values():
+        found = resources(body)
+        staged = found["library-staged"]["file"]
+        assert staged["file"]["gcs"] == {
+            "bucket": "bkt",
+            "object": f"quiesce/{digest}/quiesce_hooks.py",
+        }
+        assert (staged["path"], staged["permissions"]) == (
+            "/var/lib/quiesce/staging/quiesce_hooks.py",
+            "600",
+        )
+        install = found["library"]["exec"]
+        assert digest in install["validate"]["script"]
+        assert digest in install["enforce"]["script"]
+        assert INSTALLED_PATH in install["enforce"]["script"]
+
+
+def test_terraform_uploads_the_library_under_the_name_the_policy_fetches() -> None:
+    files = load_configuration()["locals"]["guest_files"]
+    assert files["quiesce_hooks.py"].endswith("/shared/quiesce/hooklib/quiesce_hooks.py")
+    source = ROOT / "infra" / "gcp" / files["quiesce_hooks.py"].replace("${path.module}/", "")
+    assert source.resolve() == LIBRARY_PATH
+    assert gen.object_name(LIBRARY_PATH) == f"quiesce/{gen.sha256_of(source)}/quiesce_hooks.py"
+
+
+def _library_exec(root: Path, step: str) -> subprocess.CompletedProcess[str]:
+    """The library's exec resource script, run as OS Config runs it (a shell script as root),
+    with the machine's folders moved under `root`."""
+    found = resources(next(iter(gen.assignments(guide_policy(), "bkt").values())))
+    script = found["library"]["exec"][step]["script"]
+    script = script.replace("/var/lib/quiesce", str(root / "var")).replace(
+        "/usr/local/lib/quiesce", str(root / "lib")
+    )
+    return subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def _stage(root: Path, content: bytes) -> None:
+    """What the library's GCS file resource leaves: the object in the staging folder."""
+    (root / "var" / "staging").mkdir(parents=True, exist_ok=True)
+    (root / "var" / "staging" / "quiesce_hooks.py").write_bytes(content)
+
+
+@needs_root
+def test_the_exec_resource_installs_the_library_root_owned_0755_and_then_validates(
+    tmp_path: Path,
+) -> None:
+    _stage(tmp_path, LIBRARY_PATH.read_bytes())
+    assert _library_exec(tmp_path, "validate").returncode == 101
+
+    done = _library_exec(tmp_path, "enforce")
+
+    assert done.returncode == 100, done.stderr
+    installed = tmp_path / "lib" / "quiesce_hooks.py"
+    assert installed.read_bytes() == LIBRARY_PATH.read_bytes()
+    st = installed.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o755)
+    assert [p.name for p in (tmp_path / "lib").iterdir()] == ["quiesce_hooks.py"]
+    assert _library_exec(tmp_path, "validate").returncode == 100
+    # A library changed on the machine is drift: validate says so, enforce puts it back.
+    installed.write_bytes(installed.read_bytes() + b"\n# changed\n")
+    assert _library_exec(tmp_path, "validate").returncode == 101
+    assert _library_exec(tmp_path, "enforce").returncode == 100
+    assert installed.read_bytes() == LIBRARY_PATH.read_bytes()
+
+
+@needs_root
+def test_a_staged_library_that_is_not_the_pinned_one_is_refused_and_the_old_one_stays(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "lib").mkdir(mode=0o755)
+    old = tmp_path / "lib" / "quiesce_hooks.py"
+    old.write_bytes(b"#!/usr/bin/python3\n# the installed library\n")
+    _stage(tmp_path, LIBRARY_PATH.read_bytes() + b"\nimport os; os.system('id')\n")
+
+    done = _library_exec(tmp_path, "enforce")
+
+    assert done.returncode == 1
+    assert "not the pinned sha256" in done.stderr
+    assert old.read_bytes() == b"#!/usr/bin/python3\n# the installed library\n"
+    assert [p.name for p in (tmp_path / "lib").iterdir()] == ["quiesce_hooks.py"]
