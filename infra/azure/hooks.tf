@@ -1,8 +1,10 @@
 # The hook allowlist of each member's VMs (/etc/quiesce/hooks.json), generated from the policy by
 # `python -m quiesce_azure.allowlists POLICY` (hooks.auto.tfvars.json) and written onto every
 # selected VM by a managed run command running install-hooks.sh, which installs it only when its
-# SHA-256 is the pinned one. VMs selected by tags are found when Terraform plans: apply again
-# after adding VMs. Tag-selected members must be in this provider's subscription.
+# SHA-256 is the pinned one. The same VMs get the hook library
+# (/usr/local/lib/quiesce/quiesce_hooks.py, docs/databases.md) the same way, from a second run
+# command running install-library.sh. VMs selected by tags are found when Terraform plans: apply
+# again after adding VMs. Tag-selected members must be in this provider's subscription.
 
 variable "hook_allowlists" {
   description = "The hook allowlist of each member's VMs: subscription, resource group, VM names or tags, the members it serves and its JSON content. Written by python -m quiesce_azure.allowlists."
@@ -52,6 +54,9 @@ locals {
       }
     ]...),
   )
+  # The hook library shipped with this source tree; the run command pins its SHA-256.
+  library_file = "${path.module}/../../shared/quiesce/hooklib/quiesce_hooks.py"
+
   allowlists_in_other_subscriptions = sort([
     for name, a in var.hook_allowlists : name if lower(a.subscription_id) != lower(local.subscription_id)
   ])
@@ -76,6 +81,39 @@ resource "azurerm_virtual_machine_run_command" "hook_allowlist" {
   parameter {
     name  = "QUIESCE_ALLOWLIST_SHA256"
     value = sha256(var.hook_allowlists[each.value.allowlist].content)
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = length(local.allowlists_in_other_subscriptions) == 0
+      error_message = "The hook allowlists ${join(", ", local.allowlists_in_other_subscriptions)} are for VMs in another subscription: apply them with a provider for that subscription (docs/azure-deploy.md, Hook allowlists)."
+    }
+  }
+}
+
+# The hook library on the same VMs, pinned by its SHA-256 like the allowlist: re-run whenever the
+# library changes (its content and hash are parameters).
+resource "azurerm_virtual_machine_run_command" "hook_library" {
+  for_each = local.allowlist_vms
+
+  name               = "quiesce-hook-library"
+  location           = each.value.location
+  virtual_machine_id = each.value.id
+
+  source {
+    script = file("${path.module}/install-library.sh")
+  }
+
+  parameter {
+    name  = "QUIESCE_LIBRARY_B64"
+    value = filebase64(local.library_file)
+  }
+
+  parameter {
+    name  = "QUIESCE_LIBRARY_SHA256"
+    value = filesha256(local.library_file)
   }
 
   tags = local.tags
