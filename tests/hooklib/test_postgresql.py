@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,10 @@ import yaml
 from typer.testing import CliRunner
 
 from quiesce.cli.app import app
+
+from .servers import base, loop_mount
+
+__all__ = ["base"]
 
 PG_USER = "quiesce-pg"
 PG_BIN = Path("/usr/lib/postgresql")
@@ -57,41 +59,13 @@ def pg_user() -> Iterator[str]:
         subprocess.run(["userdel", PG_USER], check=False)
 
 
-def loop_mount(folder: Path, size_mb: int) -> Path:
-    image = Path("/var/tmp") / f"quiesce-pg-{uuid.uuid4().hex[:8]}.img"
-    with open(image, "wb") as handle:
-        handle.truncate(size_mb * 1024 * 1024)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
-    folder.mkdir(parents=True)
-    done = subprocess.run(["mount", "-o", "loop", str(image), str(folder)], capture_output=True)
-    image.unlink()  # the loop device keeps it until the unmount
-    if done.returncode != 0:
-        pytest.skip(f"cannot loop-mount here: {done.stderr.decode().strip()}")
-    folder.chmod(0o755)
-    return folder
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    """A folder the server's user can reach (pytest's own is private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="quiesce-pg-", dir="/tmp"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.fixture
 def server(pg_user: str, base: Path) -> Iterator[dict[str, Any]]:
     """A PostgreSQL cluster: data on one filesystem, WAL on another, a socket in a private
     folder, pgbench tables loaded."""
-    tmp_path = base
-    data_fs = loop_mount(tmp_path / "fs-data", 200)
-    wal_fs = loop_mount(tmp_path / "fs-wal", 200)
-    for fs in (data_fs, wal_fs):
-        os.chown(fs, *_ids(pg_user))
-    sock = tmp_path / "sock"
+    data_fs = loop_mount(base / "fs-data", 200, owner=pg_user)
+    wal_fs = loop_mount(base / "fs-wal", 200, owner=pg_user)
+    sock = base / "sock"
     sock.mkdir()
     os.chown(sock, *_ids(pg_user))
     data, wal = data_fs / "data", wal_fs / "wal"
@@ -108,12 +82,22 @@ def server(pg_user: str, base: Path) -> Iterator[dict[str, Any]]:
         yield info
     finally:
         subprocess.run(
-            ["runuser", "-u", pg_user, "--", pg_tool("pg_ctl"), "-D", str(data), "-m",
-             "immediate", "-w", "stop"], capture_output=True, timeout=60,
-        )  # fmt: skip
-        for fs in (data_fs, wal_fs):
-            subprocess.run(["fsfreeze", "-u", str(fs)], capture_output=True)
-            subprocess.run(["umount", "-l", str(fs)], capture_output=True)
+            [
+                "runuser",
+                "-u",
+                pg_user,
+                "--",
+                pg_tool("pg_ctl"),
+                "-D",
+                str(data),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip (the base fixture unmounts the filesystems)
 
 
 def _ids(user: str) -> tuple[int, int]:
