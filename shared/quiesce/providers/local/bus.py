@@ -37,8 +37,9 @@ EVENTS_MIGRATIONS: tuple[str, ...] = (
 class SqliteEventBus(EventPublisher):
     """The EventPublisher port over a SQLite file, plus reading for `quiesce events`."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.db = SqliteFile(Path(state_dir) / EVENTS_FILE, EVENTS_MIGRATIONS)
+    def __init__(self, state_dir: Path, db: SqliteFile | None = None) -> None:
+        """`db`: an already opened events file (e.g. read-only, for `quiesce events`)."""
+        self.db = db or SqliteFile(Path(state_dir) / EVENTS_FILE, EVENTS_MIGRATIONS)
 
     def publish(self, events: Sequence[CloudEvent]) -> list[str]:
         """Stores the events; returns the ids not stored (all of them if the file failed)."""

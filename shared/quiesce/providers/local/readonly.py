@@ -67,9 +67,7 @@ def read_catalog(state_dir: Path) -> SqliteStateStore | None:
     path = Path(state_dir) / CATALOG_FILE
     if not path.exists():
         return None
-    store = SqliteStateStore.__new__(SqliteStateStore)
-    store.db = ReadOnlySqliteFile(path)
-    return store
+    return SqliteStateStore(state_dir, db=ReadOnlySqliteFile(path))
 
 
 def read_events(state_dir: Path) -> SqliteEventBus | None:
@@ -77,6 +75,4 @@ def read_events(state_dir: Path) -> SqliteEventBus | None:
     path = Path(state_dir) / EVENTS_FILE
     if not path.exists():
         return None
-    bus = SqliteEventBus.__new__(SqliteEventBus)
-    bus.db = ReadOnlySqliteFile(path)
-    return bus
+    return SqliteEventBus(state_dir, db=ReadOnlySqliteFile(path))

@@ -251,8 +251,12 @@ def _statements(script: str) -> list[str]:
 class SqliteStateStore(CatalogStateStore):
     """The StateStore port over `<state_dir>/catalog.sqlite3`."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, db: SqliteFile | None = None) -> None:
+        """`db`: an already opened catalog file (e.g. read-only, for `quiesce points`)."""
         super().__init__()
+        if db is not None:
+            self.db = db
+            return
         path = Path(state_dir) / CATALOG_FILE
         snapshots = Path(state_dir) / "snapshots"
         if not path.exists() and any(snapshots.glob("*/*/*/manifest.json")):
