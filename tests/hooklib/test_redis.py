@@ -87,3 +87,13 @@ def test_a_redis_dump_is_complete_in_the_recovery_point(server: dict[str, Any], 
     finally:
         restored.terminate()
         restored.wait(timeout=30)
+
+
+def test_two_saves_within_one_second_are_both_seen(server: dict[str, Any]) -> None:
+    # LASTSAVE has a one-second resolution: a pre that compared it waited for a change that
+    # never came when its BGSAVE finished in the same second as the one before.
+    pre = library("redis", "pre", "--socket", str(server["sock"]), "--save-timeout", "5")
+
+    results = [subprocess.run(pre, capture_output=True, text=True, timeout=30) for _ in range(3)]
+
+    assert [r.returncode for r in results] == [0, 0, 0], [r.stdout for r in results]
