@@ -393,8 +393,8 @@ def hooks_allowlist(
     group: GroupOpt = None,
 ) -> None:
     """Print the hook allowlist (JSON) that the policy's hook declarations stand for: install
-    it as /etc/quiesce/hooks.json (root-owned, mode 0600) on the member's machines. Hooks the
-    policy names without `run` are declared on the machines and left out."""
+    it as /etc/quiesce/hooks.json (root-owned, writable by root only) on the member's machines.
+    Hooks the policy names without `run` are declared on the machines and left out."""
     with guarded():
         loaded = _load(policy)
         if group is not None:
@@ -439,7 +439,7 @@ def hooks_show(
     ] = "/usr/local/lib/quiesce/quiesce_hooks.py",
 ) -> None:
     """Print example allowlist entries (JSON) for one workload's hooks, to adapt and install
-    in /etc/quiesce/hooks.json (or to copy into a policy's `run:`)."""
+    in /etc/quiesce/hooks.json (a policy gets them with `hooks: {use: WORKLOAD, with: ...}`)."""
     from quiesce.hooklib import catalog
 
     entries = catalog()
