@@ -230,6 +230,12 @@ class StateStore(ABC):
         records `now` and returns True; otherwise returns False and records nothing."""
 
     @abstractmethod
+    def fired_at(self, key: str) -> datetime | None:
+        """When `key` last fired through `claim_cooldown` (None: never). A plain read: the
+        router looks before it starts a run, and the run claims the cooldown atomically only
+        when it starts its quiesce."""
+
+    @abstractmethod
     def save_point(self, point: RecoveryPoint) -> None: ...
 
     @abstractmethod

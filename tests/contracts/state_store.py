@@ -183,6 +183,19 @@ class StateStoreContract:
         assert store.claim_cooldown("alarm", T0 + timedelta(seconds=61), 60) is False
         assert store.claim_cooldown("other", T0 + timedelta(seconds=61), 60) is True
 
+    def test_fired_at_reads_when_a_cooldown_last_fired_and_records_nothing(
+        self, store: StateStore
+    ) -> None:
+        assert store.fired_at("alarm") is None
+        assert store.fired_at("alarm") is None  # reading claims nothing
+        assert store.claim_cooldown("alarm", T0, 60) is True
+        assert store.fired_at("alarm") == T0
+        assert store.claim_cooldown("alarm", T0 + timedelta(seconds=30), 60) is False
+        assert store.fired_at("alarm") == T0  # a refused claim changes nothing
+        assert store.claim_cooldown("alarm", T0 + timedelta(seconds=90), 60) is True
+        assert store.fired_at("alarm") == T0 + timedelta(seconds=90)
+        assert store.fired_at("other") is None
+
     def test_two_threads_racing_for_a_cooldown_exactly_one_fires(self, store: StateStore) -> None:
         outcomes = race(
             8, lambda i: store.claim_cooldown("alarm", T0 + timedelta(milliseconds=i), 60)

@@ -137,6 +137,7 @@ class DynamoDbStateStore(CatalogStateStore):
         "release_lock": _table_permissions("DeleteItem"),
         "claim_trigger": _table_permissions("PutItem", "GetItem"),
         "claim_cooldown": _table_permissions("UpdateItem"),
+        "fired_at": _table_permissions("GetItem"),
         "save_point": _table_permissions("PutItem"),
         "get_point": _table_permissions("GetItem"),
         "list_points": [_index_permission(GSI), *_table_permissions("BatchGetItem")],
@@ -324,6 +325,10 @@ class DynamoDbStateStore(CatalogStateStore):
                 raise
             return False
         return True
+
+    def fired_at(self, key: str) -> datetime | None:
+        item = self._get(f"COOLDOWN#{key}", "COOLDOWN")
+        return None if item is None else from_micros(int(item["fired_us"]["N"]))
 
     # ------------------------------------------------------------------------------ outbox
 

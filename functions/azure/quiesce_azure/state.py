@@ -291,6 +291,10 @@ class TableStateStore(CatalogStateStore):
                 return True
         return False  # others kept firing it: it has just fired
 
+    def fired_at(self, key: str) -> datetime | None:
+        entity = self._get(COOLDOWN, row_key(key))
+        return None if entity is None else from_micros(int(entity["fired_us"]))
+
     # ------------------------------------------------------------------------------ outbox
 
     def put_queued(self, events: Sequence[Queued]) -> None:

@@ -238,6 +238,11 @@ class FirestoreStateStore(CatalogStateStore):
 
         return self._transact(attempt)
 
+    def fired_at(self, key: str) -> datetime | None:
+        snapshot = self._doc("cooldowns", key).get()
+        data = snapshot.to_dict() if snapshot.exists else None
+        return from_micros(int(data["fired_us"])) if data else None
+
     # ------------------------------------------------------------------------------ outbox
 
     def put_queued(self, events: Sequence[Queued]) -> None:

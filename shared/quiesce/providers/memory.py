@@ -107,6 +107,10 @@ class MemoryStateStore(CatalogStateStore):
             self.cooldowns[key] = now
             return True
 
+    def fired_at(self, key: str) -> datetime | None:
+        with self._lock:
+            return self.cooldowns.get(key)
+
 
 class MemoryEventBus(EventPublisher):
     """Keeps what it is given, once per event id."""

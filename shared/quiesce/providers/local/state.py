@@ -379,6 +379,11 @@ class SqliteStateStore(CatalogStateStore):
             )
         return True
 
+    def fired_at(self, key: str) -> datetime | None:
+        with self.db.reading() as conn:
+            row = conn.execute("SELECT fired_at FROM cooldowns WHERE key = ?", (key,)).fetchone()
+        return None if row is None else parse_timestamp(str(row[0]))
+
 
 @dataclass(frozen=True)
 class _Statements:
