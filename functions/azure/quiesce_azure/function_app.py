@@ -10,7 +10,8 @@ Consumption's default of 30 minutes when it names none) from the start of the in
   on `to_ncrontab(trigger.schedule)`; the policy is read at import to know them (see
   policy_source). A trigger whose `timezone` is neither UTC nor the app's WEBSITE_TIME_ZONE is
   not registered (Azure evaluates every timer in that one zone) and an error names it.
-* `deploy_events`: an Event Grid trigger for Resource Manager deployment events.
+* `deploy_events`: an Event Grid trigger for Resource Manager deployment events, in the Event
+  Grid schema (`func.EventGridEvent`) or the CloudEvents 1.0 schema (`func.CloudEvent`).
 * `monitor_alerts`: an HTTP trigger (POST /api/alerts, function key) for Azure Monitor alerts
   in the common alert schema; a refused payload gets 400 and a JSON error, and runs nothing.
 
@@ -30,6 +31,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -45,7 +47,7 @@ from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
 from quiesce.triggers.model import Trigger
 from quiesce_azure.policy_source import app_root, load_policy
 from quiesce_azure.provider import azure_backends
-from quiesce_azure.triggers import convert, timer_event, to_ncrontab
+from quiesce_azure.triggers import convert, event_grid_event, timer_event, to_ncrontab
 
 log = logging.getLogger("quiesce.azure")
 
@@ -186,25 +188,46 @@ SCHEDULES = register_schedules(app, _policy_at_import())
 # ------------------------------------------------------------------------------ Event Grid
 
 
-def event_grid_payload(event: func.EventGridEvent) -> dict[str, Any]:
-    """The Event Grid schema's fields, as the trigger hands them over."""
+def _iso(moment: object) -> str | None:
+    return moment.isoformat() if isinstance(moment, datetime) else None
+
+
+def event_grid_payload(event: object) -> dict[str, Any]:
+    """The event in the schema Event Grid delivered it in. azure-functions decodes an event in
+    the CloudEvents 1.0 schema (it has `specversion`) into `func.CloudEvent` (1.25 and later)
+    and one in the Event Grid schema into `func.EventGridEvent`; both get here."""
+    get_json = getattr(event, "get_json", None)
+    data = get_json() if callable(get_json) else None
+    version = getattr(event, "specversion", None)
+    if version:
+        return {
+            "specversion": version,
+            "id": getattr(event, "id", None),
+            "type": getattr(event, "type", None),
+            "source": getattr(event, "source", None),
+            "subject": getattr(event, "subject", None),
+            "time": _iso(getattr(event, "time", None)),
+            "data": data,
+        }
     return {
-        "id": event.id,
-        "eventType": event.event_type,
-        "subject": event.subject,
-        "topic": event.topic,
-        "eventTime": event.event_time.isoformat() if event.event_time else None,
-        "dataVersion": event.data_version,
-        "data": event.get_json(),
+        "id": getattr(event, "id", None),
+        "eventType": getattr(event, "event_type", None),
+        "subject": getattr(event, "subject", None),
+        "topic": getattr(event, "topic", None),
+        "eventTime": _iso(getattr(event, "event_time", None)),
+        "dataVersion": getattr(event, "data_version", None),
+        "data": data,
     }
 
 
 @app.function_name(name="deploy_events")
 @app.event_grid_trigger(arg_name="event")
 def deploy_events(event: func.EventGridEvent) -> None:
-    """Resource Manager deployment events → deploy triggers. A malformed event is logged and
-    dropped (Event Grid would only redeliver it); failures to run raise, so it redelivers."""
-    serve(event_grid_payload(event), "deploy", convert)
+    """Resource Manager deployment events, in the Event Grid or the CloudEvents 1.0 schema →
+    deploy triggers. A malformed event is logged and dropped (Event Grid would only redeliver
+    it); failures to run raise, so it redelivers. (The worker accepts one class as the
+    annotation and hands over whichever class the event decoded to.)"""
+    serve(event_grid_payload(event), "deploy", event_grid_event)
 
 
 # ------------------------------------------------------------------------------ alerts

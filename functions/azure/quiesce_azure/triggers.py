@@ -11,7 +11,12 @@ Three shapes are understood:
   (`type`, `time`, `source`, `specversion`), through `convert`: keyed by the event type.
 * Azure Monitor alerts in the common alert schema (`schemaId: azureMonitorCommonAlertSchema`),
   through `convert`: the alert id and its monitor condition identify one notification (an
-  alert sends Fired and later Resolved under one alert id).
+  alert sends Fired and later Resolved under one alert id). `condition` says what the
+  notification means for a trigger: `firing` (Fired), `resolved` (Resolved) or `other`.
+
+`event_grid_event` is `convert` for the Event Grid trigger: it names the cause when an event
+has no type at all (an event in the CloudEvents 1.0 schema that an azure-functions older
+than 1.25 decoded as an Event Grid event drops `type`).
 
 Converters read only the fields they name: nothing else in a payload can reach a run, and no
 payload can carry a hook, script or command.
@@ -39,6 +44,8 @@ from quiesce.triggers.event import TriggerEvent
 Event = Mapping[str, Any]
 
 ALERT_SCHEMA = "azureMonitorCommonAlertSchema"
+#: Azure Monitor's monitorCondition → the alert's `condition` (anything else: `other`).
+CONDITIONS = {"Fired": "firing", "Resolved": "resolved"}
 DEPLOYMENTS = "Microsoft.Resources/deployments"
 _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
@@ -150,21 +157,21 @@ def common_alert(event: Event) -> list[TriggerEvent]:
     data = mapping(event.get("data"), "the alert's data")
     essentials = mapping(data.get("essentials"), "the alert's essentials")
     require(essentials, "alertId", "alertRule", "monitorCondition")
-    condition = text(essentials["monitorCondition"])
-    if condition not in ("Fired", "Resolved"):
-        raise UnsupportedEvent(f"unknown monitorCondition {condition!r}")
-    stamp = essentials.get("resolvedDateTime" if condition == "Resolved" else "firedDateTime")
+    state = text(essentials["monitorCondition"])
+    # resolvedDateTime is documented for metric alerts only: a resolved log alert has none.
+    stamp = essentials.get("resolvedDateTime" if state == "Resolved" else "firedDateTime")
     targets = essentials.get("alertTargetIDs") or []
     return [
         TriggerEvent(
             kind="alert",
             source="azure.monitor",
-            id=identifier(f"{essentials['alertId']}@{condition}"),
+            id=identifier(f"{essentials['alertId']}@{state}"),
             time=timestamp(stamp or essentials.get("firedDateTime")),
             attributes={
                 "provider": "azure-monitor",
                 "alarm": text(essentials["alertRule"]),
-                "state": condition,
+                "state": state,
+                "condition": CONDITIONS.get(state, "other"),
                 "severity": text(essentials.get("severity")),
                 "signal_type": text(essentials.get("signalType")),
                 "monitoring_service": text(essentials.get("monitoringService")),
@@ -172,6 +179,24 @@ def common_alert(event: Event) -> list[TriggerEvent]:
             },
         )
     ]
+
+
+def event_grid_event(payload: object) -> list[TriggerEvent]:
+    """`convert` for one event of the Event Grid trigger, in either schema. An event with
+    neither `eventType` nor `specversion` and `type` is refused with its likely cause."""
+    if (
+        isinstance(payload, Mapping)
+        and not payload.get("eventType")
+        and "specversion" not in payload
+        and "data" in payload
+    ):
+        raise UnsupportedEvent(
+            "the event has no type: an Event Grid subscription that delivers the CloudEvents "
+            "1.0 schema needs azure-functions 1.25 or later in the worker (on Python 3.12 and "
+            "earlier also the app setting PYTHON_ISOLATE_WORKER_DEPENDENCIES=1); or deliver "
+            "the Event Grid schema"
+        )
+    return convert(payload)
 
 
 def _type_of(event: Event) -> str:
