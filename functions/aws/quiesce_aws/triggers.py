@@ -4,7 +4,14 @@ Each supported event shape has one converter; `convert` picks it from a table ke
 event's source and detail-type. The envelopes are read through Powertools' event data classes
 (`EventBridgeEvent`, `SNSEvent`, `CloudWatchAlarmEvent`); the field helpers are the core's
 (quiesce.triggers.convert). Converters read only the fields they name: nothing else in a
-payload can reach a run, and no payload can carry a hook, script or command.
+payload can reach a run, and no payload can carry a hook, script or command. A payload they
+cannot read raises `UnsupportedEvent` with the reason, never anything else: the function
+answers it `refused` instead of failing (which Lambda would retry).
+
+Every alarm event carries the alarm's own state (`state`: ALARM, OK, INSUFFICIENT_DATA) and
+the core's `condition` (`firing`, `resolved`, `other`); an alarm whose actions CloudWatch
+suppresses (a composite alarm's `actionsSuppressedBy`) carries `suppressed: "true"`. CodePipeline
+events about a stage or an action carry `stage` (and `action`); pipeline-level events do not.
 """
 
 from __future__ import annotations
@@ -31,12 +38,34 @@ from quiesce.triggers.convert import (
 from quiesce.triggers.cron import validate_cron
 from quiesce.triggers.event import TriggerEvent
 
+#: CloudWatch alarm states as the core's alert conditions; any other state is `other`.
+CONDITIONS = {"ALARM": "firing", "OK": "resolved"}
+
 
 def _detail(event: EventBridgeEvent) -> Mapping[str, Any]:
     detail: object = event.detail
     if isinstance(detail, str):  # Scheduler sends "{}" as a string
-        detail = json.loads(detail or "{}")
-    return mapping(detail, "event detail")
+        try:
+            return mapping(json.loads(detail or "{}"), "the event's detail")
+        except ValueError:
+            raise UnsupportedEvent(
+                f"the event's detail is a string that is not JSON: {detail[:60]!r}"
+            ) from None
+    return mapping(detail, "the event's detail")
+
+
+def _alarm(state: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, str]:
+    """The attributes every alarm event has: its state, the condition it means, the previous
+    state, and `suppressed` when CloudWatch holds the new state's actions back."""
+    value = text(state.get("value"))
+    attributes = {
+        "state": value,
+        "condition": CONDITIONS.get(value, "other"),
+        "previous_state": text(previous.get("value")),
+    }
+    if state.get("actionsSuppressedBy") not in (None, ""):
+        attributes["suppressed"] = "true"
+    return attributes
 
 
 # ------------------------------------------------------------------------------ converters
@@ -84,6 +113,8 @@ def codedeploy(event: EventBridgeEvent) -> list[TriggerEvent]:
 
 
 def codepipeline(event: EventBridgeEvent) -> list[TriggerEvent]:
+    """A pipeline, stage or action execution's state change: only stage- and action-level
+    events name a `stage` (and action-level ones an `action`)."""
     require(event, "id", "time", "detail")
     detail = _detail(event)
     attributes = {
@@ -93,8 +124,9 @@ def codepipeline(event: EventBridgeEvent) -> list[TriggerEvent]:
         "state": text(detail.get("state")),
         "region": text(event.get("region")),
     }
-    if "stage" in detail:
-        attributes["stage"] = text(detail["stage"])
+    for key in ("stage", "action"):
+        if key in detail:
+            attributes[key] = text(detail[key])
     return [
         TriggerEvent(
             kind="deploy",
@@ -121,8 +153,7 @@ def cloudwatch_alarm(event: EventBridgeEvent) -> list[TriggerEvent]:
             attributes={
                 "provider": "cloudwatch",
                 "alarm": text(detail.get("alarmName")),
-                "state": text(state.get("value")),
-                "previous_state": text(previous.get("value")),
+                **_alarm(state, previous),
                 "region": text(event.get("region")),
             },
         )
@@ -131,7 +162,9 @@ def cloudwatch_alarm(event: EventBridgeEvent) -> list[TriggerEvent]:
 
 def cloudwatch_alarm_action(event: CloudWatchAlarmEvent) -> list[TriggerEvent]:
     """An alarm that invokes the function directly (alarm action `lambda`): it has no event
-    id, so the alarm's ARN and the time of its state change identify it."""
+    id, so the alarm's ARN and the time of its state change identify it. A composite alarm's
+    `previousState.actionsSuppressedBy` says the previous state's actions were held back; this
+    invocation is the action running, so only the new state's suppression counts."""
     require(event, "alarmArn", "alarmData")
     data = event.alarm_data
     state = mapping(data.get("state") or {}, "the alarm's state")
@@ -146,8 +179,7 @@ def cloudwatch_alarm_action(event: CloudWatchAlarmEvent) -> list[TriggerEvent]:
             attributes={
                 "provider": "cloudwatch",
                 "alarm": text(data.get("alarmName")),
-                "state": text(state.get("value")),
-                "previous_state": text(previous.get("value")),
+                **_alarm(state, previous),
                 "region": text(event.get("region")),
             },
         )
@@ -157,9 +189,14 @@ def cloudwatch_alarm_action(event: CloudWatchAlarmEvent) -> list[TriggerEvent]:
 def sns_alarms(event: SNSEvent) -> list[TriggerEvent]:
     """CloudWatch alarms delivered through an SNS topic (one event per record)."""
     out = []
-    for record in event.records:
-        if record.get("EventSource") != "aws:sns":
-            raise UnsupportedEvent(f"not an SNS record: {record.get('EventSource')!r}")
+    for number, record in enumerate(event.records, 1):
+        raw = mapping(record.raw_event, f"SNS record {number}")
+        if raw.get("EventSource") != "aws:sns":
+            raise UnsupportedEvent(f"not an SNS record: {text(raw.get('EventSource'))!r}")
+        body = mapping(raw.get("Sns"), f"the Sns field of SNS record {number}")
+        missing = [key for key in ("MessageId", "Message") if body.get(key) in (None, "")]
+        if missing:
+            raise UnsupportedEvent(f"SNS record {number} lacks {', '.join(missing)}")
         sns = record.sns
         try:
             message = json.loads(sns.message)
@@ -176,8 +213,10 @@ def sns_alarms(event: SNSEvent) -> list[TriggerEvent]:
                 attributes={
                     "provider": "cloudwatch",
                     "alarm": text(message["AlarmName"]),
-                    "state": text(message.get("NewStateValue")),
-                    "previous_state": text(message.get("OldStateValue")),
+                    **_alarm(
+                        {"value": message.get("NewStateValue")},
+                        {"value": message.get("OldStateValue")},
+                    ),
                     "topic": text(sns.get("TopicArn")),
                 },
             )
@@ -191,6 +230,7 @@ EVENTBRIDGE: dict[tuple[str, str], Callable[[EventBridgeEvent], list[TriggerEven
     ("aws.codedeploy", "CodeDeploy Deployment State-change Notification"): codedeploy,
     ("aws.codepipeline", "CodePipeline Pipeline Execution State Change"): codepipeline,
     ("aws.codepipeline", "CodePipeline Stage Execution State Change"): codepipeline,
+    ("aws.codepipeline", "CodePipeline Action Execution State Change"): codepipeline,
     ("aws.cloudwatch", "CloudWatch Alarm State Change"): cloudwatch_alarm,
 }
 

@@ -38,7 +38,10 @@ def timestamp(value: object) -> datetime:
     """An ISO 8601 timestamp (`Z` or an offset, up to nine fractional digits) or epoch seconds,
     as a timezone-aware UTC datetime. A timestamp without an offset is read as UTC."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise UnsupportedEvent(f"not a timestamp: {value!r}") from None
     if not isinstance(value, str) or not value:
         raise UnsupportedEvent(f"expected a timestamp, got {value!r}")
     cleaned = _FRACTION.sub(lambda m: "." + m.group(1), value.replace("Z", "+00:00"))
