@@ -1,7 +1,9 @@
-"""The Function App's functions, called directly (`.build().get_user_function()`) with real
-event payloads (tests/events/azure) and in-memory backends: a timer backs up its group, a
-duplicate Event Grid delivery runs once, a malformed alert gets 400 and runs nothing, an alert
-inside its cooldown runs nothing."""
+"""The Function App's functions, called directly (`.build().get_user_function()`) with
+Microsoft's documented payloads (tests/azure/payloads) delivered as the host delivers them
+(Event Grid events and timer firings decoded by azure-functions' own converters, alerts as the
+request body) and in-memory backends: a timer backs up its group; a deployment event runs once
+in either Event Grid schema; an alert runs while it fires and not when it recovers, unless a
+trigger asks for recovery; whatever is refused is logged and answered, never raised."""
 
 from __future__ import annotations
 
@@ -9,22 +11,22 @@ import importlib
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import azure.functions as func
 import pytest
 import yaml
-from azure.functions.timer import TimerRequest
 
 from quiesce.ports import Backends, Provider
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from tests.fakes import FakeHookRunner, FakeInventory, FakeSnapshotter, Log
 
-EVENTS = Path(__file__).resolve().parents[1] / "events" / "azure"
+from .deliveries import alert_request, event, event_grid, load, timer
+
 SUBSCRIPTION = "8a2c1b4e-5f6d-4e3a-9b7c-1d2e3f4a5b6c"
+GRID = "arm_deployment_write_success_eventgrid.json"
+CLOUD = "arm_deployment_write_success_cloudevent.json"
 
 POLICY = {
     "version": 1,
@@ -65,20 +67,13 @@ POLICY = {
             "on": "deploy",
             "match": {"provider": "arm", "deployment": "orders-*", "state": "Succeeded"},
         },
-        {
-            "name": "disk-alarm",
-            "group": "orders",
-            "on": "alert",
-            "match": {"alarm": "orders-db-*", "state": "Fired", "provider": "azure-monitor"},
-            "cooldown_minutes": 60,
-        },
+        # alert triggers that name only their rule: they fire while the alert fires
+        {"name": "transactions", "group": "orders", "on": "alert", "match": {"alarm": "test-m*"}},
+        {"name": "heartbeat", "group": "orders", "on": "alert", "match": {"alarm": "test-log*"}},
+        {"name": "restarts", "group": "orders", "on": "alert", "match": {"alarm": "test-act*"}},
+        {"name": "cpu", "group": "orders", "on": "alert", "match": {"alarm": "WCUS-R2-Gen2"}},
     ],
 }
-
-
-def golden(name: str) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return payload
 
 
 class World:
@@ -98,51 +93,40 @@ class World:
         builder = self.module.SCHEDULES.get(name) or getattr(self.module, name)
         return builder.build().get_user_function()
 
-    def runs(self) -> int:
-        return len(self.state.runs)
+    def runs(self) -> list[dict[str, Any]]:
+        return [json.loads(record) for record in self.state.runs.values()]
+
+    def alert(self, body: Any) -> tuple[int, dict[str, Any]]:
+        response = self.function("monitor_alerts")(alert_request(body))
+        assert response.mimetype == "application/json"
+        answer: dict[str, Any] = json.loads(response.get_body())
+        return response.status_code, answer
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+def with_triggers(tmp_path: Path, triggers: list[dict[str, Any]]) -> None:
+    """The world's policy with other triggers (the module re-reads it when reloaded)."""
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({**POLICY, "triggers": triggers}))
+
+
+def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setenv("AzureWebJobsScriptRoot", str(tmp_path))
     monkeypatch.setenv("QUIESCE_POLICY", "policy.yaml")
     monkeypatch.delenv("WEBSITE_TIME_ZONE", raising=False)
     from quiesce_azure import function_app
 
+    function_app.policy.cache_clear()
     module = importlib.reload(function_app)  # re-reads the policy: a new app, new timers
     built = World(module)
     monkeypatch.setattr(module, "backends", lambda: built.backends)
+    return built
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    built = start(tmp_path, monkeypatch)
     yield built
-    module.policy.cache_clear()
-
-
-def timer() -> TimerRequest:
-    status = golden("timer.json")
-    return TimerRequest(
-        past_due=status["IsPastDue"],
-        schedule_status=status["ScheduleStatus"],
-        schedule=status["Schedule"],
-    )
-
-
-def event_grid(name: str, event_type: str | None = None) -> func.EventGridEvent:
-    payload = golden(name)
-    return func.EventGridEvent(
-        id=payload["id"],
-        data=payload["data"],
-        topic=payload["topic"],
-        subject=payload["subject"],
-        event_type=event_type or payload["eventType"],
-        event_time=datetime.fromisoformat(payload["eventTime"][:26]).replace(tzinfo=UTC),
-        data_version=payload["dataVersion"],
-    )
-
-
-def alert_request(body: bytes) -> func.HttpRequest:
-    return func.HttpRequest(
-        "POST", "https://quiesce.azurewebsites.net/api/alerts", headers={}, body=body
-    )
+    built.module.policy.cache_clear()
 
 
 def test_one_timer_function_is_registered_per_schedule_trigger_in_utc(world: World) -> None:
@@ -155,13 +139,14 @@ def test_one_timer_function_is_registered_per_schedule_trigger_in_utc(world: Wor
     assert (trigger.auth_level.value, trigger.methods[0].value) == ("function", "POST")
 
 
-def test_a_timer_backs_up_its_group(world: World, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_documented_timer_firing_backs_up_its_group(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="quiesce.azure")
 
     world.function("nightly")(timer())
 
-    (record,) = world.state.runs.values()
-    run = json.loads(record)
+    (run,) = world.runs()
     assert (run["group"], run["status"]) == ("orders", "succeeded")
     assert run["trigger_id"].startswith("azure.timer:nightly@")
     assert sorted(world.hooks.executed) == [
@@ -176,66 +161,161 @@ def test_a_timer_backs_up_its_group(world: World, caplog: pytest.LogCaptureFixtu
     assert getattr(fired[0], "quiesce.trigger") == "nightly"  # a custom dimension
 
 
-def test_a_duplicate_event_grid_delivery_runs_once(world: World) -> None:
+# ------------------------------------------------------------------------------ Event Grid
+
+
+@pytest.mark.parametrize("name", [GRID, CLOUD])
+def test_a_deployment_event_in_either_schema_backs_up_its_group_once(
+    world: World, name: str
+) -> None:
     deploy = world.function("deploy_events")
 
-    deploy(event_grid("arm_deployment_eventgrid.json"))
+    deploy(event_grid(name))
     hooks = len(world.hooks.executed)
-    deploy(event_grid("arm_deployment_eventgrid.json"))
+    deploy(event_grid(name))  # Event Grid delivers at least once
 
-    assert world.runs() == 1
+    (run,) = world.runs()
+    assert (run["status"], run["trigger_id"]) == (
+        "succeeded",
+        "azure.resources:4db48cba-50a2-455a-93b4-de41a3b5b7f6:pre-deploy",
+    )
     assert len(world.hooks.executed) == hooks == 4
 
 
-def test_a_malformed_alert_is_answered_400_and_runs_nothing(world: World) -> None:
-    alerts = world.function("monitor_alerts")
-    broken = golden("monitor_alert_fired.json")
-    del broken["data"]["essentials"]["alertRule"]
+@pytest.mark.parametrize(
+    "name",
+    [
+        "arm_write_success_eventgrid.json",
+        "arm_write_success_cloudevent.json",
+        "storage_blob_created_cloudevent.json",
+    ],
+)
+def test_a_documented_event_that_is_no_deployment_is_refused_and_acknowledged(
+    world: World, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="quiesce.azure")
 
-    for body in (json.dumps(broken).encode(), b"{not json", json.dumps({"run": "sh"}).encode()):
-        response = alerts(alert_request(body))
-        assert response.status_code == 400
-        assert response.mimetype == "application/json"
-        assert json.loads(response.get_body())["error"]
+    world.function("deploy_events")(event_grid(name))  # returns: Event Grid does not redeliver
 
-    deploy_to_alerts = alerts(
-        alert_request(json.dumps(golden("arm_deployment_eventgrid.json")).encode())
+    assert world.runs() == []
+    assert answers(caplog) == ["refused"]
+    (refusal,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert getattr(refusal, "quiesce.event_id") == event(name)["id"]
+
+
+def test_a_failed_deployment_fires_no_trigger_that_asks_for_succeeded(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quiesce.azure")
+    failed = event(CLOUD)
+    failed["type"] = "Microsoft.Resources.ResourceWriteFailure"
+    failed["data"]["status"] = "Failed"
+
+    world.function("deploy_events")(event_grid(failed))
+
+    assert world.runs() == []
+    assert answers(caplog) == ["ignored"]
+
+
+# ------------------------------------------------------------------------------ alerts
+
+
+@pytest.mark.parametrize(
+    ("name", "trigger"),
+    [
+        ("alert_metric_fired.json", "transactions"),
+        ("alert_log_fired.json", "heartbeat"),
+        ("alert_activity_log_fired.json", "restarts"),
+    ],
+)
+def test_a_firing_alert_backs_up_the_group_of_the_trigger_naming_its_rule(
+    world: World, name: str, trigger: str
+) -> None:
+    status, answer = world.alert(name)
+
+    (ran,) = answer["outcomes"]
+    assert (status, answer["status"], ran["trigger"], ran["action"]) == (
+        200,
+        "fired",
+        trigger,
+        "ran",
     )
-    assert deploy_to_alerts.status_code == 400
-    body = json.loads(deploy_to_alerts.get_body())
-    assert (body["status"], body["outcomes"]) == ("refused", [])
-    assert "a deploy event (azure.resources) reached the alert function" in body["error"]
-    assert body["error"] == body["reason"]
-    assert world.runs() == 0
+    (run,) = world.runs()
+    assert run["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("name", ["alert_metric_resolved.json", "alert_log_resolved.json"])
+def test_a_resolved_alert_fires_no_trigger_that_names_only_its_rule(
+    world: World, name: str
+) -> None:
+    status, answer = world.alert(name)
+
+    assert (status, answer["status"], answer["outcomes"]) == (200, "ignored", [])
+    assert world.runs() == []
     assert world.hooks.executed == []
 
 
-def test_an_alert_inside_its_cooldown_runs_nothing(world: World) -> None:
-    alerts = world.function("monitor_alerts")
-    first = golden("monitor_alert_fired.json")
-    response = alerts(alert_request(json.dumps(first).encode()))
-    (ran,) = json.loads(response.get_body())["outcomes"]
-    assert (response.status_code, ran["action"]) == (200, "ran")
+def test_a_recovery_fires_the_trigger_that_asks_for_it_and_spares_the_next_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_triggers(
+        tmp_path,
+        [
+            {"name": "heartbeat", "group": "orders", "on": "alert", "match": {"alarm": "test-l*"}},
+            {
+                "name": "after-recovery",
+                "group": "orders",
+                "on": "alert",
+                "match": {"alarm": "test-l*", "condition": "resolved"},
+                "cooldown_minutes": 0,
+            },
+        ],
+    )
+    world = start(tmp_path, monkeypatch)
 
-    second = golden("monitor_alert_fired.json")
+    _, resolved = world.alert("alert_log_resolved.json")
+    _, fired = world.alert("alert_log_fired.json")
+
+    assert [(o["trigger"], o["action"]) for o in resolved["outcomes"]] == [
+        ("after-recovery", "ran")
+    ]
+    assert [(o["trigger"], o["action"]) for o in fired["outcomes"]] == [("heartbeat", "ran")]
+    assert len(world.runs()) == 2
+
+
+def test_a_second_alert_of_a_burst_is_held_by_the_default_cooldown(world: World) -> None:
+    first = load("alert_metric_fired.json")
+    second = load("alert_metric_fired.json")
     second["data"]["essentials"]["alertId"] += "-again"  # another alert of the same rule
-    response = alerts(alert_request(json.dumps(second).encode()))
 
-    (held,) = json.loads(response.get_body())["outcomes"]
-    assert (response.status_code, held["action"], held["trigger"]) == (
-        200,
-        "cooldown",
-        "disk-alarm",
-    )
-    assert world.runs() == 1
+    _, ran = world.alert(first)
+    status, held = world.alert(second)
+
+    assert ran["outcomes"][0]["action"] == "ran"
+    (outcome,) = held["outcomes"]
+    assert (status, outcome["action"], outcome["trigger"]) == (200, "cooldown", "transactions")
+    assert len(world.runs()) == 1
 
 
-def test_a_resolved_alert_matches_no_fired_trigger(world: World) -> None:
-    response = world.function("monitor_alerts")(
-        alert_request(json.dumps(golden("monitor_alert_resolved.json")).encode())
-    )
-    assert (response.status_code, json.loads(response.get_body())["outcomes"]) == (200, [])
-    assert world.runs() == 0
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("alert_budget_fired.json", "lacks alertRule"),
+        (b"{not json", "the body is not JSON"),
+        (json.dumps({"run": "sh"}).encode(), "no converter for event type ''"),
+        (event(GRID), "a deploy event (azure.resources) reached the alert function"),
+    ],
+)
+def test_a_refused_alert_is_answered_400_with_the_reason_and_runs_nothing(
+    world: World, body: Any, reason: str
+) -> None:
+    status, answer = world.alert(body)
+
+    assert (status, answer["status"], answer["outcomes"]) == (400, "refused", [])
+    assert reason in answer["error"]
+    assert answer["error"] == answer["reason"]
+    assert world.runs() == []
+    assert world.hooks.executed == []
 
 
 def answers(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -260,7 +340,7 @@ def test_a_timer_whose_run_cannot_fit_the_function_timeout_is_refused(
 
     world.function("nightly")(timer())
 
-    assert world.runs() == 0
+    assert world.runs() == []
     assert world.hooks.executed == []
     (refusal,) = [
         r for r in caplog.records if r.levelno == logging.ERROR and "refused" in r.getMessage()
@@ -275,30 +355,16 @@ def test_an_alert_whose_run_cannot_fit_the_function_timeout_gets_400(
     world: World, tmp_path: Path
 ) -> None:
     host_json(tmp_path, "00:01:00")
-    response = world.function("monitor_alerts")(
-        alert_request(json.dumps(golden("monitor_alert_fired.json")).encode())
-    )
-    assert response.status_code == 400
-    assert "raise the function's timeout" in json.loads(response.get_body())["error"]
-    assert world.runs() == 0
+    status, answer = world.alert("alert_metric_fired.json")
+    assert status == 400
+    assert "raise the function's timeout" in answer["error"]
+    assert world.runs() == []
 
 
 def test_a_run_that_fits_the_function_timeout_starts(world: World, tmp_path: Path) -> None:
     host_json(tmp_path, "00:02:00")
     world.function("nightly")(timer())
-    assert world.runs() == 1
-
-
-def test_an_unsupported_event_grid_event_is_refused_and_acknowledged(
-    world: World, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="quiesce.azure")
-    event = event_grid("arm_deployment_eventgrid.json", "Microsoft.Storage.BlobCreated")
-
-    world.function("deploy_events")(event)  # returns: Event Grid does not redeliver it
-
-    assert world.runs() == 0
-    assert answers(caplog) == ["refused"]
+    assert len(world.runs()) == 1
 
 
 @pytest.mark.parametrize(
