@@ -1,5 +1,7 @@
 """The timer function of the Function App, end to end on the Azure adapters: the real Compute
-clients against the fake ARM server, the real Event Grid client against its fake topic.
+clients against the fake ARM server, the real Event Grid client against its fake topic, and the
+documented timer object (tests/azure/payloads/timer.json) decoded by azure-functions' timer
+converter.
 
 A two-VM group fired by its timer gets a restore point (or one incremental snapshot per disk)
 of both VMs, with both pre hooks sent before any snapshot and both post hooks after, and the
@@ -15,13 +17,13 @@ from typing import Any
 import pytest
 import yaml
 from azure.core.credentials import AzureKeyCredential
-from azure.functions.timer import TimerRequest as Timer
 
 from quiesce.ports import Backends
 from quiesce.providers.memory import MemoryStateStore
 from quiesce_azure.events import EventGridPublisher
 from quiesce_azure.provider import azure_provider
 
+from .deliveries import timer
 from .fake_arm import RG, SUB, FakeArm, FakeCredential
 from .test_engine_run import phases_in_order
 
@@ -99,7 +101,7 @@ def test_the_timer_backs_up_a_two_vm_group_and_publishes_its_cloudevents(
     module = function_app(tmp_path, monkeypatch, arm, snapshot)
     nightly = module.SCHEDULES["nightly"].build().get_user_function()
 
-    nightly(Timer(past_due=False, schedule_status={}, schedule={}))
+    nightly(timer())  # the documented timer object, decoded by azure-functions
 
     assert phases_in_order(arm) == ["pre", "pre"] + ["snapshot"] * created + ["post", "post"]
     assert sorted(c.vm for c in arm.hook_calls_of("pre")) == ["app-1", "db-1"]
