@@ -61,3 +61,28 @@ class DuplicateTriggerError(QuiesceError):
         super().__init__(
             f"trigger {trigger_id!r} already started run {run_id}; not starting another"
         )
+
+
+class TriggerPendingError(QuiesceError):
+    """The trigger id was claimed moments ago by a run that has not been recorded yet: it may
+    still be starting. Raised so the platform delivers the event again later; by then the run
+    is recorded (and reported) or its claim is stale (and the redelivery takes it over)."""
+
+    def __init__(self, trigger_id: str, run_id: str, retry_after_seconds: float) -> None:
+        self.trigger_id = trigger_id
+        self.run_id = run_id
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(
+            f"trigger {trigger_id!r} was claimed by run {run_id}, which is not recorded yet; "
+            f"deliver the event again in {retry_after_seconds:.0f}s or later"
+        )
+
+
+class CooldownError(QuiesceError):
+    """Another run of the group, started by an event of the same kind, claimed the cooldown
+    first; this run stopped before it froze anything. Carries the closed record."""
+
+    def __init__(self, key: str, record: object) -> None:
+        self.key = key
+        self.record = record
+        super().__init__(f"cooldown {key!r} was claimed by another run; nothing was frozen")

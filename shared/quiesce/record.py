@@ -241,6 +241,11 @@ class RunRecord(Record):
     abandoned: bool = Field(
         default=False, description="The orchestrator died; `quiesce recover` closed the run."
     )
+    replaces: str | None = Field(
+        default=None,
+        description="The earlier run of the same trigger that stopped before its quiesce (a "
+        "transient failure): this run took the trigger over when the event was delivered again.",
+    )
     closers: list[Orchestrator] = Field(
         default_factory=list,
         description="Who took the abandoned run over to close it, in order (one wins each "
@@ -253,6 +258,14 @@ class RunRecord(Record):
     @property
     def finished(self) -> bool:
         return self.status is not RunStatus.RUNNING
+
+    @property
+    def began_quiesce(self) -> bool:
+        """Whether the run went as far as its quiesce (a pre hook was sent) or, without hooks,
+        its snapshots. A run that stopped before that did nothing to the members."""
+        return self.quiesce_started_at is not None or any(
+            mc.pre_started or mc.snapshots or mc.snapshot_error for _, mc in self.machines()
+        )
 
 
 class PointMember(Record):

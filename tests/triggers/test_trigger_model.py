@@ -48,7 +48,7 @@ def test_the_documented_triggers_are_valid() -> None:
         ('{name: t, group: orders, schedule: "0 4 * * *", timezone: Mars/Olympus}', "IANA"),
         ("{name: t, group: orders, on: reboot}", "'deploy' or 'alert'"),
         ('{name: t, group: orders, schedule: "0 4 * * *", match: {a: b}}', "match is for event"),
-        ("{name: t, group: orders, on: alert, cooldown_minutes: 0}", "greater than 0"),
+        ("{name: t, group: orders, on: alert, cooldown_minutes: -1}", "greater than or equal to 0"),
     ],
 )
 def test_a_bad_trigger_is_named_with_the_reason(trigger: str, message: str) -> None:

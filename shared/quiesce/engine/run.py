@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from quiesce.engine.claims import Cooldown, claim
 from quiesce.engine.context import RunContext
 from quiesce.engine.finish import finish
 from quiesce.engine.gil import dispatch_priority
@@ -25,7 +27,7 @@ from quiesce.engine.phases import (
 )
 from quiesce.engine.recover import recover_abandoned
 from quiesce.engine.retention import apply_retention
-from quiesce.errors import DuplicateTriggerError, GroupBusyError, QuiesceError
+from quiesce.errors import CooldownError, GroupBusyError, QuiesceError
 from quiesce.events import EventType, RunStartedData
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
@@ -74,13 +76,19 @@ def run_group(
     backends: Backends,
     *,
     trigger_id: str | None = None,
+    cooldown: Cooldown | None = None,
     now: Callable[[], datetime] = utcnow,
     progress: Callable[[RunRecord], None] | None = None,
 ) -> RunRecord:
     """Runs one group and returns its finished record.
 
-    Raises DuplicateTriggerError when `trigger_id` already started a run (carrying that run's
-    record), and GroupBusyError when another run holds the group (a failed record is kept).
+    `trigger_id` makes the run the event's one run (see engine.claims): raises
+    DuplicateTriggerError when another run owns it (carrying that run's record), and
+    TriggerPendingError when its owner may still be starting. `cooldown` is claimed when the
+    run begins its quiesce; CooldownError when another run claimed it first (nothing frozen).
+    GroupBusyError when another run holds the group (a failed record is kept). Any other error
+    before the run did anything is recorded as a failed run and raised, so the platform
+    delivers the event again and the redelivery takes the trigger over.
     """
     group = policy.group(group_name)
     missing = sorted({m.provider for m in group.members} - set(backends.providers))
@@ -101,22 +109,13 @@ def run_group(
         orchestrator=Orchestrator(host=socket.gethostname(), pid=os.getpid()),
         started_at=started,
     )
-    if trigger_id is not None:
-        earlier = backends.state.claim_trigger(trigger_id, record.run_id)
-        if earlier is not None:
-            raise DuplicateTriggerError(trigger_id, earlier, backends.state.get_run(earlier))
-    recover_abandoned(policy, backends, group=group_name, now=now)
-
+    claim(backends.state, record, started)
     ctx = RunContext(
         policy=policy, group=group, backends=backends, record=record, now=now, progress=progress
     )
-    try:
-        acquire_lock(ctx)
-    except GroupBusyError as exc:
-        record.errors.append(str(exc))
-        finish(ctx, reached_snapshots=False)
-        raise
+    _start(ctx)
     reached_snapshots = False
+    cooled = False
     try:
         resolve(ctx)
         ctx.emit(
@@ -131,14 +130,10 @@ def run_group(
             ),
             subject=record.run_id,
         )
-        reached_snapshots = True
-        if not _freeze_snapshot_thaw(ctx):
-            return record
-        await_durability(ctx)
-        if not _all_snapshotted(ctx):
-            return record
-        _record_point(ctx)
-        apply_retention(ctx)
+        cooled = not _claim_cooldown(ctx, cooldown)
+        if not cooled:
+            reached_snapshots = True
+            _freeze_to_point(ctx)
     except Exception as exc:  # a provider or catalog failure outside the hooks' own results
         record.errors.append(f"run stopped during {record.phase.value}: {exc}")
     except KeyboardInterrupt:  # SIGINT, or SIGTERM through the CLI: finish, then stop
@@ -148,7 +143,56 @@ def run_group(
         finish(ctx, reached_snapshots=reached_snapshots)
     if ctx.interrupted:
         raise RunInterrupted(record)
+    if cooled:
+        assert cooldown is not None
+        raise CooldownError(cooldown.key, record)
     return record
+
+
+def _start(ctx: RunContext) -> None:
+    """Closes what earlier runs abandoned and takes the group's lock (the run's first save).
+
+    GroupBusyError is recorded and raised. Any other failure here happens before the run did
+    anything: it is recorded as a failed run (so a redelivery of the event takes its trigger
+    over) and raised (so the platform delivers it again)."""
+    record = ctx.record
+    try:
+        recover_abandoned(ctx.policy, ctx.backends, group=record.group, now=ctx.now)
+        acquire_lock(ctx)
+    except GroupBusyError as exc:
+        record.errors.append(str(exc))
+        finish(ctx, reached_snapshots=False)
+        raise
+    except Exception as exc:
+        record.errors.append(f"the run could not start: {exc}")
+        with contextlib.suppress(Exception):  # the catalog may be what failed
+            finish(ctx, reached_snapshots=False)
+        raise
+
+
+def _claim_cooldown(ctx: RunContext, cooldown: Cooldown | None) -> bool:
+    """Claims the trigger's cooldown as the run begins its quiesce: only a run that goes on to
+    freeze (or snapshot) consumes it. False: another run claimed it first."""
+    if cooldown is None:
+        return True
+    if ctx.backends.state.claim_cooldown(cooldown.key, ctx.now(), cooldown.seconds):
+        return True
+    ctx.record.errors.append(
+        f"stopped before the quiesce: another run claimed the cooldown {cooldown.key!r} "
+        f"({cooldown.seconds / 60:g} minutes) first; nothing was frozen"
+    )
+    return False
+
+
+def _freeze_to_point(ctx: RunContext) -> None:
+    """Freeze, snapshot, thaw; then durability, the recovery point and retention."""
+    if not _freeze_snapshot_thaw(ctx):
+        return
+    await_durability(ctx)
+    if not _all_snapshotted(ctx):
+        return
+    _record_point(ctx)
+    apply_retention(ctx)
 
 
 def _freeze_snapshot_thaw(ctx: RunContext) -> bool:

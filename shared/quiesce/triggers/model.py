@@ -11,6 +11,9 @@ from quiesce.triggers.cron import validate_cron
 from quiesce.triggers.event import Kind
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+#: The default minimum interval between event-started runs of a group (per event kind): a
+#: burst of alerts, or a pipeline's several deployments, backs the group up once.
+DEFAULT_COOLDOWN_MINUTES = 15.0
 
 
 class Trigger(BaseModel):
@@ -45,15 +48,24 @@ class Trigger(BaseModel):
         description=(
             "Every key must match the event's attribute of that name (shell-style wildcards: "
             "`*`, `?`, `[...]`). Deploy attributes: application, deployment_group, pipeline, "
-            "stage, state, provider. Alert attributes: alarm, state, previous_state, "
-            "severity, provider."
+            "stage, state, provider; a trigger that does not name `stage` fires on "
+            "pipeline-level events only. Alert attributes: alarm, state, condition (firing, "
+            "resolved, other), previous_state, severity, suppressed, provider; a trigger that "
+            "names neither `state` nor `condition` fires only while the alert fires, and never "
+            "on an alert whose actions are suppressed unless it names `suppressed`."
         ),
         examples=[{"alarm": "orders-db-*", "state": "ALARM"}],
     )
     cooldown_minutes: float | None = Field(
         default=None,
-        gt=0,
-        description="After firing, the trigger ignores events for this long.",
+        ge=0,
+        description=(
+            "The shortest time between two runs of the group started by events of this "
+            "trigger's kind (alert or deploy): an event within it is answered `cooldown`. Only "
+            "a run that began its quiesce starts the interval. Default for alert and deploy "
+            f"triggers: {DEFAULT_COOLDOWN_MINUTES:g}; 0 turns it off. Schedules have none "
+            "unless given."
+        ),
         examples=[60],
     )
 
@@ -82,3 +94,10 @@ class Trigger(BaseModel):
     @property
     def kind(self) -> Kind:
         return "schedule" if self.on is None else self.on
+
+    @property
+    def cooldown_seconds(self) -> float:
+        """The interval in force: the given one, else the default for event triggers."""
+        if self.cooldown_minutes is not None:
+            return self.cooldown_minutes * 60
+        return 0.0 if self.on is None else DEFAULT_COOLDOWN_MINUTES * 60

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from quiesce.engine import run_group, run_result
-from quiesce.errors import DuplicateTriggerError, GroupBusyError
+from quiesce.engine.claims import Cooldown
+from quiesce.errors import CooldownError, DuplicateTriggerError, GroupBusyError
 from quiesce.events import RunResult
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
@@ -18,15 +19,33 @@ from quiesce.record import RunRecord, utcnow
 from quiesce.triggers.event import TriggerEvent
 from quiesce.triggers.model import Trigger
 
+#: The values converters give an alert's `condition` attribute.
+FIRING, RESOLVED, OTHER = "firing", "resolved", "other"
+
 
 def matches(trigger: Trigger, event: TriggerEvent) -> bool:
-    """Does the event fire this trigger? Schedules by name; deploys and alerts by attributes."""
+    """Does the event fire this trigger? Schedules by name; deploys and alerts by attributes.
+
+    Two defaults keep a trigger to what users mean by it, unless its `match` names the
+    attribute: an alert trigger fires only while the alert fires (`condition: firing`, not on
+    recovery) and not when the alert's actions are suppressed; a deploy trigger fires only on
+    pipeline-level events (those without a `stage`)."""
     if trigger.kind != event.kind:
         return False
     if trigger.kind == "schedule":
         return event.trigger == trigger.name
+    named = trigger.match.keys()
+    attributes = event.attributes
+    if trigger.kind == "alert":
+        explicit = "state" in named or "condition" in named
+        if not explicit and attributes.get("condition", FIRING) != FIRING:
+            return False
+        if "suppressed" not in named and attributes.get("suppressed") == "true":
+            return False
+    if trigger.kind == "deploy" and "stage" in attributes and "stage" not in named:
+        return False
     return all(
-        key in event.attributes and fnmatchcase(event.attributes[key], pattern)
+        key in attributes and fnmatchcase(attributes[key], pattern)
         for key, pattern in trigger.match.items()
     )
 
@@ -51,6 +70,27 @@ def idempotency_key(event: TriggerEvent, trigger: Trigger) -> str:
     return f"{event.source}:{event.id}:{trigger.name}"
 
 
+def cooldown_of(policy: Policy, trigger: Trigger) -> Cooldown | None:
+    """The interval between event-started runs of the trigger's group, per event kind."""
+    seconds = trigger.cooldown_seconds
+    if seconds <= 0:
+        return None
+    return Cooldown(key=f"cooldown:{policy.name}:{trigger.group}:{trigger.kind}", seconds=seconds)
+
+
+def _cooling(cooldown: Cooldown | None, backends: Backends, moment: datetime) -> str | None:
+    """Why the cooldown holds the trigger back now, or None (a read: nothing is claimed)."""
+    if cooldown is None:
+        return None
+    last = backends.state.fired_at(cooldown.key)
+    if last is None or (moment - last).total_seconds() >= cooldown.seconds:
+        return None
+    return (
+        f"a run of this group started by a {cooldown.key.rsplit(':', 1)[1]} event began its "
+        f"quiesce at {last.isoformat()}, less than {cooldown.seconds / 60:g} minutes ago"
+    )
+
+
 def fire(
     policy: Policy,
     event: TriggerEvent,
@@ -60,28 +100,25 @@ def fire(
     progress: Callable[[RunRecord], None] | None = None,
 ) -> list[Outcome]:
     """Runs the group of every trigger the event fires, once per event id, respecting
-    cooldowns. An event that fires nothing returns an empty list."""
+    cooldowns. An event that fires nothing returns an empty list.
+
+    TriggerPendingError (the event's run may still be starting) and errors before a run did
+    anything propagate, so the platform delivers the event again."""
     outcomes = []
     for trigger in route(policy, event):
-        if trigger.cooldown_minutes is not None:
-            key = f"cooldown:{policy.name}:{trigger.name}"
-            seconds = timedelta(minutes=trigger.cooldown_minutes).total_seconds()
-            if not backends.state.claim_cooldown(key, now(), seconds):
-                outcomes.append(
-                    Outcome(
-                        trigger=trigger.name,
-                        group=trigger.group,
-                        action="cooldown",
-                        detail=f"fired less than {trigger.cooldown_minutes:g} minutes ago",
-                    )
-                )
-                continue
+        cooldown = cooldown_of(policy, trigger)
+        if reason := _cooling(cooldown, backends, now()):
+            outcomes.append(
+                Outcome(trigger=trigger.name, group=trigger.group, action="cooldown", detail=reason)
+            )
+            continue
         try:
             record = run_group(
                 policy,
                 trigger.group,
                 backends,
                 trigger_id=idempotency_key(event, trigger),
+                cooldown=cooldown,
                 now=now,
                 progress=progress,
             )
@@ -97,14 +134,35 @@ def fire(
                 )
             )
             continue
+        except CooldownError as exc:
+            stopped = exc.record if isinstance(exc.record, RunRecord) else None
+            outcomes.append(
+                Outcome(
+                    trigger=trigger.name,
+                    group=trigger.group,
+                    action="cooldown",
+                    detail=str(exc),
+                    result=run_result(stopped) if stopped is not None else None,
+                )
+            )
+            continue
         except GroupBusyError as exc:
             outcomes.append(
                 Outcome(trigger=trigger.name, group=trigger.group, action="busy", detail=str(exc))
             )
             continue
+        detail = (
+            f"took the trigger over from run {record.replaces}, which stopped before its quiesce"
+            if record.replaces
+            else ""
+        )
         outcomes.append(
             Outcome(
-                trigger=trigger.name, group=trigger.group, action="ran", result=run_result(record)
+                trigger=trigger.name,
+                group=trigger.group,
+                action="ran",
+                detail=detail,
+                result=run_result(record),
             )
         )
     return outcomes
