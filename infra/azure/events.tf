@@ -38,6 +38,10 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "deployments" {
   system_topic        = each.value.name
   resource_group_name = local.resource_group_name
 
+  # deploy_events reads both schemas; the Event Grid schema reaches it with every azure-functions
+  # the worker may bring (CloudEvents 1.0 needs 1.25 or later in the worker).
+  event_delivery_schema = "EventGridSchema"
+
   azure_function_endpoint {
     function_id                       = "${azurerm_function_app_flex_consumption.quiesce.id}/functions/${var.deploy_function_name}"
     max_events_per_batch              = 1
