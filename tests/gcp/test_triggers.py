@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from quiesce.triggers.convert import UnsupportedEvent
-from quiesce_gcp.triggers import convert
+from quiesce_gcp.triggers import convert, convert_webhook
+
+from . import pubsub
 
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "gcp"
 FIXTURES = sorted(p.name for p in EVENTS.glob("*.json"))
@@ -114,7 +116,9 @@ def _mutate_body(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
         ("scheduler.json", lambda e: e.pop("data"), "carries no Pub/Sub message"),
         (
             "scheduler.json",
-            lambda e: [e["data"]["message"].pop(k) for k in ("messageId", "message_id")],
+            lambda e: (
+                [e["data"]["message"].pop(k) for k in ("messageId", "message_id")] + [e.pop("id")]
+            ),
             "has no messageId",
         ),
         (
@@ -165,3 +169,145 @@ def test_a_message_of_no_known_shape_is_refused() -> None:
 def test_a_payload_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(UnsupportedEvent, match="not a JSON object"):
         convert(["run", "/bin/sh"])
+
+
+# ------------------------------------------------------------------------------ documented payloads
+
+
+def test_the_pubsub_cloudevent_sample_without_a_message_id_takes_the_cloudevents_id() -> None:
+    """functions-framework's own messagePublished sample names the message only in the
+    CloudEvent's id (Eventarc sets both to the messageId)."""
+    sample = pubsub.payload("pubsub_cloudevent.json")
+    sample["data"]["message"]["data"] = base64.b64encode(b'{"trigger": "nightly"}').decode()
+    (event,) = convert(sample)
+    assert (event.kind, event.trigger, event.id) == (
+        "schedule",
+        "nightly",
+        "aaaaaa-1111-bbbb-2222-cccccccccccc",
+    )
+    assert event.attributes == {"topic": "gcf-test"}
+
+
+@pytest.mark.parametrize(("state", "condition"), [("open", "firing"), ("closed", "resolved")])
+def test_a_monitoring_incident_says_whether_its_condition_fires_or_recovered(
+    state: str, condition: str
+) -> None:
+    (event,) = convert(pubsub.incident(state))
+    assert event.kind == "alert"
+    assert {k: event.attributes[k] for k in ("alarm", "state", "condition", "condition_name")} == {
+        "alarm": "Monitor-Project-Cluster",
+        "state": state,
+        "condition": condition,
+        "condition_name": "VM Instance - CPU utilization [MAX]",
+    }
+    assert event.attributes["channel"] == "pubsub"
+    assert event.attributes["severity"] == "no severity"
+    # an open incident is dated by its start, a closed one by its end
+    expected = 1577840461 if state == "open" else 1577877071
+    assert event.time.timestamp() == expected
+
+
+def test_an_incident_in_another_state_is_neither_firing_nor_resolved() -> None:
+    incident = pubsub.payload("monitoring_incident_1_2_open.json")
+    incident["incident"]["state"] = "acknowledged"
+    (event,) = convert(pubsub.message_published("quiesce-alerts", data=incident))
+    assert (event.attributes["state"], event.attributes["condition"]) == (
+        "acknowledged",
+        "other",
+    )
+
+
+@pytest.mark.parametrize("action", ["required", "approved"])
+def test_a_cloud_deploy_approval_without_resource_type_converts(action: str) -> None:
+    """clouddeploy-approvals messages carry no ResourceType; pipeline, release and rollout
+    come from their own attributes or the rollout's full name."""
+    payload = pubsub.clouddeploy(f"approvals_{action}")
+    assert "ResourceType" not in payload["data"]["message"]["attributes"]
+    (event,) = convert(payload)
+    assert event.kind == "deploy"
+    assert event.attributes == {
+        "provider": "clouddeploy",
+        "pipeline": "orders-pipeline",
+        "application": "orders-pipeline",
+        "target": "prod",
+        "rollout": "rel-42-to-prod-0001",
+        "release": "rel-42",
+        "state": action.capitalize(),
+        "notification": "approval",
+        "resource_type": "Rollout",
+        "resource": "projects/123456789012/locations/europe-west1/deliveryPipelines/"
+        "orders-pipeline/releases/rel-42/rollouts/rel-42-to-prod-0001",
+        "location": "europe-west1",
+        "topic": "clouddeploy-approvals",
+    }
+
+
+def test_a_cloud_deploy_approval_is_recognized_without_its_topic_name() -> None:
+    payload = pubsub.clouddeploy("approvals_approved")
+    payload["source"] = "//pubsub.googleapis.com/projects/p/topics/deploy-approvals-copy"
+    (event,) = convert(payload)
+    assert (event.attributes["state"], event.attributes["notification"]) == (
+        "Approved",
+        "approval",
+    )
+
+
+def test_a_rejected_rollout_fires_nothing_and_says_why() -> None:
+    with pytest.raises(UnsupportedEvent, match=r"'Rejected' fires no trigger.*deploys nothing"):
+        convert(pubsub.clouddeploy("approvals_rejected"))
+
+
+def test_a_cloud_deploy_operation_is_an_operation() -> None:
+    (event,) = convert(pubsub.clouddeploy("operations_start"))
+    assert {k: event.attributes[k] for k in ("pipeline", "state", "notification")} == {
+        "pipeline": "orders-pipeline",
+        "state": "Start",
+        "notification": "operation",
+    }
+
+
+def test_a_documented_build_resource_converts_with_the_messages_attributes() -> None:
+    payload = pubsub.message_published(
+        "cloud-builds",
+        data=pubsub.payload("cloud_build_event_data.json"),
+        attributes={"buildId": "8f1c1a77-0b5e-4c1e-9d35-2d0b5d6f3e21", "status": "SUCCESS"},
+    )
+    (event,) = convert(payload)
+    assert {k: event.attributes[k] for k in ("provider", "build_id", "state")} == {
+        "provider": "cloudbuild",
+        "build_id": "8f1c1a77-0b5e-4c1e-9d35-2d0b5d6f3e21",
+        "state": "SUCCESS",
+    }
+
+
+# ------------------------------------------------------------------------------ webhook bodies
+
+
+def test_a_webhook_incident_converts_with_its_id_and_state_as_the_event_id() -> None:
+    raw = (pubsub.PAYLOADS / "monitoring_incident_1_2_open.json").read_bytes()
+    (event,) = convert_webhook(raw)
+    assert event.id == "0.opqiw61fsv7p:open"
+    assert event.source == "gcp.monitoring"
+    assert (event.attributes["condition"], event.attributes["channel"]) == ("firing", "webhook")
+    (closed,) = convert_webhook(pubsub.payload("monitoring_incident_1_2_closed.json"))
+    assert closed.id == "0.opqiw61fsv7p:closed"
+    assert closed.attributes["condition"] == "resolved"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"<html>", "the body is not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"version": "1.2"}', "no `incident` object"),
+        (b'{"incident": {"policy_name": "p", "state": "open"}}', "has no incident_id"),
+        (b'{"incident": {"incident_id": "0.x", "state": "open"}}', "names no alert policy"),
+        (
+            b'{"incident": {"incident_id": "0.x", "policy_name": "p", "started_at": "noon"}}',
+            "not a timestamp",
+        ),
+    ],
+)
+def test_a_malformed_webhook_body_is_refused_with_the_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(UnsupportedEvent, match=reason):
+        convert_webhook(body)
