@@ -20,8 +20,12 @@ What it writes:
 
 An event pattern is always a superset of what the triggers match: where a `match` pattern cannot
 be expressed in EventBridge (`?`, `[...]`, or a pattern that also matches an empty value), the
-field is left unfiltered and the function's own matching decides. CodePipeline *stage* events
-are delivered only to triggers whose `match` names a `stage`.
+field is left unfiltered and the function's own matching decides. The patterns follow the
+core's defaults: an alert trigger whose `match` names neither `state` nor `condition` lets
+through only alarms entering `ALARM` (never a recovery to `OK`); `condition` is turned into the
+alarm states it stands for. Suppressed composite alarms are left to the function. CodePipeline
+*stage* events are delivered only to triggers whose `match` names a `stage`, *action* events
+only to those that name a `stage` and an `action`.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from quiesce.triggers.model import Trigger
 from quiesce_aws.allowlists import AllowlistError, hook_allowlists
 from quiesce_aws.handler import RUN_MARGIN_SECONDS
 from quiesce_aws.member import AwsMember
-from quiesce_aws.triggers import to_eventbridge
+from quiesce_aws.triggers import CONDITIONS, to_eventbridge
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM_DIR = ROOT / "infra" / "aws"
@@ -116,6 +120,21 @@ EVENT_SOURCES: dict[str, tuple[EventSource, ...]] = {
             },
             requires=frozenset({"stage"}),
         ),
+        EventSource(
+            provider="codepipeline",
+            source="aws.codepipeline",
+            detail_types=("CodePipeline Action Execution State Change",),
+            fields={
+                "provider": None,
+                "pipeline": ("detail", "pipeline"),
+                "execution_id": ("detail", "execution-id"),
+                "stage": ("detail", "stage"),
+                "action": ("detail", "action"),
+                "state": ("detail", "state"),
+                "region": ("region",),
+            },
+            requires=frozenset({"stage", "action"}),
+        ),
     ),
     "alert": (
         EventSource(
@@ -126,12 +145,19 @@ EVENT_SOURCES: dict[str, tuple[EventSource, ...]] = {
                 "provider": None,
                 "alarm": ("detail", "alarmName"),
                 "state": ("detail", "state", "value"),
+                "condition": None,  # filtered on detail.state.value, see alarm_states
                 "previous_state": ("detail", "previousState", "value"),
+                "suppressed": None,  # detail.state.actionsSuppressedBy
                 "region": ("region",),
             },
         ),
     ),
 }
+
+#: Where an alarm's state is, and the states each of the core's alert conditions stands for
+#: (quiesce_aws.triggers.CONDITIONS); `other` is every state but these.
+ALARM_STATE: Path_ = ("detail", "state", "value")
+CONDITION_STATES = {condition: state for state, condition in CONDITIONS.items()}
 
 
 class Unreachable(Exception):
@@ -155,7 +181,22 @@ def _put(pattern: dict[str, Any], path: Path_, value: Any) -> None:
     node = pattern
     for key in path[:-1]:
         node = node.setdefault(key, {})
-    node[path[-1]] = [value]
+    node[path[-1]] = value if isinstance(value, list) else [value]
+
+
+def alarm_states(trigger: Trigger) -> list[Any] | None:
+    """The filter on an alarm's state that a trigger's `state` and `condition` allow (the
+    core fires an alert trigger that names neither only while the alarm fires), or None when
+    the state is not filtered; [] when no alarm state can fire the trigger."""
+    if "state" in trigger.match:
+        return None  # the state's own filter, if it has one, is set like any field
+    wanted = trigger.match.get("condition")
+    if wanted is None:
+        return [CONDITION_STATES["firing"]]
+    if not fnmatchcase("other", wanted):
+        return [CONDITION_STATES[c] for c in sorted(CONDITION_STATES) if fnmatchcase(c, wanted)]
+    excluded = [CONDITION_STATES[c] for c in sorted(CONDITION_STATES) if not fnmatchcase(c, wanted)]
+    return [{"anything-but": excluded}] if excluded else None
 
 
 def source_pattern(trigger: Trigger, source: EventSource) -> dict[str, Any] | None:
@@ -177,6 +218,12 @@ def source_pattern(trigger: Trigger, source: EventSource) -> dict[str, Any] | No
         value = value_filter(wanted)
         if path is not None and value is not None:
             _put(pattern, path, value)
+    if source.provider == "cloudwatch":
+        states = alarm_states(trigger)
+        if states == []:
+            return None
+        if states is not None:
+            _put(pattern, ALARM_STATE, states)
     return pattern
 
 
@@ -186,9 +233,15 @@ def trigger_patterns(trigger: Trigger) -> list[dict[str, Any]]:
         p for s in EVENT_SOURCES[trigger.on] if (p := source_pattern(trigger, s)) is not None
     ]
     if not patterns:
+        named = set(trigger.match)
+        lacking = sorted(
+            {a for s in EVENT_SOURCES[trigger.on] if set(s.fields) >= named for a in s.requires}
+            - named
+        )
+        hint = f" unless it also names {' and '.join(lacking)}" if lacking else ""
         raise Unreachable(
-            f"trigger {trigger.name!r} matches on {', '.join(sorted(trigger.match))}, which no "
-            f"AWS {trigger.on} event delivered by EventBridge carries"
+            f"trigger {trigger.name!r} matches on {', '.join(sorted(named))}, which no "
+            f"AWS {trigger.on} event delivered by EventBridge carries{hint}"
         )
     return patterns
 

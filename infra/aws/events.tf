@@ -7,8 +7,10 @@ resource "aws_cloudwatch_event_bus" "quiesce" {
 }
 
 # AWS services publish to the default bus. One rule per trigger kind; its pattern (generated
-# from the policy's triggers) lets through only events that can fire one of them, and the
-# function matches the triggers again.
+# from the policy's triggers by scripts/aws_triggers.py) lets through only events that can fire
+# one of them: alarms entering ALARM unless a trigger names `state` or `condition`, CodePipeline
+# stage and action events only for triggers that name a stage (and an action). The function
+# matches the triggers again.
 resource "aws_cloudwatch_event_rule" "trigger" {
   for_each = var.event_rules
 

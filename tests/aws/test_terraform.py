@@ -31,7 +31,7 @@ import aws_triggers
 
 TERRAFORM = shutil.which("terraform")
 MIRROR = Path(os.environ.get("QUIESCE_TF_MIRROR", "/opt/tf-plugins"))
-EVENTS = ROOT / "tests" / "events" / "aws"
+PAYLOADS = ROOT / "tests" / "aws" / "payloads"
 
 SAMPLE_POLICY = """\
 version: 1
@@ -61,7 +61,10 @@ triggers:
   - {name: pre-deploy, group: orders, on: deploy, match: {application: orders-*, state: START}}
   - {name: release, group: orders, on: deploy, match: {pipeline: orders-release, state: STARTED}}
   - {name: db-stage, group: billing, on: deploy, match: {pipeline: billing, stage: Deploy}}
+  - {name: migrate, group: orders, on: deploy, match: {stage: Prod, action: Migrate*}}
   - {name: disk-alarm, group: orders, on: alert, match: {alarm: "orders-db-*", state: ALARM}}
+  - {name: cpu-alarm, group: billing, on: alert, match: {alarm: "Server*"}}
+  - {name: web-ok, group: orders, on: alert, match: {alarm: orders-web-*, condition: resolved}}
 """
 
 
@@ -75,7 +78,7 @@ def generated(policy: Policy, text: str = SAMPLE_POLICY) -> dict[str, Any]:
 
 
 def load_event(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    data: dict[str, Any] = json.loads((PAYLOADS / name).read_text())
     return data
 
 
@@ -204,7 +207,13 @@ def test_the_tfvars_carry_the_policy_name_hash_regions_and_group_timings(policy:
     assert re.fullmatch(r"[0-9a-f]{64}", data["policy_sha256"])
     assert data["member_regions"] == ["eu-central-1", "us-east-1"]
     assert set(data["event_rules"]) == {"deploy", "alert"}
-    assert data["event_rules"]["deploy"]["triggers"] == ["db-stage", "pre-deploy", "release"]
+    assert data["event_rules"]["deploy"]["triggers"] == [
+        "db-stage",
+        "migrate",
+        "pre-deploy",
+        "release",
+    ]
+    assert data["event_rules"]["alert"]["triggers"] == ["cpu-alarm", "disk-alarm", "web-ok"]
 
 
 def test_the_script_writes_a_tfvars_file_that_terraform_can_check_against_the_policy(
@@ -263,7 +272,7 @@ def test_the_script_refuses_an_invalid_policy_or_one_with_non_aws_members(
 
 def eventbridge_matches(pattern: dict[str, Any], event: Any) -> bool:
     """EventBridge's matching for what aws_triggers generates: exact strings, wildcards,
-    nested objects and $or."""
+    anything-but, nested objects and $or."""
     for key, condition in pattern.items():
         if key == "$or":
             if not any(eventbridge_matches(p, event) for p in condition):
@@ -285,51 +294,158 @@ def eventbridge_matches(pattern: dict[str, Any], event: Any) -> bool:
 def leaf_matches(condition: Any, value: Any) -> bool:
     if isinstance(condition, dict):
         ((kind, operand),) = condition.items()
+        if kind == "anything-but":
+            return value not in operand
         assert kind == "wildcard", kind
         return isinstance(value, str) and fnmatchcase(value, operand)
     return bool(condition == value)
 
 
-def variants() -> list[dict[str, Any]]:
-    """The real EventBridge fixtures, and the same events with other names and states."""
-    deploy = load_event("codedeploy_deployment.json")
-    pipeline = load_event("codepipeline_execution.json")
-    alarm = load_event("cloudwatch_alarm_state_change.json")
-    out = [deploy, pipeline, alarm]
-    for event, path, values in (
-        (deploy, ("detail", "application"), ["orders-api", "billing", ""]),
-        (deploy, ("detail", "state"), ["SUCCESS", "FAILURE"]),
-        (pipeline, ("detail", "pipeline"), ["billing", "orders-release-2"]),
-        (pipeline, ("detail", "state"), ["SUCCEEDED"]),
-        (alarm, ("detail", "alarmName"), ["orders-web-5xx", "orders-db-cpu"]),
-        (alarm, ("detail", "state", "value"), ["OK", "INSUFFICIENT_DATA"]),
-    ):
-        for value in values:
-            changed = copy.deepcopy(event)
-            node = changed
-            for key in path[:-1]:
-                node = node[key]
-            node[path[-1]] = value
-            out.append(changed)
-    stage = copy.deepcopy(pipeline)
-    stage["detail-type"] = "CodePipeline Stage Execution State Change"
-    stage["detail"].update({"pipeline": "billing", "stage": "Deploy"})
-    out.append(stage)
-    other_stage = copy.deepcopy(stage)
-    other_stage["detail"]["stage"] = "Build"
-    out.append(other_stage)
-    return out
+DETAIL = "detail"
+#: AWS's documented EventBridge events (tests/aws/payloads), as they are and with other
+#: names and states: (payload, {path in the event: value}).
+VARIANTS: list[tuple[str, dict[tuple[str, ...], str]]] = [
+    ("codedeploy_deployment_success.json", {}),
+    ("codedeploy_deployment_success.json", {(DETAIL, "application"): "orders-api"}),
+    (
+        "codedeploy_deployment_success.json",
+        {(DETAIL, "application"): "orders-api", (DETAIL, "state"): "START"},
+    ),
+    (
+        "codedeploy_deployment_success.json",
+        {(DETAIL, "application"): "", (DETAIL, "state"): "START"},
+    ),
+    (
+        "codedeploy_deployment_success.json",
+        {(DETAIL, "application"): "billing", (DETAIL, "state"): "START"},
+    ),
+    ("codepipeline_pipeline_started.json", {}),
+    ("codepipeline_pipeline_started.json", {(DETAIL, "pipeline"): "orders-release"}),
+    ("codepipeline_pipeline_started.json", {(DETAIL, "pipeline"): "orders-release-2"}),
+    (
+        "codepipeline_pipeline_started.json",
+        {(DETAIL, "pipeline"): "orders-release", (DETAIL, "state"): "SUCCEEDED"},
+    ),
+    # a stage of the release pipeline starting is not the release starting
+    ("codepipeline_stage_started.json", {(DETAIL, "pipeline"): "orders-release"}),
+    (
+        "codepipeline_stage_started.json",
+        {(DETAIL, "pipeline"): "billing", (DETAIL, "stage"): "Deploy"},
+    ),
+    (
+        "codepipeline_stage_started.json",
+        {(DETAIL, "pipeline"): "billing", (DETAIL, "stage"): "Build"},
+    ),
+    ("codepipeline_action_started.json", {}),
+    ("codepipeline_action_started.json", {(DETAIL, "action"): "Migrate-db"}),
+    (
+        "codepipeline_action_started.json",
+        {(DETAIL, "action"): "Migrate-db", (DETAIL, "stage"): "Beta"},
+    ),
+    ("cloudwatch_alarm_state_change.json", {}),
+    # the same alarm recovering, or without data: no trigger names state or condition
+    ("cloudwatch_alarm_state_change_ok.json", {}),
+    ("cloudwatch_alarm_state_change.json", {(DETAIL, "state", "value"): "INSUFFICIENT_DATA"}),
+    ("cloudwatch_alarm_state_change.json", {(DETAIL, "alarmName"): "orders-db-disk"}),
+    ("cloudwatch_alarm_state_change_ok.json", {(DETAIL, "alarmName"): "orders-db-disk"}),
+    ("cloudwatch_alarm_state_change.json", {(DETAIL, "alarmName"): "orders-web-5xx"}),
+    ("cloudwatch_alarm_state_change_ok.json", {(DETAIL, "alarmName"): "orders-web-5xx"}),
+    ("cloudwatch_alarm_state_change.json", {(DETAIL, "alarmName"): "billing-cpu"}),
+]
 
 
-@pytest.mark.parametrize("index", range(len(variants())))
+def variant(name: str, changes: dict[tuple[str, ...], str]) -> dict[str, Any]:
+    event = load_event(name)
+    for path, value in changes.items():
+        node = event
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return event
+
+
+@pytest.mark.parametrize(("name", "changes"), VARIANTS)
 def test_a_rule_lets_through_exactly_the_events_that_fire_a_trigger(
-    policy: Policy, index: int
+    policy: Policy, name: str, changes: dict[tuple[str, ...], str]
 ) -> None:
-    event = variants()[index]
+    event = variant(name, changes)
     (trigger_event,) = convert(event)
     fired = bool(route(policy, trigger_event))
     rule = generated(policy)["event_rules"][trigger_event.kind]
     assert eventbridge_matches(json.loads(rule["pattern"]), event) == fired
+
+
+def test_an_alarm_trigger_that_names_no_state_lets_only_alarms_through(policy: Policy) -> None:
+    """The pattern once let OK through, and the recovery started a backup."""
+    pattern = json.loads(generated(policy)["event_rules"]["alert"]["pattern"])
+    cpu = next(p for p in pattern["$or"] if p["detail"]["alarmName"] == [{"wildcard": "Server*"}])
+    assert cpu["detail"]["state"] == {"value": ["ALARM"]}
+
+
+@pytest.mark.parametrize(
+    ("condition", "states"),
+    [
+        ("firing", ["ALARM"]),
+        ("resolved", ["OK"]),
+        ("other", [{"anything-but": ["ALARM", "OK"]}]),
+        ("*ed", ["OK"]),
+        ("[fr]*", ["ALARM", "OK"]),
+        ("*", None),
+        ("*i*", ["ALARM"]),
+        ("[fo]*", [{"anything-but": ["OK"]}]),
+        ("cleared", []),
+    ],
+)
+def test_a_condition_is_filtered_as_the_alarm_states_it_stands_for(
+    condition: str, states: list[Any] | None
+) -> None:
+    policy = parse_policy(
+        SAMPLE_POLICY.split("triggers:")[0]
+        + "triggers:\n"
+        + f"  - {{name: t, group: orders, on: alert, match: {{condition: '{condition}'}}}}\n"
+    )
+    (trigger,) = policy.triggers
+    assert aws_triggers.alarm_states(trigger) == states
+
+
+def test_a_trigger_that_names_a_state_is_filtered_on_that_state_only() -> None:
+    policy = parse_policy(
+        SAMPLE_POLICY.split("triggers:")[0]
+        + "triggers:\n  - {name: t, group: orders, on: alert, match: {state: OK}}\n"
+    )
+    pattern = json.loads(aws_triggers.event_rules(policy)["alert"]["pattern"])
+    assert pattern["detail"] == {"state": {"value": ["OK"]}}
+
+
+def test_a_suppressed_composite_alarm_reaches_the_function_which_ignores_it(
+    policy: Policy,
+) -> None:
+    """EventBridge is not asked to filter actionsSuppressedBy (a superset is always safe)."""
+    event = variant(
+        "cloudwatch_composite_alarm_suppressed.json", {(DETAIL, "alarmName"): "Server1"}
+    )
+    (trigger_event,) = convert(event)
+    pattern = json.loads(generated(policy)["event_rules"]["alert"]["pattern"])
+    assert eventbridge_matches(pattern, event)
+    assert route(policy, trigger_event) == []
+
+
+def test_stage_events_reach_only_triggers_that_name_a_stage_and_action_events_an_action(
+    policy: Policy,
+) -> None:
+    pattern = json.loads(generated(policy)["event_rules"]["deploy"]["pattern"])
+    other_action = variant(
+        "codepipeline_action_started.json",
+        {(DETAIL, "pipeline"): "billing", (DETAIL, "stage"): "Deploy"},
+    )
+    assert not eventbridge_matches(pattern, other_action)
+    detail_types = {t for p in pattern["$or"] for t in p["detail-type"]}
+    assert detail_types == {
+        "CodeDeploy Deployment State-change Notification",
+        "CodePipeline Pipeline Execution State Change",
+        "CodePipeline Stage Execution State Change",
+        "CodePipeline Action Execution State Change",
+    }
 
 
 @pytest.mark.parametrize(
@@ -351,7 +467,7 @@ def test_a_rule_never_drops_an_event_its_trigger_fires_on(match: dict[str, str])
         + f"  - {{name: t, group: orders, on: deploy, match: {json.dumps(match)}}}\n"
     )
     pattern = json.loads(generated(policy)["event_rules"]["deploy"]["pattern"])
-    event = load_event("codedeploy_deployment.json")
+    event = load_event("codedeploy_deployment_success.json")
     event["detail"]["deploymentGroup"] = "production"
     for application in ("orders-a", "orders-api", "billing", ""):
         event["detail"]["application"] = application
@@ -370,6 +486,18 @@ def test_a_trigger_no_aws_event_can_fire_is_left_out_with_a_warning(
     warnings: list[str] = []
     assert aws_triggers.event_rules(policy, warnings.append) == {}
     assert "severity" in warnings[0]
+
+
+def test_an_action_trigger_that_names_no_stage_is_left_out_with_the_hint() -> None:
+    """Action events name their stage, and a trigger that does not name `stage` fires only on
+    pipeline-level events."""
+    policy = parse_policy(
+        SAMPLE_POLICY.split("triggers:")[0]
+        + "triggers:\n  - {name: act, group: orders, on: deploy, match: {action: Migrate}}\n"
+    )
+    warnings: list[str] = []
+    assert aws_triggers.event_rules(policy, warnings.append) == {}
+    assert "unless it also names stage" in warnings[0]
 
 
 def test_an_oversized_pattern_falls_back_to_filtering_by_event_type() -> None:
@@ -549,8 +677,11 @@ def test_a_schedule_is_named_after_its_trigger_in_the_policys_schedule_group() -
     config = copy.deepcopy(config)
     config["variable"]["policy_name"]["default"] = "shop"
     group = Resolver(config).text(config["locals"]["schedule_group_name"])
-    (trigger_event,) = convert(load_event("scheduler.json"))
+    event = load_event("eventbridge_scheduler.json")
+    event["resources"] = [f"arn:aws:scheduler:eu-central-1:123456789012:schedule/{group}/nightly"]
+    (trigger_event,) = convert(event)
     assert trigger_event.attributes["schedule_group"] == group == "quiesce-shop"
+    assert trigger_event.trigger == "nightly"
     assert schedule["target"][0]["arn"] == '${aws_lambda_function.quiesce["schedule"].arn}'
 
 
