@@ -8,8 +8,12 @@ backs up the same group. Both are measured the same way:
 - freeze window: from the first member held (pre hook done) to the last thaw started;
 - skew: the spread of the times at which the snapshots' points in time were fixed.
 
+With `--repeat N` the engine backs up each group N times (the naive loop runs once) and each row
+reports the minimum (`freeze_window_ms`, `skew_ms`) and the median of the N runs: on a shared
+machine the minimum is the figure to compare, the median says how noisy the runs were.
+
 Usage: python bench/freeze_window.py [--sizes 1,10,100,1000] [--latency-ms 200] [--jitter-ms 20]
-       [--hook-ms 20] [--naive-max-members 1000] [--json]
+       [--hook-ms 20] [--naive-max-members 1000] [--repeat 1] [--json] [--markdown]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import threading
 import time
@@ -177,6 +182,13 @@ def run_naive(members: int, timing: Timing) -> tuple[float, float]:
     return ms(min(held), max(thawed)), ms(min(fixed), max(fixed))
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,10,100,1000")
@@ -190,13 +202,21 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the naive loop above this size (it takes members x (latency + 2 x hook))",
     )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--repeat",
+        type=positive,
+        default=1,
+        help="back up each group N times with the engine; report the minimum and the median",
+    )
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         timing = Timing(args.latency_ms, args.jitter_ms, args.hook_ms, args.seed)
-        window, skew = run_engine(size, timing)
+        runs = [run_engine(size, timing) for _ in range(args.repeat)]
+        windows = [w for w, _ in runs]
+        skews = [s for _, s in runs]
         naive_window = naive_skew = None
         if size <= args.naive_max_members:
             print(f"naive loop over {size} member(s)…", file=sys.stderr)
@@ -206,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms": args.latency_ms,
             "jitter_ms": args.jitter_ms,
             "hook_ms": args.hook_ms,
-            "freeze_window_ms": round(window, 1),
-            "skew_ms": round(skew, 1),
+            "runs": args.repeat,
+            "freeze_window_ms": round(min(windows), 1),
+            "freeze_window_median_ms": round(statistics.median(windows), 1),
+            "skew_ms": round(min(skews), 1),
+            "skew_median_ms": round(statistics.median(skews), 1),
             "naive_freeze_window_ms": None if naive_window is None else round(naive_window, 1),
             "naive_skew_ms": None if naive_skew is None else round(naive_skew, 1),
             "target_freeze_window_ms": args.latency_ms + args.jitter_ms + 50,
@@ -215,10 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows.append(row)
         if not (args.json or args.markdown):
+            spread = ""
+            if args.repeat > 1:
+                spread = (
+                    f" [min of {args.repeat}; median freeze {row['freeze_window_median_ms']} ms,"
+                    f" skew {row['skew_median_ms']} ms]"
+                )
             print(
                 f"{size:>5} members: freeze {row['freeze_window_ms']:>9} ms "
                 f"(naive {row['naive_freeze_window_ms']}), skew {row['skew_ms']:>7} ms "
-                f"(naive {row['naive_skew_ms']})"
+                f"(naive {row['naive_skew_ms']}){spread}"
             )
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -241,9 +270,13 @@ def markdown(rows: list[dict[str, float | int | None]]) -> str:
     ]
     for r in rows:
         window, naive = r["freeze_window_ms"], r["naive_freeze_window_ms"]
+        shown_window, shown_skew = ms(window), ms(r["skew_ms"])
+        if (r.get("runs") or 1) > 1:  # minimum of the runs, with their median
+            shown_window += f" (median {ms(r['freeze_window_median_ms'])})"
+            shown_skew += f" (median {ms(r['skew_median_ms'])})"
         lines.append(
-            f"| {r['members']} | {ms(window)} | {ms(naive)} | {ratio(naive, window)} "
-            f"| {ms(r['skew_ms'])} | {ms(r['naive_skew_ms'])} "
+            f"| {r['members']} | {shown_window} | {ms(naive)} | {ratio(naive, window)} "
+            f"| {shown_skew} | {ms(r['naive_skew_ms'])} "
             f"| ≤ {ms(r['target_freeze_window_ms'])} |"
         )
     return "\n".join(lines)
