@@ -1,7 +1,9 @@
 """The Cloud Functions entry points, driven through functions-framework's test client with the
-golden Pub/Sub CloudEvents (tests/events/gcp) in binary and structured mode, against memory
-stores and a scripted provider: a schedule backs up the group, a redelivered message runs once,
-an alert inside its cooldown runs nothing, and events of the wrong kind or shape are refused."""
+golden Pub/Sub CloudEvents (tests/events/gcp) and the services' documented payloads
+(tests/gcp/payloads) in binary and structured mode, against memory stores and a scripted
+provider: a schedule backs up the group, a redelivered message runs once, an alert inside its
+cooldown runs nothing, an alert fires while it fires and not when it recovers unless asked, a
+Cloud Deploy approval fires, and events of the wrong kind or shape are refused."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from functions_framework import create_app
 from quiesce.ports import Backends, Provider
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from tests.fakes import FakeHookRunner, FakeInventory, FakeSnapshotter, Log
+
+from . import pubsub
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "gcp" / "quiesce_gcp" / "main.py"
 EVENTS = Path(__file__).resolve().parents[1] / "events" / "gcp"
@@ -68,6 +72,20 @@ POLICY = {
             "on": "alert",
             "match": {"alarm": "orders-db-*", "state": "open"},
             "cooldown_minutes": 60,
+        },
+        # for Monitoring's documented schema 1.2 incident (tests/gcp/payloads)
+        {"name": "cpu-alarm", "group": "orders", "on": "alert", "match": {"alarm": "Monitor-*"}},
+        {
+            "name": "cpu-recovered",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "Monitor-*", "condition": "resolved"},
+        },
+        {
+            "name": "prod-approval",
+            "group": "orders",
+            "on": "deploy",
+            "match": {"provider": "clouddeploy", "notification": "approval", "target": "prod"},
         },
     ],
 }
@@ -310,6 +328,83 @@ def test_a_timeout_setting_that_is_no_number_of_seconds_fails_naming_it() -> Non
     remaining = deadline({"QUIESCE_FUNCTION_TIMEOUT_SECONDS": "540"}).remaining()
     assert remaining is not None
     assert 0 < remaining <= 540
+
+
+# ------------------------------------------------------------------------------ documented payloads
+
+MODES = ["structured", "binary"]
+
+
+def deliver(world: World, mode: str, target: str, event: dict[str, Any]) -> Any:
+    send = world.structured if mode == "structured" else world.binary
+    response = send(target, event)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response
+
+
+def fired_triggers(capsys: pytest.CaptureFixture[str]) -> list[tuple[str, str]]:
+    return [
+        (e["outcome"]["trigger"], e["outcome"]["action"]) for e in logged(capsys) if "outcome" in e
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_open_incident_fires_the_trigger_that_names_only_its_policy(
+    world: World, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    deliver(world, mode, "on_alert", pubsub.incident("open", message_id="3103425958877813"))
+
+    (run_id,) = world.runs()
+    record = world.state.get_run(run_id)
+    assert record is not None
+    assert record.trigger_id == "gcp.monitoring:3103425958877813:cpu-alarm"
+    assert record.status.value == "succeeded"
+    assert fired_triggers(capsys) == [("cpu-alarm", "ran")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_closed_incident_fires_only_the_trigger_that_asks_for_recovery(
+    world: World, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    """Monitoring's documented `closed` incident: `cpu-alarm` (policy only) stays quiet,
+    `cpu-recovered` (condition: resolved) runs."""
+    deliver(world, mode, "on_alert", pubsub.incident("closed"))
+
+    assert fired_triggers(capsys) == [("cpu-recovered", "ran")]
+    (run_id,) = world.runs()
+    record = world.state.get_run(run_id)
+    assert record is not None
+    assert record.trigger_id == "gcp.monitoring:12960542283310994:cpu-recovered"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("action", ["required", "approved"])
+def test_a_cloud_deploy_approval_fires_the_approval_trigger(
+    world: World, capsys: pytest.CaptureFixture[str], mode: str, action: str
+) -> None:
+    """clouddeploy-approvals messages carry no ResourceType attribute; they used to be
+    refused as unknown."""
+    deliver(world, mode, "on_deploy", pubsub.clouddeploy(f"approvals_{action}"))
+
+    assert fired_triggers(capsys) == [("prod-approval", "ran")]
+    (run_id,) = world.runs()
+    record = world.state.get_run(run_id)
+    assert record is not None
+    assert record.trigger_id == "gcp.clouddeploy:12960539230081117:prod-approval"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_rejected_rollout_is_refused_with_the_reason_and_runs_nothing(
+    world: World, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    deliver(world, mode, "on_deploy", pubsub.clouddeploy("approvals_rejected"))
+
+    assert world.runs() == []
+    entries = logged(capsys)
+    (refusal,) = [e for e in entries if e["severity"] == "ERROR"]
+    assert "'Rejected' fires no trigger" in refusal["reason"]
+    (answer,) = [e for e in entries if "answer" in e]
+    assert answer["answer"] == "refused"
 
 
 # ------------------------------------------------------------------------------ wiring

@@ -8,6 +8,11 @@ deploy function can never be started by an alert:
     on_deploy     Cloud Build (cloud-builds) and Cloud Deploy (clouddeploy-operations,
                   clouddeploy-approvals) notifications → deploy triggers
     on_alert      Cloud Monitoring Pub/Sub notification channel → alert triggers
+    on_alert_webhook
+                  Cloud Monitoring webhook notification channel (HTTP POST, basic auth or
+                  ?token=, quiesce_gcp.webhook) → alert triggers; answers JSON: 200 with the
+                  front door's answer, 400 with `error` for a refused body, 401/403 without
+                  the channel's secret
 
 An event that is malformed or of another kind, or whose run cannot fit the function's time, is
 refused: logged at ERROR with the reason, and acknowledged (a redelivery could not change it),
@@ -21,7 +26,7 @@ Logs are Cloud Logging structured logs: one JSON object per line on stdout with 
 `message` and the fields.
 
 Environment: QUIESCE_POLICY (see policy_source), QUIESCE_FUNCTION_TIMEOUT_SECONDS and the
-settings of quiesce_gcp.provider.
+settings of quiesce_gcp.provider; on_alert_webhook also QUIESCE_WEBHOOK_TOKEN.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
@@ -42,10 +48,11 @@ from quiesce.errors import QuiesceError
 from quiesce.policy import Policy
 from quiesce.ports import Backends
 from quiesce.triggers.event import Kind
-from quiesce.triggers.front_door import Deadline, FrontDoor, Reporter
+from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
+from quiesce_gcp import webhook
 from quiesce_gcp.policy_source import POLICY_ENV, load_policy_from
 from quiesce_gcp.provider import gcp_backends
-from quiesce_gcp.triggers import convert
+from quiesce_gcp.triggers import convert, convert_webhook
 
 #: The function's configured timeout in seconds (Terraform sets it from the function's).
 TIMEOUT_ENV = "QUIESCE_FUNCTION_TIMEOUT_SECONDS"
@@ -140,10 +147,18 @@ def deadline(env: Mapping[str, str] | None = None) -> Deadline:
     return Deadline.after(seconds, f"timeout {TIMEOUT_ENV}={value}s")
 
 
-def serve(event: Mapping[str, Any], kind: Kind) -> dict[str, Any]:
+def serve(event: object, kind: Kind, converter: Converter = convert) -> dict[str, Any]:
     """The front door, with the time the function's timeout leaves from now."""
     door = FrontDoor(policy, backends, CloudLoggingReporter())
-    return door.handle(event, kind, convert, deadline()).as_json()
+    return door.handle(event, kind, converter, deadline()).as_json()
+
+
+def _json(
+    status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> flask.Response:
+    return flask.Response(
+        json.dumps(body), status=status, mimetype="application/json", headers=dict(headers or {})
+    )
 
 
 @functions_framework.cloud_event
@@ -162,3 +177,27 @@ def on_deploy(cloud_event: CloudEvent) -> None:
 def on_alert(cloud_event: CloudEvent) -> None:
     """Cloud Monitoring incidents → alert triggers."""
     serve(as_mapping(cloud_event), "alert")
+
+
+@functions_framework.http
+def on_alert_webhook(request: flask.Request) -> flask.Response:
+    """Cloud Monitoring webhook notifications → alert triggers. Without the channel's secret:
+    401/403, nothing read. A refused body gets 400 with the reason as `error`."""
+    denied = webhook.authenticate(
+        request.headers.get("Authorization"),
+        request.args.get(webhook.TOKEN_PARAMETER),
+        os.environ.get(webhook.TOKEN_ENV),
+    )
+    if denied is not None:
+        log(
+            "ERROR" if denied.status == 403 else "WARNING",
+            "webhook request denied",
+            status=denied.status,
+            reason=denied.detail,
+        )
+        challenge = {"WWW-Authenticate": webhook.CHALLENGE} if denied.status == 401 else {}
+        return _json(denied.status, {"error": denied.error}, challenge)
+    answer = serve(request.get_data(), "alert", convert_webhook)
+    if answer["status"] == "refused":
+        return _json(400, {"error": answer["reason"], **answer})
+    return _json(200, answer)
