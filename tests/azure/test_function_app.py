@@ -203,6 +203,28 @@ def test_a_documented_event_that_is_no_deployment_is_refused_and_acknowledged(
     assert getattr(refusal, "quiesce.event_id") == event(name)["id"]
 
 
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda e: e.update({"data": None}), "lacks data"),
+        (lambda e: e.pop("time"), "lacks time"),
+        (lambda e: e.update({"type": "Microsoft.Resources.ResourceDeleteSuccess"}), "no conv"),
+    ],
+)
+def test_a_malformed_cloudevent_is_refused_with_the_reason_not_raised(
+    world: World, caplog: pytest.LogCaptureFixture, mutate: Any, reason: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="quiesce.azure")
+    broken = event(CLOUD)
+    mutate(broken)
+
+    world.function("deploy_events")(event_grid(broken))
+
+    assert world.runs() == []
+    (refusal,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert reason in getattr(refusal, "quiesce.reason")
+
+
 def test_a_failed_deployment_fires_no_trigger_that_asks_for_succeeded(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -302,6 +324,9 @@ def test_a_second_alert_of_a_burst_is_held_by_the_default_cooldown(world: World)
     [
         ("alert_budget_fired.json", "lacks alertRule"),
         (b"{not json", "the body is not JSON"),
+        (b"\xff\xfe not utf-8", "the body is not JSON"),
+        (b"null", "not a JSON object"),
+        ([load("alert_metric_fired.json"), {"schemaId": "x"}], "alert schema 'x'"),
         (json.dumps({"run": "sh"}).encode(), "no converter for event type ''"),
         (event(GRID), "a deploy event (azure.resources) reached the alert function"),
     ],
