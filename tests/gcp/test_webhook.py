@@ -28,12 +28,10 @@ from .test_main import POLICY as MAIN_POLICY
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "gcp" / "quiesce_gcp" / "main.py"
 SECRET = "s3cr3t-" + "x" * 40
 #: test_main's policy, its alert triggers without a cooldown (a resend is then a duplicate).
+TRIGGERS: list[dict[str, Any]] = MAIN_POLICY["triggers"]  # type: ignore[assignment]
 POLICY = {
     **MAIN_POLICY,
-    "triggers": [
-        {**t, "cooldown_minutes": 0} if t.get("on") == "alert" else t
-        for t in MAIN_POLICY["triggers"]
-    ],
+    "triggers": [{**t, "cooldown_minutes": 0} if t.get("on") == "alert" else t for t in TRIGGERS],
 }
 
 
