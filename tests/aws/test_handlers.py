@@ -1,6 +1,8 @@
-"""The Lambda entry points, driven by real event payloads (tests/events/aws) against moto: a
-schedule backs up a two-instance group, a duplicate delivery runs nothing, an alert inside its
-cooldown runs nothing, and events of the wrong kind or shape are turned away."""
+"""The Lambda entry points, driven by AWS's documented event payloads (tests/aws/payloads)
+against moto: a schedule backs up a two-instance group, a duplicate delivery runs nothing, an
+alert inside its cooldown runs nothing, an alarm's recovery or suppressed actions start nothing,
+a stage event fires only the stage's trigger, and events of the wrong kind or shape are refused
+with the reason (answered, never raised)."""
 
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ from quiesce_aws.state import table_definition
 
 from .conftest import REGION, Fleet, Wire, on_send_command, runner_answers
 
-EVENTS = Path(__file__).resolve().parents[1] / "events" / "aws"
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
 TABLE = "quiesce-catalog"
 BUS = "quiesce-bus"
 
 
 def golden(name: str) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    payload: dict[str, Any] = json.loads((PAYLOADS / name).read_text())
     return payload
 
 
@@ -54,14 +56,35 @@ POLICY = {
         }
     },
     "triggers": [
-        {"name": "nightly", "group": "orders", "schedule": "0 4 * * *"},
-        {"name": "pre-deploy", "group": "orders", "on": "deploy", "match": {"state": "START"}},
+        # the documented schedule's name (arn:...:schedule/default/aaaaa)
+        {"name": "aaaaa", "group": "orders", "schedule": "0 4 * * *"},
+        {"name": "deployed", "group": "orders", "on": "deploy", "match": {"state": "SUCCESS"}},
+        {"name": "release", "group": "orders", "on": "deploy", "match": {"pipeline": "myPipeline"}},
         {
-            "name": "disk-alarm",
+            "name": "prod-stage",
+            "group": "orders",
+            "on": "deploy",
+            "match": {"pipeline": "myPipeline", "stage": "Prod"},
+        },
+        {
+            "name": "cpu-alarm",
             "group": "orders",
             "on": "alert",
-            "match": {"alarm": "orders-db-*", "state": "ALARM"},
+            "match": {"alarm": "ServerCpuTooHigh"},
             "cooldown_minutes": 60,
+        },
+        {
+            "name": "lambda-alarm",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "Test alert"},
+        },
+        {"name": "sns-alarm", "group": "orders", "on": "alert", "match": {"alarm": "EXAMPLE"}},
+        {
+            "name": "composite",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "ServiceAggregatedAlarm"},
         },
     ],
 }
@@ -150,10 +173,10 @@ def test_a_scheduler_event_backs_up_the_group_through_the_schedule_function(
 ) -> None:
     runner_answers(wire, world["ssm"])
 
-    response = handler.schedule_handler(golden("scheduler.json"), Context())
+    response = handler.schedule_handler(golden("eventbridge_scheduler.json"), Context())
 
     (outcome,) = response["outcomes"]
-    assert (outcome["trigger"], outcome["action"]) == ("nightly", "ran")
+    assert (outcome["trigger"], outcome["action"]) == ("aaaaa", "ran")
     result = outcome["result"]
     assert (result["status"], result["consistency"]) == ("succeeded", "application")
     assert phases(world) == ["pre", "pre", "snapshot", "snapshot", "post", "post"]
@@ -174,16 +197,16 @@ def test_a_scheduler_event_backs_up_the_group_through_the_schedule_function(
     assert types[-1] == "quiesce.run.completed"
     started = world["state"].get_run(result["run_id"])
     assert started is not None
-    assert started.trigger_id == "aws.scheduler:d167b752-343a-4b28-afd6-d4de056319e8:nightly"
+    assert started.trigger_id == "aws.scheduler:d167b752-343a-4b28-afd6-d4de056319e8:aaaaa"
 
 
 def test_a_duplicate_delivery_of_the_same_event_starts_no_second_run(
     world: dict[str, Any], wire: Wire
 ) -> None:
     runner_answers(wire, world["ssm"])
-    first = handler.schedule_handler(golden("scheduler.json"), Context())
+    first = handler.schedule_handler(golden("eventbridge_scheduler.json"), Context())
     sends = len(world["sends"])
-    again = handler.schedule_handler(golden("scheduler.json"), Context())
+    again = handler.schedule_handler(golden("eventbridge_scheduler.json"), Context())
     (outcome,) = again["outcomes"]
     assert outcome["action"] == "duplicate"
     assert outcome["result"]["run_id"] == first["outcomes"][0]["result"]["run_id"]
@@ -197,7 +220,7 @@ def test_an_alert_inside_its_cooldown_starts_no_run(world: dict[str, Any], wire:
     sends = len(world["sends"])
     alarm["id"] = "a-second-alarm-event"
     (held,) = handler.alert_handler(alarm, Context())["outcomes"]
-    assert (held["action"], held["trigger"]) == ("cooldown", "disk-alarm")
+    assert (held["action"], held["trigger"]) == ("cooldown", "cpu-alarm")
     assert len(world["sends"]) == sends
 
 
@@ -206,20 +229,23 @@ def test_an_alarm_delivered_through_sns_fires_the_alert_trigger(
 ) -> None:
     runner_answers(wire, world["ssm"])
     (outcome,) = handler.alert_handler(golden("cloudwatch_alarm_sns.json"), Context())["outcomes"]
-    assert (outcome["trigger"], outcome["action"]) == ("disk-alarm", "ran")
+    assert (outcome["trigger"], outcome["action"]) == ("sns-alarm", "ran")
 
 
-def test_a_deployment_start_fires_the_deploy_trigger(world: dict[str, Any], wire: Wire) -> None:
+def test_a_deployment_fires_the_deploy_trigger(world: dict[str, Any], wire: Wire) -> None:
     runner_answers(wire, world["ssm"])
-    (outcome,) = handler.deploy_handler(golden("codedeploy_deployment.json"), Context())["outcomes"]
-    assert (outcome["trigger"], outcome["result"]["status"]) == ("pre-deploy", "succeeded")
+    payload = golden("codedeploy_deployment_success.json")
+    (outcome,) = handler.deploy_handler(payload, Context())["outcomes"]
+    assert (outcome["trigger"], outcome["result"]["status"]) == ("deployed", "succeeded")
 
 
 def test_a_timed_out_pre_hook_with_abort_takes_no_snapshot_and_thaws_both_instances(
     world: dict[str, Any], wire: Wire
 ) -> None:
     runner_answers(wire, world["ssm"], failing_phase_member=("pre", "app"))
-    (outcome,) = handler.schedule_handler(golden("scheduler.json"), Context())["outcomes"]
+    (outcome,) = handler.schedule_handler(golden("eventbridge_scheduler.json"), Context())[
+        "outcomes"
+    ]
     assert (outcome["result"]["status"], outcome["result"]["recovery_point"]) == ("failed", None)
     assert "snapshot" not in phases(world)
     assert phases(world).count("post") == 2
@@ -244,7 +270,9 @@ def test_a_payload_that_is_no_known_event_is_refused_with_the_reason(
 
 
 def test_a_deployment_that_matches_no_trigger_is_ignored(world: dict[str, Any]) -> None:
-    response = handler.deploy_handler(golden("codepipeline_execution.json"), Context())
+    payload = golden("codepipeline_pipeline_started.json")
+    payload["detail"]["pipeline"] = "another-pipeline"
+    response = handler.deploy_handler(payload, Context())
     assert (response["status"], response["outcomes"]) == ("ignored", [])
     assert world["sends"] == []
 
@@ -252,7 +280,9 @@ def test_a_deployment_that_matches_no_trigger_is_ignored(world: dict[str, Any]) 
 def test_a_function_whose_time_cannot_hold_the_freeze_refuses_to_start(
     world: dict[str, Any],
 ) -> None:
-    response = handler.schedule_handler(golden("scheduler.json"), Context(remaining_ms=20_000))
+    response = handler.schedule_handler(
+        golden("eventbridge_scheduler.json"), Context(remaining_ms=20_000)
+    )
     assert (response["status"], response["outcomes"]) == ("refused", [])
     assert "group 'orders' needs at least 90s" in response["reason"]
     assert "raise the function's timeout" in response["reason"]
@@ -286,10 +316,157 @@ def test_an_ssm_invocation_that_timed_out_falls_back_and_everyone_is_thawed(
         return None
 
     on_send_command(wire, world["ssm"], time_out_app_pre)
-    (outcome,) = handler.schedule_handler(golden("scheduler.json"), Context())["outcomes"]
+    (outcome,) = handler.schedule_handler(golden("eventbridge_scheduler.json"), Context())[
+        "outcomes"
+    ]
     result = outcome["result"]
     assert (result["status"], result["consistency"]) == ("degraded", "crash")
     app = next(m for m in result["members"] if m["name"] == "app")
     assert app["pre"] == "timed_out"
     assert phases(world).count("post") == 2, "the timed-out member is thawed too"
     assert phases(world).count("snapshot") == 2
+
+
+# ------------------------------------------------------------- alarms that recover or are held
+
+
+@pytest.mark.parametrize(
+    ("name", "trigger"),
+    [
+        ("cloudwatch_alarm_state_change_ok.json", "cpu-alarm"),
+        ("cloudwatch_alarm_action_ok.json", "lambda-alarm"),
+        ("cloudwatch_alarm_sns_ok.json", "sns-alarm"),
+    ],
+)
+def test_an_alarm_that_recovers_starts_no_backup_and_leaves_the_cooldown_alone(
+    world: dict[str, Any], wire: Wire, name: str, trigger: str
+) -> None:
+    """A trigger that names only the alarm fires while it fires: its OK (delivered by
+    EventBridge, by the alarm's Lambda action or through SNS) is ignored, and the next real
+    alarm still runs."""
+    runner_answers(wire, world["ssm"])
+    response = handler.alert_handler(golden(name), Context())
+    assert (response["status"], response["outcomes"]) == ("ignored", [])
+    assert world["sends"] == []
+
+    firing = golden(name.replace("_ok.json", ".json"))
+    (outcome,) = handler.alert_handler(firing, Context())["outcomes"]
+    assert (outcome["trigger"], outcome["action"]) == (trigger, "ran")
+
+
+def test_a_trigger_that_asks_for_the_recovery_gets_it(
+    world: dict[str, Any], wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asks = json.loads(json.dumps(POLICY))
+    asks["triggers"] = [
+        {
+            "name": "after-recovery",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "ServerCpuTooHigh", "condition": "resolved"},
+        }
+    ]
+    Path(str(handler.os.environ["QUIESCE_POLICY"])).write_text(yaml.safe_dump(asks))
+    handler.policy.cache_clear()
+    runner_answers(wire, world["ssm"])
+    alarm = handler.alert_handler(golden("cloudwatch_alarm_state_change.json"), Context())
+    assert alarm["status"] == "ignored"
+    recovery = handler.alert_handler(golden("cloudwatch_alarm_state_change_ok.json"), Context())
+    (outcome,) = recovery["outcomes"]
+    assert (outcome["trigger"], outcome["result"]["status"]) == ("after-recovery", "succeeded")
+
+
+def test_a_composite_alarm_whose_actions_are_suppressed_starts_no_backup(
+    world: dict[str, Any],
+) -> None:
+    payload = golden("cloudwatch_composite_alarm_suppressed.json")
+    response = handler.alert_handler(payload, Context())
+    assert (response["status"], response["outcomes"]) == ("ignored", [])
+    assert world["sends"] == []
+
+
+def test_the_action_a_composite_alarm_runs_after_its_wait_period_backs_up(
+    world: dict[str, Any], wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS's composite alarm action sample: the previous state's actions were suppressed, this
+    invocation is the alarm's action, so it fires."""
+    runner_answers(wire, world["ssm"])
+    payload = golden("cloudwatch_alarm_action_composite.json")
+    payload["alarmData"]["alarmName"] = "ServiceAggregatedAlarm"
+    (outcome,) = handler.alert_handler(payload, Context())["outcomes"]
+    assert (outcome["trigger"], outcome["action"]) == ("composite", "ran")
+
+
+# ------------------------------------------------------------- CodePipeline: pipeline vs stage
+
+
+@pytest.mark.parametrize(
+    ("name", "trigger"),
+    [
+        ("codepipeline_pipeline_started.json", "release"),
+        ("codepipeline_stage_started.json", "prod-stage"),
+    ],
+)
+def test_a_pipeline_event_fires_the_pipeline_trigger_and_a_stage_event_the_stage_trigger(
+    world: dict[str, Any], wire: Wire, name: str, trigger: str
+) -> None:
+    """One release, one backup: `release` names only the pipeline, so the Prod stage starting
+    does not fire it again."""
+    runner_answers(wire, world["ssm"])
+    (outcome,) = handler.deploy_handler(golden(name), Context())["outcomes"]
+    assert (outcome["trigger"], outcome["action"]) == (trigger, "ran")
+
+
+# ------------------------------------------------------------- malformed input: refused, answered
+
+
+@pytest.mark.parametrize(
+    ("function", "payload", "reason"),
+    [
+        (
+            "deploy_handler",
+            {**golden("codedeploy_deployment_success.json"), "detail": "{'state': 'SUCCESS'"},
+            "the event's detail is a string that is not JSON",
+        ),
+        (
+            "alert_handler",
+            {**golden("cloudwatch_alarm_state_change.json"), "detail": "not json"},
+            "the event's detail is a string that is not JSON",
+        ),
+        (
+            "alert_handler",
+            {
+                "Records": [
+                    {
+                        **golden("cloudwatch_alarm_sns.json")["Records"][0],
+                        "Sns": {
+                            k: v
+                            for k, v in golden("cloudwatch_alarm_sns.json")["Records"][0][
+                                "Sns"
+                            ].items()
+                            if k != "MessageId"
+                        },
+                    }
+                ]
+            },
+            "SNS record 1 lacks MessageId",
+        ),
+        ("alert_handler", {"Records": ["not a record"]}, "SNS record 1 is not an object"),
+    ],
+)
+def test_a_malformed_payload_is_answered_refused_with_the_reason_not_raised(
+    world: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    function: str,
+    payload: dict[str, Any],
+    reason: str,
+) -> None:
+    """Raising would make Lambda retry the same payload and then dead-letter it."""
+    response = getattr(handler, function)(payload, Context())
+    assert (response["status"], response["outcomes"]) == ("refused", [])
+    assert reason in response["reason"]
+    assert world["sends"] == []
+    assert next((r.levelname, r.getMessage()) for r in caplog.records) == (
+        "ERROR",
+        f"event refused: {response['reason']}",
+    )
