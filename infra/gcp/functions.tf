@@ -40,14 +40,7 @@ resource "google_cloudfunctions2_function" "quiesce" {
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
     service_account_email          = google_service_account.functions.email
-    environment_variables = {
-      QUIESCE_POLICY             = var.policy_setting
-      QUIESCE_PROJECT            = var.project
-      QUIESCE_PUBSUB_TOPIC       = google_pubsub_topic.events.id
-      QUIESCE_FIRESTORE_DATABASE = local.firestore_database
-      # The code refuses a run that cannot fit the time left: it has no other way to know it.
-      QUIESCE_FUNCTION_TIMEOUT_SECONDS = var.function_timeout_seconds
-    }
+    environment_variables          = local.function_environment
     secret_environment_variables {
       key        = "QUIESCE_AGENT_MASTER_KEY"
       project_id = var.project
@@ -65,7 +58,8 @@ resource "google_cloudfunctions2_function" "quiesce" {
   }
 }
 
-# on_deploy also takes Cloud Deploy notifications: a second trigger on its service.
+# on_deploy also takes Cloud Deploy notifications: rollout operations (a second trigger on its
+# service) and approvals (a third).
 resource "google_eventarc_trigger" "clouddeploy" {
   name            = "${var.name}-clouddeploy"
   location        = var.region
@@ -90,4 +84,30 @@ resource "google_eventarc_trigger" "clouddeploy" {
   }
 
   depends_on = [google_pubsub_topic.clouddeploy_operations]
+}
+
+resource "google_eventarc_trigger" "clouddeploy_approvals" {
+  name            = "${var.name}-clouddeploy-approvals"
+  location        = var.region
+  service_account = google_service_account.invoker.email
+
+  matching_criteria {
+    attribute = "type"
+    value     = "google.cloud.pubsub.topic.v1.messagePublished"
+  }
+
+  transport {
+    pubsub {
+      topic = "projects/${var.project}/topics/clouddeploy-approvals"
+    }
+  }
+
+  destination {
+    cloud_run_service {
+      service = google_cloudfunctions2_function.quiesce["deploy"].service_config[0].service
+      region  = var.region
+    }
+  }
+
+  depends_on = [google_pubsub_topic.clouddeploy_approvals]
 }

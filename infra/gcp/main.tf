@@ -63,6 +63,16 @@ locals {
 
   firestore_database = var.create_firestore_database ? google_firestore_database.catalog[0].name : var.firestore_database
 
+  # What every function reads (quiesce_gcp.provider, policy_source, main).
+  function_environment = {
+    QUIESCE_POLICY             = var.policy_setting
+    QUIESCE_PROJECT            = var.project
+    QUIESCE_PUBSUB_TOPIC       = google_pubsub_topic.events.id
+    QUIESCE_FIRESTORE_DATABASE = local.firestore_database
+    # The code refuses a run that cannot fit the time left: it has no other way to know it.
+    QUIESCE_FUNCTION_TIMEOUT_SECONDS = var.function_timeout_seconds
+  }
+
   # The functions: entry point (quiesce_gcp/main.py) and the topic that starts it.
   functions = {
     schedule = { entry_point = "on_schedule", topic = google_pubsub_topic.schedules.id }

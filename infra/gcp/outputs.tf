@@ -22,3 +22,13 @@ output "functions_service_account" {
   description = "The functions' identity."
   value       = google_service_account.functions.email
 }
+
+output "webhook_notification_channel" {
+  description = "With create_monitoring_webhook: the webhook channel (on_alert_webhook) to add to alert policies instead of, or beside, notification_channel."
+  value       = one([for c in google_monitoring_notification_channel.webhook : c.id])
+}
+
+output "alert_webhook_url" {
+  description = "With create_monitoring_webhook: on_alert_webhook's URL."
+  value       = one([for f in google_cloudfunctions2_function.alert_webhook : f.url])
+}

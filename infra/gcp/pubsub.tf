@@ -18,10 +18,16 @@ resource "google_pubsub_topic" "alerts" {
   kms_key_name = var.kms_key_name
 }
 
-# Cloud Deploy publishes to this fixed name.
+# Cloud Deploy publishes to these fixed names: rollout operations and approvals.
 resource "google_pubsub_topic" "clouddeploy_operations" {
   count        = var.create_clouddeploy_topic ? 1 : 0
   name         = "clouddeploy-operations"
+  kms_key_name = var.kms_key_name
+}
+
+resource "google_pubsub_topic" "clouddeploy_approvals" {
+  count        = var.create_clouddeploy_topic ? 1 : 0
+  name         = "clouddeploy-approvals"
   kms_key_name = var.kms_key_name
 }
 

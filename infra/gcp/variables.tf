@@ -57,7 +57,7 @@ variable "firestore_location" {
 }
 
 variable "create_clouddeploy_topic" {
-  description = "Create the clouddeploy-operations topic Cloud Deploy publishes to (false: it exists)."
+  description = "Create the clouddeploy-operations and clouddeploy-approvals topics Cloud Deploy publishes to (false: they exist)."
   type        = bool
   default     = true
 }
@@ -112,4 +112,21 @@ variable "kms_key_name" {
   description = "Optional Cloud KMS key for the topics and buckets (null: Google-managed keys)."
   type        = string
   default     = null
+}
+
+variable "create_monitoring_webhook" {
+  description = "Also create on_alert_webhook, an HTTP function for a Cloud Monitoring webhook notification channel (webhook_basicauth, with monitoring_webhook_token as its password). Cloud Monitoring calls it from the internet: it is reachable by anyone and refuses every request without the token."
+  type        = bool
+  default     = false
+}
+
+variable "monitoring_webhook_token" {
+  description = "The webhook channel's secret, 32+ characters (openssl rand -hex 32): kept in Secret Manager for on_alert_webhook (QUIESCE_WEBHOOK_TOKEN). Needed when create_monitoring_webhook is true."
+  type        = string
+  default     = null
+  sensitive   = true
+  validation {
+    condition     = try(length(var.monitoring_webhook_token) >= 32, var.monitoring_webhook_token == null)
+    error_message = "monitoring_webhook_token must be at least 32 characters (openssl rand -hex 32)."
+  }
 }

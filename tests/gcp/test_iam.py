@@ -86,9 +86,16 @@ def test_the_functions_account_gets_the_roles_the_catalog_the_topic_and_its_secr
         "roles/pubsub.publisher",
         MEMBER,
     )
-    (secret,) = resources("google_secret_manager_secret_iam_member").values()
-    assert (secret["secret_id"], secret["role"], secret["member"]) == (
-        "${google_secret_manager_secret.agent_master_key.id}",
-        "roles/secretmanager.secretAccessor",
-        MEMBER,
-    )
+    secrets = resources("google_secret_manager_secret_iam_member")
+    assert {(s["secret_id"], s["role"], s["member"]) for s in secrets.values()} == {
+        (
+            "${google_secret_manager_secret.agent_master_key.id}",
+            "roles/secretmanager.secretAccessor",
+            MEMBER,
+        ),
+        (  # only with create_monitoring_webhook
+            "${google_secret_manager_secret.webhook_token[each.key].id}",
+            "roles/secretmanager.secretAccessor",
+            MEMBER,
+        ),
+    }

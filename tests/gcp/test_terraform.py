@@ -53,14 +53,14 @@ def test_every_checkov_skip_gives_its_reason() -> None:
                 assert re.fullmatch(r"\s*# checkov:skip=CKV2?_GCP_\d+:.{40,}", line), line
 
 
-def entry_points_of_main() -> set[str]:
+def entry_points_of_main(decorator: str = "functions_framework.cloud_event") -> set[str]:
     source = ROOT / "functions" / "gcp" / "quiesce_gcp" / "main.py"
     tree = ast.parse(source.read_text())
     return {
         node.name
         for node in tree.body
         if isinstance(node, ast.FunctionDef)
-        and any("cloud_event" in ast.unparse(d) for d in node.decorator_list)
+        and any(ast.unparse(d) == decorator for d in node.decorator_list)
     }
 
 
@@ -81,9 +81,9 @@ def test_the_environment_is_what_the_code_reads() -> None:
     from quiesce_gcp.main import TIMEOUT_ENV
     from quiesce_gcp.policy_source import POLICY_ENV
 
-    env = only(resources("google_cloudfunctions2_function")["quiesce"]["service_config"])[
-        "environment_variables"
-    ]
+    config = only(resources("google_cloudfunctions2_function")["quiesce"]["service_config"])
+    assert config["environment_variables"] == "${local.function_environment}"
+    env = load_configuration()["locals"]["function_environment"]
     known = {
         POLICY_ENV,
         provider.PROJECT_ENV,
@@ -163,3 +163,74 @@ def test_firestore_is_native_mode_and_the_alert_channel_is_pubsub() -> None:
     channel = resources("google_monitoring_notification_channel")["alerts"]
     assert channel["type"] == "pubsub"
     assert set(resources("google_pubsub_topic")) >= {"schedules", "events", "alerts"}
+
+
+def test_on_deploy_takes_cloud_deploy_operations_and_approvals() -> None:
+    """Cloud Deploy publishes approvals to their own topic: without a trigger on it, an
+    approval never reaches on_deploy."""
+    triggers = resources("google_eventarc_trigger")
+    topics = {only(only(t["transport"])["pubsub"])["topic"]: t for t in triggers.values()}
+    for topic in ("clouddeploy-operations", "clouddeploy-approvals"):
+        trigger = topics[f"projects/${{var.project}}/topics/{topic}"]
+        destination = only(only(trigger["destination"])["cloud_run_service"])
+        assert destination["service"] == (
+            '${google_cloudfunctions2_function.quiesce["deploy"].service_config[0].service}'
+        )
+        assert only(trigger["matching_criteria"])["value"] == (
+            "google.cloud.pubsub.topic.v1.messagePublished"
+        )
+    names = {t["name"] for t in resources("google_pubsub_topic").values()}
+    assert {"clouddeploy-operations", "clouddeploy-approvals"} <= names
+
+
+def test_the_webhook_function_is_mains_http_entry_point_and_gets_its_secret() -> None:
+    from quiesce_gcp.signing import MASTER_KEY_ENV
+    from quiesce_gcp.webhook import MIN_TOKEN_LENGTH, TOKEN_ENV
+
+    (http_entry_point,) = entry_points_of_main("functions_framework.http")
+    function = resources("google_cloudfunctions2_function")["alert_webhook"]
+    assert function["for_each"] == "${local.webhook}"
+    assert "event_trigger" not in function, "an HTTP function"
+    assert only(function["build_config"])["entry_point"] == http_entry_point
+    config = only(function["service_config"])
+    assert config["environment_variables"] == "${local.function_environment}"
+    secrets = {s["key"]: s for s in config["secret_environment_variables"]}
+    assert set(secrets) == {MASTER_KEY_ENV, TOKEN_ENV}
+    assert secrets[TOKEN_ENV]["secret"] == (
+        "${google_secret_manager_secret.webhook_token[each.key].secret_id}"
+    )
+    version = resources("google_secret_manager_secret_version")["webhook_token"]
+    assert version["secret_data"] == "${var.monitoring_webhook_token}"
+    variables = load_configuration()["variable"]
+    assert variables["monitoring_webhook_token"]["sensitive"] is True
+    assert (
+        str(MIN_TOKEN_LENGTH)
+        in only(variables["monitoring_webhook_token"]["validation"])["condition"]
+    )
+    assert variables["create_monitoring_webhook"]["default"] is False
+    assert load_configuration()["locals"]["webhook"] == (
+        '${var.create_monitoring_webhook ? toset(["alert"]) : toset([])}'
+    )
+
+
+def test_only_the_webhook_is_reachable_from_the_internet() -> None:
+    functions = resources("google_cloudfunctions2_function")
+    assert only(functions["quiesce"]["service_config"])["ingress_settings"] == (
+        "ALLOW_INTERNAL_ONLY"
+    )
+    assert only(functions["alert_webhook"]["service_config"])["ingress_settings"] == "ALLOW_ALL"
+    invokers = resources("google_cloud_run_service_iam_member")
+    public = {name for name, b in invokers.items() if b["member"] == "allUsers"}
+    assert public == {"alert_webhook_public"}
+    assert invokers["alert_webhook_public"]["service"] == (
+        "${google_cloudfunctions2_function.alert_webhook[each.key].service_config[0].service}"
+    )
+
+
+def test_the_webhook_channel_sends_the_secret_as_its_basic_auth_password() -> None:
+    channel = resources("google_monitoring_notification_channel")["webhook"]
+    assert channel["type"] == "webhook_basicauth"
+    assert channel["labels"]["url"] == (
+        "${google_cloudfunctions2_function.alert_webhook[each.key].url}"
+    )
+    assert only(channel["sensitive_labels"])["password"] == "${var.monitoring_webhook_token}"
