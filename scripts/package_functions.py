@@ -8,7 +8,8 @@ The zip holds, at its root:
 
 - the entry module the platform looks for: `function_app.py` exposing
   `quiesce_azure.function_app.app` (Azure Functions, Python v2 model), or `main.py` exposing
-  `on_schedule`, `on_deploy` and `on_alert` from `quiesce_gcp.main` (Cloud Functions);
+  `on_schedule`, `on_deploy`, `on_alert` and `on_alert_webhook` from `quiesce_gcp.main`
+  (Cloud Functions);
 - Azure only: `host.json`, with `functionTimeout` (a run must fit in it: max_freeze_seconds +
   60 s at least; infra/azure checks the policy against it);
 - `requirements.txt`: the third-party packages (the core's, without the command line's typer
@@ -54,7 +55,12 @@ ENTRY = {
     "gcp": (
         "main.py",
         '"""Cloud Functions entry points: they live in quiesce_gcp.main."""\n\n'
-        "from quiesce_gcp.main import on_alert, on_deploy, on_schedule  # noqa: F401\n",
+        "from quiesce_gcp.main import (  # noqa: F401\n"
+        "    on_alert,\n"
+        "    on_alert_webhook,\n"
+        "    on_deploy,\n"
+        "    on_schedule,\n"
+        ")\n",
     ),
 }
 
