@@ -19,8 +19,9 @@ refused: logged at ERROR with the reason, and acknowledged (a redelivery could n
 so it runs nothing. Cloud Functions have no remaining-time API: the time left is the configured
 timeout (QUIESCE_FUNCTION_TIMEOUT_SECONDS, which Terraform sets to the function's timeout; 60 s,
 the platform's default, when unset) minus what has passed since the invocation began. Errors
-while a run is started propagate, so Pub/Sub redelivers; the message id keeps a redelivery
-from running twice.
+while a run is started propagate, so Pub/Sub redelivers: the redelivery runs the backup when
+the first attempt stopped before its quiesce, and reports that run otherwise (the claim belongs
+to the run, quiesce.engine.claims).
 
 Logs are Cloud Logging structured logs: one JSON object per line on stdout with `severity`,
 `message` and the fields.
