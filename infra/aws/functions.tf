@@ -130,12 +130,15 @@ resource "aws_lambda_function" "quiesce" {
   ]
 }
 
-# Asynchronous invocations (schedules, rules, SNS) are not retried: the trigger's event id makes
-# a retry a duplicate that starts nothing, and a run that failed is recorded and published.
+# Asynchronous invocations (schedules, rules, SNS) are retried by Lambda, and only Lambda retries
+# a function error: a function raises only when its run could not start (a throttled table, a
+# timeout, before anything was frozen), and the retry takes the trigger over and runs. A retry
+# of a run that began its quiesce starts nothing. Lambda retries after about 1 and 3 minutes;
+# the second is past the claim's 120 s grace for a run that died before its first save.
 resource "aws_lambda_function_event_invoke_config" "quiesce" {
   for_each = aws_lambda_function.quiesce
 
   function_name                = each.value.function_name
-  maximum_retry_attempts       = 0
+  maximum_retry_attempts       = 2
   maximum_event_age_in_seconds = var.max_event_age_seconds
 }

@@ -699,9 +699,12 @@ def test_rules_send_deploy_events_to_the_deploy_function_and_alarms_to_the_alert
     assert set(load_configuration()["locals"]["functions"]) == {"schedule", "deploy", "alert"}
 
 
-def test_asynchronous_invocations_are_not_retried_and_failures_are_kept() -> None:
+def test_asynchronous_invocations_that_fail_are_retried_and_failures_are_kept() -> None:
+    """A function raises only when its run could not start; Lambda's retry is the redelivery
+    that runs it (tests/aws/test_redelivery.py). Function errors are retried by Lambda alone,
+    not by the rules' or schedules' retry policies."""
     config = resources()["aws_lambda_function_event_invoke_config"]["quiesce"]
-    assert config["maximum_retry_attempts"] == 0
+    assert config["maximum_retry_attempts"] == 2
     queue = resources()["aws_sqs_queue"]["dead_letters"]
     assert queue["kms_master_key_id"] == "${aws_kms_key.quiesce.arn}"
 

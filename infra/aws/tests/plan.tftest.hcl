@@ -91,8 +91,8 @@ run "the_functions_and_the_runner_fit_the_code" {
   }
 
   assert {
-    condition     = alltrue([for c in aws_lambda_function_event_invoke_config.quiesce : c.maximum_retry_attempts == 0])
-    error_message = "failed runs are not retried"
+    condition     = alltrue([for c in aws_lambda_function_event_invoke_config.quiesce : c.maximum_retry_attempts == 2])
+    error_message = "a run that could not start is retried (twice), by Lambda"
   }
 
   assert {
