@@ -15,6 +15,8 @@ and `claim_cooldown`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 import zlib
@@ -100,11 +102,15 @@ class Item:
 
 @dataclass(frozen=True)
 class Queued:
-    """One outbox event as a backend stores it."""
+    """One outbox batch as a backend stores it: the events one `outbox_add` wrote (up to
+    `OUTBOX_BATCH_BYTES` of them), so a run writes a few items, not one per event."""
 
-    event_id: str
+    #: The batch's key: derived from its events' ids, so writing the same batch again is a
+    #: no-op. (A catalog written by an older version holds one event per item, keyed by its id.)
+    key: str
     #: Sortable text: the outbox is read in this order, oldest first.
     seq: str
+    #: `{"batch": key, "events": [...]}`, or one event's JSON in an older catalog.
     data: str
 
 
@@ -126,6 +132,51 @@ def point_item(point: RecoveryPoint) -> Item:
     )
 
 
+#: How many outbox batches `outbox_remove` looks through for the events it removes.
+OUTBOX_SCAN_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class _Batch:
+    key: str
+    seq: str
+    events: list[CloudEvent]
+
+
+def _batch(events: Sequence[tuple[str, str]], seq: str) -> Queued:
+    """One outbox item for the events, given as (id, JSON) pairs."""
+    key = "b-" + hashlib.sha256("\n".join(i for i, _ in events).encode()).hexdigest()[:40]
+    body = ",".join(text for _, text in events)
+    data = f'{{"batch":{json.dumps(key)},"seq":{json.dumps(seq)},"events":[{body}]}}'
+    return Queued(key, seq, data)
+
+
+def _read_batch(data: str) -> _Batch:
+    raw = json.loads(data)
+    if "events" not in raw:  # one event per item, as an older catalog stored it
+        event = CloudEvent.model_validate(raw)
+        return _Batch(event.id, "", [event])
+    return _Batch(
+        str(raw["batch"]),
+        str(raw.get("seq", "")),
+        [CloudEvent.model_validate(e) for e in raw["events"]],
+    )
+
+
+def _chunks(events: list[tuple[str, str]], limit: int) -> list[list[tuple[str, str]]]:
+    """The (id, JSON) pairs in order, cut into runs of at most `limit` characters of JSON (one
+    event, however large, is a run of its own)."""
+    out: list[list[tuple[str, str]]] = [[]]
+    size = 0
+    for pair in events:
+        if out[-1] and size + len(pair[1]) > limit:
+            out.append([])
+            size = 0
+        out[-1].append(pair)
+        size += len(pair[1])
+    return out
+
+
 def each(fn: Callable[[T], object], items: Sequence[T]) -> None:
     """Calls fn on every item at once; raises the first error once all have ended."""
     for outcome in fan_out(fn, items):
@@ -135,6 +186,9 @@ def each(fn: Callable[[T], object], items: Sequence[T]) -> None:
 
 class CatalogStateStore(StateStore):
     """Runs, points and the outbox, written once over the storage primitives below."""
+
+    #: The most event JSON one outbox item holds (before a backend compresses it).
+    OUTBOX_BATCH_BYTES = 256 * 1024
 
     def __init__(self) -> None:
         self._seq_lock = threading.Lock()
@@ -163,17 +217,17 @@ class CatalogStateStore(StateStore):
         """Deletes one item; deleting one that is gone is not an error."""
 
     @abstractmethod
-    def put_queued(self, events: Sequence[Queued]) -> None:
-        """Stores each event whose id is not stored yet (ids are unique in `events`); an id
+    def put_queued(self, batches: Sequence[Queued]) -> None:
+        """Stores each batch whose key is not stored yet (keys are unique in `batches`); a key
         stored already, even by a racing caller, keeps its first copy."""
 
     @abstractmethod
     def scan_queued(self, limit: int) -> list[str]:
-        """The JSON of up to `limit` stored events, in `seq` order."""
+        """The data of up to `limit` stored batches, in `seq` order."""
 
     @abstractmethod
-    def delete_queued(self, event_ids: Sequence[str]) -> None:
-        """Deletes the events (ids are unique); absent ones are not an error."""
+    def delete_queued(self, keys: Sequence[str]) -> None:
+        """Deletes the batches (keys are unique); absent ones are not an error."""
 
     # ------------------------------------------------------------------------------ runs
 
@@ -224,23 +278,48 @@ class CatalogStateStore(StateStore):
             return self._last_seq
 
     def outbox_add(self, events: Sequence[CloudEvent]) -> None:
+        """Writes the events in as few items as their size allows (one per call, usually)."""
         unique: dict[str, CloudEvent] = {}
         for event in events:
             unique.setdefault(event.id, event)
         if not unique:
             return
         base = self.next_seq()
+        pairs = [(event.id, event.to_json()) for event in unique.values()]
         self.put_queued(
             [
-                Queued(event.id, f"{base:020d}-{n:06d}", event.to_json())
-                for n, event in enumerate(unique.values())
+                _batch(chunk, f"{base:020d}-{n:06d}")
+                for n, chunk in enumerate(_chunks(pairs, self.OUTBOX_BATCH_BYTES))
             ]
         )
 
     def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
-        return [CloudEvent.model_validate_json(data) for data in self.scan_queued(limit)]
+        out: dict[str, CloudEvent] = {}
+        for batch in self._scan_batches(limit):
+            for event in batch.events:
+                out.setdefault(event.id, event)
+        return list(out.values())[:limit]
 
     def outbox_remove(self, event_ids: Sequence[str]) -> None:
-        ids = list(dict.fromkeys(event_ids))
-        if ids:
-            self.delete_queued(ids)
+        """Deletes every batch all of whose events are removed; a batch some of whose events
+        stay is written again with those (the new batch first, so a crash in between leaves
+        an event twice, read once, rather than not at all)."""
+        gone = set(event_ids)
+        if not gone:
+            return
+        emptied: list[str] = []
+        kept: list[Queued] = []
+        for batch in self._scan_batches(OUTBOX_SCAN_LIMIT):
+            if not gone.intersection(e.id for e in batch.events):
+                continue
+            emptied.append(batch.key)
+            left = [e for e in batch.events if e.id not in gone]
+            if left:
+                kept.append(_batch([(e.id, e.to_json()) for e in left], batch.seq))
+        if kept:
+            self.put_queued(kept)
+        if emptied:
+            self.delete_queued(emptied)
+
+    def _scan_batches(self, limit: int) -> list[_Batch]:
+        return [_read_batch(data) for data in self.scan_queued(limit)]

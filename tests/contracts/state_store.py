@@ -20,6 +20,7 @@ from quiesce.record import (
     RunStatus,
     utcnow,
 )
+from quiesce.state_base import CatalogStateStore, Queued
 
 T = TypeVar("T")
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
@@ -239,6 +240,48 @@ class StateStoreContract:
         assert [e.id for e in store.outbox_pending()] == ["e-27", "e-28", "e-29"]
         store.outbox_add([])
         store.outbox_remove([])
+
+    def test_one_outbox_add_is_one_item_and_a_partial_remove_keeps_the_rest_in_one(
+        self, store: StateStore
+    ) -> None:
+        assert isinstance(store, CatalogStateStore)
+        store.outbox_add([event(n) for n in range(30)])
+        assert len(store.scan_queued(100)) == 1
+
+        store.outbox_remove([f"e-{n}" for n in range(10)])
+
+        assert len(store.scan_queued(100)) == 1
+        assert [e.id for e in store.outbox_pending()] == [f"e-{n}" for n in range(10, 30)]
+        store.outbox_remove([f"e-{n}" for n in range(10, 30)])
+        assert store.scan_queued(100) == []
+
+    def test_events_larger_than_one_item_are_cut_into_several_in_order(
+        self, store: StateStore
+    ) -> None:
+        assert isinstance(store, CatalogStateStore)
+        store.OUTBOX_BATCH_BYTES = 2_000  # type: ignore[misc]
+        events = [event(n) for n in range(12)]
+        size = len(events[0].to_json())
+
+        store.outbox_add(events)
+
+        assert len(store.scan_queued(100)) == -(-12 // max(1, 2_000 // size))
+        assert [e.id for e in store.outbox_pending()] == [e.id for e in events]
+        store.outbox_remove([e.id for e in events])
+        assert store.outbox_pending() == []
+
+    def test_an_outbox_item_of_an_older_catalog_one_event_is_read_and_removed(
+        self, store: StateStore
+    ) -> None:
+        assert isinstance(store, CatalogStateStore)
+        old = event(7)
+        store.put_queued([Queued(old.id, f"{1:020d}-000000", old.to_json())])
+        store.outbox_add([event(8)])
+
+        assert [e.id for e in store.outbox_pending()] == ["e-7", "e-8"]
+        store.outbox_remove(["e-7"])
+        assert [e.id for e in store.outbox_pending()] == ["e-8"]
+        assert len(store.scan_queued(100)) == 1
 
     def test_a_lock_taken_over_after_expiry_cannot_be_released_by_the_old_holder(
         self, store: StateStore

@@ -144,7 +144,7 @@ class DynamoDbStateStore(CatalogStateStore):
         "delete_point": _table_permissions("DeleteItem"),
         "outbox_add": _table_permissions("PutItem"),
         "outbox_pending": [_index_permission(LSI)],
-        "outbox_remove": _table_permissions("BatchWriteItem"),
+        "outbox_remove": [_index_permission(LSI), *_table_permissions("PutItem", "BatchWriteItem")],
     }
 
     def __init__(
@@ -332,13 +332,13 @@ class DynamoDbStateStore(CatalogStateStore):
 
     # ------------------------------------------------------------------------------ outbox
 
-    def put_queued(self, events: Sequence[Queued]) -> None:
-        def put(event: Queued) -> None:
+    def put_queued(self, batches: Sequence[Queued]) -> None:
+        def put(batch: Queued) -> None:
             item = {
                 "pk": S(OUTBOX_PK),
-                "sk": S(f"EVENT#{event.event_id}"),
-                "lsi1sk": S(event.seq),
-                **_encode(event.data),
+                "sk": S(f"EVENT#{batch.key}"),
+                "lsi1sk": S(batch.seq),
+                **_encode(batch.data),
             }
             try:
                 self._call(
@@ -353,7 +353,7 @@ class DynamoDbStateStore(CatalogStateStore):
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise  # else: that event id is in the outbox already
 
-        each(put, events)
+        each(put, batches)
 
     def scan_queued(self, limit: int) -> list[str]:
         out: list[str] = []
@@ -377,9 +377,9 @@ class DynamoDbStateStore(CatalogStateStore):
                 break
         return out[:limit]
 
-    def delete_queued(self, event_ids: Sequence[str]) -> None:
-        keys = [{"pk": S(OUTBOX_PK), "sk": S(f"EVENT#{i}")} for i in event_ids]
-        for batch in chunks(keys, 25):
+    def delete_queued(self, keys: Sequence[str]) -> None:
+        items = [{"pk": S(OUTBOX_PK), "sk": S(f"EVENT#{k}")} for k in keys]
+        for batch in chunks(items, 25):
             requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in batch]
             for attempt in range(self.backoff.attempts):
                 response = self._batch_write(requests)

@@ -297,21 +297,21 @@ class TableStateStore(CatalogStateStore):
 
     # ------------------------------------------------------------------------------ outbox
 
-    def put_queued(self, events: Sequence[Queued]) -> None:
-        def add(event: Queued) -> None:
-            key = row_key(event.event_id)
-            ordered = f"s-{event.seq}-{key}"
+    def put_queued(self, batches: Sequence[Queued]) -> None:
+        def add(batch: Queued) -> None:
+            key = row_key(batch.key)
+            ordered = f"s-{batch.seq}-{key}"
             operations: list[Any] = [
                 ("create", {"PartitionKey": OUTBOX, "RowKey": f"i-{key}", "seq": ordered}),
-                ("create", {"PartitionKey": OUTBOX, "RowKey": ordered, **encode(event.data)}),
+                ("create", {"PartitionKey": OUTBOX, "RowKey": ordered, **encode(batch.data)}),
             ]
             try:
                 self.client.submit_transaction(operations)
             except TableTransactionError as exc:
                 if str(getattr(exc, "error_code", "")) != "EntityAlreadyExists":
-                    raise  # else: that event id is in the outbox already
+                    raise  # else: that batch is in the outbox already
 
-        each(add, events)
+        each(add, batches)
 
     def scan_queued(self, limit: int) -> list[str]:
         out: list[str] = []
@@ -326,9 +326,9 @@ class TableStateStore(CatalogStateStore):
                 break
         return out
 
-    def delete_queued(self, event_ids: Sequence[str]) -> None:
-        def remove(event_id: str) -> None:
-            key = f"i-{row_key(event_id)}"
+    def delete_queued(self, keys: Sequence[str]) -> None:
+        def remove(batch_key: str) -> None:
+            key = f"i-{row_key(batch_key)}"
             marker = self._get(OUTBOX, key)
             if marker is None:
                 return
@@ -336,4 +336,4 @@ class TableStateStore(CatalogStateStore):
             self.client.delete_entity(OUTBOX, str(marker["seq"]))
             self.client.delete_entity(OUTBOX, key)
 
-        each(remove, event_ids)
+        each(remove, keys)

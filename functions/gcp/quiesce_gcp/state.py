@@ -245,23 +245,23 @@ class FirestoreStateStore(CatalogStateStore):
 
     # ------------------------------------------------------------------------------ outbox
 
-    def put_queued(self, events: Sequence[Queued]) -> None:
-        def put(event: Queued) -> None:
-            # AlreadyExists: that event id is in the outbox already.
+    def put_queued(self, batches: Sequence[Queued]) -> None:
+        def put(batch: Queued) -> None:
+            # AlreadyExists: that batch is in the outbox already.
             with contextlib.suppress(AlreadyExists, Conflict):
-                self._doc("outbox", event.event_id).create({"seq": event.seq, "data": event.data})
+                self._doc("outbox", batch.key).create({"seq": batch.seq, "data": batch.data})
 
-        each(put, events)
+        each(put, batches)
 
     def scan_queued(self, limit: int) -> list[str]:
         query = self._collection("outbox").order_by("seq").limit(limit)
         return [str((snapshot.to_dict() or {})["data"]) for snapshot in query.stream()]
 
-    def delete_queued(self, event_ids: Sequence[str]) -> None:
-        for start in range(0, len(event_ids), BATCH_LIMIT):
+    def delete_queued(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), BATCH_LIMIT):
             batch = self.client.batch()
-            for event_id in event_ids[start : start + BATCH_LIMIT]:
-                batch.delete(self._doc("outbox", event_id))
+            for key in keys[start : start + BATCH_LIMIT]:
+                batch.delete(self._doc("outbox", key))
             batch.commit()
 
 

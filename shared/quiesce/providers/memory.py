@@ -61,20 +61,20 @@ class MemoryStateStore(CatalogStateStore):
         with self._lock:
             self.items.pop((kind, key), None)
 
-    def put_queued(self, events: Sequence[Queued]) -> None:
+    def put_queued(self, batches: Sequence[Queued]) -> None:
         with self._lock:
-            for event in events:
-                self.outbox.setdefault(event.event_id, event)
+            for batch in batches:
+                self.outbox.setdefault(batch.key, batch)
 
     def scan_queued(self, limit: int) -> list[str]:
         with self._lock:
             queued = sorted(self.outbox.values(), key=lambda q: q.seq)
         return [q.data for q in queued[:limit]]
 
-    def delete_queued(self, event_ids: Sequence[str]) -> None:
+    def delete_queued(self, keys: Sequence[str]) -> None:
         with self._lock:
-            for event_id in event_ids:
-                self.outbox.pop(event_id, None)
+            for key in keys:
+                self.outbox.pop(key, None)
 
     # atomic claims
 

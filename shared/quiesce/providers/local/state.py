@@ -36,6 +36,8 @@ BUSY_TIMEOUT = 30.0
 
 CATALOG_FILE = "catalog.sqlite3"
 
+# The outbox holds one row per batch of events: its `event_id` column holds the batch's key
+# (the name stays, so catalogs written when a row held one event open as they are).
 #: Migration N (1-based) brings the schema from version N-1 to N. Only ever append.
 CATALOG_MIGRATIONS: tuple[str, ...] = (
     """
@@ -293,13 +295,13 @@ class SqliteStateStore(CatalogStateStore):
         with self.db.transaction() as conn:
             conn.execute(_SQL[kind].delete, (key,))
 
-    def put_queued(self, events: Sequence[Queued]) -> None:
+    def put_queued(self, batches: Sequence[Queued]) -> None:
         # The order is the table's autoincrement `seq`, which follows `Queued.seq` here.
         with self.db.transaction() as conn:
             conn.executemany(
                 "INSERT INTO outbox (event_id, json) VALUES (?, ?) "
                 "ON CONFLICT (event_id) DO NOTHING",
-                [(e.event_id, e.data) for e in sorted(events, key=lambda e: e.seq)],
+                [(b.key, b.data) for b in sorted(batches, key=lambda b: b.seq)],
             )
 
     def scan_queued(self, limit: int) -> list[str]:
@@ -309,9 +311,9 @@ class SqliteStateStore(CatalogStateStore):
             ).fetchall()
         return [str(r[0]) for r in rows]
 
-    def delete_queued(self, event_ids: Sequence[str]) -> None:
+    def delete_queued(self, keys: Sequence[str]) -> None:
         with self.db.transaction() as conn:
-            conn.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids])
+            conn.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in keys])
 
     # locks and triggers: each one BEGIN IMMEDIATE transaction
 
