@@ -225,6 +225,10 @@ class StateStore(ABC):
         claimed it (claiming again for the same run, a retried call, returns None)."""
 
     @abstractmethod
+    def trigger_owner(self, trigger_id: str) -> str | None:
+        """The run that claimed `trigger_id`, or None (a plain read: nothing is claimed)."""
+
+    @abstractmethod
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
         """Atomically: if `key` last fired at least `cooldown_seconds` before `now` (or never),
         records `now` and returns True; otherwise returns False and records nothing."""

@@ -170,6 +170,16 @@ class StateStoreContract:
         assert store.claim_trigger("evt-1", "r-1") is None  # a retry by the same run
         assert store.claim_trigger("evt-2", "r-2") is None
 
+    def test_trigger_owner_reads_who_claimed_a_trigger_and_claims_nothing(
+        self, store: StateStore
+    ) -> None:
+        assert store.trigger_owner("evt-9") is None
+        assert store.trigger_owner("evt-9") is None  # reading claims nothing
+        assert store.claim_trigger("evt-9", "r-1") is None
+        assert store.trigger_owner("evt-9") == "r-1"
+        assert store.claim_trigger("evt-9", "r-2") == "r-1"
+        assert store.trigger_owner("evt-9") == "r-1"
+
     def test_two_threads_racing_for_a_trigger_exactly_one_wins(self, store: StateStore) -> None:
         outcomes = race(self.RACERS, lambda i: store.claim_trigger("evt-1", f"r-{i}"))
 

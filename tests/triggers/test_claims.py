@@ -331,6 +331,23 @@ def test_twenty_alerts_in_a_burst_start_one_run_by_default(policy: Policy, world
     assert [o.action for o in fire(policy, alarm("a-late"), world.backends, now=now)] == ["ran"]
 
 
+def test_a_redelivery_inside_the_cooldown_reports_the_run_it_started(
+    policy: Policy, world: World
+) -> None:
+    moment, now = clock()
+    first = fire(policy, alarm("a-1"), world.backends, now=now)
+    assert [o.action for o in first] == ["ran"]
+
+    moment[0] = T0 + timedelta(minutes=1)
+    again = fire(policy, alarm("a-1"), world.backends, now=now)
+
+    assert [o.action for o in again] == ["duplicate"]
+    assert again[0].result is not None
+    assert first[0].result is not None
+    assert again[0].result.run_id == first[0].result.run_id
+    assert [o.action for o in fire(policy, alarm("a-2"), world.backends, now=now)] == ["cooldown"]
+
+
 def test_a_cooldown_is_consumed_only_by_a_run_that_began_its_quiesce(
     policy: Policy, world: World
 ) -> None:
@@ -428,3 +445,6 @@ def test_a_pipeline_trigger_fires_on_pipeline_events_and_a_stage_trigger_on_its_
     assert [t.name for t in route(policy, deploy(pipeline="shop", state="STARTED"))] == ["release"]
     assert [t.name for t in route(policy, deploy(pipeline="shop", stage="Prod"))] == ["prod-stage"]
     assert route(policy, deploy(pipeline="shop", stage="Build")) == []
+    assert route(policy, deploy(pipeline="shop", stage="Prod", action="Deploy")) == [], (
+        "an action's event fires only a trigger that names the action"
+    )

@@ -138,6 +138,7 @@ class DynamoDbStateStore(CatalogStateStore):
         "claim_trigger": _table_permissions("PutItem", "GetItem"),
         "claim_cooldown": _table_permissions("UpdateItem"),
         "fired_at": _table_permissions("GetItem"),
+        "trigger_owner": _table_permissions("GetItem"),
         "save_point": _table_permissions("PutItem"),
         "get_point": _table_permissions("GetItem"),
         "list_points": [_index_permission(GSI), *_table_permissions("BatchGetItem")],
@@ -296,6 +297,10 @@ class DynamoDbStateStore(CatalogStateStore):
             earlier = _old_item(exc) or self._get(f"TRIGGER#{trigger_id}", "TRIGGER")
         earlier_run = str(earlier["run_id"]["S"]) if earlier else None
         return None if earlier_run in (None, run_id) else earlier_run
+
+    def trigger_owner(self, trigger_id: str) -> str | None:
+        item = self._get(f"TRIGGER#{trigger_id}", "TRIGGER")
+        return None if item is None else str(item["run_id"]["S"])
 
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
         """Fires `key` at `now` if it last fired at least `cooldown_seconds` earlier (or never)."""

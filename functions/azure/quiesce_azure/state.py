@@ -271,6 +271,10 @@ class TableStateStore(CatalogStateStore):
         earlier_run = str(earlier["run_id"]) if earlier is not None else None
         return None if earlier_run in (None, run_id) else earlier_run
 
+    def trigger_owner(self, trigger_id: str) -> str | None:
+        entity = self._get(TRIGGER, row_key(trigger_id))
+        return None if entity is None else str(entity["run_id"])
+
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
         """Fires `key` at `now` if it last fired at least `cooldown_seconds` earlier (or never)."""
         fired = micros(now)

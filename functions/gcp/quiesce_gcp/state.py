@@ -212,6 +212,11 @@ class FirestoreStateStore(CatalogStateStore):
 
         return self._transact(attempt)
 
+    def trigger_owner(self, trigger_id: str) -> str | None:
+        snapshot = self._doc("triggers", trigger_id).get()
+        data = snapshot.to_dict() if snapshot.exists else None
+        return str(data["run_id"]) if data else None
+
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
         """Fires `key` at `now` if it last fired at least `cooldown_seconds` earlier (or never)."""
         ref = self._doc("cooldowns", key)

@@ -99,6 +99,10 @@ class MemoryStateStore(CatalogStateStore):
             earlier = self.triggers.setdefault(trigger_id, run_id)
             return None if earlier == run_id else earlier
 
+    def trigger_owner(self, trigger_id: str) -> str | None:
+        with self._lock:
+            return self.triggers.get(trigger_id)
+
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
         with self._lock:
             last = self.cooldowns.get(key)

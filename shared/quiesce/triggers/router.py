@@ -29,7 +29,8 @@ def matches(trigger: Trigger, event: TriggerEvent) -> bool:
     Two defaults keep a trigger to what users mean by it, unless its `match` names the
     attribute: an alert trigger fires only while the alert fires (`condition: firing`, not on
     recovery) and not when the alert's actions are suppressed; a deploy trigger fires only on
-    pipeline-level events (those without a `stage`)."""
+    pipeline-level events (those without a `stage`), and a stage trigger only on its stage's
+    events, not on its actions' (those with an `action`)."""
     if trigger.kind != event.kind:
         return False
     if trigger.kind == "schedule":
@@ -42,8 +43,10 @@ def matches(trigger: Trigger, event: TriggerEvent) -> bool:
             return False
         if "suppressed" not in named and attributes.get("suppressed") == "true":
             return False
-    if trigger.kind == "deploy" and "stage" in attributes and "stage" not in named:
-        return False
+    if trigger.kind == "deploy":
+        for level in ("stage", "action"):  # a stage's (an action's) event needs it named
+            if level in attributes and level not in named:
+                return False
     return all(
         key in attributes and fnmatchcase(attributes[key], pattern)
         for key, pattern in trigger.match.items()
@@ -78,12 +81,19 @@ def cooldown_of(policy: Policy, trigger: Trigger) -> Cooldown | None:
     return Cooldown(key=f"cooldown:{policy.name}:{trigger.group}:{trigger.kind}", seconds=seconds)
 
 
-def _cooling(cooldown: Cooldown | None, backends: Backends, moment: datetime) -> str | None:
-    """Why the cooldown holds the trigger back now, or None (a read: nothing is claimed)."""
+def _cooling(
+    cooldown: Cooldown | None, trigger_id: str, backends: Backends, moment: datetime
+) -> str | None:
+    """Why the cooldown holds the trigger back now, or None (reads: nothing is claimed).
+
+    An event that already started a run (a redelivery) is not held back: the claim reports
+    that run, or takes over a run that stopped before its quiesce."""
     if cooldown is None:
         return None
     last = backends.state.fired_at(cooldown.key)
     if last is None or (moment - last).total_seconds() >= cooldown.seconds:
+        return None
+    if backends.state.trigger_owner(trigger_id) is not None:
         return None
     return (
         f"a run of this group started by a {cooldown.key.rsplit(':', 1)[1]} event began its "
@@ -107,7 +117,8 @@ def fire(
     outcomes = []
     for trigger in route(policy, event):
         cooldown = cooldown_of(policy, trigger)
-        if reason := _cooling(cooldown, backends, now()):
+        trigger_id = idempotency_key(event, trigger)
+        if reason := _cooling(cooldown, trigger_id, backends, now()):
             outcomes.append(
                 Outcome(trigger=trigger.name, group=trigger.group, action="cooldown", detail=reason)
             )
@@ -117,7 +128,7 @@ def fire(
                 policy,
                 trigger.group,
                 backends,
-                trigger_id=idempotency_key(event, trigger),
+                trigger_id=trigger_id,
                 cooldown=cooldown,
                 now=now,
                 progress=progress,

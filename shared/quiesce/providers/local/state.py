@@ -367,6 +367,13 @@ class SqliteStateStore(CatalogStateStore):
             )
         return None
 
+    def trigger_owner(self, trigger_id: str) -> str | None:
+        with self.db.reading() as conn:
+            row = conn.execute(
+                "SELECT run_id FROM triggers WHERE trigger_id = ?", (trigger_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
         with self.db.transaction() as conn:
             row = conn.execute("SELECT fired_at FROM cooldowns WHERE key = ?", (key,)).fetchone()
