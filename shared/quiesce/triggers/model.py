@@ -48,8 +48,8 @@ class Trigger(BaseModel):
         description=(
             "Every key must match the event's attribute of that name (shell-style wildcards: "
             "`*`, `?`, `[...]`). Deploy attributes: application, deployment_group, pipeline, "
-            "stage, state, provider; a trigger that does not name `stage` fires on "
-            "pipeline-level events only. Alert attributes: alarm, state, condition (firing, "
+            "stage, action, state, provider; a trigger that does not name `stage` fires on "
+            "pipeline-level events only, one that does not name `action` not on actions' events. Alert attributes: alarm, state, condition (firing, "
             "resolved, other), previous_state, severity, suppressed, provider; a trigger that "
             "names neither `state` nor `condition` fires only while the alert fires, and never "
             "on an alert whose actions are suppressed unless it names `suppressed`."
