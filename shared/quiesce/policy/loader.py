@@ -1,106 +1,105 @@
 """Reads a policy file and turns every problem into one line naming file, field and line.
 
-A policy is small and plain: the reader refuses, before building anything, a file larger than
-MAX_POLICY_BYTES, YAML anchors and aliases (an alias "bomb" of a few hundred bytes otherwise
-expands to gigabytes), nesting deeper than MAX_DEPTH, more than MAX_NODES values and integers
-longer than MAX_INT_DIGITS digits, each with an error naming the file and line.
+A policy is YAML, or JSON when its name ends in `.json` (read with the standard library: the
+functions' packages bundle their policy as JSON and carry no YAML parser). A policy is small and
+plain: the reader refuses, before building anything, a file larger than MAX_POLICY_BYTES, YAML
+anchors and aliases (an alias "bomb" of a few hundred bytes otherwise expands to gigabytes),
+repeated keys in JSON, nesting deeper than MAX_DEPTH, more than MAX_NODES values and integers
+longer than MAX_INT_DIGITS digits, each with an error naming the file and (where the reader
+knows it) the line.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from quiesce.errors import PolicyError
+from quiesce.policy.limits import MAX_DEPTH, MAX_INT_DIGITS, MAX_NODES, MAX_POLICY_BYTES
 from quiesce.policy.model import Policy
 from quiesce.providers import registry
 
 Loc = tuple[str | int, ...]
 
-MAX_POLICY_BYTES = 512 * 1024
-MAX_DEPTH = 32
-MAX_NODES = 20_000
-MAX_INT_DIGITS = 30
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "MAX_NODES",
+    "MAX_POLICY_BYTES",
+    "is_json",
+    "load_policy",
+    "parse_policy",
+    "read_json",
+]
 
 
-class PolicyInputError(yaml.YAMLError):
-    """The policy text is refused before it is built; `line` is 1-based when known."""
-
-    def __init__(self, problem: str, mark: Any = None) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.problem_mark = mark
+class _Refused(ValueError):
+    """JSON text refused before it is built."""
 
 
-class PolicyLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans,
-    which would turn a trigger's `on:` key into `True`. No anchors or aliases, and bounded
-    depth, size and integers (see the module's docstring)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise PolicyInputError(
-                "YAML anchors and aliases (&name, *name) are not allowed in a policy; write "
-                "the values out",
-                event.start_mark,
-            )
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise PolicyInputError(f"has more than {MAX_NODES} values", event.start_mark)
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise PolicyInputError(f"is nested deeper than {MAX_DEPTH} levels", event.start_mark)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_yaml_int(self, node: Any) -> int:
-        digits = sum(ch.isdigit() for ch in str(node.value))
-        if digits > MAX_INT_DIGITS:
-            raise PolicyInputError(
-                f"an integer of {digits} digits is not a value a policy can hold", node.start_mark
-            )
-        return int(super().construct_yaml_int(node))
+def _json_int(text: str) -> int:
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > MAX_INT_DIGITS:
+        raise _Refused(f"an integer of {digits} digits is not a value a policy can hold")
+    return int(text)
 
 
-PolicyLoader.add_constructor("tag:yaml.org,2002:int", PolicyLoader.construct_yaml_int)
+def _json_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a value a policy can hold")
 
 
-PolicyLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-PolicyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused(f"the key {key!r} is given twice in one object")
+        out[key] = value
+    return out
 
 
-def _line_index(node: yaml.Node, loc: Loc = ()) -> dict[Loc, int]:
-    """Maps each field path in a YAML document to its 1-based line."""
-    index: dict[Loc, int] = {loc: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*loc, str(key.value))
-            index[child] = key.start_mark.line + 1
-            for sub, line in _line_index(value, child).items():
-                index.setdefault(sub, line)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            index.update(_line_index(item, (*loc, i)))
-    return index
+def _check_shape(data: Any) -> None:
+    """Bounded nesting and number of values, as for YAML."""
+    nodes = 0
+    todo: list[tuple[Any, int]] = [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise _Refused(f"has more than {MAX_NODES} values")
+        if depth > MAX_DEPTH:
+            raise _Refused(f"is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            todo.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            todo.extend((item, depth + 1) for item in value)
+
+
+def is_json(path: str) -> bool:
+    """Whether a policy named `path` is read as JSON (its name ends in .json)."""
+    return path.lower().endswith(".json")
+
+
+def read_json(text: str, path: str) -> Any:
+    """A JSON policy's data, within the same bounds as a YAML one."""
+    try:
+        data = json.loads(
+            text,
+            parse_int=_json_int,
+            parse_constant=_json_constant,
+            object_pairs_hook=_json_object,
+        )
+        _check_shape(data)
+    except _Refused as exc:
+        raise PolicyError(path, [f"{path}: refused: {exc}"]) from None
+    except json.JSONDecodeError as exc:
+        raise PolicyError(path, [f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}"]) from None
+    except (RecursionError, ValueError) as exc:  # defence in depth: never a traceback
+        raise PolicyError(path, [f"{path}: not a usable policy: {exc}"]) from None
+    return data
 
 
 def _format_loc(loc: Loc) -> str:
@@ -151,7 +150,8 @@ def _message(err: Any) -> str:
 
 
 def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = None) -> Policy:
-    """Parses and validates policy text. Raises PolicyError with every problem found."""
+    """Parses and validates policy text (JSON when `path` ends in .json, YAML otherwise).
+    Raises PolicyError with every problem found."""
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_POLICY_BYTES:
         raise PolicyError(
@@ -159,26 +159,16 @@ def parse_policy(text: str, *, path: str = "<policy>", base_dir: Path | None = N
             [f"{path}: the policy is {size} bytes, more than {MAX_POLICY_BYTES} (512 KiB); a "
              "policy file is small: split it, or check that this is the right file"],
         )  # fmt: skip
-    loader = PolicyLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except PolicyInputError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise PolicyError(path, [f"{path}: {where}refused: {exc.problem}"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(path, [f"{path}: {where}not valid YAML: {problem}"]) from None
-    except (RecursionError, ValueError) as exc:  # defence in depth: never a traceback
-        raise PolicyError(path, [f"{path}: not a usable policy: {exc}"]) from None
-    finally:
-        loader.dispose()
+    index: dict[Loc, int] = {}
+    if is_json(path):
+        data = read_json(text, path)
+    else:
+        from quiesce.policy.yaml_reader import read_yaml
+
+        data, index = read_yaml(text, path)
     if not isinstance(data, dict):
-        raise PolicyError(path, [f"{path}: a policy is a YAML mapping with version, name, groups"])
-    index = _line_index(node) if node is not None else {}
+        kind = "JSON object" if is_json(path) else "YAML mapping"
+        raise PolicyError(path, [f"{path}: a policy is a {kind} with version, name, groups"])
     context = {"base_dir": str(base_dir)} if base_dir is not None else None
     try:
         return Policy.model_validate(data, context=context)

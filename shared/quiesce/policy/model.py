@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Self, Union
 
 from pydantic import (
     BaseModel,
@@ -474,17 +474,21 @@ class Selection(StrictModel):
 
 
 class RegisteredMembers:
-    """The members of every registered provider, told apart by their `provider` field.
+    """The members of the loaded providers, told apart by their `provider` field.
 
-    The union is built when the policy model is first used, from quiesce.providers.registry;
-    registering a provider later rebuilds it (`rebuild`)."""
+    The union is built when the policy model is first used, from the providers
+    quiesce.providers.registry has loaded by then: validating a policy first loads the
+    providers its members name (`Policy.model_validate`), and loading or registering a provider
+    later rebuilds the union (`rebuild`)."""
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> CoreSchema:
-        from quiesce.providers.registry import specs
+        from quiesce.providers import registry
 
-        models = tuple(spec.member for spec in specs().values())
+        loaded = registry.member_models()
+        registry.built_with(loaded)
+        models = tuple(loaded.values())
         choices = Union[models] if len(models) > 1 else Union[models[0], models[0]]  # noqa: UP007
         return handler.generate_schema(Annotated[choices, Field(discriminator="provider")])
 
@@ -714,6 +718,12 @@ class Policy(StrictModel):
             object.__setattr__(self, "state_dir", str((Path(base) / self.state_dir).resolve()))
         return self
 
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        """Validates a policy, after loading the providers its members name (and only those)."""
+        _load_named_providers(obj)
+        return super().model_validate(obj, **kwargs)
+
     def group(self, name: str) -> Group:
         from quiesce.errors import UnknownGroupError
 
@@ -721,6 +731,25 @@ class Policy(StrictModel):
             return self.groups[name]
         except KeyError:
             raise UnknownGroupError(name, sorted(self.groups)) from None
+
+
+def named_providers(data: Any) -> set[str]:
+    """The providers the members of a policy's raw data name."""
+    found: set[str] = set()
+    groups = data.get("groups") if isinstance(data, dict) else None
+    for group in groups.values() if isinstance(groups, dict) else ():
+        members = group.get("members") if isinstance(group, dict) else None
+        for member in members if isinstance(members, list) else ():
+            provider = member.get("provider") if isinstance(member, dict) else None
+            if isinstance(provider, str):
+                found.add(provider)
+    return found
+
+
+def _load_named_providers(data: Any) -> None:
+    from quiesce.providers import registry
+
+    registry.load(named_providers(data))
 
 
 def rebuild() -> None:
@@ -731,6 +760,9 @@ def rebuild() -> None:
 
 def json_schema() -> dict[str, Any]:
     """The policy's JSON Schema, with descriptions and examples."""
+    from quiesce.providers import registry
+
+    registry.specs()  # every installed provider's members
     schema = Policy.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://quiesce.dev/schemas/policy-v1.json"

@@ -12,15 +12,22 @@ module imports no SDK (its factory imports the adapters when first called), so v
 policy stays cheap. Where no package metadata exists (an app built by copying sources), the
 provider registers itself explicitly: each cloud's provider.py calls `register(SPEC)` when the
 functions' entry module imports it.
+
+Providers are loaded when they are needed: a policy being validated loads the providers its
+members name (`load`), `get` loads one, and only `specs`, `names` and error messages load every
+installed provider. The policy's member union is built from the providers loaded so far and
+rebuilt when one is added after it was built, so a function that validates an AWS policy never
+imports the member models of Azure or GCP.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, get_args
 
 from quiesce.errors import ProviderError, QuiesceError
 
@@ -79,7 +86,10 @@ class ProviderSpec:
 _lock = threading.RLock()
 _specs: dict[str, ProviderSpec] = {}
 _broken: dict[str, str] = {}
+#: Every installed entry point has been looked at (`_load`).
 _loaded = False
+#: The providers whose members the policy's member union was last built with (None: not built).
+_built_with: frozenset[str] | None = None
 
 
 def _as_spec(name: str, loaded: object) -> ProviderSpec:
@@ -94,6 +104,20 @@ def _as_spec(name: str, loaded: object) -> ProviderSpec:
     return spec
 
 
+def _load_local() -> None:
+    if "local" not in _specs:
+        from quiesce.providers.local.spec import SPEC as LOCAL
+
+        _add(LOCAL)
+
+
+def _load_entry_point(ep: Any) -> None:
+    try:
+        _add(_as_spec(ep.name, ep.load()))
+    except Exception as exc:  # a broken plugin must not hide the others
+        _broken[ep.name] = f"{type(exc).__name__}: {exc}"
+
+
 def _load() -> None:
     """Registers the core's `local` and every installed entry point (once)."""
     global _loaded
@@ -101,16 +125,30 @@ def _load() -> None:
         if _loaded:
             return
         _loaded = True
-        from quiesce.providers.local.spec import SPEC as LOCAL
-
-        _add(LOCAL)
+        _load_local()
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in _specs:
-                continue
-            try:
-                _add(_as_spec(ep.name, ep.load()))
-            except Exception as exc:  # a broken plugin must not hide the others
-                _broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            if ep.name not in _specs:
+                _load_entry_point(ep)
+        _rebuild_if_needed()
+
+
+def load(names: Iterable[str]) -> None:
+    """Loads the named providers that are installed and not loaded yet (only those: a policy's
+    providers). Names that no installed provider has are left to the policy's validation,
+    which names them."""
+    with _lock:
+        missing = {name for name in names if name not in _specs and name not in _broken}
+        if not missing:
+            return
+        if "local" in missing:
+            _load_local()
+            missing.discard("local")
+        if missing and not _loaded:
+            for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                if ep.name in missing and ep.name not in _specs:
+                    _load_entry_point(ep)
+                    missing.discard(ep.name)
+        _rebuild_if_needed()
 
 
 def _add(spec: ProviderSpec) -> None:
@@ -121,26 +159,58 @@ def _add(spec: ProviderSpec) -> None:
     _broken.pop(spec.name, None)
 
 
-def register(spec: ProviderSpec) -> None:
-    """Registers a provider explicitly (entry modules of apps built without package metadata).
+def _ordered() -> list[ProviderSpec]:
+    """The loaded specs: the core's `local` first, then the others by name."""
+    return sorted(_specs.values(), key=lambda spec: (spec.name != "local", spec.name))
 
-    The policy model is rebuilt, so policies validated from now on accept its members."""
-    _load()
+
+def member_models() -> dict[str, type[MemberBase]]:
+    """The member models of the providers loaded so far (the core's `local` always), in the
+    order of `specs`; the policy's member union is built from them."""
+    from quiesce.policy.model import LocalMember
+
     with _lock:
-        if _specs.get(spec.name) is spec:
+        models: dict[str, type[MemberBase]] = {"local": LocalMember}
+        models.update({spec.name: spec.member for spec in _ordered()})
+        return models
+
+
+def built_with(names: Iterable[str]) -> None:
+    """Records the providers the policy's member union was just built with."""
+    global _built_with
+    with _lock:
+        _built_with = frozenset(names)
+
+
+def _rebuild_if_needed() -> None:
+    """Rebuilds the policy's models when a provider was added after their member union was
+    built (a model not built yet is built with every provider loaded by then)."""
+    with _lock:
+        if _built_with is None or _built_with >= set(_specs):
             return
-        _add(spec)
     from quiesce.policy.model import rebuild
 
     rebuild()
 
 
+def register(spec: ProviderSpec) -> None:
+    """Registers a provider explicitly (entry modules of apps built without package metadata).
+
+    The policy model is rebuilt if it was built already, so policies validated from now on
+    accept its members."""
+    with _lock:
+        if _specs.get(spec.name) is spec:
+            return
+        _add(spec)
+        _rebuild_if_needed()
+
+
 def specs() -> dict[str, ProviderSpec]:
-    """Every registered provider, by name: the core's `local` first, then the installed ones
-    by name, then those registered explicitly."""
+    """Every provider, installed or registered explicitly (all are loaded): the core's `local`
+    first, then the others by name."""
     _load()
     with _lock:
-        return dict(_specs)
+        return {spec.name: spec for spec in _ordered()}
 
 
 def names() -> list[str]:
@@ -148,8 +218,10 @@ def names() -> list[str]:
 
 
 def get(name: str) -> ProviderSpec:
-    """The provider's spec; a clear error when it is not installed."""
-    found = specs().get(name)
+    """The provider's spec (loading only it); a clear error when it is not installed."""
+    load([name])
+    with _lock:
+        found = _specs.get(name)
     if found is None:
         raise QuiesceError(unknown_message(name))
     return found
