@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
-import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
 from quiesce.errors import ProviderError
@@ -134,10 +133,18 @@ def load_documents(
 ) -> dict[str, dict[str, Any]]:
     """The documents of ssm_document.yaml ("run_hook", "install_runner", "install_hooks"), the
     runner's and the hook library's SHA-256 filled in (default: the shipped files')."""
-    text = DOCUMENT_FILE.read_text(encoding="utf-8")
+    # The Lambda zip carries the documents as JSON (scripts/package_aws.py), and no YAML parser.
+    rendered = DOCUMENT_FILE.with_suffix(".json")
+    source = rendered if rendered.is_file() else DOCUMENT_FILE
+    text = source.read_text(encoding="utf-8")
     text = text.replace(SHA256_PLACEHOLDER, sha256 or runner_sha256())
     text = text.replace(HOOKS_SHA256_PLACEHOLDER, hooks_sha256 or library_sha256())
-    docs: dict[str, dict[str, Any]] = yaml.safe_load(text)
+    if source is rendered:
+        docs: dict[str, dict[str, Any]] = json.loads(text)
+        return docs
+    import yaml
+
+    docs = yaml.safe_load(text)
     return docs
 
 
