@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from quiesce.errors import ProviderError
-from quiesce.providers.local import snapshots as snapshots_module
+from quiesce.providers.local import methods as methods_module
 from quiesce.providers.local.reflink import clone_tree as real_clone
 from quiesce.providers.local.snapshots import LocalSnapshotter
 from quiesce.record import SnapshotRef, SnapshotState
@@ -110,7 +110,7 @@ def test_a_take_that_fails_half_way_removes_what_it_had_written(
             raise OSError(28, "No space left on device")
         return real_clone(src, dst)
 
-    monkeypatch.setattr(snapshots_module, "clone_tree", failing_second)
+    monkeypatch.setattr(methods_module, "clone_tree", failing_second)
     with pytest.raises(ProviderError, match="No space left") as info:
         snapper.take(snapshot_call(*two_volumes))
     assert info.value.code == "SnapshotFailed"
@@ -127,7 +127,7 @@ def test_a_snapshot_being_taken_is_listed_as_failed_until_its_data_is_complete(
         seen.append(snapper.find("shop", "orders"))  # what a crash at this instant leaves
         return real_clone(src, dst)
 
-    monkeypatch.setattr(snapshots_module, "clone_tree", spy)
+    monkeypatch.setattr(methods_module, "clone_tree", spy)
     snapper.take(snapshot_call(volume))
     assert [r.state for r in seen[0]] == [SnapshotState.FAILED]
     assert [r.state for r in snapper.find("shop", "orders")] == [SnapshotState.PENDING]
@@ -333,7 +333,7 @@ def test_a_failed_restore_leaves_the_target_as_it_found_it(
         (dst / "partial").write_text("...")
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(snapshots_module, "clone_tree", half)
+    monkeypatch.setattr(methods_module, "clone_tree", half)
     with pytest.raises(ProviderError, match="could not restore"):
         snapper.restore(ref, tmp_path / "new")
     assert not (tmp_path / "new").exists()
@@ -413,7 +413,7 @@ def test_a_take_whose_snapshot_is_deleted_while_it_copies_stops_and_leaves_nothi
         snapper.delete(being_taken)  # the run discards it while the copy runs
         return real_clone(src, dst, stop=stop)
 
-    monkeypatch.setattr(snapshots_module, "clone_tree", delete_then_clone)
+    monkeypatch.setattr(methods_module, "clone_tree", delete_then_clone)
     with pytest.raises(ProviderError) as info:
         snapper.take(snapshot_call(volume))
     assert info.value.code == "SnapshotDiscarded"

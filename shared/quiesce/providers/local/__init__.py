@@ -10,6 +10,7 @@ state_dir/
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from quiesce.ports import Backends, HookRunner, Provider
@@ -33,13 +34,17 @@ __all__ = [
 ]
 
 
-def local_provider(state_dir: Path, hooks: HookRunner | None = None) -> Provider:
-    """Inventory, hooks and snapshots of this machine, keeping their state in `state_dir`."""
+def local_provider(
+    state_dir: Path, hooks: HookRunner | None = None, freezing_members: Collection[str] = ()
+) -> Provider:
+    """Inventory, hooks and snapshots of this machine, keeping their state in `state_dir`.
+
+    `freezing_members`: members whose volumes a pre hook may freeze (see LocalSnapshotter)."""
     state_dir = Path(state_dir)
     return Provider(
         inventory=LocalInventory(),
         hooks=hooks if hooks is not None else LocalHookRunner(state_dir),
-        snapshots=LocalSnapshotter(state_dir),
+        snapshots=LocalSnapshotter(state_dir, freezing_members),
     )
 
 

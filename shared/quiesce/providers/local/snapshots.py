@@ -1,10 +1,14 @@
-"""Snapshots of local folders: reflink clones (or copies) kept under `<state_dir>/snapshots`.
+"""Snapshots of local folders: btrfs snapshots of subvolumes, reflink clones or copies.
 
 Layout, one folder per volume snapshot, named by the snapshot id:
 
     <state_dir>/snapshots/<recovery_point>/<member>/<index>-<volume name>/
         manifest.json   the SnapshotRef, tags included (what `find` reads)
-        data/           the volume's files
+        data/           the volume's files (reflink and copy)
+
+A btrfs snapshot cannot leave its filesystem: its data is a read-only subvolume at
+`<mount point>/.quiesce-snapshots/<snapshot id>`, which the manifest names as its location
+(methods.py says which method a volume gets, btrfs.py how btrfs snapshots are kept).
 
 The manifest is written before the data, with state "failed", and rewritten "pending" once the
 copy is complete: a take that dies half-way leaves a snapshot `find` lists as failed (so cleanup
@@ -20,7 +24,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +32,17 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from quiesce.errors import ProviderError
+from quiesce.policy.model import LocalMember, MemberBase
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
-from quiesce.providers.local.reflink import CloneStopped, can_clone, clone_tree
+from quiesce.providers.local.btrfs import BtrfsError
+from quiesce.providers.local.methods import (
+    Choice,
+    VolumeMethod,
+    choose,
+    data_of,
+    taken_by,
+)
+from quiesce.providers.local.reflink import CloneStopped
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import snapshot_tags
 
@@ -39,11 +52,17 @@ PROVIDER = "local"
 
 
 class LocalSnapshotter(Snapshotter):
-    """The Snapshotter port for folders on this host, plus `restore` for `quiesce restore`."""
+    """The Snapshotter port for folders on this host, plus `restore` for `quiesce restore`.
 
-    def __init__(self, state_dir: Path) -> None:
+    `freezing_members` names the members whose volumes a pre hook may freeze (a member of an
+    application-consistent group in which some member's pre hook may freeze its volumes: the
+    library's PostgreSQL hook also freezes the WAL member's filesystem). Their volumes are never
+    snapshotted with btrfs, whose snapshot of a frozen filesystem waits for the thaw."""
+
+    def __init__(self, state_dir: Path, freezing_members: Collection[str] = ()) -> None:
         self.state_dir = Path(state_dir)
         self.root = self.state_dir / "snapshots"
+        self.freezing_members = frozenset(freezing_members)
         # Snapshots deleted while their take may still be copying: the take stops at once.
         self._discarded: set[str] = set()
         self._discarded_lock = threading.Lock()
@@ -56,12 +75,14 @@ class LocalSnapshotter(Snapshotter):
         volumes = [Path(v) for v in call.machine.volumes]
         for volume in volumes:
             self._check_volume(call.member, volume)
+        may_freeze = self._may_freeze(call.member, call.spec)
         refs: list[SnapshotRef] = []
-        created: list[Path] = []
+        created: list[tuple[Path, VolumeMethod, Path]] = []
         try:
             for index, volume in enumerate(volumes):
                 snapshot_id = f"{call.recovery_point}/{call.member}/{index}-{volume.name or 'root'}"
                 folder = self.root / snapshot_id
+                method = self._choose(volume, may_freeze).method
                 try:
                     _make_folder(folder)
                 except FileExistsError:
@@ -74,36 +95,38 @@ class LocalSnapshotter(Snapshotter):
                         f"member {call.member!r}: cannot create {folder}: {exc}",
                         code="SnapshotFailed",
                     ) from exc
-                created.append(folder)
+                data = method.location(snapshot_id, folder)
+                created.append((folder, method, data))
                 started = utcnow()
                 ref = SnapshotRef(
                     id=snapshot_id,
                     provider=PROVIDER,
                     machine_id=call.machine.machine_id,
                     volume=str(volume),
-                    method="copy",
+                    method=method.name,
                     state=SnapshotState.FAILED,  # until the data is complete
                     started_at=started,
                     fixed_at=started,
-                    location=str(folder),
+                    location=str(folder if data.parent == folder else data),
                     tags=snapshot_tags(call),
                 )
                 stop = self._stop_check([r.id for r in refs] + [snapshot_id])
                 try:
                     _write_manifest(folder, ref)
-                    method, size = clone_tree(volume, folder / DATA, stop=stop)
+                    taken = method.take(volume, data, stop)
+                    fixed = utcnow()  # the point in time (a copy's last file) is fixed by now
                     if stop():
                         raise CloneStopped(snapshot_id)
                     ref = ref.model_copy(
                         update={
-                            "method": method,
+                            "method": taken.method,
                             "state": SnapshotState.PENDING,
-                            "fixed_at": utcnow(),
-                            "size_bytes": size,
+                            "fixed_at": fixed,
+                            "size_bytes": taken.size,
                         }
                     )
                     _write_manifest(folder, ref)
-                except (CloneStopped, OSError) as exc:
+                except (CloneStopped, OSError, BtrfsError) as exc:
                     if not stop():
                         raise ProviderError(
                             f"member {call.member!r}: could not snapshot volume {volume}: {exc}",
@@ -116,7 +139,9 @@ class LocalSnapshotter(Snapshotter):
                     ) from None
                 refs.append(ref)
         except BaseException:
-            for folder in created:
+            for folder, method, data in created:
+                with contextlib.suppress(OSError, BtrfsError):
+                    method.remove(data)
                 self._remove(folder)
             raise
         return refs
@@ -131,13 +156,15 @@ class LocalSnapshotter(Snapshotter):
         out: list[SnapshotRef] = []
         for ref in snapshots:
             folder = self._folder(ref)
+            data = self._data_or_none(ref)
             if ref.state is not SnapshotState.PENDING:
                 out.append(ref)  # completed already, or never usable
-            elif not (folder / DATA).is_dir():
+            elif data is None or not data.is_dir():
                 out.append(ref.model_copy(update={"state": SnapshotState.FAILED}))
             elif (
                 time.monotonic() >= deadline
-                or (tree := _fsync_tree(folder / DATA, deadline)) is None
+                or (tree := _fsync_tree(data, deadline)) is None
+                or not self._durable(ref, data)
             ):
                 out.append(ref)
             else:
@@ -156,9 +183,19 @@ class LocalSnapshotter(Snapshotter):
         return out
 
     def delete(self, snapshot: SnapshotRef) -> None:
+        """Deletes the snapshot's data and folder. A btrfs snapshot is deleted only when it is
+        where Quiesce keeps that snapshot and is a read-only subvolume (see btrfs.delete)."""
         folder = self._folder(snapshot)
         with self._discarded_lock:
             self._discarded.add(snapshot.id)  # a take still copying it stops
+        # The manifest on disk says where the data is (the caller's copy may predate the take).
+        ref = self.manifest(snapshot.id) or snapshot
+        try:
+            taken_by(ref.method).remove(data_of(ref, folder))
+        except (OSError, BtrfsError) as exc:
+            raise ProviderError(
+                f"could not delete snapshot {snapshot.id}: {exc}", code="DeleteFailed"
+            ) from exc
         if folder.exists() or folder.is_symlink():
             self._remove(folder)
 
@@ -198,7 +235,7 @@ class LocalSnapshotter(Snapshotter):
         file-list digest match what was recorded when it was made durable. A snapshot made
         before these were recorded (no digest) is only checked for its data folder: the size
         its take counted was read from a live volume, so it is no measure of the copy."""
-        data = self._folder(snapshot) / DATA
+        data = self._data(snapshot)
         if not data.is_dir():
             raise ProviderError(
                 f"snapshot {snapshot.id} is incomplete: its data folder {data} is missing",
@@ -234,24 +271,25 @@ class LocalSnapshotter(Snapshotter):
         return sorted(found, key=lambda r: (r.started_at, r.id))
 
     def describe(self, machine: Machine) -> dict[str, str]:
-        """Per volume: "reflink" if its files can be cloned into the snapshot folder, "copy" if
-        they would be copied, "missing" if it is not a folder. Writes nothing (see can_clone)."""
-        probe_dir = _nearest_existing(self.root)
+        """Per volume: "btrfs" if it is a subvolume snapshotted read-only on its filesystem,
+        "reflink" if its files can be cloned into the snapshot folder, "copy" if they would be
+        copied (with why not btrfs, for a volume on btrfs), "missing" if it is not a folder.
+        Writes nothing (see methods.choose)."""
+        may_freeze = machine.member in self.freezing_members
         out: dict[str, str] = {}
         for volume in machine.volumes:
             path = Path(volume)
-            if not path.is_dir():
-                out[volume] = "missing"
-            else:
-                out[volume] = "reflink" if can_clone(path, probe_dir) else "copy"
+            out[volume] = self._choose(path, may_freeze).display if path.is_dir() else "missing"
         return out
 
     # ------------------------------------------------------------------------------ extras
 
     def restore(self, snapshot: SnapshotRef, target: Path) -> Path:
-        """Clones the snapshot's data into `target` (absent or an empty folder); returns it."""
-        data = self._folder(snapshot) / DATA
-        if not data.is_dir():
+        """Recreates the snapshot's data at `target` (absent or an empty folder) and returns it:
+        a btrfs snapshot becomes a writable snapshot of it when `target` is absent and on the
+        same filesystem, every other case a clone (reflink) or copy of its files."""
+        data = self._data_or_none(snapshot)
+        if data is None or not data.is_dir():
             raise ProviderError(
                 f"snapshot {snapshot.id} has no data at {data}", code="SnapshotNotFound"
             )
@@ -265,8 +303,8 @@ class LocalSnapshotter(Snapshotter):
             )
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            clone_tree(data, target)
-        except OSError as exc:
+            taken_by(snapshot.method).restore(data, target)
+        except (OSError, BtrfsError) as exc:
             if existed:
                 for child in list(target.iterdir()):
                     _rmtree(child)
@@ -294,6 +332,34 @@ class LocalSnapshotter(Snapshotter):
                 return any(i in self._discarded for i in ids)
 
         return stop
+
+    def _may_freeze(self, member: str, spec: MemberBase) -> bool:
+        own = isinstance(spec, LocalMember) and spec.hooks.pre is not None
+        return member in self.freezing_members or (
+            own and isinstance(spec, LocalMember) and spec.pre_freezes_volumes
+        )
+
+    def _choose(self, volume: Path, may_freeze: bool) -> Choice:
+        return choose(volume, _nearest_existing(self.root), may_freeze)
+
+    def _data(self, ref: SnapshotRef) -> Path:
+        try:
+            return data_of(ref, self._folder(ref))
+        except BtrfsError as exc:
+            raise ProviderError(str(exc), code="BadSnapshotLocation") from exc
+
+    def _data_or_none(self, ref: SnapshotRef) -> Path | None:
+        try:
+            return data_of(ref, self._folder(ref))
+        except BtrfsError:
+            return None
+
+    def _durable(self, ref: SnapshotRef, data: Path) -> bool:
+        try:
+            taken_by(ref.method).durable(data)
+        except (OSError, BtrfsError):
+            return False
+        return True
 
     def _check_volume(self, member: str, volume: Path) -> None:
         if not volume.is_dir():

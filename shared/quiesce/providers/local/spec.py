@@ -24,10 +24,29 @@ def local_hook_runner(policy: Policy, *, scratch: bool = False) -> LocalHookRunn
     return LocalHookRunner(Path(policy.state_dir), entries, scratch=scratch)
 
 
+def freezing_members(policy: Policy) -> set[str]:
+    """The local members whose volumes a pre hook may freeze: every local member of an
+    application-consistent group in which a local member's pre hook may freeze its volumes
+    (pre_freezes_volumes). The whole group, because a hook may freeze another member's
+    filesystem too (the library's PostgreSQL hook freezes the WAL member's)."""
+    out: set[str] = set()
+    for group in policy.groups.values():
+        local = [m for m in group.members if isinstance(m, LocalMember)]
+        if group.consistency == "application" and any(
+            m.hooks.pre is not None and m.pre_freezes_volumes for m in local
+        ):
+            out.update(m.name for m in local)
+    return out
+
+
 def make_provider(policy: Policy, *, scratch: bool = False) -> Provider:
     """This machine's inventory, hooks and snapshots, kept in the policy's state_dir (for
     `plan`, the hook allowlist goes to a private temporary folder)."""
-    return local_provider(Path(policy.state_dir), local_hook_runner(policy, scratch=scratch))
+    return local_provider(
+        Path(policy.state_dir),
+        local_hook_runner(policy, scratch=scratch),
+        freezing_members(policy),
+    )
 
 
 SPEC = ProviderSpec(
