@@ -193,6 +193,8 @@ class CatalogStateStore(StateStore):
     def __init__(self) -> None:
         self._seq_lock = threading.Lock()
         self._last_seq = 0
+        #: The batches the last `outbox_pending` read, by key (a key names its events).
+        self._read_batches: dict[str, _Batch] = {}
 
     # ------------------------------------------------------------------------------ primitives
 
@@ -295,7 +297,10 @@ class CatalogStateStore(StateStore):
 
     def outbox_pending(self, limit: int = 500) -> list[CloudEvent]:
         out: dict[str, CloudEvent] = {}
-        for batch in self._scan_batches(limit):
+        batches = self._scan_batches(limit)
+        with self._seq_lock:
+            self._read_batches = {batch.key: batch for batch in batches}
+        for batch in batches:
             for event in batch.events:
                 out.setdefault(event.id, event)
         return list(out.values())[:limit]
@@ -303,13 +308,25 @@ class CatalogStateStore(StateStore):
     def outbox_remove(self, event_ids: Sequence[str]) -> None:
         """Deletes every batch all of whose events are removed; a batch some of whose events
         stay is written again with those (the new batch first, so a crash in between leaves
-        an event twice, read once, rather than not at all)."""
+        an event twice, read once, rather than not at all).
+
+        The batches come from the last `outbox_pending` when they hold every event removed
+        (what a flush publishes, it has just read), else from a new scan. A batch's key names
+        its events, so a batch read before is never wrong about what it holds; one written
+        since by another process with some of the same events keeps them, to be published
+        again (the outbox delivers at least once)."""
         gone = set(event_ids)
         if not gone:
             return
+        with self._seq_lock:
+            read = self._read_batches
+        if gone <= {event.id for batch in read.values() for event in batch.events}:
+            batches = list(read.values())
+        else:
+            batches = self._scan_batches(OUTBOX_SCAN_LIMIT)
         emptied: list[str] = []
         kept: list[Queued] = []
-        for batch in self._scan_batches(OUTBOX_SCAN_LIMIT):
+        for batch in batches:
             if not gone.intersection(e.id for e in batch.events):
                 continue
             emptied.append(batch.key)
@@ -320,6 +337,9 @@ class CatalogStateStore(StateStore):
             self.put_queued(kept)
         if emptied:
             self.delete_queued(emptied)
+        removed = set(emptied)
+        with self._seq_lock:
+            self._read_batches = {k: b for k, b in self._read_batches.items() if k not in removed}
 
     def _scan_batches(self, limit: int) -> list[_Batch]:
         return [_read_batch(data) for data in self.scan_queued(limit)]
