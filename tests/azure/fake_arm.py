@@ -10,6 +10,9 @@ What a run command does on the VM is `guest(vm_name, parameters) -> (executionSt
 output, error)`: by default the runner's JSON result for a succeeded hook. Tests can make it
 fail, time out, answer 429 with Retry-After, reset a connection after carrying a request out, or
 fail a restore point. The Event Grid topic is `/api/events` on the same server.
+
+Every request is recorded as it arrives (`requests`: method and path; `request_log`: with its
+query too), so tests can count exactly what a client sent (`count`).
 """
 
 from __future__ import annotations
@@ -105,10 +108,13 @@ class FakeArm:
     throttles: list[Throttle] = field(default_factory=list)
     drops: list[Throttle] = field(default_factory=list)
     fail_restore_points: set[str] = field(default_factory=set)
+    #: VMs whose run command operations end Failed (the script has run: its view is there).
+    fail_run_command_operations: set[str] = field(default_factory=set)
     hook_calls: list[HookCallSeen] = field(default_factory=list)
     deleted_run_commands: list[str] = field(default_factory=list)
     created: list[tuple[float, str, str]] = field(default_factory=list)  # (at, kind, id)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    request_log: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     event_batches: list[list[dict[str, Any]]] = field(default_factory=list)
     fail_event_batches: int = 0
     event_key: str = "topic-key"
@@ -239,6 +245,18 @@ class FakeArm:
                     return True
         return False
 
+    def count(self, method: str, pattern: str, **query: str) -> int:
+        """How many `method` requests had a path matching `pattern` (re.search) and carried
+        the given query parameters (e.g. `**{"$expand": "instanceView"}`)."""
+        with self.lock:
+            return sum(
+                1
+                for m, path, q in self.request_log
+                if m == method
+                and re.search(pattern, path)
+                and all(q.get(k) == v for k, v in query.items())
+            )
+
     def hook_calls_of(self, phase: str) -> list[HookCallSeen]:
         return [c for c in self.hook_calls if c.params.get("QUIESCE_PHASE") == phase]
 
@@ -252,6 +270,7 @@ class FakeArm:
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         with self.lock:
             self.requests.append((method, path))
+            self.request_log.append((method, path, query))
             for throttle in self.throttles:
                 if (
                     throttle.count > 0
@@ -402,6 +421,14 @@ class FakeArm:
                 resource["properties"]["provisioningState"] = "Succeeded"
                 resource["_view"] = view
 
+            if vm["name"].lower() in self.fail_run_command_operations:
+                return self._lro(
+                    201,
+                    resource,
+                    final="Failed",
+                    error={"code": "VMAgentStatusCommunicationError", "message": "no answer"},
+                    on_done=done,
+                )
             return self._lro(201, resource, on_done=done)
         found_rc = self.run_commands.get(key)
         if method == "GET":

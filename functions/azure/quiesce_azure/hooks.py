@@ -10,10 +10,14 @@ identifiers and the NAME of a hook declared in the VM's root-owned allowlist
 no input is ever spliced into the script text. Values are checked before anything is sent.
 
 The command runs synchronously (`asyncExecution: false`): the PUT's long-running operation ends
-when the script has ended, then one GET with `$expand=instanceView` reads executionState,
-exitCode, output and error, and the runner's one-line JSON result in the output becomes the
-HookResult. The run command resource is deleted afterwards (best effort: the DELETE is sent, its
-completion is not awaited). Members run in parallel (the port's fan_out).
+when the script has ended, and the operation's final GET of the resource asks for
+`$expand=instanceView`, so that one read carries executionState, exitCode, output and error, and
+the runner's one-line JSON result in the output becomes the HookResult (a run command costs its
+PUT, the status reads ARM asks for, one GET and the DELETE). Only when that read has no final
+instance view (the operation failed, or ARM answered without an Azure-AsyncOperation header)
+is the run command read again with the view until it has one. The run command resource is
+deleted afterwards (best effort: the DELETE is sent, its completion is not awaited). Members
+run in parallel (the port's fan_out).
 
 Why not the *action* form (`POST …/virtualMachines/{vm}/runCommand`): it runs one script at a
 time per VM (a pre and the watchdog's or a post's call would queue), takes about 20 s at least,
@@ -27,9 +31,16 @@ import logging
 import re
 import secrets
 from typing import Any, ClassVar, Unpack
+from urllib.parse import urlencode
 
 from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.polling.base_polling import LocationPolling, StatusCheckPolling
 from azure.mgmt.compute import models
+from azure.mgmt.core.polling.arm_polling import (
+    ARMPolling,
+    AzureAsyncOperationPolling,
+    BodyContentPolling,
+)
 
 from quiesce.errors import ProviderError
 from quiesce.guest.protocol import (
@@ -181,6 +192,32 @@ def instance_view_result(view: dict[str, Any], watch: Stopwatch, where: str) -> 
     )
 
 
+class _FinalReadWithInstanceView(AzureAsyncOperationPolling):  # type: ignore[type-arg]
+    """ARM's Azure-AsyncOperation polling, whose final GET of the run command (once the
+    operation has ended) also asks for its instance view: the result in the same read."""
+
+    def get_final_get_url(self, pipeline_response: Any) -> str | None:
+        url: str | None = super().get_final_get_url(pipeline_response)
+        if url is None:
+            return None
+        return f"{url}{'&' if '?' in url else '?'}{urlencode({'$expand': 'instanceView'})}"
+
+
+def result_polling(ops: Any) -> ARMPolling:
+    """The polling of a run command's PUT: ARMPolling with the client's interval (used when
+    ARM sends no Retry-After), whose final read carries the instance view."""
+    delay = getattr(getattr(ops, "_config", None), "polling_interval", 30)
+    return ARMPolling(
+        delay,
+        lro_algorithms=[
+            _FinalReadWithInstanceView(),
+            LocationPolling(),
+            BodyContentPolling(),
+            StatusCheckPolling(),
+        ],
+    )
+
+
 class RunCommandHookRunner(RemoteHookRunner):
     """The HookRunner port over managed Run Command and the guest hook runner."""
 
@@ -229,7 +266,11 @@ class RunCommandHookRunner(RemoteHookRunner):
             body = run_command_body(location, params, timeout)
             poller = self.backoff.call(
                 lambda: ops.begin_create_or_update(
-                    vm.resource_group, vm.name, name, models.VirtualMachineRunCommand(body)
+                    vm.resource_group,
+                    vm.name,
+                    name,
+                    models.VirtualMachineRunCommand(body),
+                    polling=result_polling(ops),
                 ),
                 what=f"PUT run command {name} {where}",
             )
@@ -255,7 +296,12 @@ class RunCommandHookRunner(RemoteHookRunner):
         ops = self.clients.compute(parse_vm_id(call.machine.machine_id).subscription)
         lro_error: BaseException | None = None
         try:
-            poller.result(timeout=max(0.0, deadline - self.clock()))
+            final = poller.result(timeout=max(0.0, deadline - self.clock()))
+            if poller.done():
+                view = dig(as_json(final), "properties", "instanceView") or {}
+                result = instance_view_result(view, watch, where)
+                if result is not None:
+                    return result  # the operation's final read carried the result
         except (AzureError, ProviderError) as exc:
             lro_error = exc  # the instance view may still tell more
         while True:

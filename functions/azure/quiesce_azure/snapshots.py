@@ -4,7 +4,11 @@ Per member (`snapshot` in the policy):
 
 * `restore_point`: one VM restore point covering all managed disks, in a restore point
   collection Quiesce manages per VM (`quiesce-<vm>`, tagged quiesce:managed=true; created on
-  first use). Windows VMs ask for ApplicationConsistent (VSS through the VM's extension);
+  first use). A snapshotter remembers the collections it has seen tagged as Quiesce's (read,
+  created, or listed by `find`), so a run reads a VM's collection at most once per process and
+  usually not at all (the orphan sweep at the start of a run lists them); a restore point PUT
+  that meets a remembered collection gone (404) reads or creates it again and retries once.
+  Windows VMs ask for ApplicationConsistent (VSS through the VM's extension);
   Linux VMs for CrashConsistent, because Quiesce's own hooks make them application-consistent.
   The level the platform reports is kept in the ref's tags (azure:consistency-mode).
   Restore points carry no tags of their own: the collection's tags and the restore point's name
@@ -13,7 +17,8 @@ Per member (`snapshot` in the policy):
 
 `take` returns when the point in time is fixed by THE RULE below; `wait_durable` then polls
 until the data is durable (a snapshot's completionPercent reaches 100; a restore point is
-durable when it has Succeeded). Only Quiesce-tagged snapshots and restore points of Quiesce's
+durable when it has Succeeded, which `take` has seen already: its ref comes back completed, and
+no further read is made). Only Quiesce-tagged snapshots and restore points of Quiesce's
 collections are ever deleted.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -148,6 +154,10 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
         self.poll_interval = poll_interval
         self.clock = clock
         self.sleep = sleep
+        #: (subscription, resource group, name), lower case, of collections seen tagged as
+        #: Quiesce's: restore points go into them without reading them again.
+        self._collections: set[tuple[str, str, str]] = set()
+        self._collections_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ the port
 
@@ -222,6 +232,8 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
             )
             for coll in collections:
                 tags = coll.get("tags") or {}
+                if tags.get(MANAGED_TAG) == "true":
+                    self._remember(subscription, rg, str(coll.get("name") or ""))
                 if not all(tags.get(k) == v for k, v in wanted.items()):
                     continue
                 full = as_json(
@@ -250,16 +262,29 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
         self, call: SnapshotCall, vm: VmRef, location: str, os_name: str
     ) -> list[SnapshotRef]:
         compute = self.clients.compute(vm.subscription)
-        coll = self._ensure_collection(call, vm, location)
+        known = self._known(vm)
+        coll = collection_name(vm.name) if known else self._ensure_collection(call, vm, location)
         name = _name(call.recovery_point)
         mode = CONSISTENCY_MODES.get(os_name, "CrashConsistent")
         started = utcnow()
-        poller = self.backoff.call(
-            lambda: compute.restore_points.begin_create(
-                vm.resource_group, coll, name, {"properties": {"consistencyMode": mode}}
-            ),
-            what=f"create restore point {name} of {vm.name}",
-        )
+
+        def create() -> Any:
+            return self.backoff.call(
+                lambda: compute.restore_points.begin_create(
+                    vm.resource_group, coll, name, {"properties": {"consistencyMode": mode}}
+                ),
+                what=f"create restore point {name} of {vm.name}",
+            )
+
+        try:
+            poller = create()
+        except ResourceNotFoundError:
+            if not known:
+                raise
+            # The remembered collection is gone: read (or create) it again, once.
+            self._forget(vm)
+            coll = self._ensure_collection(call, vm, location)
+            poller = create()
         point = as_json(poller.result())
         status = str(dig(point, "properties", "provisioningState") or poller.status())
         if not point_in_time_is_fixed(status):
@@ -287,17 +312,37 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
                 machine_id=call.machine.machine_id,
                 volume=ALL_DISKS,
                 method=METHOD_RESTORE_POINT,
-                state=SnapshotState.PENDING,
+                # Succeeded (THE RULE) is also what makes a restore point durable.
+                state=SnapshotState.COMPLETED,
                 started_at=started,
                 fixed_at=fixed,
+                durable_at=fixed,
                 location=point_id,
                 tags=tags,
                 reported_consistency=platform_level,
             )
         ]
 
+    def _key(self, subscription: str, rg: str, name: str) -> tuple[str, str, str]:
+        return (subscription.lower(), rg.lower(), name.lower())
+
+    def _remember(self, subscription: str, rg: str, name: str) -> None:
+        with self._collections_lock:
+            self._collections.add(self._key(subscription, rg, name))
+
+    def _known(self, vm: VmRef) -> bool:
+        key = self._key(vm.subscription, vm.resource_group, collection_name(vm.name))
+        with self._collections_lock:
+            return key in self._collections
+
+    def _forget(self, vm: VmRef) -> None:
+        key = self._key(vm.subscription, vm.resource_group, collection_name(vm.name))
+        with self._collections_lock:
+            self._collections.discard(key)
+
     def _ensure_collection(self, call: SnapshotCall, vm: VmRef, location: str) -> str:
-        """The VM's Quiesce-managed restore point collection, created when missing."""
+        """The VM's Quiesce-managed restore point collection, created when missing (and
+        remembered either way)."""
         compute = self.clients.compute(vm.subscription)
         name = collection_name(vm.name)
         try:
@@ -316,6 +361,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
                     f"tagged {MANAGED_TAG}=true: Quiesce does not write into it",
                     code="NotManaged",
                 )
+            self._remember(vm.subscription, vm.resource_group, name)
             return name
         tags = {
             MANAGED_TAG: "true",
@@ -331,6 +377,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
             ),
             what=f"create restore point collection {name}",
         )
+        self._remember(vm.subscription, vm.resource_group, name)
         return name
 
     def _delete_restore_point(self, ref: SnapshotRef, match: re.Match[str]) -> None:

@@ -25,6 +25,13 @@ Atomicity, with ETags instead of DynamoDB's conditions:
   * an outbox event is added by one entity-group transaction that creates both its id marker
     and its ordered copy, so adding an id twice keeps one, and the order is the RowKey order.
 
+Requests saved where nothing is lost by it: the store remembers the ETag of each lock it took,
+so releasing it is one conditional DELETE (a lock taken over since answers 412 and is read
+again, as before); and the ordered copy of each outbox batch it wrote or read, so removing
+published batches is one transaction per 50 of them (both entities each) instead of a read
+and two deletes per batch (a batch it does not know, or a transaction that fails because
+another process removed one of them first, is removed the old way, one by one).
+
 Large records: a string property holds at most 64 KiB (32K UTF-16 characters), an entity 1 MiB.
 A record's JSON up to 30,000 characters is stored as text (`data`); a larger one is
 zlib-compressed and split over binary properties `z0`..`zN` (60,000 bytes each, `zn` = N+1) of
@@ -37,6 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -83,6 +92,10 @@ MAX_CHUNKS = 14
 KEY_LIMIT = 512
 #: Attempts at a compare-and-swap before giving up (each loss means someone else progressed).
 CAS_ATTEMPTS = 5
+#: Operations per entity-group transaction (the service's limit).
+TRANSACTION_OPS = 100
+#: The batch key at the start of an outbox batch's JSON (quiesce.state_base).
+_BATCH_KEY = re.compile(r'^\{"batch":"([^"\\]+)"')
 
 LOCK, TRIGGER, COOLDOWN, OUTBOX = ("lock", "trigger", "cooldown", "outbox")
 #: Each kind's order property (its PartitionKey is the kind's name).
@@ -142,6 +155,11 @@ class TableStateStore(CatalogStateStore):
         self.table = table
         self.clock = clock
         self.client: TableClient = service.get_table_client(table)
+        self._remembered = threading.Lock()
+        #: (lock RowKey, run id) -> the ETag of the lock entity this store wrote.
+        self._lock_etags: dict[tuple[str, str], str] = {}
+        #: An outbox batch's key -> the RowKey of its ordered copy, for batches written or read.
+        self._ordered: dict[str, str] = {}
 
     def create_table(self) -> None:
         """Creates the table if it is missing (infra normally does this)."""
@@ -155,26 +173,27 @@ class TableStateStore(CatalogStateStore):
         except ResourceNotFoundError:
             return None
 
-    def _create(self, entity: dict[str, Any]) -> bool:
-        """Creates the entity; False when one with its keys exists already."""
+    def _create(self, entity: dict[str, Any]) -> str | None:
+        """Creates the entity; its ETag, or None when one with its keys exists already."""
         try:
-            self.client.create_entity(entity)
+            written = self.client.create_entity(entity)
         except ResourceExistsError:
-            return False
-        return True
+            return None
+        return str(written.get("etag") or "*")
 
-    def _replace_if(self, entity: dict[str, Any], etag: str) -> bool:
-        """Replaces the entity if it is unchanged since it was read with `etag`."""
+    def _replace_if(self, entity: dict[str, Any], etag: str) -> str | None:
+        """Replaces the entity if it is unchanged since it was read with `etag`; its new ETag,
+        or None when it changed."""
         try:
-            self.client.update_entity(
+            written = self.client.update_entity(
                 entity,
                 mode=UpdateMode.REPLACE,
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
+            return None
+        return str(written.get("etag") or "*")
 
     def _query(self, text: str, parameters: dict[str, Any]) -> Iterable[TableEntity]:
         return self.client.query_entities(text, parameters=parameters)
@@ -220,7 +239,9 @@ class TableStateStore(CatalogStateStore):
             "expires_us": str(micros(expires_at)),
         }
         for _ in range(CAS_ATTEMPTS):
-            if self._create(entity):
+            written = self._create(entity)
+            if written is not None:
+                self._took_lock(entity["RowKey"], run_id, written)
                 return None
             held = self._get(LOCK, entity["RowKey"])
             if held is None:
@@ -231,24 +252,42 @@ class TableStateStore(CatalogStateStore):
             free = holder.run_id == run_id or int(held["expires_us"]) < micros(self.clock())
             if not free:
                 return holder
-            if self._replace_if(entity, _etag(held)):
+            written = self._replace_if(entity, _etag(held))
+            if written is not None:
+                self._took_lock(entity["RowKey"], run_id, written)
                 return None
         raise ProviderError(
             f"the lock {key!r} changed hands {CAS_ATTEMPTS} times while it was taken",
             code="LockContention",
         )
 
+    def _took_lock(self, key: str, run_id: str, etag: str) -> None:
+        if etag != "*":
+            with self._remembered:
+                self._lock_etags[(key, run_id)] = etag
+
     def release_lock(self, key: str, run_id: str) -> None:
-        held = self._get(LOCK, row_key(key))
+        rk = row_key(key)
+        with self._remembered:
+            etag = self._lock_etags.pop((rk, run_id), None)
+        if etag is not None:
+            # Unchanged since we wrote it: still ours; one DELETE. Changed: read it (below).
+            with contextlib.suppress(ResourceModifiedError):
+                self._delete_if(LOCK, rk, etag)
+                return
+        held = self._get(LOCK, rk)
         if held is None or str(held["run_id"]) != run_id:
             return
         # Modified: someone took it over after it expired; not ours to delete any more.
         with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            self._delete_if(LOCK, rk, _etag(held))
+
+    def _delete_if(self, partition: str, key: str, etag: str) -> None:
+        """Deletes the entity if it is unchanged since `etag` (ResourceModifiedError if not;
+        gone already is no error)."""
+        with contextlib.suppress(ResourceNotFoundError):
             self.client.delete_entity(
-                LOCK,
-                row_key(key),
-                etag=_etag(held),
-                match_condition=MatchConditions.IfNotModified,
+                partition, key, etag=etag, match_condition=MatchConditions.IfNotModified
             )
 
     # ------------------------------------------------------------------------------ triggers
@@ -313,9 +352,15 @@ class TableStateStore(CatalogStateStore):
                 self.client.submit_transaction(operations)
             except TableTransactionError as exc:
                 if str(getattr(exc, "error_code", "")) != "EntityAlreadyExists":
-                    raise  # else: that batch is in the outbox already
+                    raise  # else: that batch is in the outbox already (its copy, not ours)
+            else:
+                self._remember_ordered(batch.key, ordered)
 
         each(add, batches)
+
+    def _remember_ordered(self, batch_key: str, ordered: str) -> None:
+        with self._remembered:
+            self._ordered[batch_key] = ordered
 
     def scan_queued(self, limit: int) -> list[str]:
         out: list[str] = []
@@ -325,12 +370,39 @@ class TableStateStore(CatalogStateStore):
             results_per_page=min(limit, 1000),
         )
         for entity in entities:
-            out.append(decode(entity))
+            data = decode(entity)
+            out.append(data)
+            found = _BATCH_KEY.match(data)
+            ordered = str(entity["RowKey"])
+            if found and ordered.endswith(f"-{row_key(found[1])}"):
+                self._remember_ordered(found[1], ordered)
             if len(out) >= limit:
                 break
         return out
 
     def delete_queued(self, keys: Sequence[str]) -> None:
+        """Both entities of every batch whose ordered copy is known, in transactions; the
+        others (and those of a transaction that failed) one by one."""
+        with self._remembered:
+            known = [(k, self._ordered.pop(k)) for k in keys if k in self._ordered]
+        taken = {k for k, _ in known}
+        unknown = [k for k in keys if k not in taken]
+        per_transaction = TRANSACTION_OPS // 2
+        for start in range(0, len(known), per_transaction):
+            part = known[start : start + per_transaction]
+            operations: list[Any] = []
+            for batch_key, ordered in part:
+                operations.append(("delete", {"PartitionKey": OUTBOX, "RowKey": ordered}))
+                operations.append(
+                    ("delete", {"PartitionKey": OUTBOX, "RowKey": f"i-{row_key(batch_key)}"})
+                )
+            try:
+                self.client.submit_transaction(operations)
+            except TableTransactionError:
+                unknown.extend(batch_key for batch_key, _ in part)  # one gone already, say
+        self._delete_one_by_one(unknown)
+
+    def _delete_one_by_one(self, keys: Sequence[str]) -> None:
         def remove(batch_key: str) -> None:
             key = f"i-{row_key(batch_key)}"
             marker = self._get(OUTBOX, key)
