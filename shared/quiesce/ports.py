@@ -144,7 +144,9 @@ class HookRunner(ABC):
         """Runs the security checks only (for `quiesce plan`); never executes the script."""
 
     def run_many(self, calls: Sequence[HookCall]) -> list[HookResult | BaseException]:
-        """Runs the calls concurrently. Adapters with a batch API (SSM) override this."""
+        """Runs the calls concurrently; a call's exception is its result. Adapters with a batch
+        API (SSM) override this. The engine starts the calls of a runner that does not
+        override it one by one, each on its own thread, as they are (quiesce.engine.lanes)."""
         return fan_out(self.run, calls)
 
 
@@ -154,6 +156,13 @@ class Snapshotter(ABC):
     @abstractmethod
     def take(self, call: SnapshotCall) -> list[SnapshotRef]:
         """Snapshots all volumes of a machine; returns as soon as the point in time is fixed."""
+
+    def take_many(self, calls: Sequence[SnapshotCall]) -> list[list[SnapshotRef] | BaseException]:
+        """Takes every call's snapshots concurrently; returns each call's snapshots, or the
+        exception it raised, in order. Adapters with a batch API override this. The engine
+        starts the calls of a snapshotter that does not override it one by one, each on its
+        own thread, as they are (quiesce.engine.lanes)."""
+        return fan_out(self.take, calls)
 
     @abstractmethod
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:

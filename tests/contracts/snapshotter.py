@@ -80,6 +80,23 @@ class SnapshotterContract:
             r.id for r in refs
         }
 
+    def test_take_many_answers_every_call_in_order_with_that_call_s_snapshots(
+        self, harness: SnapshotHarness
+    ) -> None:
+        machine = harness.machine("db-1")
+        runs = [RUN_1, RUN_2]
+
+        outcomes = harness.snapshotter.take_many([harness.call(machine, run) for run in runs])
+
+        assert len(outcomes) == len(runs)
+        for run, refs in zip(runs, outcomes, strict=True):
+            assert not isinstance(refs, BaseException), refs
+            assert sorted(r.volume for r in refs) == harness.volumes(machine)
+            assert all(r.machine_id == machine.machine_id and harness.exists(r) for r in refs)
+            assert {r.id for r in harness.snapshotter.find(POLICY, GROUP, run)} == {
+                r.id for r in refs
+            }
+
     def test_wait_durable_completes_every_snapshot(self, harness: SnapshotHarness) -> None:
         refs = harness.snapshotter.take(harness.call(harness.machine("db-1"), RUN_1))
 

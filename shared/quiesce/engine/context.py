@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -22,13 +22,17 @@ from quiesce.record import (
     utcnow,
 )
 
+if TYPE_CHECKING:
+    from quiesce.engine.freeze import Freeze
+    from quiesce.engine.lanes import Wave
+
 
 @dataclass
 class SnapshotCalls:
     """The snapshot calls of a run: some may still be running after the freeze deadline."""
 
     pairs: list[tuple[MemberRecord, MachineRecord]]
-    futures: list[Future[list[SnapshotRef]]]
+    wave: Wave[list[SnapshotRef]]
     settled: set[int] = field(default_factory=set)
 
 
@@ -44,6 +48,10 @@ class RunContext:
     snapshot_calls: SnapshotCalls | None = None
     snapshot_plan: list[tuple[Snapshotter, SnapshotCall]] | None = None
     thaw_calls: dict[int, HookCall] = field(default_factory=dict)
+    freeze: Freeze | None = None  # the freeze's waves, once the quiesce or snapshot began
+    #: Inside `held()`: the thaw is owed by a finally, so the freeze may start it the moment
+    #: the last snapshot call ends (engine.freeze).
+    thaw_guarded: bool = False
     interrupted: bool = False  # a signal (SIGTERM, SIGINT) stopped the run
     _members: dict[str, Member] = field(default_factory=dict)
     _events: list[CloudEvent] = field(default_factory=list)

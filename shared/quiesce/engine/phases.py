@@ -7,13 +7,15 @@ record → retention → publish. `held()` wraps quiesce and snapshot so the tha
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import wait
 from datetime import timedelta
 from typing import TypeVar
 
-from quiesce.engine.context import RunContext, SnapshotCalls
+from quiesce.engine.context import RunContext
+from quiesce.engine.freeze import Freeze, hook_result, hook_units
+from quiesce.engine.lanes import Wave, prewarm_lanes
 from quiesce.engine.outcome import hook_error
 from quiesce.errors import GroupBusyError, ProviderError
 from quiesce.events import (
@@ -22,10 +24,9 @@ from quiesce.events import (
     MemberSnapshotData,
     MemberSnapshotFailedData,
 )
-from quiesce.ports import HookCall, SnapshotCall, fan_out, prewarm, shared_pool
+from quiesce.ports import HookCall, SnapshotCall, Snapshotter, fan_out, prewarm
 from quiesce.record import (
     HookResult,
-    HookStatus,
     MachineRecord,
     MemberRecord,
     Phase,
@@ -45,11 +46,6 @@ def lock_key(policy: str, group: str) -> str:
 
 def _error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _channel_failure(exc: BaseException) -> HookResult:
-    code = getattr(exc, "code", "ChannelError")
-    return HookResult(status=HookStatus.FAILED, code=str(code), message=_error_text(exc))
 
 
 # ------------------------------------------------------------------------------------ resolve
@@ -83,6 +79,7 @@ def resolve(ctx: RunContext) -> None:
         raise ProviderError("; ".join(problems), code="ResolveFailed")
     ctx.record.members = [r for r in results if isinstance(r, MemberRecord)]
     prewarm(len(ctx.machines) + 1)
+    prewarm_lanes(len(ctx.machines) + 1)  # the freeze's calls start on these (engine.lanes)
     ctx.save(Phase.RESOLVED)
 
 
@@ -153,22 +150,6 @@ def hook_call(
     )
 
 
-def _run_hooks(
-    ctx: RunContext, pairs: Sequence[Pair], calls: Sequence[HookCall]
-) -> list[HookResult]:
-    """Runs prepared calls (one per pair), each provider's through its batch method."""
-    index = {id(machine): call for (_, machine), call in zip(pairs, calls, strict=True)}
-
-    def work(provider: str, pairs: list[Pair]) -> list[HookResult | BaseException]:
-        return ctx.provider(provider).hooks.run_many([index[id(mc)] for _, mc in pairs])
-
-    results = _by_provider(ctx, pairs, work)
-    return [
-        r if isinstance(r, HookResult) else _channel_failure(r)
-        for r in (results[i] for i in range(len(pairs)))
-    ]
-
-
 # ------------------------------------------------------------------------------------ quiesce
 
 
@@ -179,7 +160,9 @@ def _hooked_pairs(ctx: RunContext) -> list[Pair]:
 def quiesce(ctx: RunContext) -> bool:
     """Runs every pre hook at once. Returns whether every one succeeded.
 
-    Its events are announced after the thaw: nothing but hooks and snapshots runs in the freeze.
+    When every one succeeded, the snapshot calls have started by then (engine.freeze): the lane
+    that ended the last pre hook started them. Its events are announced after the thaw: nothing
+    but hooks and snapshots runs in the freeze.
     """
     rec = ctx.record
     pairs = _hooked_pairs(ctx)
@@ -190,13 +173,19 @@ def quiesce(ctx: RunContext) -> bool:
     ctx.save(Phase.QUIESCING)
     calls = [hook_call(ctx, m, mc, "pre") for m, mc in pairs]
     # Everything the freeze needs is built before the first member is held.
-    plan_snapshots(ctx, "application")
+    plan = plan_snapshots(ctx, "application")
     ctx.thaw_calls = {id(mc): hook_call(ctx, m, mc, "post") for m, mc in pairs}
-    results = _run_hooks(ctx, pairs, calls)
-    for (_, machine), result in zip(pairs, results, strict=True):
+    ctx.freeze = Freeze(ctx, pairs, [ctx.thaw_calls[id(mc)] for _, mc in pairs])
+    wave = ctx.freeze.quiesce(pairs, calls, plan, "application")
+    wave.wait()
+    ok = True
+    for (_, machine), outcome in zip(pairs, wave.results, strict=True):
+        result = hook_result(outcome)
+        assert result is not None  # the wave ended
         machine.pre = result
+        ok = ok and result.ok
     ctx.enter(Phase.QUIESCED)  # saved with the thaw: no catalog write inside the freeze
-    return all(r.ok for r in results)
+    return ok
 
 
 # ----------------------------------------------------------------------------------- snapshot
@@ -206,10 +195,13 @@ def recovery_point_id(run_id: str) -> str:
     return f"rp-{run_id}"
 
 
-def plan_snapshots(ctx: RunContext, expected_consistency: str) -> None:
-    """Builds every machine's snapshot call, so the snapshot phase only has to start them."""
+def plan_snapshots(
+    ctx: RunContext, expected_consistency: str
+) -> list[tuple[Snapshotter, SnapshotCall]]:
+    """Builds every machine's snapshot call (in the order of `record.machines()`), so the
+    snapshot phase only has to start them."""
     rec = ctx.record
-    ctx.snapshot_plan = [
+    plan = ctx.snapshot_plan = [
         (
             ctx.provider(member.provider).snapshots,
             SnapshotCall(
@@ -225,31 +217,34 @@ def plan_snapshots(ctx: RunContext, expected_consistency: str) -> None:
         )
         for member, machine in rec.machines()
     ]
+    return plan
 
 
 def snapshot(ctx: RunContext, expected_consistency: str) -> None:
     """Starts every machine's snapshot call at once and waits for their points in time, but
     never past the freeze deadline: calls still running then are collected after the thaw.
 
-    The calls were planned before the quiesce (see plan_snapshots)."""
+    The calls were planned before the quiesce (see plan_snapshots); after a quiesce in which
+    every pre hook succeeded they have started already (engine.freeze). When the last one ends,
+    the thaw starts from its lane."""
     rec = ctx.record
     ctx.enter(Phase.SNAPSHOTTING)
-    pairs = rec.machines()
     plan = ctx.snapshot_plan
     if plan is None or plan[0][1].consistency != expected_consistency:
-        plan_snapshots(ctx, expected_consistency)
-        plan = ctx.snapshot_plan
-    assert plan is not None
-    pool = shared_pool()
-    futures = [pool.submit(snapshotter.take, call) for snapshotter, call in plan]
-    ctx.snapshot_calls = SnapshotCalls(pairs=pairs, futures=futures)
+        plan = plan_snapshots(ctx, expected_consistency)
+    if ctx.freeze is None:  # a crash-consistent group: no hook ran, none is owed
+        ctx.freeze = Freeze(ctx, [], [])
+    wave = ctx.freeze.start_snapshots(expected_consistency, plan)
+    if wave is None:  # the thaw has started (a signal): no snapshot may start any more
+        return
     timeout = None
     if rec.freeze_deadline is not None:
         timeout = max(0.0, (rec.freeze_deadline - ctx.now()).total_seconds())
-    _, not_done = wait(futures, timeout=timeout)
+    wave.wait(timeout)
+    not_done = wave.pending()
     if not_done:
         rec.warnings.append(
-            f"{len(not_done)} snapshot call(s) had not fixed their point in time by "
+            f"{not_done} snapshot call(s) had not fixed their point in time by "
             f"max_freeze_seconds ({ctx.group.max_freeze_seconds:g}s): thawed first; those "
             "snapshots are crash-consistent"
         )
@@ -260,17 +255,17 @@ def _settle_snapshots(ctx: RunContext, wait_for_late: bool) -> None:
     calls = ctx.snapshot_calls
     if calls is None:
         return
+    wave = calls.wave
     if wait_for_late:
-        wait(calls.futures, timeout=ctx.group.durability_timeout_seconds)
+        wave.wait(timeout=ctx.group.durability_timeout_seconds)
     rec = ctx.record
     for i, (member, machine) in enumerate(calls.pairs):
-        future = calls.futures[i]
-        if i in calls.settled or not future.done():
+        if i in calls.settled or not wave.ended[i]:
             continue
         calls.settled.add(i)
-        error = future.exception()
-        if error is not None:
-            machine.snapshot_error = _error_text(error)
+        outcome = wave.results[i]
+        if isinstance(outcome, BaseException) or outcome is None:
+            machine.snapshot_error = _error_text(outcome or RuntimeError("no result"))
             ctx.emit(
                 EventType.MEMBER_SNAPSHOT_FAILED,
                 MemberSnapshotFailedData(
@@ -283,7 +278,6 @@ def _settle_snapshots(ctx: RunContext, wait_for_late: bool) -> None:
                 subject=member.name,
             )
         else:
-            outcome = future.result()
             machine.snapshots = outcome
             ctx.emit(
                 EventType.MEMBER_SNAPSHOT_TAKEN,
@@ -346,8 +340,7 @@ def thaw(ctx: RunContext, *, announce_freeze: bool = True) -> None:
     interrupted = False
     if pairs:
         ctx.enter(Phase.THAWING)
-        calls = [ctx.thaw_calls.get(id(mc)) or hook_call(ctx, m, mc, "post") for m, mc in pairs]
-        results, interrupted = _run_posts(ctx, pairs, calls)
+        results, interrupted = _run_posts(ctx, pairs)
         for (member, machine), result in zip(pairs, results, strict=True):
             if interrupted and (result is None or not result.ok):
                 if result is not None:
@@ -399,30 +392,63 @@ def thaw(ctx: RunContext, *, announce_freeze: bool = True) -> None:
 POST_GRACE_SECONDS = 5.0
 
 
-def _run_posts(
-    ctx: RunContext, pairs: Sequence[Pair], calls: Sequence[HookCall]
-) -> tuple[list[HookResult | None], bool]:
-    """Runs the post hooks; a signal does not abandon them: they are waited for (within their
-    time limits) and recorded. Returns the results (None: unknown) and whether a signal came."""
-    future = shared_pool().submit(_run_hooks, ctx, pairs, calls)
+def _run_posts(ctx: RunContext, pairs: Sequence[Pair]) -> tuple[list[HookResult | None], bool]:
+    """Runs the post hooks: the freeze's thaw wave (started already when the last snapshot call
+    ended, else now) and, for any machine it does not cover, one more. A signal does not abandon
+    them: they are waited for (within their time limits) and recorded. Returns the results
+    (None: unknown) and whether a signal came."""
+    freeze = ctx.freeze
+    index = freeze.thaw_index if freeze is not None else {}
+    slots: list[tuple[Wave[HookResult], int]] = []
+    rest = [(m, mc) for m, mc in pairs if id(mc) not in index]
+    extra: Wave[HookResult] | None = None
+    if rest:
+        calls = [ctx.thaw_calls.get(id(mc)) or hook_call(ctx, m, mc, "post") for m, mc in rest]
+        extra = Wave(len(rest), hook_units(ctx, rest, calls))
+    thawing = freeze.start_thaw() if freeze is not None and len(rest) < len(pairs) else None
+    if extra is not None:
+        extra.start()
+    k = 0
+    for _, mc in pairs:
+        if id(mc) in index:
+            assert thawing is not None
+            slots.append((thawing, index[id(mc)]))
+        else:
+            assert extra is not None
+            slots.append((extra, k))
+            k += 1
+    waves = [w for w in (thawing, extra) if w is not None]
+    interrupted = False
     try:
-        return list(future.result()), False
+        for wave in waves:
+            wave.wait()
     except KeyboardInterrupt:
-        pass
-    budget = max(c.hook.budget_seconds for c in calls) + POST_GRACE_SECONDS
-    try:
-        return list(future.result(timeout=budget)), True
-    except (KeyboardInterrupt, TimeoutError):
-        return [None] * len(pairs), True
+        interrupted = True
+        owed = [ctx.thaw_calls.get(id(mc)) for _, mc in pairs]
+        budget = max(c.hook.budget_seconds for c in owed if c is not None) + POST_GRACE_SECONDS
+        until = time.monotonic() + budget
+        try:
+            for wave in waves:
+                wave.wait(max(0.0, until - time.monotonic()))
+        except KeyboardInterrupt:
+            pass
+    results = [hook_result(w.results[i]) if w.ended[i] else None for w, i in slots]
+    return results, interrupted
 
 
 @contextlib.contextmanager
 def held(ctx: RunContext) -> Iterator[None]:
-    """Whatever happens inside, every machine whose pre hook started is thawed on the way out."""
+    """Whatever happens inside, every machine whose pre hook started is thawed on the way out
+    (and, since that is promised, the freeze may start the thaw as soon as the last snapshot
+    call ends)."""
+    ctx.thaw_guarded = True
     try:
         yield
     finally:
-        thaw(ctx)
+        try:
+            thaw(ctx)
+        finally:
+            ctx.thaw_guarded = False
 
 
 # -------------------------------------------------------------------------------- durability
@@ -467,13 +493,14 @@ def discard_snapshots(ctx: RunContext) -> None:
     rec = ctx.record
     _delete_run_snapshots(ctx)
     calls = ctx.snapshot_calls
-    running = [f for f in calls.futures if not f.done()] if calls is not None else []
-    if running:
+    running = calls.wave.pending() if calls is not None else 0
+    if calls is not None and running:
         timeout = min(DISCARD_WAIT_SECONDS, ctx.group.durability_timeout_seconds)
-        _, still = wait(running, timeout=timeout)
+        calls.wave.wait(timeout)
+        still = calls.wave.pending()
         if still:
             rec.warnings.append(
-                f"{len(still)} snapshot call(s) were still running after {timeout:g}s; what "
+                f"{still} snapshot call(s) were still running after {timeout:g}s; what "
                 "they leave is deleted by the next run or `quiesce recover`"
             )
         _delete_run_snapshots(ctx)
