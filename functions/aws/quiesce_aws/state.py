@@ -17,19 +17,21 @@ Table design (single table; Terraform creates it, docs/aws.md has the definition
     lock        LOCK#<key>        LOCK          run_id, expires_us (N), ttl
     trigger     TRIGGER#<id>      TRIGGER       run_id, created_at, ttl
     cooldown    COOLDOWN#<key>    COOLDOWN      fired_us (N), ttl
-    outbox      OUTBOX            EVENT#<id>    lsi1sk <added_us>-<n>, data (the event's JSON)
+    outbox      OUTBOX            EVENT#<key>   lsi1sk <added_us>-<n>, data (a batch of events)
 
 Everything that must be atomic is one conditional write: a lock is taken when it is absent,
 expired or already ours (`attribute_not_exists(pk) OR expires_us < :now OR run_id = :me`); a
 trigger is claimed when absent; a cooldown fires when its last firing is old enough; an outbox
-event is added when its id is absent. Times in conditions are integers (microseconds since the
-epoch), so comparisons are exact. Listing runs and points reads the index (eventually
-consistent) for the ids, then the items themselves with strongly consistent reads, so a listed
-record is never stale. Records over 350 KB are stored zlib-compressed (`data_z`).
+batch (the events one save queued; its key derived from their ids) is added when its key is
+absent, and published batches are deleted with BatchWriteItem, 25 per call. Times in conditions
+are integers (microseconds since the epoch), so comparisons are exact. Listing runs and points
+reads the index (eventually consistent) for the ids, then the items themselves with strongly
+consistent reads, so a listed record is never stale. Records over 350 KB are stored
+zlib-compressed (`data_z`).
 
 Retries: throttling and DynamoDB's internal errors are retried with backoff. That is safe here
 because every write is idempotent: the same key and value, and every condition also accepts a
-repeat of the same write (the same run id, the same firing time, the same event id).
+repeat of the same write (the same run id, the same firing time, the same batch key).
 """
 
 from __future__ import annotations
