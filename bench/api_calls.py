@@ -121,17 +121,23 @@ def main(argv: list[str] | None = None) -> int:
             f"no module measures {', '.join(unknown)} (there are: {', '.join(available())})"
         )
     rows = []
+    failed = False
     for cloud in clouds:
         for size in args.sizes:
             print(f"{cloud}: a group of {size}…", file=sys.stderr)
-            rows.append(measure(cloud, size))
+            try:
+                rows.append(measure(cloud, size))
+            except Exception as exc:  # say why, in one line, and go on with the others
+                print(f"{cloud}: not measured: {exc}", file=sys.stderr)
+                failed = True
+                break
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.markdown:
         print(markdown(rows))
     else:
         print(text(rows))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

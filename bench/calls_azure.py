@@ -65,10 +65,15 @@ def _azurite_connection() -> str:
     """One Azurite for the process (stopped at exit), started on first use."""
     with _lock:
         if not _azurite:
+            import pytest
+
             from tests.azure.azurite import run_azurite
 
             running = run_azurite()
-            _azurite.append(next(running))
+            try:
+                _azurite.append(next(running))
+            except pytest.skip.Exception as exc:  # no Node.js or npm on this machine
+                raise RuntimeError(f"Azurite cannot run here: {exc}") from None
             atexit.register(running.close)
         return _azurite[0]
 
