@@ -1,23 +1,28 @@
 """Builds the Lambda deployment package of Quiesce on AWS: one zip for the three functions.
 
-    python scripts/package_aws.py --policy POLICY [-o dist/quiesce-aws.zip]
+    python scripts/package_aws.py --policy POLICY [-o dist/quiesce-aws.zip] [--with-tracing]
 
 The zip holds, at its root:
 
 - `quiesce/` (the core, without its command line and demo) and `quiesce_aws/` (the adapters,
-  the Lambda entry points and the SSM document), with the guest hook runner at
+  the Lambda entry points and the SSM documents, as `ssm_document.json`: rendered from
+  ssm_document.yaml, so the functions need no YAML parser), with the guest hook runner at
   `quiesce/guest/quiesce_guest.py` and the hook library at `quiesce/hooklib/quiesce_hooks.py`
   (the functions read its command line to expand a policy's `hooks: {use: ...}`; the instances
   get both files from S3 through the Quiesce-InstallRunner association, infra/aws/hooks.tf);
 - `quiesce-<version>.dist-info/`, so that the `quiesce.providers` entry points and the
   package's version are found as in an installed copy;
-- `policy.yaml`: the policy, validated first (the functions read it through
-  QUIESCE_POLICY=policy.yaml);
+- `policy.json`: the policy (YAML or JSON), validated, written as JSON and validated again to
+  the same policy (the functions read it through QUIESCE_POLICY=policy.json without a YAML
+  parser);
 - the third-party packages the functions import that the Lambda Python runtime lacks
-  (pydantic, PyYAML, aws-lambda-powertools with its tracer, and what they depend on), installed
-  by pip as binary wheels for the function's Python version and architecture. boto3 and
-  botocore (and s3transfer, jmespath, urllib3, python-dateutil, six) come with the runtime and
-  are left out unless --include-boto3 is given.
+  (pydantic and aws-lambda-powertools, and what they depend on), installed by pip as binary
+  wheels for the function's Python version and architecture. PyYAML is left out (only the
+  command line reads YAML). The X-Ray SDK (powertools' tracer extra, with wrapt) comes only
+  with --with-tracing: without it the functions create no tracer (X-Ray still records each
+  invocation's segment when the function's tracing is active). boto3 and botocore (and
+  s3transfer, jmespath, urllib3, python-dateutil, six) come with the runtime and are left out
+  unless --include-boto3 is given.
 
 The output is deterministic: entries are sorted and carry fixed timestamps and permissions, and
 no bytecode or caches are included, so the same sources and dependency versions give the same
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -39,8 +45,12 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import yaml
+
 from quiesce.errors import PolicyError
 from quiesce.policy import parse_policy
+from quiesce.policy.loader import is_json, read_json
+from quiesce.policy.yaml_reader import read_yaml
 from quiesce.wiring import provider_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +63,11 @@ DEFAULT_OUTPUT = ROOT / "dist" / "quiesce-aws.zip"
 PROVIDERS_GROUP = "quiesce.providers"
 
 #: Where the functions find the policy (QUIESCE_POLICY, relative to the code's root).
-POLICY_NAME = "policy.yaml"
+POLICY_NAME = "policy.json"
+
+#: The SSM documents in the sources, and their JSON rendering in the zip.
+SSM_DOCUMENT = "quiesce_aws/ssm_document.yaml"
+SSM_DOCUMENT_JSON = "quiesce_aws/ssm_document.json"
 
 #: Parts of the core the functions never import (they need typer and rich).
 LEFT_OUT_PACKAGES = ("quiesce/cli/", "quiesce/demo/")
@@ -64,8 +78,12 @@ EXCLUDED_DIRS = frozenset(
 )
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
-#: Requirements of the core that only the command line needs.
-CLI_ONLY = frozenset({"typer", "rich"})
+#: Requirements of the core that only the command line needs (the functions read JSON).
+CLI_ONLY = frozenset({"typer", "rich", "pyyaml"})
+
+#: The extra of aws-lambda-powertools that brings the X-Ray SDK (and wrapt).
+POWERTOOLS = "aws-lambda-powertools"
+TRACER_EXTRA = "tracer"
 
 #: Distributions every Lambda Python runtime already has.
 RUNTIME_PROVIDED = frozenset(
@@ -96,9 +114,23 @@ def _name(requirement: str) -> str:
     return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
-def requirements(pyproject: Path = PYPROJECT) -> list[str]:
+def _powertools(requirement: str, with_tracing: bool) -> str:
+    """The powertools requirement with its tracer extra only when tracing is packaged."""
+    head, _, rest = requirement.partition("[")
+    if rest:
+        extras, _, tail = rest.partition("]")
+        kept = [e.strip() for e in extras.split(",") if e.strip() and e.strip() != TRACER_EXTRA]
+    else:
+        head, tail, kept = POWERTOOLS, requirement[len(POWERTOOLS) :], []
+    if with_tracing:
+        kept.append(TRACER_EXTRA)
+    return head + (f"[{','.join(sorted(kept))}]" if kept else "") + tail
+
+
+def requirements(pyproject: Path = PYPROJECT, *, with_tracing: bool = False) -> list[str]:
     """What the functions need from PyPI: the core's and the aws extra's requirements, without
-    the command line's and what the Lambda runtime provides; powertools with its tracer."""
+    the command line's (typer, rich, PyYAML) and what the Lambda runtime provides; powertools
+    with its tracer (the X-Ray SDK) only `with_tracing`."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     wanted = [*project["dependencies"], *project["optional-dependencies"]["aws"]]
     out = []
@@ -106,10 +138,8 @@ def requirements(pyproject: Path = PYPROJECT) -> list[str]:
         name = _name(requirement)
         if name in CLI_ONLY or name in RUNTIME_PROVIDED:
             continue
-        if name == "aws-lambda-powertools" and "[" not in requirement:
-            requirement = requirement.replace(
-                "aws-lambda-powertools", "aws-lambda-powertools[tracer]", 1
-            )
+        if name == POWERTOOLS:
+            requirement = _powertools(requirement, with_tracing)
         out.append(requirement)
     return sorted(out, key=_name)
 
@@ -157,6 +187,8 @@ def own_files() -> dict[str, bytes]:
         for name, path in tree(source, f"{package}/"):
             if not name.startswith(LEFT_OUT_PACKAGES):
                 files[name] = path.read_bytes()
+    if SSM_DOCUMENT in files:
+        files[SSM_DOCUMENT_JSON] = ssm_documents_json(files.pop(SSM_DOCUMENT))
     dist_info = f"quiesce-{version()}.dist-info"
     files[f"{dist_info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: quiesce\nVersion: {version()}\n".encode()
@@ -169,7 +201,20 @@ def own_files() -> dict[str, bytes]:
     return files
 
 
-def pip_install(target: Path, python: str, architecture: str, constraint: Path | None) -> None:
+def ssm_documents_json(text: bytes) -> bytes:
+    """The SSM documents as JSON, their placeholders left for quiesce_aws.hooks to fill in."""
+    documents = yaml.safe_load(text.decode("utf-8"))
+    return (json.dumps(documents, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def pip_install(
+    target: Path,
+    python: str,
+    architecture: str,
+    constraint: Path | None,
+    *,
+    with_tracing: bool = False,
+) -> None:
     """Installs the functions' requirements into target as the Lambda runtime's wheels."""
     command = [
         sys.executable,
@@ -191,7 +236,7 @@ def pip_install(target: Path, python: str, architecture: str, constraint: Path |
         command += ["--platform", f"{platform}_{MACHINES[architecture]}"]
     if constraint is not None:
         command += ["--constraint", str(constraint)]
-    command += requirements()
+    command += requirements(with_tracing=with_tracing)
     try:
         subprocess.run(command, check=True)
     except subprocess.CalledProcessError as exc:
@@ -243,6 +288,8 @@ def write_zip(files: dict[str, bytes], output: Path) -> None:
 
 
 def check_policy(policy: Path) -> bytes:
+    """The policy (YAML, or JSON when its name ends in .json), validated, as the JSON the
+    functions read: the same data, which must validate to the same policy."""
     try:
         raw = policy.read_bytes()
         text = raw.decode("utf-8")
@@ -250,6 +297,8 @@ def check_policy(policy: Path) -> bytes:
         raise PackageError(f"{policy}: cannot be read: {exc}") from None
     try:
         parsed = parse_policy(text, path=str(policy))
+        name = str(policy)
+        data = read_json(text, name) if is_json(name) else read_yaml(text, name)[0]
     except PolicyError as exc:
         raise PackageError("\n".join(exc.problems)) from None
     others = sorted(provider_names(parsed) - {"aws"})
@@ -258,7 +307,22 @@ def check_policy(policy: Path) -> bytes:
             f"{policy}: members with provider {', '.join(others)} cannot be backed up by the "
             "AWS functions"
         )
-    return raw
+    try:
+        bundled = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise PackageError(
+            f"{policy}: cannot be written as JSON ({exc}); quote dates and times as strings"
+        ) from None
+    try:
+        same = parse_policy(bundled, path=POLICY_NAME) == parsed
+    except PolicyError as exc:
+        same = False
+        detail = "; ".join(exc.problems)
+    else:
+        detail = "it validates to another policy"
+    if not same:
+        raise PackageError(f"{policy}: its JSON form is not the same policy ({detail})")
+    return bundled.encode()
 
 
 def build(
@@ -271,6 +335,7 @@ def build(
     deps_from: Path | None = None,
     include_boto3: bool = False,
     constraint: Path | None = None,
+    with_tracing: bool = False,
 ) -> dict[str, bytes]:
     """Builds the zip and returns its entries."""
     files = own_files()
@@ -283,7 +348,7 @@ def build(
     elif with_dependencies:
         staging = Path(tempfile.mkdtemp(prefix="quiesce-aws-deps-"))
         try:
-            pip_install(staging, python, architecture, constraint)
+            pip_install(staging, python, architecture, constraint, with_tracing=with_tracing)
             dependencies = dependency_files(staging, include_boto3)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -308,11 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="package_aws.py",
         description=(
             "Builds the Lambda zip of Quiesce on AWS: the quiesce and quiesce_aws packages, "
-            "the policy (validated) as policy.yaml, and the third-party packages the Lambda "
+            "the policy (validated) as policy.json, and the third-party packages the Lambda "
             "Python runtime lacks. The output is deterministic."
         ),
     )
-    parser.add_argument("--policy", type=Path, required=True, help="the policy file (YAML)")
+    parser.add_argument(
+        "--policy", type=Path, required=True, help="the policy file (YAML, or JSON: *.json)"
+    )
     parser.add_argument(
         "-o", "--output", type=Path, default=DEFAULT_OUTPUT, help="the zip (default: %(default)s)"
     )
@@ -349,6 +416,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also package boto3/botocore instead of using the runtime's",
     )
     parser.add_argument(
+        "--with-tracing",
+        action="store_true",
+        help="also package the X-Ray SDK (aws-lambda-powertools[tracer]), so the functions "
+        "trace their handlers when tracing is on; without it they create no tracer",
+    )
+    parser.add_argument(
         "--constraint",
         type=Path,
         metavar="FILE",
@@ -365,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             deps_from=args.deps_from,
             include_boto3=args.include_boto3,
             constraint=args.constraint,
+            with_tracing=args.with_tracing,
         )
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)

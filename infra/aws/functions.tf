@@ -90,7 +90,7 @@ resource "aws_lambda_function" "quiesce" {
 
   environment {
     variables = {
-      QUIESCE_POLICY               = "policy.yaml"
+      QUIESCE_POLICY               = "policy.json"
       QUIESCE_TABLE                = aws_dynamodb_table.state.name
       QUIESCE_EVENT_BUS            = aws_cloudwatch_event_bus.quiesce.name
       QUIESCE_SSM_DOCUMENT         = local.run_hook_document

@@ -1,7 +1,8 @@
 """scripts/package_aws.py builds one deterministic Lambda zip: the quiesce and quiesce_aws
-packages (with the guest hook runner and the SSM document), their entry points, the validated
-policy as policy.yaml, and the third-party packages the Lambda runtime lacks; never tests,
-caches, bytecode, the command line, or what the runtime already has."""
+packages (with the guest hook runner and the SSM documents as JSON), their entry points, the
+validated policy as policy.json, and the third-party packages the Lambda runtime lacks; never
+tests, caches, bytecode, the command line, PyYAML, the X-Ray SDK (unless --with-tracing), or
+what the runtime already has. The zip's functions run without a YAML parser or the X-Ray SDK."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "package_aws.py"
@@ -72,8 +74,8 @@ def fake_pip_target(root: Path) -> Path:
             "botocore-1.35.0.dist-info/RECORD,,\n../../bin/x,,\n"
         ),
         "bin/jp.py": "#!/usr/bin/env python\n",
-        "yaml/tests/test_x.py": "",
-        "yaml/__init__.py": "",
+        "annotated_types/tests/test_x.py": "",
+        "annotated_types/__init__.py": "",
     }
     for name, text in files.items():
         path = root / name
@@ -96,17 +98,35 @@ def test_the_zip_holds_both_packages_the_runner_the_library_the_document_and_the
         "quiesce/hooklib/quiesce_hooks.py",
         "quiesce_aws/handler.py",
         "quiesce_aws/provider.py",
-        "quiesce_aws/ssm_document.yaml",
-        "policy.yaml",
+        "quiesce_aws/ssm_document.json",
+        "policy.json",
     ):
         assert expected in entries, expected
+    assert "quiesce_aws/ssm_document.yaml" not in entries
+    assert "policy.yaml" not in entries
     with zipfile.ZipFile(built) as archive:
-        assert archive.read("policy.yaml") == policy.read_bytes()
+        assert json.loads(archive.read("policy.json")) == yaml.safe_load(policy.read_text())
+        documents = json.loads(archive.read("quiesce_aws/ssm_document.json"))
         runner = archive.read("quiesce/guest/quiesce_guest.py")
         library = archive.read("quiesce/hooklib/quiesce_hooks.py")
     assert runner == (ROOT / "shared" / "quiesce" / "guest" / "quiesce_guest.py").read_bytes()
     # The functions expand a policy's `hooks: {use: ...}` with the library's own command line.
     assert library == (ROOT / "shared" / "quiesce" / "hooklib" / "quiesce_hooks.py").read_bytes()
+    # The SSM documents, as the sources' YAML says (placeholders left for the adapter).
+    source = ROOT / "functions" / "aws" / "quiesce_aws" / "ssm_document.yaml"
+    assert documents == yaml.safe_load(source.read_text())
+
+
+def test_a_json_policy_is_bundled_as_it_is_and_a_yaml_one_as_the_same_data(
+    policy: Path, tmp_path: Path
+) -> None:
+    as_json = tmp_path / "policy.json"
+    as_json.write_text(json.dumps(yaml.safe_load(POLICY)))
+    out = tmp_path / "j.zip"
+    assert package_aws.main(["--policy", str(as_json), "-o", str(out), "--no-deps"]) == 0
+    with zipfile.ZipFile(out) as archive:
+        assert json.loads(archive.read("policy.json")) == yaml.safe_load(POLICY)
+    assert package_aws.check_policy(as_json) == package_aws.check_policy(policy)
 
 
 def test_the_zip_declares_the_aws_provider_entry_point(built: Path) -> None:
@@ -161,9 +181,27 @@ def test_entries_are_sorted_with_a_fixed_time_and_mode(built: Path) -> None:
 
 def test_requirements_are_what_lambda_lacks_and_the_functions_import() -> None:
     wanted = {package_aws._name(r): r for r in package_aws.requirements()}
-    assert {"pydantic", "pyyaml", "aws-lambda-powertools"} <= set(wanted)
-    assert "[tracer]" in wanted["aws-lambda-powertools"]  # the handler uses Tracer
-    assert not {"boto3", "botocore", "typer", "rich"} & set(wanted)
+    assert {"pydantic", "aws-lambda-powertools"} <= set(wanted)
+    # The functions read JSON, and trace only when the package carries the X-Ray SDK.
+    assert "[" not in wanted["aws-lambda-powertools"]
+    assert not {"boto3", "botocore", "typer", "rich", "pyyaml", "aws-xray-sdk"} & set(wanted)
+
+    traced = {package_aws._name(r): r for r in package_aws.requirements(with_tracing=True)}
+    assert traced["aws-lambda-powertools"].startswith("aws-lambda-powertools[tracer]")
+    assert set(traced) == set(wanted)
+
+
+@pytest.mark.parametrize(
+    ("declared", "tracing", "expected"),
+    [
+        ("aws-lambda-powertools[tracer]>=2.30", False, "aws-lambda-powertools>=2.30"),
+        ("aws-lambda-powertools[tracer]>=2.30", True, "aws-lambda-powertools[tracer]>=2.30"),
+        ("aws-lambda-powertools>=2.30", True, "aws-lambda-powertools[tracer]>=2.30"),
+        ("aws-lambda-powertools[parser,tracer]>=3", False, "aws-lambda-powertools[parser]>=3"),
+    ],
+)
+def test_the_tracer_extra_follows_with_tracing(declared: str, tracing: bool, expected: str) -> None:
+    assert package_aws._powertools(declared, tracing) == expected
 
 
 def test_dependencies_come_in_without_scripts_caches_or_the_runtimes_boto(
@@ -174,9 +212,11 @@ def test_dependencies_come_in_without_scripts_caches_or_the_runtimes_boto(
     args = ["--policy", str(policy), "-o", str(out), "--deps-from", str(deps)]
     assert package_aws.main(args) == 0
     entries = set(names(out))
-    assert {"pydantic/__init__.py", "pydantic-2.9.0.dist-info/RECORD", "yaml/__init__.py"} <= (
-        entries
-    )
+    assert {
+        "pydantic/__init__.py",
+        "pydantic-2.9.0.dist-info/RECORD",
+        "annotated_types/__init__.py",
+    } <= entries
     assert not {n for n in entries if n.startswith(("botocore", "bin/"))}
     assert not {n for n in entries if "__pycache__" in n or "/tests/" in n}
 
@@ -190,7 +230,11 @@ def test_pip_is_asked_for_binary_wheels_of_the_lambda_runtime(
     commands: list[list[str]] = []
     monkeypatch.setattr(package_aws.subprocess, "run", lambda cmd, check: commands.append(cmd))
     package_aws.pip_install(tmp_path, "3.12", "arm64", None)
-    (command,) = commands
+    package_aws.pip_install(tmp_path, "3.12", "arm64", None, with_tracing=True)
+    command, traced = commands
+    assert any(a.startswith("aws-lambda-powertools>") for a in command)
+    assert any(a.startswith("aws-lambda-powertools[tracer]") for a in traced)
+    assert not any(package_aws._name(a) == "pyyaml" for a in command)
     assert command[command.index("--python-version") + 1] == "3.12"
     assert "--only-binary=:all:" in command
     platforms = [command[i + 1] for i, a in enumerate(command) if a == "--platform"]
@@ -230,7 +274,14 @@ def test_help_describes_the_options() -> None:
         [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0
-    for option in ("--policy", "--output", "--no-deps", "--deps-from", "--architecture"):
+    for option in (
+        "--policy",
+        "--output",
+        "--no-deps",
+        "--deps-from",
+        "--architecture",
+        "--with-tracing",
+    ):
         assert option in result.stdout
 
 
@@ -241,7 +292,8 @@ def test_the_handlers_import_from_the_zip_and_read_the_bundled_policy(
     built: Path, tmp_path: Path
 ) -> None:
     """The zip's own code (not this checkout's) imports with only the third-party packages,
-    finds the aws provider by its entry point, and loads policy.yaml from the task root."""
+    finds the aws provider by its entry point, and loads policy.json from the task root
+    (tests/aws/test_cold_start.py runs it without YAML and the X-Ray SDK)."""
     task_root = tmp_path / "task"
     with zipfile.ZipFile(built) as archive:
         archive.extractall(task_root)
@@ -277,7 +329,7 @@ print(json.dumps({
         cwd=tmp_path,
         env={
             "LAMBDA_TASK_ROOT": str(task_root),
-            "QUIESCE_POLICY": "policy.yaml",
+            "QUIESCE_POLICY": "policy.json",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "Quiesce",
             "AWS_DEFAULT_REGION": "eu-central-1",

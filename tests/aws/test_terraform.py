@@ -549,7 +549,7 @@ def test_each_function_runs_its_handler_on_python_3_12_with_the_environment_the_
         provider.REGION_ENV,
     ):
         assert name in variables, name
-    assert variables[POLICY_ENV] == "policy.yaml"
+    assert variables[POLICY_ENV] == "policy.json"  # what scripts/package_aws.py bundles
     assert body["dead_letter_config"][0]["target_arn"] == "${aws_sqs_queue.dead_letters.arn}"
 
 

@@ -68,7 +68,7 @@ run "the_functions_and_the_runner_fit_the_code" {
       for kind in ["schedule", "deploy", "alert"] :
       aws_lambda_function.quiesce[kind].handler == "quiesce_aws.handler.${kind}_handler" &&
       aws_lambda_function.quiesce[kind].runtime == "python3.12" &&
-      aws_lambda_function.quiesce[kind].environment[0].variables["QUIESCE_POLICY"] == "policy.yaml" &&
+      aws_lambda_function.quiesce[kind].environment[0].variables["QUIESCE_POLICY"] == "policy.json" &&
       aws_lambda_function.quiesce[kind].environment[0].variables["QUIESCE_SSM_DOCUMENT"] == "Quiesce-RunHook" &&
       aws_lambda_function.quiesce[kind].environment[0].variables["QUIESCE_REGION"] == var.region
     ])
