@@ -31,6 +31,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # snapshots and restored copies carry volume B's ballast: do not keep them around
     for heavy in ("state", "restore", "data"):
         shutil.rmtree(root / heavy, ignore_errors=True)
+    (root / "data.img").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def test_the_crash_consistent_copy_is_whatever_the_copy_caught(report: DemoRepor
     crash = report.crash
 
     assert crash.label == "crash-consistent"
-    assert crash.consistency == "none"  # copied file by file, unheld: no point in time
+    # copied file by file, unheld: no point in time; btrfs: each volume one point in time
+    assert crash.consistency == ("crash" if crash.method == "btrfs" else "none")
     assert crash.paused_at is None
     assert_counts_match(crash)
     assert crash.db_last_id is not None
@@ -84,15 +86,35 @@ def test_the_crash_consistent_copy_is_whatever_the_copy_caught(report: DemoRepor
 
 
 def test_the_report_has_both_rows_and_the_workspace(report: DemoReport, workspace: Path) -> None:
-    assert [row.consistency for row in report.rows] == ["none", "application"]
+    crash_level = "crash" if report.btrfs else "none"
+    assert [row.consistency for row in report.rows] == [crash_level, "application"]
     assert [row.group for row in report.rows] == ["demo-crash", "demo-app"]
     assert report.workspace == workspace.resolve()
     assert report.policy.is_file()
     assert report.reflink == (report.crash.method == "reflink")
+    assert report.btrfs == (report.crash.method == "btrfs")
     assert report.ok
     assert report.summary
     assert report.seconds < 60
     assert DemoReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_the_volumes_are_btrfs_subvolumes_when_this_machine_can_mount_btrfs(
+    report: DemoReport, workspace: Path
+) -> None:
+    from quiesce.demo.btrfs_volumes import unavailable
+
+    why = unavailable()
+    if why is None:
+        assert report.btrfs, report.why_not_btrfs
+        assert [r.method for r in report.rows] == ["btrfs", "btrfs"]
+        assert (workspace / "data.img").is_file()  # kept; its loop mount is gone
+        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=False)
+        assert str(workspace / "data.img") not in attached.stdout
+    else:
+        assert not report.btrfs
+        assert report.why_not_btrfs == why
+    assert not (workspace / "data").is_mount()
 
 
 def test_both_copies_are_restored_into_the_workspace(report: DemoReport, workspace: Path) -> None:
@@ -126,6 +148,7 @@ def test_the_table_shows_both_backups_side_by_side(report: DemoReport, workspace
         CLEAN,
         str(workspace.resolve()),
         report.summary[:40],
+        "snapshot method: btrfs" if report.btrfs else "snapshot method: ",
     ):
         assert expected in text
 

@@ -29,7 +29,8 @@ def _level(row: DemoRow) -> Text:
 
 def _hooks(row: DemoRow) -> str:
     if row.requested == "crash":
-        return "none: copied while it ran"
+        taken = "snapshotted" if row.method == "btrfs" else "copied"
+        return f"none: {taken} while it ran"
     return "pause → snapshot → resume"
 
 
@@ -106,6 +107,17 @@ def render_report(report: DemoReport, console: Console) -> None:
         ),
         soft_wrap=True,
     )
+    if report.btrfs:
+        method = (
+            "btrfs: volumes A and B are subvolumes of a loop-mounted btrfs filesystem, each "
+            "snapshotted read-only at one point in time (see them again: sudo mount -o loop "
+            f"{report.workspace}/data.img {report.workspace}/data)"
+        )
+    else:
+        how = report.crash.method or "copy"
+        why = f" (not btrfs: {report.why_not_btrfs})" if report.why_not_btrfs else ""
+        method = f"{how}: volumes A and B are folders, cloned or copied file by file{why}"
+    console.print(Text.assemble(("snapshot method: ", "bold"), method), soft_wrap=True)
     console.print(
         Text.assemble(
             ("look at it: ", "bold"),

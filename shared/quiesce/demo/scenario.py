@@ -8,6 +8,8 @@ Workspace layout (a fresh folder under the temp folder unless one is given):
     hooks/                 pause.sh, resume.sh, verify.sh
     data/db/               volume A: orders.db (+ its WAL)
     data/journal/          volume B: ballast.bin, journal.log
+    data.img               as root, with btrfs: the btrfs filesystem mounted at data/ while the
+                           demo runs (A and B are its subvolumes, snapshotted with btrfs)
     state/                 catalog, event bus, snapshots, the hook runner's state
     restore/crash/, restore/app/    the restored copies: <member>/<volume>/...
 """
@@ -34,6 +36,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from quiesce.demo import control
+from quiesce.demo.btrfs_volumes import btrfs_volumes
 from quiesce.demo.verify import DB_NAME, JOURNAL_MEMBER, JOURNAL_NAME
 from quiesce.engine import run_group
 from quiesce.errors import QuiesceError
@@ -108,6 +111,13 @@ class DemoReport(BaseModel):
     policy: Path
     rows: list[DemoRow] = Field(description="The crash-consistent row, then the application one.")
     reflink: bool = Field(description="Whether volume B was cloned (instant) rather than copied.")
+    btrfs: bool = Field(
+        default=False,
+        description="Whether volumes A and B were btrfs subvolumes, snapshotted with btrfs.",
+    )
+    why_not_btrfs: str | None = Field(
+        default=None, description="Why the volumes were plain folders, when btrfs was tried."
+    )
     summary: str = Field(description="One sentence on what happened.")
     rate: float = Field(description="The application's target transactions per second.")
     ballast_bytes: int
@@ -182,6 +192,14 @@ class Workspace:
     @property
     def state(self) -> Path:
         return self.root / "state"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def image(self) -> Path:
+        return self.root / "data.img"
 
     def restore(self, name: str) -> Path:
         return self.root / "restore" / name
@@ -292,9 +310,12 @@ def _write_policy(ws: Workspace, hooks: dict[str, str]) -> None:
 
 def prepare_workspace(workdir: Path | None = None) -> Workspace:
     """Creates the folders, volume B's ballast, the hooks and the policy."""
-    ws = Workspace(_make_root(workdir))
-    ws.volume_a.mkdir(parents=True)
-    ws.volume_b.mkdir(parents=True)
+    return _prepare(Workspace(_make_root(workdir)))
+
+
+def _prepare(ws: Workspace) -> Workspace:
+    ws.volume_a.mkdir(parents=True, exist_ok=True)  # exists already when it is a subvolume
+    ws.volume_b.mkdir(parents=True, exist_ok=True)
     _write_ballast(ws.volume_b / BALLAST_NAME, BALLAST_BYTES)
     _write_policy(ws, _write_hooks(ws))
     return ws
@@ -490,7 +511,7 @@ def _row(
     return row
 
 
-def summary_sentence(crash: DemoRow, app: DemoRow, reflink: bool) -> str:
+def summary_sentence(crash: DemoRow, app: DemoRow, reflink: bool, btrfs: bool = False) -> str:
     """One honest sentence on what happened."""
     if not app.verified:
         return (
@@ -503,6 +524,12 @@ def summary_sentence(crash: DemoRow, app: DemoRow, reflink: bool) -> str:
         f"the application-consistent copy was taken while the application was paused{held}, "
         "so it restarts clean by construction, not by luck."
     )
+    apart = f"{crash.skew_ms:,.0f} ms" if crash.skew_ms is not None else "moments"
+    if crash.verified and btrfs:
+        return (
+            "Each volume was snapshotted at one point in time (btrfs) and the two snapshots "
+            f"were {apart} apart, so the crash-consistent copy happened to agree; " + app_part
+        )
     if crash.verified and reflink:
         return (
             "Copies were instant (reflink), so the crash-consistent copy happened to agree; "
@@ -521,6 +548,13 @@ def summary_sentence(crash: DemoRow, app: DemoRow, reflink: bool) -> str:
         b_ms = crash.copy_ms.get(JOURNAL_MEMBER)
         took = f"took {b_ms:,.0f} ms to copy" if b_ms is not None else "took a while to copy"
         count = f"{crash.differ:,} transaction{'s' if crash.differ != 1 else ''}"
+        if btrfs:
+            return (
+                "Each volume was snapshotted at one point in time (btrfs), but the two "
+                f"snapshots were {apart} apart while the application kept committing, so in "
+                f"the crash-consistent copy the {ahead} is {count} ahead of the {behind} and "
+                f"needs clean-up before a restart; {app_part}"
+            )
         return (
             f"Volume B {took} while the application kept committing, so in the "
             f"crash-consistent copy the {ahead} is {count} ahead of the {behind} and needs "
@@ -537,18 +571,36 @@ def run_demo(
     *,
     console: Console | None = None,
     duration_hint: float | None = None,
+    btrfs: bool = True,
 ) -> DemoReport:
     """Runs the whole demo and returns its report (print it with `render_report`).
 
     `workdir`: an absent or empty folder for the workspace (default: a new temp folder); it is
     kept. `console`: where to narrate the steps (default: silent). `duration_hint`: seconds the
-    application commits before the first backup (default 1.5).
+    application commits before the first backup (default 1.5). `btrfs`: put the volumes on a
+    loop-mounted btrfs filesystem when this machine can (root, a loop device, btrfs), so they
+    are snapshotted with btrfs; the report says which method was used, and why not btrfs.
     """
     started = time.monotonic()
     say = _Say(console)
-    warm_up = DEFAULT_WARM_UP if duration_hint is None else max(0.2, float(duration_hint))
+    ws = Workspace(_make_root(workdir))
+    if not btrfs:
+        return _run_demo(ws, say, started, duration_hint, "not asked for")
+    names = (ws.volume_a.name, ws.volume_b.name)
+    with btrfs_volumes(ws.data, ws.image, names) as why_not:
+        if why_not is None:
+            say(f"volumes A and B are subvolumes of a btrfs filesystem ({ws.image.name}) at data/")
+        else:
+            say(f"not using btrfs ({why_not}): volumes A and B are plain folders")
+        report = _run_demo(ws, say, started, duration_hint, why_not)
+    return report.model_copy(update={"size_bytes": _tree_size(ws.root)})
 
-    ws = prepare_workspace(workdir)
+
+def _run_demo(
+    ws: Workspace, say: _Say, started: float, duration_hint: float | None, why_not: str | None
+) -> DemoReport:
+    warm_up = DEFAULT_WARM_UP if duration_hint is None else max(0.2, float(duration_hint))
+    _prepare(ws)
     say(
         f"workspace {ws.root}: volume A is data/db, volume B is data/journal "
         f"(with {_mib(BALLAST_BYTES)} of ballast)"
@@ -560,7 +612,8 @@ def run_demo(
     say(f"starting the sample application ({RATE:g} transactions/s into volume A and B)")
     with running_app(ws):
         time.sleep(warm_up)
-        say(f"backing up {CRASH_GROUP} under load: no hooks, both volumes copied while it runs")
+        taken = "snapshotted" if why_not is None else "copied"
+        say(f"backing up {CRASH_GROUP} under load: no hooks, both volumes {taken} while it runs")
         crash = run_group(policy, CRASH_GROUP, backends)
         time.sleep(min(warm_up, 0.5))
         say(f"backing up {APP_GROUP} under load: pause, snapshot both volumes, resume")
@@ -585,12 +638,15 @@ def run_demo(
         rows.append(_row(label, record, restored, error))
 
     reflink = rows[0].method == "reflink"
+    on_btrfs = rows[0].method == "btrfs"
     return DemoReport(
         workspace=ws.root,
         policy=ws.policy,
         rows=rows,
         reflink=reflink,
-        summary=summary_sentence(rows[0], rows[1], reflink),
+        btrfs=on_btrfs,
+        why_not_btrfs=None if on_btrfs else why_not,
+        summary=summary_sentence(rows[0], rows[1], reflink, on_btrfs),
         rate=RATE,
         ballast_bytes=BALLAST_BYTES,
         transactions=transactions,
@@ -600,11 +656,13 @@ def run_demo(
 
 
 def _tree_size(top: Path) -> int:
+    """Bytes the files take: a sparse file (data.img) counts what is allocated to it."""
     total = 0
     for dirpath, _dirs, files in os.walk(top):
         for name in files:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
+                st = os.lstat(os.path.join(dirpath, name))
+                total += min(st.st_size, st.st_blocks * 512)
     return total
 
 
