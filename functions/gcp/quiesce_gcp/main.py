@@ -48,12 +48,17 @@ from cloudevents.http import CloudEvent
 from quiesce.errors import QuiesceError
 from quiesce.policy import Policy
 from quiesce.ports import Backends
+from quiesce.providers.registry import register
 from quiesce.triggers.event import Kind
 from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
 from quiesce_gcp import webhook
 from quiesce_gcp.policy_source import POLICY_ENV, load_policy_from
-from quiesce_gcp.provider import gcp_backends
+from quiesce_gcp.spec import SPEC
 from quiesce_gcp.triggers import convert, convert_webhook
+
+# The function's source carries no package metadata: register the provider's spec; the adapters
+# and their Google Cloud clients are imported when a run first needs its backends.
+register(SPEC)
 
 #: The function's configured timeout in seconds (Terraform sets it from the function's).
 TIMEOUT_ENV = "QUIESCE_FUNCTION_TIMEOUT_SECONDS"
@@ -106,6 +111,8 @@ def policy() -> Policy:
 @lru_cache(maxsize=1)
 def backends() -> Backends:
     """Clients, catalog and topic, built once per instance and reused by warm invocations."""
+    from quiesce_gcp.provider import gcp_backends
+
     return gcp_backends(policy())
 
 
