@@ -40,14 +40,20 @@ import azure.functions as func
 from quiesce.errors import PolicyError, QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
+from quiesce.providers.registry import register
 from quiesce.record import utcnow
 from quiesce.triggers.convert import UnsupportedEvent
 from quiesce.triggers.event import Kind, TriggerEvent
 from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
 from quiesce.triggers.model import Trigger
 from quiesce_azure.policy_source import app_root, load_policy
-from quiesce_azure.provider import azure_backends
+from quiesce_azure.spec import SPEC
 from quiesce_azure.triggers import convert, event_grid_event, timer_event, to_ncrontab
+
+# The app is built by copying sources (no package metadata): register the provider's spec, so
+# the policy read below accepts its members. The adapters and the Azure SDK clients they use
+# are imported when a run first needs its backends, not at the worker's start.
+register(SPEC)
 
 log = logging.getLogger("quiesce.azure")
 
@@ -69,6 +75,8 @@ def policy() -> Policy:
 @lru_cache(maxsize=1)
 def backends() -> Backends:
     """Clients, catalog and bus, built once per worker and reused by warm invocations."""
+    from quiesce_azure.provider import azure_backends
+
     return azure_backends(policy())
 
 
