@@ -145,8 +145,8 @@ class HookRunner(ABC):
 
     def run_many(self, calls: Sequence[HookCall]) -> list[HookResult | BaseException]:
         """Runs the calls concurrently; a call's exception is its result. Adapters with a batch
-        API (SSM) override this. The engine starts the calls of a runner that does not
-        override it one by one, each on its own thread, as they are (quiesce.engine.lanes)."""
+        API (SSM) override this; for a runner that keeps this default, the engine calls `run`
+        itself, one thread per call (quiesce.engine.lanes)."""
         return fan_out(self.run, calls)
 
 
@@ -159,9 +159,9 @@ class Snapshotter(ABC):
 
     def take_many(self, calls: Sequence[SnapshotCall]) -> list[list[SnapshotRef] | BaseException]:
         """Takes every call's snapshots concurrently; returns each call's snapshots, or the
-        exception it raised, in order. Adapters with a batch API override this. The engine
-        starts the calls of a snapshotter that does not override it one by one, each on its
-        own thread, as they are (quiesce.engine.lanes)."""
+        exception it raised, in order. Adapters with a batch API override this; for a
+        snapshotter that keeps this default, the engine calls `take` itself, one thread per
+        call (quiesce.engine.lanes)."""
         return fan_out(self.take, calls)
 
     @abstractmethod
