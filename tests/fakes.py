@@ -11,16 +11,17 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from quiesce.errors import ProviderError
-from quiesce.policy.model import Member
+from quiesce.policy.model import Member, MemberBase
 from quiesce.ports import (
     Backends,
     HookCall,
     HookRunner,
     Inventory,
     Machine,
+    PointMethod,
     Provider,
     SnapshotCall,
     Snapshotter,
@@ -33,10 +34,22 @@ from quiesce.record import Consistency, HookResult, HookStatus, SnapshotRef, Sna
 class Log:
     entries: list[tuple[float, str, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The wall-clock time (the engine's clock) of each entry, in the same order.
+    walls: list[datetime] = field(default_factory=list)
 
     def add(self, kind: str, member: str, machine: str) -> None:
         with self.lock:
             self.entries.append((time.monotonic(), kind, member, machine))
+            self.walls.append(utcnow())
+
+    def when(self, kind: str, member: str) -> datetime:
+        """The wall-clock time of the one entry of `kind` for `member`."""
+        (found,) = [
+            w
+            for (_, k, m, _), w in zip(self.entries, self.walls, strict=True)
+            if k == kind and m == member
+        ]
+        return found
 
     def kinds(self, member: str | None = None) -> list[str]:
         return [k for _, k, m, _ in self.entries if member in (None, m)]
@@ -116,6 +129,8 @@ class FakeSnapshotter(Snapshotter):
         self.not_durable: set[str] = set()
         self.interrupt: set[str] = set()
         self.reported: dict[str, Consistency] = {}
+        #: member -> restore resolution (s): members whose point is `pitr` (a managed service)
+        self.pitr: dict[str, float] = {}
         self.store: dict[str, SnapshotRef] = {}
         self.deleted: list[str] = []
         self._lock = threading.Lock()
@@ -141,11 +156,16 @@ class FakeSnapshotter(Snapshotter):
             size_bytes=100,
             tags={"quiesce:run-id": call.run_id, "quiesce:group": call.group},
             reported_consistency=self.reported.get(call.member),
+            point="pitr" if call.member in self.pitr else "snapshot",
         )
         with self._lock:
             self.store[ref.id] = ref
         self.log.add("snapshot:fixed", call.member, call.machine.machine_id)
         return [ref]
+
+    def point_method(self, spec: MemberBase) -> PointMethod:
+        step = self.pitr.get(spec.name)
+        return PointMethod() if step is None else PointMethod("pitr", step)
 
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
         out = []

@@ -124,6 +124,24 @@ class SnapshotCall:
     spec: MemberBase = field(kw_only=True)
 
 
+@dataclass(frozen=True)
+class PointMethod:
+    """How a member's point in time is fixed, as its snapshotter declares it.
+
+    `snapshot`: when the snapshot call is accepted (a disk, a cluster or share snapshot).
+    `pitr`: a service with continuous backup restores to a time `T` the engine chooses inside
+    the quiesced interval, at `resolution_seconds` (1: the restore API takes whole seconds):
+    `take` checks the service and returns a reference with `point="pitr"` (no restore time:
+    the engine stamps `T` on it), and `wait_durable` waits until the service can restore to
+    its `restore_time`. `copy`: data copied over an interval (never one point in time unless
+    the application is held).
+    """
+
+    kind: Literal["snapshot", "pitr", "copy"] = "snapshot"
+    resolution_seconds: float = 0.0
+    detail: str = ""
+
+
 class Inventory(ABC):
     """Finds the machines a member stands for."""
 
@@ -184,6 +202,10 @@ class Snapshotter(ABC):
             f"the {snapshot.provider} provider cannot restore snapshot {snapshot.id} into a folder",
             code="RestoreUnsupported",
         )
+
+    def point_method(self, spec: MemberBase) -> PointMethod:
+        """How this member's point in time is fixed (default: a snapshot when accepted)."""
+        return PointMethod()
 
     def describe(self, machine: Machine) -> dict[str, str]:
         """How each volume would be snapshotted (for `quiesce plan`); no side effects."""

@@ -152,6 +152,22 @@ class SnapshotRef(Record):
             "or Azure); None when it reports none. The machine is never judged above it."
         ),
     )
+    point: Literal["snapshot", "pitr", "copy"] = Field(
+        default="snapshot",
+        description=(
+            "How its point in time is fixed: `snapshot` (when the call is accepted), `pitr` (a "
+            "restore time `restore_time` of a service with continuous backup) or `copy` (data "
+            "copied over an interval: one point in time only while the application is held)."
+        ),
+    )
+    restore_time: datetime | None = Field(
+        default=None,
+        description="`pitr`: the instant the service restores to (the group's `T`).",
+    )
+    note: str = Field(
+        default="",
+        description="Why the provider reported the level it did, when it reported one.",
+    )
 
 
 class MachineRecord(Record):
@@ -235,6 +251,11 @@ class RunRecord(Record):
         default=None, description="Spread of the times at which the snapshots' points were fixed."
     )
     quiesce_started_at: datetime | None = None
+    restore_time: datetime | None = Field(
+        default=None,
+        description="The group's `T` for members with point-in-time recovery: the first "
+        "instant at their restore API's resolution after every member was held.",
+    )
     freeze_deadline: datetime | None = None
     errors: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
@@ -291,6 +312,11 @@ class RecoveryPoint(Record):
     consistency: Consistency
     freeze_window_ms: float | None
     skew_ms: float | None
+    restore_time: datetime | None = Field(
+        default=None,
+        description="The group's `T`: the instant inside the quiesced interval that members "
+        "with point-in-time recovery (`pitr`) restore to.",
+    )
     size_bytes: int | None = None
     members: list[PointMember]
     verified: bool | None = Field(

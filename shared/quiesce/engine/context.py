@@ -47,6 +47,8 @@ class RunContext:
     machines: dict[tuple[str, str], Machine] = field(default_factory=dict)
     snapshot_calls: SnapshotCalls | None = None
     snapshot_plan: list[tuple[Snapshotter, SnapshotCall]] | None = None
+    #: The coarsest restore resolution of the group's `pitr` members (None: it has none).
+    restore_step: float | None = None
     thaw_calls: dict[int, HookCall] = field(default_factory=dict)
     freeze: Freeze | None = None  # the freeze's waves, once the quiesce or snapshot began
     #: Inside `held()`: the thaw is owed by a finally, so the freeze may start it the moment

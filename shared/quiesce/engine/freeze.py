@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from quiesce.engine import pitr
 from quiesce.engine.context import RunContext, SnapshotCalls
 from quiesce.engine.lanes import Batch, Call, Unit, Wave
 from quiesce.ports import HookCall, HookRunner, SnapshotCall, Snapshotter
@@ -93,6 +95,8 @@ class Freeze:
         self._ready: tuple[str, Plan, list[Unit[Snapshots]]] | None = None
         self.snapshots: Wave[Snapshots] | None = None
         self.thaw: Wave[HookResult] | None = None
+        #: When the thaw wave started (a `pitr` member's `T` must lie before it).
+        self.thaw_started_at: datetime | None = None
 
     def quiesce(
         self, pairs: Sequence[Pair], calls: Sequence[HookCall], plan: Plan, consistency: str
@@ -120,6 +124,11 @@ class Freeze:
                 units = self._ready[2]
             else:
                 units = snapshot_units(plan)
+            rec = self._ctx.record
+            if self._ctx.restore_step is not None and rec.restore_time is None:
+                # Every member is held from now on: the group's T is the next instant at the
+                # restore APIs' resolution (the thaw waits for it, see start_thaw).
+                rec.restore_time = pitr.restore_time(self._ctx.now(), self._ctx.restore_step)
             wave = Wave(len(plan), units, self._after_snapshots)
             self.snapshots = wave
             self._ctx.snapshot_calls = SnapshotCalls(pairs=self._machines, wave=wave)
@@ -137,12 +146,20 @@ class Freeze:
         return self.start_thaw() if self._ctx.thaw_guarded else None
 
     def start_thaw(self) -> Wave[HookResult]:
-        """Starts every post hook, once; returns their wave (the one already started, if any)."""
+        """Starts every post hook, once; returns their wave (the one already started, if any).
+
+        With a `pitr` member, not before the group's restore time has passed (but never past
+        the freeze deadline)."""
+        ctx = self._ctx
+        moment = ctx.record.restore_time
+        if moment is not None and self.thaw is None:
+            pitr.hold_until(moment, ctx.record.freeze_deadline, ctx.now)
         with self._lock:
             if self.thaw is not None:
                 return self.thaw
             wave = Wave(len(self.thaw_index), self._thaw_units)
             self.thaw = wave
+            self.thaw_started_at = ctx.now()
         try:
             return wave.start()
         except BaseException:

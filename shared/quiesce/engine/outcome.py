@@ -27,7 +27,7 @@ OUTPUT_TAIL_CHARS = 400
 
 
 def point_in_time(snapshot: SnapshotRef) -> bool:
-    return snapshot.method not in FILE_BY_FILE_METHODS
+    return snapshot.method not in FILE_BY_FILE_METHODS and snapshot.point != "copy"
 
 
 def output_tail(output: str, limit: int = OUTPUT_TAIL_CHARS) -> str:

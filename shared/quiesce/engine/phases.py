@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
+from quiesce.engine import pitr
 from quiesce.engine.context import RunContext
 from quiesce.engine.freeze import Freeze, hook_result, hook_units
 from quiesce.engine.lanes import Wave, prewarm_lanes
@@ -217,6 +218,7 @@ def plan_snapshots(
         )
         for member, machine in rec.machines()
     ]
+    ctx.restore_step = pitr.resolution([s.point_method(call.spec) for s, call in plan])
     return plan
 
 
@@ -278,6 +280,8 @@ def _settle_snapshots(ctx: RunContext, wait_for_late: bool) -> None:
                 subject=member.name,
             )
         else:
+            thawed = ctx.freeze.thaw_started_at if ctx.freeze is not None else None
+            outcome = [pitr.stamp(ref, rec.restore_time, thawed) for ref in outcome]
             machine.snapshots = outcome
             ctx.emit(
                 EventType.MEMBER_SNAPSHOT_TAKEN,

@@ -255,6 +255,7 @@ def _record_point(ctx: RunContext) -> None:
         consistency=rec.consistency,
         freeze_window_ms=rec.freeze_window_ms,
         skew_ms=rec.skew_ms,
+        restore_time=rec.restore_time,
         size_bytes=sum(s for s in sizes if s is not None) if None not in sizes else None,
         members=[
             PointMember(
