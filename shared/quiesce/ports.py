@@ -142,6 +142,35 @@ class PointMethod:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class CloudRestore:
+    """Restore one snapshot (a disk, a database, a share) of a recovery point in its cloud, as
+    a new resource: `name` is the new resource's name (providers shorten or adapt it to the
+    service's rules, and say so), `restore_time` the group's `T` for `pitr` members, `zone` an
+    optional zone or region other than the original."""
+
+    snapshot: SnapshotRef
+    point: str
+    member: str
+    name: str
+    restore_time: datetime | None = None
+    zone: str | None = None
+
+
+@dataclass
+class RestoreStep:
+    """One cloud call of a group restore: what it is (`action`, e.g.
+    `RestoreDBInstanceToPointInTime`, with its `parameters`), the equivalent command line a
+    user could run (`command`), and, once executed, what it `created` (resource ids)."""
+
+    member: str
+    snapshot: str
+    action: str
+    parameters: dict[str, str]
+    command: str = ""
+    created: list[str] = field(default_factory=list)
+
+
 class Inventory(ABC):
     """Finds the machines a member stands for."""
 
@@ -200,6 +229,25 @@ class Snapshotter(ABC):
         Providers whose snapshots cannot be restored into a local folder say so."""
         raise ProviderError(
             f"the {snapshot.provider} provider cannot restore snapshot {snapshot.id} into a folder",
+            code="RestoreUnsupported",
+        )
+
+    def plan_cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        """The cloud call that restores `request.snapshot` as a new resource (no side effects).
+
+        Providers that cannot restore in their cloud say so."""
+        raise ProviderError(
+            f"the {request.snapshot.provider} provider cannot restore {request.snapshot.id} in "
+            "its cloud",
+            code="RestoreUnsupported",
+        )
+
+    def cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        """Makes the call `plan_cloud_restore` describes; returns the step with `created` set.
+        Starting the restore is enough: it returns once the service accepted it."""
+        raise ProviderError(
+            f"the {request.snapshot.provider} provider cannot restore {request.snapshot.id} in "
+            "its cloud",
             code="RestoreUnsupported",
         )
 
