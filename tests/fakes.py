@@ -17,12 +17,14 @@ from quiesce.errors import ProviderError
 from quiesce.policy.model import Member, MemberBase
 from quiesce.ports import (
     Backends,
+    CloudRestore,
     HookCall,
     HookRunner,
     Inventory,
     Machine,
     PointMethod,
     Provider,
+    RestoreStep,
     SnapshotCall,
     Snapshotter,
 )
@@ -131,6 +133,10 @@ class FakeSnapshotter(Snapshotter):
         self.reported: dict[str, Consistency] = {}
         #: member -> restore resolution (s): members whose point is `pitr` (a managed service)
         self.pitr: dict[str, float] = {}
+        #: cloud restores: members it cannot plan, members whose call fails, what it created
+        self.no_cloud_restore: set[str] = set()
+        self.cloud_restore_failing: set[str] = set()
+        self.restored: list[CloudRestore] = []
         self.store: dict[str, SnapshotRef] = {}
         self.deleted: list[str] = []
         self._lock = threading.Lock()
@@ -162,6 +168,25 @@ class FakeSnapshotter(Snapshotter):
             self.store[ref.id] = ref
         self.log.add("snapshot:fixed", call.member, call.machine.machine_id)
         return [ref]
+
+    def plan_cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        if request.member in self.no_cloud_restore:
+            raise ProviderError(f"cannot restore {request.snapshot.id}", code="RestoreUnsupported")
+        moment = request.restore_time.isoformat() if request.restore_time else ""
+        action = "FakeRestoreToTime" if request.snapshot.point == "pitr" else "FakeCreateDisk"
+        parameters = {"source": request.snapshot.id, "name": request.name, "time": moment}
+        return RestoreStep(
+            request.member, request.snapshot.id, action, parameters, f"fake restore {request.name}"
+        )
+
+    def cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        step = self.plan_cloud_restore(request)
+        if request.member in self.cloud_restore_failing:
+            raise ProviderError("ThrottlingException: rate exceeded", code="Throttled")
+        with self._lock:
+            self.restored.append(request)
+        step.created = [f"fake://{request.name}"]
+        return step
 
     def point_method(self, spec: MemberBase) -> PointMethod:
         step = self.pitr.get(spec.name)

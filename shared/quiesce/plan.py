@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from quiesce.allowlist import PolicyHook, policy_hooks
+from quiesce.permissions import declared
+from quiesce.policy.managed import ManagedMember
 from quiesce.policy.model import Hook, Policy
 from quiesce.ports import HookCall, HookPhase, Machine, Provider, fan_out
 from quiesce.record import HookResult
@@ -112,6 +114,17 @@ def _hook_ok(planned: dict[str, Any]) -> bool:
     return True
 
 
+def permission_names(provider: Provider) -> list[str]:
+    """The permissions a provider's adapters declare (what its least-privilege role grants)."""
+    names: set[str] = set()
+    for perms in declared(
+        type(provider.inventory), type(provider.hooks), type(provider.snapshots)
+    ).values():
+        for perm in perms:
+            names.add(str(getattr(perm, "action", perm)))
+    return sorted(names)
+
+
 def plan_policy(
     policy: Policy,
     providers: dict[str, Provider],
@@ -141,6 +154,14 @@ def plan_policy(
                 entry["error"] = str(exc)
                 ok = False
                 machines = []
+            fixed = provider.snapshots.point_method(member)
+            entry["point"] = {
+                "kind": fixed.kind,
+                "resolution_seconds": fixed.resolution_seconds,
+                "detail": fixed.detail,
+            }
+            if isinstance(member, ManagedMember):
+                entry["permissions"] = permission_names(provider)
             for machine in machines:
                 entry["machines"].append(machine.machine_id)
                 for volume, method in provider.snapshots.describe(machine).items():

@@ -140,3 +140,23 @@ def test_a_link_into_another_restored_volume_is_pointed_at_its_copy(tmp_path: Pa
             "now": str(tmp_path / "r" / "journal" / "journal"),
         }
     ]
+
+
+def test_restore_needs_either_a_folder_or_in_cloud(backed_up: tuple[Workspace, str]) -> None:
+    ws, point = backed_up
+    code, out = quiesce("restore", str(ws.policy), point)
+    assert code == 2
+    assert "give either --to DIR" in out
+    code, out = quiesce("restore", str(ws.policy), point, "--execute", "--to", "/tmp/x")
+    assert code == 2
+    assert "--execute, --zone and --name-prefix go with --in-cloud" in out
+
+
+def test_restore_in_cloud_of_local_volumes_is_refused_before_anything_is_made(
+    backed_up: tuple[Workspace, str],
+) -> None:
+    ws, point = backed_up
+    code, out = quiesce("restore", str(ws.policy), point, "--in-cloud", "--execute")
+    assert code == 1
+    assert "cannot be restored in its cloud" in out
+    assert "the local provider cannot restore" in out

@@ -21,7 +21,8 @@ from rich.text import Text
 
 from quiesce import __version__
 from quiesce.allowlist import allowlist, policy_hooks, render
-from quiesce.cli.render import points_table, restore_summary, run_summary
+from quiesce.cli.render import cloud_restore_summary, points_table, restore_summary, run_summary
+from quiesce.cloud_restore import restore_in_cloud
 from quiesce.engine import RunInterrupted, recover_abandoned, run_group, run_result
 from quiesce.engine.outcome import EXIT_CODES
 from quiesce.errors import (
@@ -171,6 +172,15 @@ def plan(policy: PolicyArg, group: GroupOpt = None, as_json: JsonOpt = False) ->
                 if m.get("error"):
                     hooks.append(m["error"], "red")
                 volumes = "\n".join(f"{v['volume']} → {v['method']}" for v in m["volumes"])
+                point = m.get("point") or {}
+                if point.get("kind", "snapshot") != "snapshot":
+                    step = point.get("resolution_seconds") or 0
+                    at = f" at {step:g} s" if point["kind"] == "pitr" and step else ""
+                    volumes += f"\npoint: {point['kind']}{at}"
+                    if point.get("detail"):
+                        volumes += f" ({point['detail']})"
+                if m.get("permissions"):
+                    volumes += "\nneeds: " + ", ".join(m["permissions"])
                 machines = "\n".join(m["machines"])
                 table.add_row(m["name"], machines, volumes, hooks or "—")
             out.print(table)
@@ -330,26 +340,79 @@ def restore(
         str, typer.Argument(help="The recovery point's id (see `quiesce points`).")
     ],
     to: Annotated[
-        Path, typer.Option("--to", help="Folder to restore into: DIR/<member>/<volume>.")
-    ],
+        Path | None,
+        typer.Option(
+            "--to", help="Folder to restore into: DIR/<member>/<volume>.", show_default=False
+        ),
+    ] = None,
     member: Annotated[
         str | None, typer.Option("--member", "-m", help="Only this member.", show_default=False)
     ] = None,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Do not run the verify hooks.")
     ] = False,
+    in_cloud: Annotated[
+        bool,
+        typer.Option(
+            "--in-cloud",
+            help="Restore in the members' clouds as new resources (disks from snapshots, "
+            "databases to the point's restore time T, shares from snapshots): prints the calls; "
+            "--execute makes them.",
+        ),
+    ] = False,
+    execute: Annotated[
+        bool, typer.Option("--execute", help="With --in-cloud: make the calls (creates resources).")
+    ] = False,
+    zone: Annotated[
+        str | None,
+        typer.Option(
+            "--zone", help="With --in-cloud: a zone other than the original.", show_default=False
+        ),
+    ] = None,
+    name_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--name-prefix",
+            help="With --in-cloud: the new resources' name prefix (default restore-<run date>).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a recovery point's volumes into DIR/<member>/<volume> and run each member's
-    verify hook on its copy (the verdict is recorded on the point). Exit 1 when a verify hook
+    verify hook on its copy (the verdict is recorded on the point); or, with --in-cloud, restore
+    the whole group in its clouds to the one point. Exit 1 when a verify hook or a cloud call
     fails."""
+    if in_cloud == (to is not None):
+        fail("give either --to DIR (restore into folders) or --in-cloud", code=EXIT_INVALID)
+    if (execute or zone or name_prefix) and not in_cloud:
+        fail("--execute, --zone and --name-prefix go with --in-cloud", code=EXIT_INVALID)
     with guarded():
         loaded = _load(policy)
         if not has_state(loaded):
             fail(f"policy {loaded.name!r} has no recovery points yet")
-        result = restore_point(
-            loaded, backends_for(loaded), recovery_point, to, member=member, verify=not no_verify
-        )
+        backends = backends_for(loaded)
+        if in_cloud:
+            cloud = restore_in_cloud(
+                loaded,
+                backends,
+                recovery_point,
+                execute=execute,
+                member=member,
+                zone=zone,
+                prefix=name_prefix,
+            )
+        else:
+            assert to is not None
+            result = restore_point(
+                loaded, backends, recovery_point, to, member=member, verify=not no_verify
+            )
+    if in_cloud:
+        if as_json:
+            _print_json(cloud.model_dump(mode="json"))
+        else:
+            cloud_restore_summary(out, cloud)
+        raise typer.Exit(0 if cloud.ok else 1)
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:

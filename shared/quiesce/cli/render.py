@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from quiesce.cloud_restore import CloudRestoreResult
 from quiesce.events import RunResult
 from quiesce.record import RecoveryPoint
 from quiesce.restore import RestoreResult
@@ -66,14 +67,26 @@ def run_summary(console: Console, result: RunResult) -> None:
         console.print(Text(f"error: {error}", "red"))
 
 
+def _methods(point: RecoveryPoint) -> str:
+    """Each member's way of fixing its point, where any is not a plain snapshot."""
+    kinds = {m.name: sorted({s.point for s in m.snapshots}) for m in point.members}
+    if all(k in ([], ["snapshot"]) for k in kinds.values()):
+        return "—"
+    return ", ".join(f"{name}: {'+'.join(k) or '—'}" for name, k in kinds.items())
+
+
 def points_table(points: list[RecoveryPoint]) -> Table:
     table = Table(title="recovery points", title_justify="left")
     table.add_column("id", overflow="fold")
-    for col in ("group", "time (UTC)", "consistency", "freeze", "skew", "size", "verified"):
+    cols = ["group", "time (UTC)", "consistency", "freeze", "skew", "size", "verified"]
+    timed = any(p.restore_time is not None for p in points)
+    if timed:
+        cols += ["T (pitr, UTC)", "methods"]
+    for col in cols:
         table.add_column(col)
     for p in points:
         verified = {True: "yes", False: "FAILED", None: "—"}[p.verified]
-        table.add_row(
+        row: list[str | Text] = [
             p.id,
             p.group,
             p.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -82,8 +95,35 @@ def points_table(points: list[RecoveryPoint]) -> Table:
             ms(p.skew_ms),
             size(p.size_bytes),
             verified,
-        )
+        ]
+        if timed:
+            moment = p.restore_time.strftime("%Y-%m-%d %H:%M:%S") if p.restore_time else "—"
+            row += [moment, _methods(p)]
+        table.add_row(*row)
     return table
+
+
+def cloud_restore_summary(console: Console, result: CloudRestoreResult) -> None:
+    verb = "restoring" if result.executed else "to restore"
+    moment = f", T = {result.restore_time.isoformat()}" if result.restore_time else ""
+    console.print(
+        Text.assemble(
+            (f"{verb} ", "bold"),
+            (result.recovery_point, "bold"),
+            f" ({result.consistency}-consistent{moment}) in its clouds",
+        )
+    )
+    table = Table(box=None, pad_edge=False)
+    for col in ("member", "snapshot", "call", "created" if result.executed else "command"):
+        table.add_column(col, overflow="fold")
+    for step in result.steps:
+        last = ", ".join(step.created) or "—" if result.executed else step.command or "—"
+        table.add_row(step.member, step.snapshot, step.action, last)
+    console.print(table)
+    if not result.executed:
+        console.print(Text("nothing was created: add --execute to make these calls", "yellow"))
+    if result.error:
+        console.print(Text(f"error: {result.error}", "red"), soft_wrap=True)
 
 
 def restore_summary(console: Console, result: RestoreResult) -> None:
