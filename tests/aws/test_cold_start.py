@@ -263,12 +263,16 @@ def test_importing_the_handler_loads_no_sdk_tracer_or_policy_model_of_another_cl
     task_root: Path, runtime_site: Path
 ) -> None:
     """The import brings the front door and the converter, not boto3, the adapters, the
-    tracer, YAML or any provider's members; an ignored event needs none of them either."""
+    tracer, YAML, powertools' event classes or any provider's members; an ignored event needs
+    none of them but the event classes either."""
     refused = {"source": "aws.ec2", "detail-type": "x"}
     report = run_zip(task_root, runtime_site, [refused], {"POWERTOOLS_TRACE_DISABLED": "true"})
     assert report["answers"][0]["status"] == "refused"
     imported, loaded = set(report["imported"]), set(report["loaded"])
-    assert "quiesce.triggers.front_door" in imported
+    assert {"quiesce.triggers.front_door", "quiesce_aws.triggers"} <= imported
+    # The converter imports the event classes (the package brings all ~40) for an event.
+    assert "aws_lambda_powertools.utilities.data_classes" not in imported
+    assert "aws_lambda_powertools.utilities.data_classes" in loaded
     for module in (
         "boto3",
         "quiesce_aws.provider",

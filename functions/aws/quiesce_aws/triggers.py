@@ -18,13 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from aws_lambda_powertools.utilities.data_classes import (
-    CloudWatchAlarmEvent,
-    EventBridgeEvent,
-    SNSEvent,
-)
+from typing import TYPE_CHECKING, Any
 
 from quiesce.triggers.convert import (
     UnsupportedEvent,
@@ -37,6 +31,13 @@ from quiesce.triggers.convert import (
 )
 from quiesce.triggers.cron import validate_cron
 from quiesce.triggers.event import TriggerEvent
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes import (
+        CloudWatchAlarmEvent,
+        EventBridgeEvent,
+        SNSEvent,
+    )
 
 #: CloudWatch alarm states as the core's alert conditions; any other state is `other`.
 CONDITIONS = {"ALARM": "firing", "OK": "resolved"}
@@ -239,6 +240,15 @@ def convert(event: object) -> list[TriggerEvent]:
     """Turns any supported Lambda payload into trigger events; UnsupportedEvent otherwise."""
     if not isinstance(event, Mapping):
         raise UnsupportedEvent("the payload is not a JSON object")
+    # Imported here, not with the module: the package imports all of powertools' ~40 event
+    # classes (about 50 ms to compile on Lambda, whose code folder holds no bytecode), which
+    # only an event to convert needs.
+    from aws_lambda_powertools.utilities.data_classes import (
+        CloudWatchAlarmEvent,
+        EventBridgeEvent,
+        SNSEvent,
+    )
+
     raw = dict(event)
     if "Records" in raw:
         with reading("SNS event"):
