@@ -29,6 +29,7 @@ from quiesce_aws.clients import ClientFactory, SessionClients
 from quiesce_aws.events import DEFAULT_BUS, DEFAULT_SOURCE, EventBridgePublisher
 from quiesce_aws.hooks import RUN_HOOK_DOCUMENT, SsmHookRunner
 from quiesce_aws.inventory import Ec2Inventory
+from quiesce_aws.managed_spec import EFS_SPEC, RDS_SPEC
 from quiesce_aws.member import AwsMember
 from quiesce_aws.snapshots import EbsSnapshotter
 from quiesce_aws.spec import SPEC
@@ -43,6 +44,8 @@ REGION_ENV = "QUIESCE_REGION"
 
 # Apps built by copying sources carry no package metadata: importing the provider registers it.
 register(SPEC)
+register(RDS_SPEC)
+register(EFS_SPEC)
 
 
 def _region(session: boto3.session.Session, env: Mapping[str, str]) -> str | None:
@@ -103,8 +106,9 @@ def aws_backends(
     clients: ClientFactory | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Backends:
-    """Everything the engine needs on AWS: the provider, the DynamoDB catalog (QUIESCE_TABLE)
-    and the EventBridge bus (QUIESCE_EVENT_BUS)."""
+    """Everything the engine needs on AWS: the provider (and the managed-service providers,
+    `aws-rds` and `aws-efs`, that the policy's members name), the DynamoDB catalog
+    (QUIESCE_TABLE) and the EventBridge bus (QUIESCE_EVENT_BUS)."""
     env = os.environ if env is None else env
     session = session or boto3.session.Session()
     clients = clients or SessionClients(session)
@@ -114,8 +118,13 @@ def aws_backends(
     region = _region(session, env)
     if not region:
         raise QuiesceError(f"set {REGION_ENV} (or AWS_REGION) to the table's and bus's region")
+    from quiesce_aws.managed_provider import managed_providers
+
     return Backends(
-        providers={"aws": aws_provider(policy, clients, default_region=region, env=env)},
+        providers={
+            "aws": aws_provider(policy, clients, default_region=region, env=env),
+            **managed_providers(policy, clients, default_region=region),
+        },
         state=DynamoDbStateStore(clients, table, region),
         bus=EventBridgePublisher(
             clients,

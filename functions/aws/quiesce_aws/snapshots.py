@@ -13,12 +13,16 @@ succeeded), which becomes the snapshot's consistency.
 
 Every snapshot carries quiesce:managed=true and its policy, group, run, recovery point, member,
 machine and expected consistency. `find` lists by these tags (own snapshots only); `delete`
-re-reads the tags from EC2 and refuses any snapshot not tagged quiesce:managed=true.
+re-reads the tags from EC2 and refuses any snapshot not tagged quiesce:managed=true. Each also
+carries quiesce:availability-zone, the instance's zone: a restore in the cloud
+(`plan_cloud_restore` / `cloud_restore`) creates a volume from each snapshot there (CreateVolume),
+next to where the instance ran, tagged quiesce:restored-from with the recovery point.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from quiesce.durability import PollsDurability
 from quiesce.errors import ProviderError
-from quiesce.ports import Machine, SnapshotCall, Snapshotter
+from quiesce.ports import CloudRestore, Machine, RestoreStep, SnapshotCall, Snapshotter
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
@@ -61,6 +65,12 @@ APP_CONSISTENT_TAG = "AppConsistent"
 #: How long a VSS snapshot command may take (it may first install AwsVssComponents).
 VSS_TIMEOUT_SECONDS = 900.0
 DESCRIBE_BATCH = 100
+#: The instance's Availability Zone, on each of its snapshots (a restore creates volumes there).
+AZ_TAG = "quiesce:availability-zone"
+RESTORED_FROM_TAG = "quiesce:restored-from"
+#: The type of a restored volume (a snapshot does not keep its volume's; change it afterwards
+#: with ModifyVolume if the original was another).
+RESTORED_VOLUME_TYPE = "gp3"
 
 STATES = {
     "pending": SnapshotState.PENDING,
@@ -139,6 +149,28 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
         "find": [DESCRIBE],
     }
 
+    #: What whoever runs `quiesce restore --in-cloud --execute` needs (not the functions: they
+    #: never restore): volumes only from Quiesce's snapshots, tagged as restored ones.
+    RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "cloud_restore": [
+            Permission(
+                "ec2:CreateVolume",
+                "arn:aws:ec2:*::snapshot/*",
+                {f"aws:ResourceTag/{MANAGED_TAG}": "true"},
+            ),
+            Permission(
+                "ec2:CreateVolume",
+                "arn:aws:ec2:*:*:volume/*",
+                {f"aws:RequestTag/{RESTORED_FROM_TAG}": "*"},
+            ),
+            Permission(
+                "ec2:CreateTags",
+                "arn:aws:ec2:*:*:volume/*",
+                {"ec2:CreateAction": "CreateVolume"},
+            ),
+        ],
+    }
+
     def __init__(
         self,
         clients: ClientFactory,
@@ -167,6 +199,9 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
     def take(self, call: SnapshotCall) -> list[SnapshotRef]:
         region = call.machine.attributes.get("region") or _member(call).region
         tags = snapshot_tags(call)
+        zone = call.machine.attributes.get("availability_zone")
+        if zone:
+            tags[AZ_TAG] = zone
         if self._is_windows(call):
             return self._take_vss(call, region, tags)
         ec2 = self.clients.ec2(region)
@@ -295,6 +330,99 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
     def describe(self, machine: Machine) -> dict[str, str]:
         method = "ebs-vss" if machine.attributes.get("os") == "windows" else "ebs"
         return {volume: method for volume in machine.volumes}
+
+    # ------------------------------------------------------------------------------ restore
+
+    def plan_cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        """CreateVolume from the snapshot in the instance's Availability Zone (or `zone`)."""
+        region, params = self._volume_params(request)
+        tags = ",".join(
+            f"{{Key={t['Key']},Value={t['Value']}}}" for t in params["TagSpecifications"][0]["Tags"]
+        )
+        command = shlex.join(
+            [
+                "aws",
+                "ec2",
+                "create-volume",
+                "--region",
+                region,
+                "--snapshot-id",
+                params["SnapshotId"],
+                "--availability-zone",
+                params["AvailabilityZone"],
+                "--volume-type",
+                params["VolumeType"],
+                "--tag-specifications",
+                f"ResourceType=volume,Tags=[{tags}]",
+            ]
+        )
+        return RestoreStep(
+            member=request.member,
+            snapshot=request.snapshot.id,
+            action="CreateVolume",
+            parameters={
+                "region": region,
+                "SnapshotId": params["SnapshotId"],
+                "AvailabilityZone": params["AvailabilityZone"],
+                "VolumeType": params["VolumeType"],
+            },
+            command=command,
+        )
+
+    def cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        step = self.plan_cloud_restore(request)
+        region, params = self._volume_params(request)
+        ec2 = self.clients.ec2(region)
+        try:
+            # The client token makes a repeated call create one volume.
+            volume = self.backoff.call(
+                lambda: ec2.create_volume(**params),
+                retry_on=EC2_THROTTLING,
+                what=f"CreateVolume from {request.snapshot.id}",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise ProviderError(
+                f"CreateVolume from snapshot {request.snapshot.id} in "
+                f"{params['AvailabilityZone']} failed: {error_message(exc)}",
+                code=error_code(exc) or "RestoreFailed",
+            ) from exc
+        step.created.append(str(volume.get("VolumeId", "")))
+        return step
+
+    def _volume_params(self, request: CloudRestore) -> tuple[str, dict[str, Any]]:
+        ref = request.snapshot
+        region = self._region(ref)
+        zone = request.zone or ref.tags.get(AZ_TAG)
+        if not zone:
+            raise ProviderError(
+                f"snapshot {ref.id}: the Availability Zone of its instance was not recorded "
+                "with it; name the zone to restore it in",
+                code="UnknownZone",
+            )
+        if not zone.startswith(region):
+            raise ProviderError(
+                f"snapshot {ref.id} is in {region}: {zone!r} is not one of its Availability "
+                "Zones (copy the snapshot to another region first)",
+                code="RestoreUnsupported",
+            )
+        tags = {
+            RESTORED_FROM_TAG: request.point,
+            "quiesce:member": request.member,
+            "quiesce:volume": ref.volume,
+            "Name": request.name,
+        }
+        return region, {
+            "SnapshotId": ref.id,
+            "AvailabilityZone": zone,
+            "VolumeType": RESTORED_VOLUME_TYPE,
+            "ClientToken": f"{request.point}/{ref.id}"[:64],
+            "TagSpecifications": [
+                {
+                    "ResourceType": "volume",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
+            ],
+        }
 
     # ------------------------------------------------------------------------------ Windows
 
