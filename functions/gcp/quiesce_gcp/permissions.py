@@ -12,7 +12,10 @@ Each permission has a `scope`: where infra/gcp binds the role that grants it.
   resource names): `compute.instances.setMetadata` lets its holder run anything as root on the
   instance (startup scripts, ssh keys), so it is never granted project-wide;
 - `quiesce-snapshots`: only on snapshots named like Quiesce's (`q-...`, an IAM condition on
-  the name prefix): deleting and relabelling other snapshots is never granted.
+  the name prefix): deleting and relabelling other snapshots is never granted;
+- `restore`: what `quiesce restore --execute` needs to restore a recovery point in the cloud
+  (a disk from a snapshot, a Cloud SQL clone, a Filestore revert). Never granted to the
+  functions: infra/gcp defines a custom role with exactly these for the people who restore.
 """
 
 from __future__ import annotations
@@ -43,11 +46,16 @@ DISK = "projects/*/zones/*/disks/*"
 SNAPSHOT = "projects/*/global/snapshots/*"
 ZONE_OPERATION = "projects/*/zones/*/operations/*"
 TOPIC = "projects/*/topics/*"
+SQL_INSTANCE = "projects/*/instances/*"
+FILESTORE_INSTANCE = "projects/*/locations/*/instances/*"
+FILESTORE_SNAPSHOT = "projects/*/locations/*/instances/*/snapshots/*"
+FILESTORE_OPERATION = "projects/*/locations/*/operations/*"
 
 PROJECT = "project"
 AGENT_INSTANCES = "agent-instances"
 QUIESCE_SNAPSHOTS = "quiesce-snapshots"
-SCOPES = (PROJECT, AGENT_INSTANCES, QUIESCE_SNAPSHOTS)
+RESTORE = "restore"
+SCOPES = (PROJECT, AGENT_INSTANCES, QUIESCE_SNAPSHOTS, RESTORE)
 
 
 def permissions(items: Iterable[Permission]) -> set[str]:

@@ -39,6 +39,7 @@ from quiesce_gcp.clients import (
     parse_global,
     parse_zonal,
 )
+from quiesce_gcp.disk_restore import GceDiskRestore
 from quiesce_gcp.member import GcpMember
 from quiesce_gcp.permissions import (
     DISK,
@@ -79,7 +80,7 @@ def snapshot_name(run_id: str, machine_id: str, disk: str) -> str:
     return f"{SNAPSHOT_PREFIX}{stem}-{digest}" if stem else f"{SNAPSHOT_PREFIX}{digest}"
 
 
-class GceSnapshotter(Snapshotter):
+class GceSnapshotter(GceDiskRestore, Snapshotter):
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "take": [
             Permission("compute.disks.createSnapshot", DISK),
