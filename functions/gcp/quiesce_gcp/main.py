@@ -52,6 +52,7 @@ from quiesce.providers.registry import register
 from quiesce.triggers.event import Kind
 from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
 from quiesce_gcp import webhook
+from quiesce_gcp.managed_spec import MANAGED_SPECS
 from quiesce_gcp.policy_source import POLICY_ENV, load_policy_from
 from quiesce_gcp.spec import SPEC
 from quiesce_gcp.triggers import convert, convert_webhook
@@ -59,6 +60,8 @@ from quiesce_gcp.triggers import convert, convert_webhook
 # The function's source carries no package metadata: register the provider's spec; the adapters
 # and their Google Cloud clients are imported when a run first needs its backends.
 register(SPEC)
+for _managed in MANAGED_SPECS.values():  # Cloud SQL and Filestore members
+    register(_managed)
 
 #: The function's configured timeout in seconds (Terraform sets it from the function's).
 TIMEOUT_ENV = "QUIESCE_FUNCTION_TIMEOUT_SECONDS"

@@ -2,8 +2,9 @@
 
 `make_provider` is the `quiesce.providers` entry point ("gcp"): the CLI gets Compute Engine
 inventory, agent hooks and disk snapshots from it and keeps its own catalog. `gcp_backends` is
-what the Cloud Functions run with: the same provider plus the Firestore catalog and the Pub/Sub
-event topic.
+what the Cloud Functions run with: the same provider, the providers of the managed services the
+policy names (`gcp-sql`, `gcp-filestore`: quiesce_gcp.managed_members), the Firestore catalog
+and the Pub/Sub event topic.
 
 Environment:
 
@@ -29,6 +30,7 @@ from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, EventPublisher, Provider
 from quiesce.providers.registry import members_by_group, register
+from quiesce_gcp.managed_spec import MANAGED_SPECS
 from quiesce_gcp.member import GcpMember
 from quiesce_gcp.spec import SPEC
 
@@ -47,6 +49,8 @@ COMPUTE_ENDPOINT_ENV = "QUIESCE_COMPUTE_ENDPOINT"
 
 # Apps built by copying sources carry no package metadata: importing the provider registers it.
 register(SPEC)
+for _managed in MANAGED_SPECS.values():
+    register(_managed)
 
 
 def project_of(env: Mapping[str, str]) -> str | None:
@@ -136,6 +140,8 @@ def gcp_backends(
     topic (QUIESCE_PUBSUB_TOPIC). `provider` and `bus` replace the real ones (tests)."""
     from quiesce_gcp.state import FirestoreStateStore
 
+    from quiesce_gcp.managed_members import managed_providers
+
     env = os.environ if env is None else env
     project = project_of(env)
     if bus is None:
@@ -150,7 +156,10 @@ def gcp_backends(
 
         firestore_client = firestore.Client(project=project, database=env.get(DATABASE_ENV) or None)
     return Backends(
-        providers={"gcp": provider or make_provider(policy, env=env)},
+        providers={
+            "gcp": provider or make_provider(policy, env=env),
+            **managed_providers(policy, env),
+        },
         state=FirestoreStateStore(firestore_client, env.get(PREFIX_ENV) or "quiesce"),
         bus=bus,
     )
