@@ -4,14 +4,15 @@ For each entry point (AWS `quiesce_aws.handler`, Azure `quiesce_azure.function_a
 `quiesce_gcp.main`) the benchmark lays out the function's code as its platform runs it and
 starts N fresh interpreters, each of which imports the entry module once:
 
-- the code is what the packaging scripts put in the package: `scripts/package_aws.py`
-  (without its third-party packages) for AWS, `scripts/package_functions.py` for Azure and GCP,
-  extracted into a temporary folder (the "task root": Lambda's /var/task, the Function App's
-  wwwroot, the Cloud Function's source folder) with the bundled policy of a small sample;
-- AWS only: the third-party packages the Lambda zip bundles (what `package_aws.requirements()`
-  names, with their dependencies, minus what the Lambda runtime provides) are copied from this
-  virtualenv into the task root too, because on Lambda they live in /var/task; boto3 and
-  botocore stay in the virtualenv, like the runtime's own copies in /var/runtime;
+- the code is what the packaging scripts put in the package: `scripts/package_aws.py` for AWS,
+  `scripts/package_functions.py` for Azure and GCP, extracted into a temporary folder (the
+  "task root": Lambda's /var/task, the Function App's wwwroot, the Cloud Function's source
+  folder) with the bundled policy of a small sample;
+- AWS only: the zip bundles the third-party packages the Lambda runtime lacks (what
+  `package_aws.requirements()` names, with their dependencies), pruned as the script prunes
+  them; the benchmark hands the script this virtualenv's copies (`--deps-from`), so they end up
+  in the task root as on Lambda's /var/task; boto3 and botocore stay in the virtualenv, like
+  the runtime's own copies in /var/runtime;
 - Azure and GCP: the third-party packages stay in the virtualenv (the platforms' builds install
   them with pip, which compiles their bytecode).
 
@@ -175,7 +176,9 @@ def policy_text(cloud: str) -> str:
     return json.dumps(policy, indent=2) + "\n"
 
 
-def _closure(requirements: Sequence[str], provided: frozenset[str]) -> list[metadata.Distribution]:
+def installed_closure(
+    requirements: Sequence[str], provided: frozenset[str]
+) -> list[metadata.Distribution]:
     """The installed distributions `requirements` need, with their dependencies (markers
     evaluated for this interpreter, extras followed), minus `provided`."""
     seen: dict[str, metadata.Distribution] = {}
@@ -197,7 +200,7 @@ def _closure(requirements: Sequence[str], provided: frozenset[str]) -> list[meta
     return [seen[name] for name in sorted(seen)]
 
 
-def _copy_distribution(distribution: metadata.Distribution, target: Path) -> None:
+def copy_distribution(distribution: metadata.Distribution, target: Path) -> None:
     for file in distribution.files or []:
         relative = file.as_posix()
         if relative.startswith("..") or "__pycache__" in file.parts or relative.endswith(".pyc"):
@@ -207,6 +210,16 @@ def _copy_distribution(distribution: metadata.Distribution, target: Path) -> Non
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, destination)
+
+
+def installed_dependencies(target: Path, *, with_tracing: bool = False) -> Path:
+    """A folder like the one `pip install --target` fills for the Lambda zip, with this
+    virtualenv's copies of the distributions package_aws.requirements() names (and their
+    dependencies, without what the Lambda runtime provides), for package_aws --deps-from."""
+    wanted = package_aws.requirements(with_tracing=with_tracing)
+    for distribution in installed_closure(wanted, package_aws.RUNTIME_PROVIDED):
+        copy_distribution(distribution, target)
+    return target
 
 
 def _extract(archive: Path, target: Path) -> None:
@@ -223,10 +236,9 @@ def task_root(cloud: str, work: Path, tracing: bool) -> tuple[Path, dict[str, st
     zipped = work / f"{cloud}.zip"
     env = {"AWS_DEFAULT_REGION": "eu-central-1", "AWS_EC2_METADATA_DISABLED": "true"}
     if cloud == "aws":
-        package_aws.build(policy, zipped, with_dependencies=False)
+        deps = installed_dependencies(work / "aws-dependencies")
+        package_aws.build(policy, zipped, deps_from=deps)
         _extract(zipped, root)
-        for distribution in _closure(package_aws.requirements(), package_aws.RUNTIME_PROVIDED):
-            _copy_distribution(distribution, root)
         env |= {
             "LAMBDA_TASK_ROOT": str(root),
             "QUIESCE_POLICY": getattr(package_aws, "POLICY_NAME", "policy.yaml"),

@@ -1,6 +1,7 @@
 """Builds the Lambda deployment package of Quiesce on AWS: one zip for the three functions.
 
     python scripts/package_aws.py --policy POLICY [-o dist/quiesce-aws.zip] [--with-tracing]
+                                  [--no-prune]
 
 The zip holds, at its root:
 
@@ -22,7 +23,10 @@ The zip holds, at its root:
   with --with-tracing: without it the functions create no tracer (X-Ray still records each
   invocation's segment when the function's tracing is active). boto3 and botocore (and
   s3transfer, jmespath, urllib3, python-dateutil, six) come with the runtime and are left out
-  unless --include-boto3 is given.
+  unless --include-boto3 is given. Of these packages the zip leaves out what the functions never
+  import (UNUSED: powertools' event handler and the utilities other than its event data
+  classes, pydantic's v1 package and mypy plugin), type stubs, and the long descriptions in
+  their METADATA; each RECORD lists the files that are left. --no-prune bundles them whole.
 
 The output is deterministic: entries are sorted and carry fixed timestamps and permissions, and
 no bytecode or caches are included, so the same sources and dependency versions give the same
@@ -77,6 +81,37 @@ EXCLUDED_DIRS = frozenset(
     {"__pycache__", "tests", "test", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 )
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+
+#: Parts of the bundled packages the functions never import, left out of the zip: powertools'
+#: event handler (with its Swagger UI assets, half of powertools' size), the utilities other
+#: than the event data classes, typing and jmespath_utils, and the Datadog metrics provider;
+#: pydantic's v1 package, mypy plugin and experimental API. Derived from what fresh interpreters
+#: running every handler with every kind of payload, traced and not, import; the zip's code is
+#: run without them, and checked that it asks for none of them, by tests/aws/test_cold_start.py.
+#: A folder ends in "/". --no-prune keeps them.
+UNUSED = (
+    "aws_lambda_powertools/event_handler/",
+    "aws_lambda_powertools/metrics/provider/datadog/",
+    "aws_lambda_powertools/utilities/auth_alpha/",
+    "aws_lambda_powertools/utilities/batch/",
+    "aws_lambda_powertools/utilities/circuit_breaker/",
+    "aws_lambda_powertools/utilities/data_masking/",
+    "aws_lambda_powertools/utilities/feature_flags/",
+    "aws_lambda_powertools/utilities/idempotency/",
+    "aws_lambda_powertools/utilities/kafka/",
+    "aws_lambda_powertools/utilities/metadata/",
+    "aws_lambda_powertools/utilities/parameters/",
+    "aws_lambda_powertools/utilities/parser/",
+    "aws_lambda_powertools/utilities/serialization.py",
+    "aws_lambda_powertools/utilities/streaming/",
+    "aws_lambda_powertools/utilities/validation/",
+    "pydantic/experimental/",
+    "pydantic/mypy.py",
+    "pydantic/v1/",
+)
+
+#: Files of the bundled packages that only type checkers read.
+STUB_SUFFIXES = (".pyi",)
 
 #: Requirements of the core that only the command line needs (the functions read JSON).
 CLI_ONLY = frozenset({"typer", "rich", "pyyaml"})
@@ -274,6 +309,45 @@ def dependency_files(root: Path, include_boto3: bool) -> dict[str, bytes]:
     return files
 
 
+def unused(name: str) -> bool:
+    """Whether a file of the bundled packages is one the functions never read (UNUSED, stubs)."""
+    return name.endswith(STUB_SUFFIXES) or any(
+        name.startswith(part) if part.endswith("/") else name == part for part in UNUSED
+    )
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def _headers_only(metadata: bytes) -> bytes:
+    """A METADATA file without its body (the project's long description, read by nothing at
+    run time): the header fields, name and version among them, as they are."""
+    head, blank, _ = metadata.partition(b"\n\n")
+    return head + b"\n" if blank else metadata
+
+
+def prune(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The dependencies' files without what the functions never read: the UNUSED parts, type
+    stubs and the long descriptions in METADATA; each RECORD then lists what is left, with
+    the hashes and sizes of the files as they are in the zip."""
+    kept = {name: data for name, data in files.items() if not unused(name)}
+    for name in [n for n in kept if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]:
+        kept[name] = _headers_only(kept[name])
+    for name in [n for n in kept if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]:
+        lines = []
+        for line in kept[name].decode("utf-8").splitlines():
+            listed = line.rsplit(",", 2)[0]
+            if listed == name:
+                lines.append(f"{name},,")
+            elif listed in kept:
+                data = kept[listed]
+                lines.append(f"{listed},{_record_hash(data)},{len(data)}")
+        kept[name] = "".join(f"{line}\n" for line in lines).encode()
+    return kept
+
+
 def write_zip(files: dict[str, bytes], output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
@@ -336,6 +410,7 @@ def build(
     include_boto3: bool = False,
     constraint: Path | None = None,
     with_tracing: bool = False,
+    prune_unused: bool = True,
 ) -> dict[str, bytes]:
     """Builds the zip and returns its entries."""
     files = own_files()
@@ -352,6 +427,8 @@ def build(
             dependencies = dependency_files(staging, include_boto3)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    if prune_unused:
+        dependencies = prune(dependencies)
     ours = ("quiesce/", "quiesce_aws/", "quiesce-", POLICY_NAME)
     clashes = sorted(name for name in dependencies if name.startswith(ours))
     if clashes:
@@ -422,6 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trace their handlers when tracing is on; without it they create no tracer",
     )
     parser.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="bundle the third-party packages whole, with the parts the functions never import "
+        "(powertools' event handler and other utilities, pydantic.v1, type stubs, long "
+        "descriptions)",
+    )
+    parser.add_argument(
         "--constraint",
         type=Path,
         metavar="FILE",
@@ -439,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             include_boto3=args.include_boto3,
             constraint=args.constraint,
             with_tracing=args.with_tracing,
+            prune_unused=not args.no_prune,
         )
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,6 +6,11 @@ SDK is there. These tests run the zip's own code in a fresh interpreter whose si
 lack yaml, aws_xray_sdk and wrapt altogether (a copy of this virtualenv's, without them), so an
 import of any of them anywhere fails as it would on Lambda; and they check that tracing, when
 on and packaged, still sends the handler's subsegment to the X-Ray daemon.
+
+The zip also leaves out the parts of its third-party packages the functions never import
+(package_aws.UNUSED). The last test runs the zip with those packages pruned, beside nothing but
+what the Lambda runtime provides, through every function and every documented payload, traced
+and not, and checks that no import asks for a part that was left out.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import urllib.request
 import zipfile
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +137,24 @@ def runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_zip(
     task_root: Path,
     site: Path,
-    events: list[dict[str, Any]],
+    events: list[Any],
     env: dict[str, str],
     *,
     document: bool = False,
+    probe: str = PROBE,
 ) -> dict[str, Any]:
     code = f"import site, sys\nsys.path.insert(0, {str(task_root)!r})\n"
-    code += f"site.addsitedir({str(site)!r})\n" + PROBE
+    code += f"site.addsitedir({str(site)!r})\n" + probe
     result = subprocess.run(
-        [sys.executable, "-S", "-B", "-c", code, json.dumps(events), "document" * document],
+        [
+            sys.executable,
+            "-S",
+            "-B",
+            "-c",
+            code,
+            json.dumps(events),
+            "document" * document,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -161,7 +177,9 @@ def run_zip(
     return report
 
 
-def test_the_site_of_these_tests_lacks_what_the_zip_leaves_out(runtime_site: Path) -> None:
+def test_the_site_of_these_tests_lacks_what_the_zip_leaves_out(
+    runtime_site: Path,
+) -> None:
     code = f"import site, sys\nsite.addsitedir({str(runtime_site)!r})\n" + textwrap.dedent(
         """
         import importlib.util
@@ -294,7 +312,10 @@ def test_importing_the_handler_loads_no_sdk_tracer_or_policy_model_of_another_cl
         ({"AWS_LAMBDA_FUNCTION_NAME": "f", "POWERTOOLS_TRACE_DISABLED": "false"}, True),
         ({"AWS_LAMBDA_FUNCTION_NAME": "f", "POWERTOOLS_TRACE_DISABLED": "true"}, False),
         ({"AWS_LAMBDA_FUNCTION_NAME": "f", "POWERTOOLS_TRACE_DISABLED": "1"}, False),
-        ({"AWS_LAMBDA_FUNCTION_NAME": "f", "POWERTOOLS_TRACE_DISABLED": " TRUE "}, False),
+        (
+            {"AWS_LAMBDA_FUNCTION_NAME": "f", "POWERTOOLS_TRACE_DISABLED": " TRUE "},
+            False,
+        ),
         ({}, False),  # not in Lambda: powertools disables its tracer too
     ],
 )
@@ -346,3 +367,223 @@ def test_with_tracing_on_and_the_sdk_packaged_the_handler_is_traced(
     assert subsegment["trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"
     assert subsegment["parent_id"] == "53995c3f42cd8ad8"
     assert subsegment["annotations"]["ColdStart"] is True
+
+
+# ------------------------------------------------- the zip's pruned third-party packages
+
+PAYLOADS = ROOT / "tests" / "aws" / "payloads"
+#: Which function serves each documented payload (tests/aws/payloads), by its file name.
+FUNCTIONS = {
+    "eventbridge_scheduler": "schedule_handler",
+    "codedeploy_": "deploy_handler",
+    "codepipeline_": "deploy_handler",
+    "cloudwatch_": "alert_handler",
+}
+
+#: A trigger for each documented payload, so that every function runs a backup.
+PAYLOAD_POLICY = {
+    **POLICY,
+    "triggers": [
+        {"name": "aaaaa", "group": "orders", "schedule": "0 4 * * *"},
+        {
+            "name": "deployed",
+            "group": "orders",
+            "on": "deploy",
+            "match": {"state": "SUCCESS"},
+        },
+        {
+            "name": "release",
+            "group": "orders",
+            "on": "deploy",
+            "match": {"pipeline": "myPipeline"},
+        },
+        {
+            "name": "cpu",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "ServerCpuTooHigh"},
+        },
+        {
+            "name": "action",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "Test alert"},
+        },
+        {
+            "name": "sns",
+            "group": "orders",
+            "on": "alert",
+            "match": {"alarm": "EXAMPLE"},
+        },
+    ],
+}
+
+#: Every handler on every event, with a record of every module an import asks for (found or
+#: not: a module that code imports inside `try` would otherwise go unseen).
+PATHS_PROBE = """
+import json, sys
+from types import SimpleNamespace
+
+class Asked:
+    names = set()
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        cls.names.add(name)
+        return None
+
+sys.meta_path.insert(0, Asked)
+import quiesce_aws.handler as handler
+context = SimpleNamespace(function_name="quiesce-shop-schedule", memory_limit_in_mb=512,
+    invoked_function_arn="arn:aws:lambda:eu-central-1:123456789012:function:f",
+    aws_request_id="r-1", get_remaining_time_in_millis=lambda: 900000)
+calls = json.loads(sys.argv[1])
+answers = [getattr(handler, function)(event, context) for function, event in calls]
+from quiesce_aws.hooks import parameter_problems, parameter_rules
+rules = sorted(parameter_rules()) + parameter_problems({"Phase": ["thaw"]})
+print(json.dumps({
+    "file": handler.__file__,
+    "tracer": handler.tracer is not None,
+    "answers": answers,
+    "rules": rules,
+    "asked": sorted(Asked.names),
+    "files": {name: getattr(module, "__file__", None) for name, module in sys.modules.items()},
+}, default=str))
+"""
+
+
+def payload_calls() -> list[tuple[str, Any]]:
+    """(function, event) for every documented payload, and events each function refuses:
+    another kind's, an unknown one, a malformed one, one that is not an object."""
+    calls: list[tuple[str, Any]] = []
+    for path in sorted(PAYLOADS.glob("*.json")):
+        (function,) = {f for prefix, f in FUNCTIONS.items() if path.name.startswith(prefix)}
+        calls.append((function, json.loads(path.read_text())))
+    scheduled = json.loads((PAYLOADS / "eventbridge_scheduler.json").read_text())
+    calls += [
+        ("deploy_handler", scheduled),
+        ("alert_handler", {"source": "aws.ec2", "detail-type": "x"}),
+        ("schedule_handler", {**scheduled, "resources": ["not-a-schedule"]}),
+        ("deploy_handler", [1, 2]),
+    ]
+    return calls
+
+
+@pytest.fixture(scope="module")
+def pruned_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zip with its third-party packages (this virtualenv's copies, with the X-Ray SDK, as
+    --with-tracing bundles them) pruned as package_aws prunes them, extracted."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import cold_start
+
+    work = tmp_path_factory.mktemp("pruned")
+    policy = work / "policy.json"
+    policy.write_text(json.dumps(PAYLOAD_POLICY))
+    deps = cold_start.installed_dependencies(work / "deps", with_tracing=True)
+    out = work / "quiesce-aws.zip"
+    package_aws.build(policy, out, deps_from=deps)
+    root = work / "task"
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lambda_runtime_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Only what the Lambda runtime provides (boto3, botocore and their dependencies), from
+    this virtualenv: every other package the functions import must come from the zip."""
+    overlay = tmp_path_factory.mktemp("runtime")
+    for name in sorted(package_aws.RUNTIME_PROVIDED):
+        distribution = metadata.distribution(name)
+        tops = {f.parts[0] for f in distribution.files or [] if f.parts[0] != ".."}
+        for top in sorted(tops):
+            source = Path(str(distribution.locate_file(top)))
+            if source.exists() and not (overlay / top).exists():
+                (overlay / top).symlink_to(source)
+    return overlay
+
+
+def _module_file(name: str) -> tuple[str, str]:
+    base = name.replace(".", "/")
+    return f"{base}.py", f"{base}/__init__.py"
+
+
+@pytest.mark.parametrize("tracing", [False, True], ids=["untraced", "traced"])
+def test_the_pruned_packages_serve_every_function_and_payload(
+    pruned_root: Path,
+    lambda_runtime_site: Path,
+    moto_endpoint: str,
+    daemon: socket.socket,
+    tracing: bool,
+) -> None:
+    """The zip's own code, with only the runtime's boto3 beside it, runs every function on every
+    documented payload (backups on moto's server) and refuses the others, traced and not,
+    while no import asks for a part of powertools or pydantic the zip leaves out."""
+    # moto's server keeps its state in this process: start from none.
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    entries = {p.relative_to(pruned_root).as_posix() for p in pruned_root.rglob("*")}
+    assert "aws_lambda_powertools/event_handler" not in entries
+    assert "pydantic/v1" not in entries
+    assert "aws_lambda_powertools/utilities/data_classes/sns_event.py" in entries
+
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    ec2 = session.client("ec2", endpoint_url=moto_endpoint)
+    image = ec2.register_image(Name="linux", RootDeviceName="/dev/sda1")["ImageId"]
+    ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "app", "Value": "orders"}]}
+        ],
+    )
+    session.client("dynamodb", endpoint_url=moto_endpoint).create_table(**table_definition(TABLE))
+    session.client("events", endpoint_url=moto_endpoint).create_event_bus(Name=BUS)
+    host, port = daemon.getsockname()
+    calls = payload_calls()
+
+    report = run_zip(
+        pruned_root,
+        lambda_runtime_site,
+        calls,
+        {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "QUIESCE_TABLE": TABLE,
+            "QUIESCE_EVENT_BUS": BUS,
+            "QUIESCE_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "false" if tracing else "true",
+            "AWS_XRAY_DAEMON_ADDRESS": f"{host}:{port}",
+            "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;"
+            "Parent=53995c3f42cd8ad8;Sampled=1",
+        },
+        probe=PATHS_PROBE,
+    )
+
+    assert report["tracer"] is tracing
+    answers = report["answers"]
+    assert len(answers) == len(calls)
+    ran = {
+        function
+        for (function, _), answer in zip(calls, answers, strict=True)
+        for outcome in answer.get("outcomes", [])
+        if outcome["action"] == "ran" and outcome["result"]["status"] == "succeeded"
+    }
+    assert ran == {"schedule_handler", "deploy_handler", "alert_handler"}
+    assert [a["status"] for a in answers[-4:]] == ["refused"] * 4
+    assert {a["status"] for a in answers} == {"fired", "ignored", "refused"}
+    assert report["rules"][-1].startswith("Phase 'thaw' is not one of ")
+
+    # Everything third-party came from the zip or the runtime's packages, nothing else.
+    for name, file in report["files"].items():
+        if file is not None and "site-packages" in file:
+            assert file.startswith(str(lambda_runtime_site)), (name, file)
+    # No import asked for a left-out part (an import inside `try` would not fail the run).
+    asked = set(report["asked"])
+    assert "aws_lambda_powertools.utilities.data_classes.sns_event" in asked
+    assert ("aws_xray_sdk" in asked) is tracing
+    left_out = {n for n in asked if any(package_aws.unused(f) for f in _module_file(n))}
+    assert not left_out

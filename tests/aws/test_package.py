@@ -1,11 +1,14 @@
 """scripts/package_aws.py builds one deterministic Lambda zip: the quiesce and quiesce_aws
 packages (with the guest hook runner and the SSM documents as JSON), their entry points, the
 validated policy as policy.json, and the third-party packages the Lambda runtime lacks; never
-tests, caches, bytecode, the command line, PyYAML, the X-Ray SDK (unless --with-tracing), or
-what the runtime already has. The zip's functions run without a YAML parser or the X-Ray SDK."""
+tests, caches, bytecode, the command line, PyYAML, the X-Ray SDK (unless --with-tracing), what
+the runtime already has, or the parts of the dependencies the functions never import. The
+zip's functions run without a YAML parser or the X-Ray SDK."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -224,6 +227,152 @@ def test_dependencies_come_in_without_scripts_caches_or_the_runtimes_boto(
     assert "botocore/data/ec2.json" in names(out)
 
 
+def fake_powertools_and_pydantic(root: Path) -> Path:
+    """A pip --target folder with parts the functions import and parts they never do."""
+    files = {
+        "aws_lambda_powertools/__init__.py": "",
+        "aws_lambda_powertools/logging/logger.py": "",
+        "aws_lambda_powertools/utilities/data_classes/sns_event.py": "",
+        "aws_lambda_powertools/utilities/serialization.py": "",
+        "aws_lambda_powertools/utilities/parser/models.py": "",
+        "aws_lambda_powertools/event_handler/openapi/swagger_ui/swagger-ui-bundle.min.js": "x",
+        "pydantic/main.py": "",
+        "pydantic/mypy.py": "",
+        "pydantic/v1/main.py": "",
+        "pydantic/v1/py.typed": "",
+        "pydantic_core/__init__.py": "",
+        "pydantic_core/_pydantic_core/__init__.pyi": "",
+        "pydantic-2.9.0.dist-info/METADATA": (
+            "Metadata-Version: 2.4\nName: pydantic\nVersion: 2.9.0\n"
+            "Description-Content-Type: text/markdown\n\n# Pydantic\n\nThe long description.\n"
+        ),
+        "pydantic-2.9.0.dist-info/licenses/LICENSE": "MIT\n",
+        "pydantic-2.9.0.dist-info/RECORD": (
+            "pydantic/main.py,sha256=old,1\npydantic/mypy.py,,\npydantic/v1/main.py,,\n"
+            "pydantic/v1/py.typed,,\npydantic/__pycache__/main.cpython-312.pyc,,\n"
+            "pydantic-2.9.0.dist-info/METADATA,sha256=old,2\n"
+            "pydantic-2.9.0.dist-info/licenses/LICENSE,,\npydantic-2.9.0.dist-info/RECORD,,\n"
+        ),
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_the_parts_of_the_dependencies_the_functions_never_import_are_left_out(
+    policy: Path, tmp_path: Path
+) -> None:
+    """powertools' event handler and unused utilities, pydantic.v1 and its mypy plugin, type
+    stubs and long descriptions stay out (tests/aws/test_cold_start.py runs the functions
+    without them); what the functions import, the licenses and the metadata's fields stay in,
+    and each RECORD lists exactly what is left, hashed as it is in the zip."""
+    deps = fake_powertools_and_pydantic(tmp_path / "deps")
+    out = tmp_path / "pruned.zip"
+    assert (
+        package_aws.main(["--policy", str(policy), "-o", str(out), "--deps-from", str(deps)]) == 0
+    )
+    with zipfile.ZipFile(out) as archive:
+        entries = set(archive.namelist())
+        metadata = archive.read("pydantic-2.9.0.dist-info/METADATA").decode()
+        record = archive.read("pydantic-2.9.0.dist-info/RECORD").decode()
+        contents = {name: archive.read(name) for name in entries}
+    assert {
+        "aws_lambda_powertools/__init__.py",
+        "aws_lambda_powertools/logging/logger.py",
+        "aws_lambda_powertools/utilities/data_classes/sns_event.py",
+        "pydantic/main.py",
+        "pydantic_core/__init__.py",
+        "pydantic-2.9.0.dist-info/licenses/LICENSE",
+    } <= entries
+    for name in (
+        "aws_lambda_powertools/utilities/serialization.py",
+        "aws_lambda_powertools/utilities/parser/models.py",
+        "aws_lambda_powertools/event_handler/openapi/swagger_ui/swagger-ui-bundle.min.js",
+        "pydantic/mypy.py",
+        "pydantic/v1/main.py",
+        "pydantic/v1/py.typed",
+        "pydantic_core/_pydantic_core/__init__.pyi",
+    ):
+        assert name not in entries, name
+    assert metadata == (
+        "Metadata-Version: 2.4\nName: pydantic\nVersion: 2.9.0\n"
+        "Description-Content-Type: text/markdown\n"
+    )
+    listed = {}
+    for line in record.splitlines():
+        name, digest, size = line.rsplit(",", 2)
+        listed[name] = (digest, size)
+    assert set(listed) == {
+        "pydantic/main.py",
+        "pydantic-2.9.0.dist-info/METADATA",
+        "pydantic-2.9.0.dist-info/licenses/LICENSE",
+        "pydantic-2.9.0.dist-info/RECORD",
+    }
+    assert listed["pydantic-2.9.0.dist-info/RECORD"] == ("", "")
+    for name, (digest, size) in listed.items():
+        if name.endswith("/RECORD"):
+            continue
+        data = contents[name]
+        expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+        assert (digest, size) == (f"sha256={expected.decode()}", str(len(data))), name
+
+    # --no-prune bundles them whole, as pip installed them.
+    whole = tmp_path / "whole.zip"
+    args = ["--policy", str(policy), "-o", str(whole), "--deps-from", str(deps), "--no-prune"]
+    assert package_aws.main(args) == 0
+    with zipfile.ZipFile(whole) as archive:
+        assert {"pydantic/v1/main.py", "pydantic_core/_pydantic_core/__init__.pyi"} <= set(
+            archive.namelist()
+        )
+        assert b"The long description." in archive.read("pydantic-2.9.0.dist-info/METADATA")
+
+
+def test_a_pruned_distribution_is_still_found_with_its_version(
+    policy: Path, tmp_path: Path
+) -> None:
+    deps = fake_powertools_and_pydantic(tmp_path / "deps")
+    out = tmp_path / "pruned.zip"
+    assert (
+        package_aws.main(["--policy", str(policy), "-o", str(out), "--deps-from", str(deps)]) == 0
+    )
+    task_root = tmp_path / "task"
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(task_root)
+    code = (
+        f"import sys; sys.path[:0] = [{str(task_root)!r}]\n"
+        "from importlib import metadata\n"
+        "d = metadata.distribution('pydantic')\n"
+        "print(d.version, sorted(str(f) for f in d.files))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split(" ", 1)[0] == "2.9.0"
+    assert "pydantic/v1/main.py" not in result.stdout
+    assert "pydantic/main.py" in result.stdout
+
+
+def test_unused_names_parts_by_folder_or_file() -> None:
+    for name in (
+        "aws_lambda_powertools/event_handler/api_gateway.py",
+        "aws_lambda_powertools/utilities/serialization.py",
+        "pydantic/v1/__init__.py",
+        "typing_inspection/typing_objects.pyi",
+    ):
+        assert package_aws.unused(name), name
+    for name in (
+        "aws_lambda_powertools/utilities/data_classes/event_bridge_event.py",
+        "aws_lambda_powertools/utilities/serialization_other.py",
+        "aws_lambda_powertools/metrics/provider/cloudwatch_emf/cloudwatch.py",
+        "pydantic/v1.py",
+        "pydantic/main.py",
+        "quiesce_aws/handler.py",
+    ):
+        assert not package_aws.unused(name), name
+
+
 def test_pip_is_asked_for_binary_wheels_of_the_lambda_runtime(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -281,6 +430,7 @@ def test_help_describes_the_options() -> None:
         "--deps-from",
         "--architecture",
         "--with-tracing",
+        "--no-prune",
     ):
         assert option in result.stdout
 
