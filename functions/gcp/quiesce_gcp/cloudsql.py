@@ -351,7 +351,7 @@ class CloudSqlSnapshotter(_Instances, Snapshotter):
                 )
             elif ref.id in notes:
                 update["note"] = notes[ref.id]
-            if ref.id in crash:
+            elif ref.id in crash and ref.state is SnapshotState.COMPLETED:
                 update["reported_consistency"] = Consistency.CRASH
                 update["note"] = crash[ref.id]
             out.append(ref.model_copy(update=update) if update else ref)

@@ -81,7 +81,8 @@ _RESOURCE = re.compile(
 
 
 class FilestoreClients:
-    """One Filestore client (REST), built lazily; `endpoint` "http://HOST:PORT" for tests."""
+    """One Filestore client (REST), built lazily; `endpoint` "http://HOST:PORT" (tests) is
+    called without credentials."""
 
     def __init__(self, credentials: Credentials | None = None, *, endpoint: str | None = None):
         self.credentials = credentials
@@ -95,8 +96,14 @@ class FilestoreClients:
                 from google.cloud.filestore_v1 import CloudFilestoreManagerClient
 
                 options = {"api_endpoint": self.endpoint} if self.endpoint else None
+                credentials = self.credentials
+                if credentials is None and (self.endpoint or "").startswith("http://"):
+                    # A plain-http endpoint is a local emulator: Google's own are https.
+                    from google.auth.credentials import AnonymousCredentials
+
+                    credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
                 self._client = CloudFilestoreManagerClient(
-                    credentials=self.credentials, client_options=options, transport="rest"
+                    credentials=credentials, client_options=options, transport="rest"
                 )
             return self._client
 

@@ -138,9 +138,8 @@ def gcp_backends(
 ) -> Backends:
     """Everything the engine needs on GCP: the provider, the Firestore catalog and the Pub/Sub
     topic (QUIESCE_PUBSUB_TOPIC). `provider` and `bus` replace the real ones (tests)."""
-    from quiesce_gcp.state import FirestoreStateStore
-
     from quiesce_gcp.managed_members import managed_providers
+    from quiesce_gcp.state import FirestoreStateStore
 
     env = os.environ if env is None else env
     project = project_of(env)
