@@ -90,6 +90,57 @@ resource "google_project_iam_member" "snapshots" {
   }
 }
 
+# Cloud SQL members: reading the instance and its latest recovery time. Nothing is created.
+resource "google_project_iam_custom_role" "cloudsql" {
+  for_each = local.sql_projects
+
+  project     = each.key
+  role_id     = "quiesceCloudSql"
+  title       = "Quiesce Cloud SQL members"
+  description = "Reads Cloud SQL instances and their latest recovery time (point-in-time recovery)."
+  permissions = local.sql_permissions
+}
+
+resource "google_project_iam_member" "cloudsql" {
+  for_each = local.sql_projects
+
+  project = each.key
+  role    = google_project_iam_custom_role.cloudsql[each.key].name
+  member  = google_service_account.functions.member
+}
+
+# Filestore members: instance snapshots (created, listed and deleted; deletion limited in code
+# to Quiesce's labelled snapshots: IAM Conditions do not know Filestore's resource names).
+resource "google_project_iam_custom_role" "filestore" {
+  for_each = local.filestore_projects
+
+  project     = each.key
+  role_id     = "quiesceFilestore"
+  title       = "Quiesce Filestore members"
+  description = "Creates, lists and deletes Quiesce's Filestore instance snapshots."
+  permissions = local.filestore_permissions
+}
+
+resource "google_project_iam_member" "filestore" {
+  for_each = local.filestore_projects
+
+  project = each.key
+  role    = google_project_iam_custom_role.filestore[each.key].name
+  member  = google_service_account.functions.member
+}
+
+# Restoring a recovery point in the cloud (quiesce restore --execute): a role to grant to the
+# people or pipelines that restore. Bound to nobody here, and never to the functions.
+resource "google_project_iam_custom_role" "restore" {
+  for_each = local.restore_projects
+
+  project     = each.key
+  role_id     = "quiesceRestore"
+  title       = "Quiesce restore"
+  description = "Restores Quiesce recovery points: disks from snapshots, Cloud SQL clones at T, Filestore reverts."
+  permissions = local.restore_permissions
+}
+
 resource "google_project_iam_member" "catalog" {
   project = var.project
   role    = "roles/datastore.user"

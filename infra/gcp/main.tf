@@ -17,6 +17,13 @@ locals {
     for _, g in local.policy.groups : [for m in g.members : m if m.provider == "gcp"]
   ])
   member_projects = toset(concat([var.project], [for m in local.gcp_members : m.project]))
+  # Managed services (quiesce_gcp.managed_spec): Cloud SQL and Filestore members.
+  sql_members        = flatten([for _, g in local.policy.groups : [for m in g.members : m if m.provider == "gcp-sql"]])
+  filestore_members  = flatten([for _, g in local.policy.groups : [for m in g.members : m if m.provider == "gcp-filestore"]])
+  sql_projects       = toset([for m in local.sql_members : m.project])
+  filestore_projects = toset([for m in local.filestore_members : m.project])
+  # Where `quiesce restore --execute` may restore: every project of a member.
+  restore_projects = setunion(local.member_projects, local.sql_projects, local.filestore_projects)
 
   # Permissions the adapters declare, by scope (quiesce_gcp.permissions.role_permissions with
   # scope=...); tests/gcp checks that each list is exactly the declared one.
@@ -40,6 +47,31 @@ locals {
   snapshot_permissions = [
     "compute.snapshots.delete",
     "compute.snapshots.setLabels",
+  ]
+  # The managed services' "project" permissions, granted only in the projects of such members:
+  # Cloud SQL (CloudSqlInventory, CloudSqlSnapshotter) and Filestore (FilestoreInventory,
+  # FilestoreSnapshotter). Filestore's resource names are not recognised by IAM Conditions, so
+  # snapshot deletion cannot be scoped here: the adapter deletes only snapshots labelled
+  # quiesce-managed=true and named with Quiesce's prefix.
+  sql_permissions = [
+    "cloudsql.instances.get",
+  ]
+  filestore_permissions = [
+    "file.instances.get",
+    "file.operations.get",
+    "file.snapshots.create",
+    "file.snapshots.delete",
+    "file.snapshots.get",
+    "file.snapshots.list",
+  ]
+  # scope "restore": what `quiesce restore --execute` calls (disks from snapshots, a Cloud SQL
+  # clone at T, a Filestore revert). Never granted to the functions: a custom role
+  # (output restore_roles) to grant to whoever restores.
+  restore_permissions = [
+    "cloudsql.instances.clone",
+    "compute.disks.create",
+    "compute.snapshots.useReadOnly",
+    "file.instances.revert",
   ]
   # quiesce_gcp.snapshots.SNAPSHOT_PREFIX: every snapshot Quiesce creates starts with it.
   snapshot_name_prefix = "q-"

@@ -32,3 +32,8 @@ output "alert_webhook_url" {
   description = "With create_monitoring_webhook: on_alert_webhook's URL."
   value       = one([for f in google_cloudfunctions2_function.alert_webhook : f.url])
 }
+
+output "restore_roles" {
+  description = "Per project, the custom role `quiesce restore --execute` needs; grant it to whoever restores (the functions never get it)."
+  value       = { for p, r in google_project_iam_custom_role.restore : p => r.name }
+}

@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import re
 
+from quiesce_gcp.cloudsql import CloudSqlInventory, CloudSqlSnapshotter
+from quiesce_gcp.disk_restore import GceDiskRestore
 from quiesce_gcp.events import PubSubPublisher
+from quiesce_gcp.filestore import FilestoreInventory, FilestoreSnapshotter
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
-from quiesce_gcp.permissions import AGENT_INSTANCES, PROJECT, QUIESCE_SNAPSHOTS, role_permissions
+from quiesce_gcp.permissions import (
+    AGENT_INSTANCES,
+    PROJECT,
+    QUIESCE_SNAPSHOTS,
+    RESTORE,
+    role_permissions,
+)
 from quiesce_gcp.snapshots import SNAPSHOT_PREFIX, GceSnapshotter
 from tests.gcp.test_terraform import load_configuration, resources
 from tests.terraform import only
 
 ADAPTERS = (GceInventory, AgentHookRunner, GceSnapshotter, PubSubPublisher)
+RESTORERS = (GceDiskRestore, CloudSqlSnapshotter, FilestoreSnapshotter)
 MEMBER = "${google_service_account.functions.member}"
 
 
@@ -29,7 +39,42 @@ def test_each_custom_role_has_exactly_the_declared_permissions_of_its_scope() ->
     ):
         assert roles[role]["permissions"] == "${local." + variable + "}"
         assert local[variable] == role_permissions(*ADAPTERS, scope=scope), role
-    assert set(roles) == {"adapters", "agent_instances", "snapshots"}
+    assert set(roles) == {
+        "adapters", "agent_instances", "snapshots", "cloudsql", "filestore", "restore"
+    }  # fmt: skip
+
+
+def test_the_managed_services_roles_have_exactly_their_adapters_permissions() -> None:
+    roles = resources("google_project_iam_custom_role")
+    local = load_configuration()["locals"]
+    for role, variable, adapters in (
+        ("cloudsql", "sql_permissions", (CloudSqlInventory, CloudSqlSnapshotter)),
+        ("filestore", "filestore_permissions", (FilestoreInventory, FilestoreSnapshotter)),
+    ):
+        assert roles[role]["permissions"] == "${local." + variable + "}"
+        assert local[variable] == role_permissions(*adapters, scope=PROJECT), role
+    assert roles["cloudsql"]["for_each"] == "${local.sql_projects}"
+    assert roles["filestore"]["for_each"] == "${local.filestore_projects}"
+    assert 'm.provider == "gcp-sql"' in local["sql_members"]
+    assert 'm.provider == "gcp-filestore"' in local["filestore_members"]
+
+
+def test_the_restore_role_has_the_restore_scope_and_is_granted_to_nobody() -> None:
+    roles = resources("google_project_iam_custom_role")
+    local = load_configuration()["locals"]
+    assert roles["restore"]["permissions"] == "${local.restore_permissions}"
+    assert local["restore_permissions"] == role_permissions(*RESTORERS, scope=RESTORE)
+    assert local["restore_permissions"] == [
+        "cloudsql.instances.clone",
+        "compute.disks.create",
+        "compute.snapshots.useReadOnly",
+        "file.instances.revert",
+    ]
+    granted = [b["role"] for b in resources("google_project_iam_member").values()]
+    assert not [r for r in granted if "custom_role.restore" in r]
+    # ...and no restore permission is in a role the functions get.
+    for variable in ("adapter_permissions", "sql_permissions", "filestore_permissions"):
+        assert not set(local[variable]) & set(local["restore_permissions"]), variable
 
 
 def test_only_the_project_scope_is_granted_without_a_condition() -> None:

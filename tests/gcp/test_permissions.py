@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from quiesce_gcp.cloudsql import CloudSqlInventory, CloudSqlSnapshotter
+from quiesce_gcp.disk_restore import GceDiskRestore
 from quiesce_gcp.events import PubSubPublisher
+from quiesce_gcp.filestore import FilestoreInventory, FilestoreSnapshotter
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
 from quiesce_gcp.permissions import (
     AGENT_INSTANCES,
     PROJECT,
     QUIESCE_SNAPSHOTS,
+    RESTORE,
     SCOPES,
     declared,
     role_permissions,
@@ -59,3 +63,38 @@ def test_the_roles_are_least_privilege_and_root_granting_rights_are_scoped() -> 
     ]
     every = [p for s in SCOPES for p in role_permissions(*ADAPTERS, scope=s)]
     assert sorted(every) == role_permissions(*ADAPTERS)
+
+
+MANAGED = (
+    CloudSqlInventory,
+    CloudSqlSnapshotter,
+    FilestoreInventory,
+    FilestoreSnapshotter,
+    GceDiskRestore,
+)
+
+
+def test_the_managed_services_declare_their_operations_and_one_scope_each() -> None:
+    ops = declared(*MANAGED)
+    assert set(ops) == {
+        "CloudSqlInventory.resolve",
+        "CloudSqlSnapshotter.take",
+        "CloudSqlSnapshotter.wait_durable",
+        "CloudSqlSnapshotter.cloud_restore",
+        "FilestoreInventory.resolve",
+        "FilestoreSnapshotter.take",
+        "FilestoreSnapshotter.wait_durable",
+        "FilestoreSnapshotter.delete",
+        "FilestoreSnapshotter.find",
+        "FilestoreSnapshotter.cloud_restore",
+        "GceDiskRestore.cloud_restore",
+    }
+    scopes = scopes_of(*MANAGED, *ADAPTERS)
+    assert all(len(found) == 1 and found <= set(SCOPES) for found in scopes.values()), scopes
+    # Restoring (clone, revert, a disk from a snapshot) is never a backup's permission.
+    assert role_permissions(*MANAGED, scope=RESTORE) == [
+        "cloudsql.instances.clone",
+        "compute.disks.create",
+        "compute.snapshots.useReadOnly",
+        "file.instances.revert",
+    ]
