@@ -25,8 +25,9 @@ The zip holds, at its root:
   s3transfer, jmespath, urllib3, python-dateutil, six) come with the runtime and are left out
   unless --include-boto3 is given. Of these packages the zip leaves out what the functions never
   import (UNUSED: powertools' event handler and the utilities other than its event data
-  classes, pydantic's v1 package and mypy plugin), type stubs, and the long descriptions in
-  their METADATA; each RECORD lists the files that are left. --no-prune bundles them whole.
+  classes, pydantic's v1 package, deprecated API and mypy plugin), type stubs, and the long
+  descriptions in their METADATA; each RECORD lists the files that are left. --no-prune
+  bundles them whole.
 
 The output is deterministic: entries are sorted and carry fixed timestamps and permissions, and
 no bytecode or caches are included, so the same sources and dependency versions give the same
@@ -85,9 +86,10 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 #: Parts of the bundled packages the functions never import, left out of the zip: powertools'
 #: event handler (with its Swagger UI assets, half of powertools' size), the utilities other
 #: than the event data classes, typing and jmespath_utils, and the Datadog metrics provider;
-#: pydantic's v1 package, mypy plugin and experimental API. Derived from what fresh interpreters
-#: running every handler with every kind of payload, traced and not, import; the zip's code is
-#: run without them, and checked that it asks for none of them, by tests/aws/test_cold_start.py.
+#: pydantic's v1 package, deprecated v1-style API, mypy plugin and experimental API. Derived
+#: from what fresh interpreters running every handler with every kind of payload, traced and
+#: not, import; the zip's code is run without them, and checked that it asks for none of them,
+#: by tests/aws/test_cold_start.py.
 #: A folder ends in "/". --no-prune keeps them.
 UNUSED = (
     "aws_lambda_powertools/event_handler/",
@@ -105,6 +107,8 @@ UNUSED = (
     "aws_lambda_powertools/utilities/serialization.py",
     "aws_lambda_powertools/utilities/streaming/",
     "aws_lambda_powertools/utilities/validation/",
+    "pydantic/color.py",
+    "pydantic/deprecated/",
     "pydantic/experimental/",
     "pydantic/mypy.py",
     "pydantic/v1/",
