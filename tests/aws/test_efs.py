@@ -9,7 +9,7 @@ import pytest
 
 from quiesce.errors import ProviderError
 from quiesce.ports import CloudRestore, SnapshotCall
-from quiesce.record import SnapshotRef, SnapshotState
+from quiesce.record import Consistency, SnapshotRef, SnapshotState
 from quiesce_aws.efs import EfsBackupSnapshotter, EfsInventory
 from quiesce_aws.managed_clients import ManagedClients
 from quiesce_aws.managed_member import AwsEfsMember
@@ -93,6 +93,7 @@ def test_a_backup_job_is_a_copy_recorded_with_the_reason_and_awaited(
 
     assert (ref.point, ref.method, ref.provider) == ("copy", "efs-backup", "aws-efs")
     assert "not the file system at one point in time" in ref.note
+    assert ref.reported_consistency is Consistency.NONE
     assert snaps.point_method(member(file_system)).kind == "copy"
     assert throttled == [0], "throttled once"
     assert sleeps.waits, "retried after a backoff"

@@ -3,8 +3,10 @@
 EFS has no snapshot. The only backup AWS offers is an AWS Backup job, which copies the file
 system file by file over minutes (hours for large ones) while it keeps changing: its content
 is not the file system at any one instant. So the reference is recorded with `point="copy"`,
-which the engine never reports `application` (nor `crash`: files from different instants);
-the note on it says why. Taken inside the freeze like the other members, the job at least
+reported `none` (files from different instants: neither application- nor crash-consistent,
+whatever the hooks held), with a note that says why; a group with an EFS member therefore
+records its point `none` as a whole (status degraded), while its other members keep their own
+level. Taken inside the freeze like the other members, the job at least
 starts while the application is held.
 
 `take` calls StartBackupJob on the file system's ARN (with an idempotency token, so a retried
@@ -37,7 +39,7 @@ from quiesce.ports import (
     Snapshotter,
 )
 from quiesce.providers.registry import expect_member
-from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
 from quiesce_aws.managed_clients import BACKUP_THROTTLING, ManagedClients
 from quiesce_aws.managed_member import AwsEfsMember
@@ -250,6 +252,7 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
                 location=point_arn,
                 tags={**tags, **meta},
                 point="copy",
+                reported_consistency=Consistency.NONE,
                 note=COPY_NOTE,
             )
         ]
@@ -481,6 +484,7 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
             location=arn,
             tags={f"{META}region": region, f"{META}vault": vault, **tags},
             point="copy",
+            reported_consistency=Consistency.NONE,
             note=COPY_NOTE,
         )
 
