@@ -12,7 +12,10 @@
 
 locals {
   # What the adapters call on the target resource groups' VMs, disks, snapshots and restore
-  # points. Keep sorted; the test compares this list with the adapters' declarations.
+  # points, and on the managed members there: reading flexible servers and SQL databases
+  # (point-in-time restore needs no call at backup time) and creating, listing and deleting
+  # share snapshots (the adapter deletes only snapshots whose metadata says Quiesce made them,
+  # never a share). Keep sorted; the test compares this list with the adapters' declarations.
   adapter_actions = [
     "Microsoft.Compute/disks/read",
     "Microsoft.Compute/restorePointCollections/read",
@@ -27,13 +30,19 @@ locals {
     "Microsoft.Compute/virtualMachines/runCommands/delete",
     "Microsoft.Compute/virtualMachines/runCommands/read",
     "Microsoft.Compute/virtualMachines/runCommands/write",
+    "Microsoft.DBforMySQL/flexibleServers/read",
+    "Microsoft.DBforPostgreSQL/flexibleServers/read",
+    "Microsoft.Sql/servers/databases/read",
+    "Microsoft.Storage/storageAccounts/fileServices/shares/delete",
+    "Microsoft.Storage/storageAccounts/fileServices/shares/read",
+    "Microsoft.Storage/storageAccounts/fileServices/shares/write",
   ]
 }
 
 resource "azurerm_role_definition" "adapters" {
   name        = "Quiesce VM backup (${local.name})"
   scope       = values(local.target_resource_groups)[0].id
-  description = "What Quiesce's ${local.name} function app may do on the VMs of its target resource groups: run hooks with managed Run Command, create and delete restore points and incremental snapshots."
+  description = "What Quiesce's ${local.name} function app may do in its target resource groups: run hooks on VMs with managed Run Command, create and delete restore points and incremental snapshots, read managed databases, create and delete its own share snapshots."
 
   permissions {
     actions = local.adapter_actions

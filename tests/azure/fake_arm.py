@@ -296,7 +296,7 @@ class FakeArm:
             re.IGNORECASE,
         )
         if not m:
-            return _not_found(path)
+            return self.route_other(method, path, query, headers, payload)
         sub, rg, rest = m[1].lower(), m[2].lower(), m[3]
         prefix = path[: len(path) - len(rest)]
         parts = rest.split("/")
@@ -308,6 +308,18 @@ class FakeArm:
                 return self._collections(method, sub, rg, parts, payload, query, prefix)
             if kind == "snapshots":
                 return self._snapshots(method, sub, rg, parts, payload, prefix)
+            return self.route_other(method, path, query, headers, payload)
+
+    def route_other(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        payload: dict[str, Any],
+    ) -> tuple[int, dict[str, str], Any]:
+        """Another resource type's request (authenticated, logged, throttled as any other):
+        fakes of other services (fake_data.py) answer here."""
         return _not_found(path)
 
     # ------------------------------------------------------------------------------ LROs
@@ -504,11 +516,30 @@ class FakeArm:
             if method == "PUT":
                 vm_name = coll["properties"]["source"]["id"].rsplit("/", 1)[-1]
                 requested = payload.get("properties", {}).get("consistencyMode")
+                vm = self.vms.get((sub, rg, vm_name.lower()), {})
+                profile = vm.get("properties", {}).get("storageProfile", {})
+                point_id = f"{coll['id']}/restorePoints/{rp_name}"
+
+                def disk_point(disk: dict[str, Any]) -> dict[str, Any]:
+                    return {
+                        **{k: v for k, v in disk.items() if k in ("lun", "name")},
+                        "diskRestorePoint": {
+                            "id": f"{point_id}/diskRestorePoints/{disk['name']}_{rp_name}"
+                        },
+                    }
+
                 point: dict[str, Any] = {
-                    "id": f"{coll['id']}/restorePoints/{rp_name}",
+                    "id": point_id,
                     "name": rp_name,
                     "type": "Microsoft.Compute/restorePointCollections/restorePoints",
                     "properties": {
+                        "sourceMetadata": {
+                            "location": vm.get("location"),
+                            "storageProfile": {
+                                "osDisk": disk_point(profile["osDisk"]) if profile else None,
+                                "dataDisks": [disk_point(d) for d in profile.get("dataDisks", [])],
+                            },
+                        },
                         "consistencyMode": requested,
                         "provisioningState": "Creating",
                         "timeCreated": datetime.now(UTC).isoformat(),

@@ -33,6 +33,7 @@ from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, EventPublisher, Provider
 from quiesce.providers.registry import members_by_group, register
+from quiesce_azure.managed_spec import SPECS as MANAGED_SPECS
 from quiesce_azure.member import AzureMember
 from quiesce_azure.spec import SPEC
 from quiesce_azure.state import TableStateStore
@@ -51,6 +52,8 @@ DEFAULT_TABLE = "quiesce"
 
 # Apps built by copying sources carry no package metadata: importing the provider registers it.
 register(SPEC)
+for _managed in MANAGED_SPECS:  # azure-postgres, azure-mysql, azure-sql, azure-files
+    register(_managed)
 
 
 def default_credential() -> TokenCredential:
@@ -155,11 +158,15 @@ def azure_backends(
     table_service: TableServiceClient | None = None,
     provider: Provider | None = None,
     bus: EventPublisher | None = None,
+    managed: Mapping[str, Provider] | None = None,
 ) -> Backends:
     """Everything the engine needs on Azure: the provider, the Table catalog (QUIESCE_TABLE)
-    and the Event Grid topic (QUIESCE_EVENTGRID_ENDPOINT). Each part can be given instead."""
+    and the Event Grid topic (QUIESCE_EVENTGRID_ENDPOINT), and the managed-service providers
+    (`azure-postgres`, `azure-mysql`, `azure-sql`, `azure-files`) the policy's members name,
+    their SDKs imported only then. Each part can be given instead."""
     env = os.environ if env is None else env
-    needed = provider is None or bus is None or table_service is None
+    wants_managed = managed is None and _names_managed(policy)
+    needed = provider is None or bus is None or table_service is None or wants_managed
     cred = credential or (default_credential() if needed else None)
     if table_service is None and cred is not None:
         table_service = table_service_from_env(env, cred)
@@ -170,8 +177,20 @@ def azure_backends(
     assert table_service is not None
     assert provider is not None
     assert bus is not None
+    providers = {PROVIDER: provider}
+    if managed is None and cred is not None and _names_managed(policy):
+        from quiesce_azure.managed import managed_providers
+
+        managed = managed_providers(policy, cred)
+    providers.update(managed or {})
     return Backends(
-        providers={PROVIDER: provider},
+        providers=providers,
         state=TableStateStore(table_service, env.get(TABLE_ENV) or DEFAULT_TABLE),
         bus=bus,
     )
+
+
+def _names_managed(policy: Policy) -> bool:
+    """Whether the policy has a member of a managed-service provider."""
+    names = {spec.name for spec in MANAGED_SPECS}
+    return any(m.provider in names for g in policy.groups.values() for m in g.members)

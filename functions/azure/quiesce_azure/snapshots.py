@@ -36,7 +36,7 @@ from azure.mgmt.compute import models
 
 from quiesce.durability import PollsDurability
 from quiesce.errors import ProviderError
-from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
+from quiesce.ports import CloudRestore, Machine, RestoreStep, SnapshotCall, Snapshotter, fan_out
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
@@ -135,6 +135,18 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
             Permission("Microsoft.Compute/snapshots/read"),
             Permission("Microsoft.Compute/restorePointCollections/read"),
             Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
+        ],
+    }
+
+    #: `quiesce restore --execute` (run by an operator, not granted to the Function App).
+    RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "cloud_restore": [
+            Permission("Microsoft.Compute/snapshots/read"),
+            Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
+            Permission(
+                "Microsoft.Compute/restorePointCollections/restorePoints/diskRestorePoints/read"
+            ),
+            Permission("Microsoft.Compute/disks/write"),
         ],
     }
 
@@ -518,6 +530,125 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
         )
         poller.result()
 
+    # ------------------------------------------------------------------------------ restore
+
+    def plan_cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        """New managed disks from a snapshot (createOption Copy) or from each disk restore
+        point of a restore point (createOption Restore), in the source's location (and
+        `request.zone`, when given). Reads the snapshot or restore point; creates nothing."""
+        return self._restore_plan(request)[0]
+
+    def cloud_restore(self, request: CloudRestore) -> RestoreStep:
+        """Starts creating the disks `plan_cloud_restore` describes; returns once ARM accepted
+        every PUT (the disks finish provisioning on their own)."""
+        step, rg, sub, bodies = self._restore_plan(request)
+        compute = self.clients.compute(sub)
+        created: list[str] = []
+        try:
+            for name, body in bodies.items():
+                self.backoff.call(
+                    lambda name=name, body=body: compute.disks.begin_create_or_update(  # type: ignore[misc]
+                        rg, name, models.Disk(body), polling=False
+                    ),
+                    what=f"create disk {name}",
+                )
+                created.append(
+                    f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/"
+                    f"disks/{name}"
+                )
+        except AzureError as exc:
+            done = f" (created before: {', '.join(created)})" if created else ""
+            raise ProviderError(
+                f"member {request.member!r}: creating a disk from {request.snapshot.id} failed: "
+                f"{error_message(exc)}{done}",
+                code=error_code(exc) or "RestoreFailed",
+            ) from exc
+        step.created = created
+        return step
+
+    def _restore_plan(
+        self, request: CloudRestore
+    ) -> tuple[RestoreStep, str, str, dict[str, dict[str, Any]]]:
+        ref = request.snapshot
+        base = _name(request.name, limit=70)
+        bodies: dict[str, dict[str, Any]] = {}
+        try:
+            if match := SNAPSHOT_ID.match(ref.id):
+                sub, rg, snap_name = match["sub"], match["rg"], match["name"]
+                compute = self.clients.compute(sub)
+                snap = as_json(
+                    self.backoff.call(
+                        lambda: compute.snapshots.get(rg, snap_name), what="GET snapshot"
+                    )
+                )
+                bodies[base] = _disk_body(
+                    str(snap.get("location") or ""), "Copy", ref.id, request.zone
+                )
+                action = "PUT Microsoft.Compute/disks (createOption Copy from the snapshot)"
+            elif match := RESTORE_POINT_ID.match(ref.id):
+                sub, rg, coll, rp_name = match["sub"], match["rg"], match["coll"], match["name"]
+                compute = self.clients.compute(sub)
+                point = as_json(
+                    self.backoff.call(
+                        lambda: compute.restore_points.get(rg, coll, rp_name),
+                        what="GET restore point",
+                    )
+                )
+                meta = dig(point, "properties", "sourceMetadata") or {}
+                location = str(meta.get("location") or "")
+                disks = [("os", dig(meta, "storageProfile", "osDisk"))] + [
+                    (f"lun{d.get('lun')}", d)
+                    for d in dig(meta, "storageProfile", "dataDisks") or []
+                ]
+                for suffix, disk in disks:
+                    source = dig(disk, "diskRestorePoint", "id")
+                    if source:
+                        name = _name(f"{base}-{suffix}")
+                        bodies[name] = _disk_body(location, "Restore", str(source), request.zone)
+                if not bodies:
+                    raise ProviderError(
+                        f"restore point {ref.id} lists no disk restore point to restore",
+                        code="RestoreUnsupported",
+                    )
+                action = (
+                    "PUT Microsoft.Compute/disks (createOption Restore from each disk restore "
+                    "point)"
+                )
+            else:
+                raise ProviderError(
+                    f"{ref.id!r} is neither a snapshot nor a restore point id",
+                    code="BadSnapshotId",
+                )
+        except ResourceNotFoundError as exc:
+            raise ProviderError(
+                f"member {request.member!r}: {ref.id} is gone: it cannot be restored",
+                code="NotFound",
+            ) from exc
+        except AzureError as exc:
+            raise ProviderError(
+                f"member {request.member!r}: could not read {ref.id}: {error_message(exc)}",
+                code=error_code(exc) or "ReadFailed",
+            ) from exc
+        zone = f" --zone {request.zone}" if request.zone else ""
+        step = RestoreStep(
+            member=request.member,
+            snapshot=ref.id,
+            action=action,
+            parameters={
+                "resource_group": rg,
+                "disks": ",".join(bodies),
+                "sources": ",".join(
+                    b["properties"]["creationData"]["sourceResourceId"] for b in bodies.values()
+                ),
+            },
+            command=" && ".join(
+                f"az disk create --resource-group {rg} --name {name} --source "
+                f"{body['properties']['creationData']['sourceResourceId']}{zone}"
+                for name, body in bodies.items()
+            ),
+        )
+        return step, rg, sub, bodies
+
     # ------------------------------------------------------------------------------ helpers
 
     def _durability(self, ref: SnapshotRef) -> SnapshotState:
@@ -586,3 +717,15 @@ def _parse_time(value: Any) -> Any:
         except ValueError:
             return None
     return None
+
+
+def _disk_body(location: str, option: str, source: str, zone: str | None) -> dict[str, Any]:
+    """A managed disk created from a snapshot (Copy) or a disk restore point (Restore)."""
+    body: dict[str, Any] = {
+        "location": location,
+        "tags": {"quiesce:restored-from": source[-256:]},
+        "properties": {"creationData": {"createOption": option, "sourceResourceId": source}},
+    }
+    if zone:
+        body["zones"] = [zone]
+    return body
