@@ -102,7 +102,10 @@ def sources(cloud: str) -> Iterator[tuple[str, Path]]:
 def build(cloud: str, policy: Path, output: Path, function_timeout: str) -> list[str]:
     text = policy.read_text(encoding="utf-8")
     parsed = parse_policy(text, path=str(policy))  # refuse a policy that does not validate
-    others = sorted(provider_names(parsed) - {cloud})
+    # The cloud's own providers: its VMs (`gcp`) and its managed services (`gcp-sql`, ...).
+    others = sorted(
+        p for p in provider_names(parsed) if p != cloud and not p.startswith(f"{cloud}-")
+    )
     if others:
         raise PolicyError(
             str(policy),
