@@ -476,3 +476,41 @@ def test_a_managed_member_runs_no_hooks() -> None:
                 },
             }
         )
+
+
+def test_the_functions_backends_include_the_managed_providers_the_policy_names() -> None:
+    from azure.data.tables import TableServiceClient
+
+    from quiesce_azure.provider import azure_backends
+
+    table = TableServiceClient.from_connection_string(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+        "TableEndpoint=http://127.0.0.1:1/devstoreaccount1"
+    )
+    pol = policy()
+    be = azure_backends(
+        pol,
+        credential=FakeCredential(),
+        table_service=table,
+        provider=azure_provider(pol, FakeCredential(), base_url="http://127.0.0.1:1"),
+        bus=MemoryEventBus(),
+    )
+
+    assert set(be.providers) == {"azure", "azure-postgres", "azure-files"}
+
+
+def test_the_specs_and_the_function_apps_provider_module_import_no_data_sdk() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, quiesce_azure.provider, quiesce_azure.managed_spec\n"
+        "mods = [m for m in sys.modules if m.startswith(('azure.mgmt.sql', 'azure.mgmt.storage',"
+        " 'azure.mgmt.postgresql', 'azure.mgmt.mysql', 'azure.storage.fileshare'))]\n"
+        "print(mods)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
