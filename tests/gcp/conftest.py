@@ -12,13 +12,7 @@ adapter's getGuestAttributes reads.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +30,7 @@ from quiesce_gcp.agent import allowlist
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.signing import AgentKeys, instance_path
 
+from .emulators import start_pubsub_emulator
 from .fake_compute import FakeCompute
 from .fake_metadata import FakeMetadata
 
@@ -183,46 +178,9 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> b
 # ------------------------------------------------------------------------------ Pub/Sub emulator
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Pub/Sub emulator on a free port (its host:port); its whole process group (gcloud
     and the Java child) is stopped at the end of the session."""
-    gcloud, java = shutil.which("gcloud"), shutil.which("java")
-    if gcloud is None or java is None:
-        pytest.skip("the Pub/Sub emulator needs gcloud and java on PATH (not installed here)")
-    host = f"127.0.0.1:{_free_port()}"
     log = tmp_path_factory.mktemp("pubsub") / "emulator.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}", "--quiet"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.skip(f"the Pub/Sub emulator did not start: {log.read_text()[-500:]}")
-            try:
-                with socket.create_connection(tuple(host.split(":")), timeout=0.5):  # type: ignore[arg-type]
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.skip(f"the Pub/Sub emulator did not answer in 60s: {log.read_text()[-500:]}")
-        yield host
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # gcloud and its Java child: our own group
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+    yield from start_pubsub_emulator(log)

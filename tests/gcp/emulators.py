@@ -1,10 +1,11 @@
-"""Starts the real Firestore emulator (from the Google Cloud SDK) for the tests.
+"""Starts the real Firestore and Pub/Sub emulators (from the Google Cloud SDK) for the tests.
 
 `gcloud emulators firestore start` runs on a free port in its own process group (gcloud, a shell
 script and the Java emulator); the whole group is stopped when the session ends. Starting takes
 about 6-8 s on this machine. Tests are skipped, with the reason, only when gcloud, Java or the
 emulator component is missing. Each test gets its own collection prefix, so nothing needs to be
-cleared between tests.
+cleared between tests. `start_pubsub_emulator` does the same for Pub/Sub (the conftest's
+`pubsub_emulator` fixture and bench/calls_gcp.py use it).
 """
 
 from __future__ import annotations
@@ -119,3 +120,40 @@ def start_firestore_emulator(log: Path) -> Iterator[FirestoreEmulator]:
 def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
     log = tmp_path_factory.mktemp("firestore") / "emulator.log"
     yield from start_firestore_emulator(log)
+
+
+def start_pubsub_emulator(log: Path) -> Iterator[str]:
+    """Starts the Pub/Sub emulator on a free port, yields its host:port, and stops its whole
+    process group (gcloud and the Java child). Skips when it cannot run here."""
+    gcloud, java = shutil.which("gcloud"), shutil.which("java")
+    if gcloud is None or java is None:
+        pytest.skip("the Pub/Sub emulator needs gcloud and java on PATH (not installed here)")
+    host = f"127.0.0.1:{_free_port()}"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}", "--quiet"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.skip(f"the Pub/Sub emulator did not start: {log.read_text()[-500:]}")
+            try:
+                with socket.create_connection(tuple(host.split(":")), timeout=0.5):  # type: ignore[arg-type]
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.skip(f"the Pub/Sub emulator did not answer in 60s: {log.read_text()[-500:]}")
+        yield host
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # gcloud and its Java child: our own group
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)

@@ -2,8 +2,11 @@
 
 A stdlib ThreadingHTTPServer on 127.0.0.1:0 keeping instances (with metadata and fingerprints),
 disks, snapshots, guest attributes and zone/global operations. Snapshots pass CREATING ->
-UPLOADING -> READY on successive reads; a createSnapshot operation is RUNNING until its snapshot
-is READY. `fail_disks` makes createSnapshot of those disks fail (operation DONE with an error);
+UPLOADING -> READY on successive reads (a get of the snapshot, or a list that shows it: reads
+are the fake's clock); a createSnapshot operation is RUNNING until its snapshot is READY.
+snapshots.list answers pages of 500 (maxResults, pageToken) filtered on labels, as the API
+does. Every request is appended to `requests` as (method, path), so tests can count them.
+`fail_disks` makes createSnapshot of those disks fail (operation DONE with an error);
 `throttle` answers the next matching requests 429.
 Every mutation is appended to `journal` (and to `journal_path` when set, where hook scripts
 append too), so tests can check the order of hooks and snapshots.
@@ -26,6 +29,14 @@ BASE = "https://www.googleapis.com/compute/v1"
 LABEL_TERM = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^")\s]*)"?')
 
 
+class Server(ThreadingHTTPServer):
+    """A threading server whose listen backlog holds a group's concurrent requests (the
+    default of 5 resets connections when a hundred machines are snapshotted at once)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def matches(labels: dict[str, str], filt: str) -> bool:
     return all(labels.get(k) == v for k, v in LABEL_TERM.findall(filt or ""))
 
@@ -46,8 +57,7 @@ class FakeCompute:
         self.requests: list[tuple[str, str]] = []
         #: [method, path pattern, how many more to refuse]: answered 429 rateLimitExceeded.
         self.throttles: list[list[Any]] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -343,12 +353,21 @@ class FakeCompute:
                             ),
                         )
                     case ["projects", p, "global", "snapshots"] if method == "GET":
-                        items = [
-                            s
-                            for (pp, _), s in sorted(f.snapshots.items())
+                        names = [
+                            n
+                            for (pp, n), s in sorted(f.snapshots.items())
                             if pp == p and matches(s["labels"], query.get("filter", ""))
                         ]
-                        self._send(200, {"items": items})
+                        # Pages of maxResults (at most 500, the API's default and limit).
+                        size = min(int(query.get("maxResults") or 500), 500)
+                        start = int(query.get("pageToken") or 0)
+                        page = names[start : start + size]
+                        answer: dict[str, Any] = {
+                            "items": [f._snapshot_view(p, n, advance=True) for n in page]
+                        }
+                        if start + size < len(names):
+                            answer["nextPageToken"] = str(start + size)
+                        self._send(200, answer)
                     case ["projects", p, "global", "snapshots", n] if method == "GET":
                         snap = f._snapshot_view(p, n, advance=True)
                         if snap is None:
