@@ -10,9 +10,16 @@ state of `fixed_when` (default UPLOADING or READY): `take` returns then, and the
 Google documents no stronger statement (see docs/gcp.md); to be conservative, construct the
 snapshotter with fixed_when=frozenset({"READY"}) and the freeze lasts until the upload is done.
 `wait_durable` waits for READY (FAILED -> failed) after the thaw, through the core's
-`poll_durable`. Every read while polling (snapshots.get, zoneOperations.get) is retried with the
-core's backoff: a rate limit during the freeze must not fail a disk (and with it the machine's
-other snapshots).
+`poll_durable`.
+
+Status is read in bulk: `take_many` (the engine hands it every machine of a run at once) creates
+every disk's snapshot concurrently, then reads all their states with ONE snapshots.list per
+project and round, filtered on the run's labels (`quiesce-managed`, `quiesce-run`; one request
+per 500 snapshots), instead of a get per snapshot and operation; `wait_durable` does the same
+for the run's pending snapshots. A snapshot the listing does not show (not visible yet, or
+gone) is asked about by itself: its createSnapshot operation (an error there fails the disk),
+else the snapshot. Every read while polling is retried with the core's backoff: a rate limit
+during the freeze must not fail a disk (and with it the machine's other snapshots).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
@@ -30,7 +38,7 @@ from google.cloud import compute_v1
 
 from quiesce.durability import poll_durable
 from quiesce.errors import ProviderError
-from quiesce.ports import Machine, SnapshotCall, Snapshotter, fan_out
+from quiesce.ports import SnapshotCall, Snapshotter, fan_out
 from quiesce.providers.registry import expect_member
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce_gcp.clients import (
@@ -55,6 +63,7 @@ log = logging.getLogger(__name__)
 #: The snapshot states in which its point in time is fixed (see THE RULE above).
 FIXED_WHEN: frozenset[str] = frozenset({"UPLOADING", "READY"})
 MANAGED_LABEL = "quiesce-managed"
+RUN_LABEL = "quiesce-run"
 METHOD = "gce-snapshot"
 METHOD_GUEST_FLUSH = "gce-guest-flush"
 #: How long `take` waits for a point in time before it gives up on a disk.
@@ -80,16 +89,37 @@ def snapshot_name(run_id: str, machine_id: str, disk: str) -> str:
     return f"{SNAPSHOT_PREFIX}{stem}-{digest}" if stem else f"{SNAPSHOT_PREFIX}{digest}"
 
 
+@dataclass
+class _Disk:
+    """One disk's snapshot while `take_many` waits for its point in time."""
+
+    slot: int  # which call it is of
+    disk_url: str
+    project: str = ""
+    zone: str = ""
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    started: datetime = field(default_factory=utcnow)
+    op: compute_v1.Operation | None = None
+    snap: compute_v1.Snapshot | None = None
+    fixed: datetime | None = None
+    error: BaseException | None = None
+
+
 class GceSnapshotter(GceDiskRestore, Snapshotter):
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "take": [
             Permission("compute.disks.createSnapshot", DISK),
             Permission("compute.snapshots.create", SNAPSHOT),
             Permission("compute.snapshots.setLabels", SNAPSHOT, scope=QUIESCE_SNAPSHOTS),
+            Permission("compute.snapshots.list", "projects/*"),
             Permission("compute.snapshots.get", SNAPSHOT),
             Permission("compute.zoneOperations.get", ZONE_OPERATION),
         ],
-        "wait_durable": [Permission("compute.snapshots.get", SNAPSHOT)],
+        "wait_durable": [
+            Permission("compute.snapshots.list", "projects/*"),
+            Permission("compute.snapshots.get", SNAPSHOT),
+        ],
         "delete": [
             Permission("compute.snapshots.get", SNAPSHOT),
             Permission(
@@ -136,39 +166,66 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
             "quiesce-policy": label_value(call.policy),
             "quiesce-group": label_value(call.group),
             "quiesce-member": label_value(call.member),
-            "quiesce-run": label_value(call.run_id),
+            RUN_LABEL: label_value(call.run_id),
             "quiesce-point": label_value(call.recovery_point),
             "quiesce-consistency": label_value(call.consistency),
             "quiesce-machine": label_value(call.machine.machine_id),
         }
 
     def take(self, call: SnapshotCall) -> list[SnapshotRef]:
-        if not call.machine.volumes:
-            raise ProviderError(f"{call.machine.machine_id}: no disks to snapshot", code="NoDisks")
-        results = fan_out(lambda disk: self._take_one(call, disk), list(call.machine.volumes))
-        refs = [r for r in results if isinstance(r, SnapshotRef)]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            # The engine only knows the refs we return: delete this machine's others here.
-            for ref in refs:
-                try:
-                    self.delete(ref)
-                except Exception as exc:  # best effort; reported in the error below
-                    log.warning("cannot delete %s after a failed take: %s", ref.id, exc)
-            first = errors[0]
-            raise ProviderError(
-                f"{call.machine.machine_id}: {len(errors)} of {len(results)} disk snapshots "
-                f"failed: {error_message(first)}",
-                code=getattr(first, "code", "SnapshotFailed")
-                if isinstance(getattr(first, "code", None), str)
-                else "SnapshotFailed",
-            ) from first
-        return refs
+        (result,) = self.take_many([call])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-    def _take_one(self, call: SnapshotCall, disk_url: str) -> SnapshotRef:
+    def take_many(self, calls: Sequence[SnapshotCall]) -> list[list[SnapshotRef] | BaseException]:
+        """Every disk of every call at once; then their states, one listing per round."""
+        jobs = [(i, disk) for i, call in enumerate(calls) for disk in call.machine.volumes]
+        created = fan_out(lambda job: self._create(calls[job[0]], job[1], job[0]), jobs)
+        disks = [
+            _Disk(i, disk_url, error=outcome) if isinstance(outcome, BaseException) else outcome
+            for (i, disk_url), outcome in zip(jobs, created, strict=True)
+        ]
+        self._until_fixed([d for d in disks if d.error is None])
+        results: list[list[SnapshotRef] | BaseException] = []
+        for i, call in enumerate(calls):
+            mine = [d for d in disks if d.slot == i]
+            if not mine:
+                results.append(
+                    ProviderError(
+                        f"{call.machine.machine_id}: no disks to snapshot", code="NoDisks"
+                    )
+                )
+                continue
+            refs = [self._ref(call, d) for d in mine if d.error is None]
+            errors = [d.error for d in mine if d.error is not None]
+            results.append(self._failed(call, refs, errors, len(mine)) if errors else refs)
+        return results
+
+    def _failed(
+        self, call: SnapshotCall, refs: list[SnapshotRef], errors: list[BaseException], count: int
+    ) -> ProviderError:
+        """The machine's error. Its snapshots that were taken are deleted: the engine only
+        knows the refs we return, and we return none."""
+        for ref in refs:
+            try:
+                self.delete(ref)
+            except Exception as exc:  # best effort; reported in the error below
+                log.warning("cannot delete %s after a failed take: %s", ref.id, exc)
+        first = errors[0]
+        code = getattr(first, "code", None)
+        error = ProviderError(
+            f"{call.machine.machine_id}: {len(errors)} of {count} disk snapshots failed: "
+            f"{error_message(first)}",
+            code=code if isinstance(code, str) else "SnapshotFailed",
+        )
+        error.__cause__ = first
+        return error
+
+    def _create(self, call: SnapshotCall, disk_url: str, slot: int) -> _Disk:
+        """Asks for one disk's snapshot; a repeated create (409) follows the one there."""
         project, zone, disk = parse_zonal(disk_url)
         name = snapshot_name(call.run_id, call.machine.machine_id, disk_url)
-        flush = self._guest_flush(call)
         labels = self.labels(call)
         request = compute_v1.CreateSnapshotDiskRequest(
             project=project,
@@ -176,7 +233,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
             disk=disk,
             snapshot_resource=compute_v1.Snapshot(name=name, labels=labels),
         )
-        if flush:
+        if self._guest_flush(call):
             request.guest_flush = True
         started = utcnow()
         op: compute_v1.Operation | None
@@ -193,54 +250,68 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
                 f"disks.createSnapshot {project}/{zone}/{disk}: {error_message(exc)}",
                 code=type(exc).__name__,
             ) from exc
-        snap = self._until(project, zone, name, op, self.fixed_when, self.take_timeout)
-        fixed = utcnow()
-        return self._ref(call.machine, disk_url, snap, started, fixed, flush, labels)
+        return _Disk(slot, disk_url, project, zone, name, labels, started, op)
 
-    def _until(
-        self,
-        project: str,
-        zone: str,
-        name: str,
-        op: compute_v1.Operation | None,
-        states: frozenset[str],
-        timeout: float,
-    ) -> compute_v1.Snapshot:
-        """Polls the snapshot (and its operation) until it is in one of `states`."""
-        deadline = self.clock() + timeout
+    def _until_fixed(self, disks: Sequence[_Disk]) -> None:
+        """Reads the disks' snapshots, one listing per project and run each round, until each
+        is in a state of `fixed_when` (its `snap` and `fixed` set) or failed (its `error`)."""
+        deadline = self.clock() + self.take_timeout
         while True:
-            if op is not None and op.status != compute_v1.Operation.Status.DONE:
-                op = self._operation(project, zone, op.name)
-            if op is not None and op.status == compute_v1.Operation.Status.DONE:
-                error = operation_error(op)
-                if error:
-                    raise ProviderError(
-                        f"snapshot {name}: the operation failed: {error}", code="SnapshotFailed"
-                    )
-            snap = self._get(project, name)
-            if snap is not None:
-                if snap.status in states:
-                    return snap
-                if snap.status == "FAILED":
-                    raise ProviderError(f"snapshot {name} FAILED", code="SnapshotFailed")
+            pending = [d for d in disks if d.snap is None and d.error is None]
+            if not pending:
+                return
+            listings = self._listings({(d.project, d.labels[RUN_LABEL]) for d in pending})
+            unseen = []
+            for d in pending:
+                listing = listings[(d.project, d.labels[RUN_LABEL])]
+                if isinstance(listing, BaseException):
+                    d.error = listing  # a rate limit outlasted the backoff: as a get would
+                elif d.name in listing:
+                    self._saw(d, listing[d.name])
+                else:
+                    unseen.append(d)
+            for d, outcome in zip(unseen, fan_out(self._alone, unseen), strict=True):
+                if isinstance(outcome, BaseException):
+                    d.error = outcome
+                elif outcome is not None:
+                    self._saw(d, outcome)
+            if all(d.snap is not None or d.error is not None for d in pending):
+                return
             if self.clock() >= deadline:
-                raise ProviderError(
-                    f"snapshot {name}: not in {sorted(states)} after {timeout:g}s",
-                    code="SnapshotTimeout",
-                )
+                for d in pending:
+                    if d.snap is None and d.error is None:
+                        d.error = ProviderError(
+                            f"snapshot {d.name}: not in {sorted(self.fixed_when)} after "
+                            f"{self.take_timeout:g}s",
+                            code="SnapshotTimeout",
+                        )
+                return
             self.sleep(self.poll_interval)
 
-    def _ref(
-        self,
-        machine: Machine,
-        disk_url: str,
-        snap: compute_v1.Snapshot,
-        started: datetime,
-        fixed: datetime,
-        flush: bool,
-        labels: dict[str, str],
-    ) -> SnapshotRef:
-        tags = dict(labels)
+    def _saw(self, disk: _Disk, snap: compute_v1.Snapshot) -> None:
+        if snap.status in self.fixed_when:
+            disk.snap, disk.fixed = snap, utcnow()
+        elif snap.status == "FAILED":
+            disk.error = ProviderError(f"snapshot {disk.name} FAILED", code="SnapshotFailed")
+
+    def _alone(self, disk: _Disk) -> compute_v1.Snapshot | None:
+        """A snapshot the listing did not show: its operation's error fails it; else the
+        snapshot itself (None while it is not there)."""
+        if disk.op is not None and disk.op.status != compute_v1.Operation.Status.DONE:
+            disk.op = self._operation(disk.project, disk.zone, disk.op.name)
+        if disk.op is not None and disk.op.status == compute_v1.Operation.Status.DONE:
+            error = operation_error(disk.op)
+            if error:
+                raise ProviderError(
+                    f"snapshot {disk.name}: the operation failed: {error}", code="SnapshotFailed"
+                )
+        return self._get(disk.project, disk.name)
+
+    def _ref(self, call: SnapshotCall, disk: _Disk) -> SnapshotRef:
+        snap, fixed = disk.snap, disk.fixed
+        assert snap is not None
+        assert fixed is not None
+        tags = dict(disk.labels)
         # What the operation reports: the snapshot's own guestFlush flag.
         tags["guest-flush"] = "true" if snap.guest_flush else "false"
         tags["status"] = snap.status
@@ -248,11 +319,11 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         return SnapshotRef(
             id=snap.name,
             provider="gcp",
-            machine_id=machine.machine_id,
-            volume=disk_url,
-            method=METHOD_GUEST_FLUSH if flush else METHOD,
+            machine_id=call.machine.machine_id,
+            volume=disk.disk_url,
+            method=METHOD_GUEST_FLUSH if self._guest_flush(call) else METHOD,
             state=SnapshotState.COMPLETED if ready else SnapshotState.PENDING,
-            started_at=started,
+            started_at=disk.started,
             fixed_at=fixed,
             durable_at=fixed if ready else None,
             size_bytes=(snap.storage_bytes or None) if ready else None,
@@ -280,20 +351,55 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         except gexc.NotFound:
             return None
 
+    def _listings(
+        self, runs: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, compute_v1.Snapshot] | BaseException]:
+        """Quiesce's snapshots of each (project, run label) by name, or the error that listing
+        met after its retries: one snapshots.list each (a request per page of 500), at once."""
+        keys = sorted(runs)
+        return dict(zip(keys, fan_out(self._list_run, keys), strict=True))
+
+    def _list_run(self, key: tuple[str, str]) -> dict[str, compute_v1.Snapshot]:
+        project, run = key
+        wanted = {MANAGED_LABEL: "true", RUN_LABEL: run}
+        request = compute_v1.ListSnapshotsRequest(
+            project=project, filter=" ".join(f'(labels.{k} = "{v}")' for k, v in wanted.items())
+        )
+        found = self.backoff.call(
+            lambda: list(self.clients.snapshots().list(request=request, retry=None)),
+            what=f"snapshots.list {project} {RUN_LABEL}={run}",
+        )
+        # The filter is the server's; check again so a lax filter never mixes runs.
+        return {s.name: s for s in found if all(s.labels.get(k) == v for k, v in wanted.items())}
+
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
         seen: dict[str, compute_v1.Snapshot] = {}
 
         def states(pending: Sequence[SnapshotRef]) -> dict[str, SnapshotState]:
-            """Every pending snapshot's state, asked concurrently; a failed poll leaves it
-            pending, a vanished snapshot is failed."""
+            """Every pending snapshot's state: one listing per project and run, and a get for
+            a snapshot without its run's label or that its listing does not show. A failed
+            read leaves it pending; a vanished snapshot is failed."""
+            where = {ref.id: parse_global(ref.location) for ref in pending}
+            runs = {ref.id: (where[ref.id][0], ref.tags.get(RUN_LABEL, "")) for ref in pending}
+            listings = self._listings({run for run in runs.values() if run[1]})
+            outcomes: dict[str, object] = {}
+            for ref in pending:
+                listing = listings.get(runs[ref.id])
+                if isinstance(listing, BaseException):
+                    outcomes[ref.id] = listing
+                elif listing is not None and where[ref.id][1] in listing:
+                    outcomes[ref.id] = listing[where[ref.id][1]]
+            unseen = [ref for ref in pending if ref.id not in outcomes]
+            polls = fan_out(lambda ref: self._get(*where[ref.id]), unseen)
+            outcomes.update((ref.id, poll) for ref, poll in zip(unseen, polls, strict=True))
             found: dict[str, SnapshotState] = {}
-            polls = fan_out(lambda ref: self._get(*parse_global(ref.location)), pending)
-            for ref, outcome in zip(pending, polls, strict=True):
+            for ref in pending:
+                outcome = outcomes[ref.id]
                 if isinstance(outcome, BaseException):
                     log.warning("polling %s failed: %s", ref.id, error_message(outcome))
                 elif outcome is None:
                     found[ref.id] = SnapshotState.FAILED
-                else:
+                elif isinstance(outcome, compute_v1.Snapshot):
                     seen[ref.id] = outcome
                     if outcome.status in _DURABILITY:
                         found[ref.id] = _DURABILITY[outcome.status]
