@@ -4,12 +4,20 @@
 (`<group>.<member>.<phase>` unless the policy names it) and signed with the VM's own key, into
 the instance's metadata (`quiesce-command`, instances.setMetadata with the current fingerprint;
 see quiesce_gcp.agent and quiesce_gcp.signing), then reads the agent's answer from the
-instance's guest attributes (getGuestAttributes, queryPath `quiesce/`) until the hook's budget
-plus slack has passed; no answer by then is timed_out/NoAnswer, and a pre hook's watchdog on the
-VM thaws by itself. An answer must carry the command's nonce (a result of an earlier command is
-never taken for this one) and the VM's signature: any process on the VM can write guest
-attributes, so an unsigned or mis-signed answer is recorded as failed/BadSignature, never as
-what it claims.
+instance's guest attributes until the hook's budget plus slack has passed; no answer by then is
+timed_out/NoAnswer, and a pre hook's watchdog on the VM thaws by itself.
+
+Reading answers (`AnswerPacing`): one getGuestAttributes per round, with queryPath `quiesce/`,
+which returns every key of the namespace at once. No round comes right after the command is
+written (an agent needs the metadata server's notice and a hook run first), and the waits
+between rounds grow. A pre hook's first round comes at 0.4 poll intervals and its waits grow by
+half up to one poll interval: every moment its answer waits unread, the application stays
+frozen. A post hook's or a check's (the machine runs on meanwhile) comes at one poll interval
+and its waits double up to four. A command's rounds stop at the answer.
+
+An answer must carry the command's nonce (a result of an earlier command is never taken for
+this one) and the VM's signature: any process on the VM can write guest attributes, so an
+unsigned or mis-signed answer is recorded as failed/BadSignature, never as what it claims.
 
 `guest_flush` channel: Quiesce runs no hook; the snapshots are created with guestFlush and the
 Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around them. `run` answers at
@@ -20,7 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import ClassVar, Unpack
 
 from google.api_core import exceptions as gexc
@@ -54,6 +63,30 @@ COMMAND_TTL_SECONDS = 30.0
 FINGERPRINT_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class AnswerPacing:
+    """When the answer to a command is read, in poll intervals (see the module docstring):
+    the first read `first` after the command is written, each later wait `factor` times the
+    one before, up to `cap`; `pre` for pre hooks, `after` for post hooks and checks."""
+
+    first: float
+    factor: float
+    cap: float
+
+    def waits(self, interval: float) -> Iterator[float]:
+        """The waits before each read, in seconds: the first, then growing to the cap."""
+        wait, cap = self.first * interval, self.cap * interval
+        while True:
+            yield min(wait, cap)
+            wait = min(wait * self.factor, cap)
+
+
+#: A pre hook's answer: read soon, and never more than a poll interval after it arrived.
+PRE_PACING = AnswerPacing(first=0.4, factor=1.5, cap=1.0)
+#: A post hook's or a check's answer: the machine runs on, so the reads back off further.
+AFTER_PACING = AnswerPacing(first=1.0, factor=2.0, cap=4.0)
+
+
 class AgentHookRunner(RemoteHookRunner):
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "run": [
@@ -78,6 +111,7 @@ class AgentHookRunner(RemoteHookRunner):
         command_ttl: float = COMMAND_TTL_SECONDS,
         answer_timeout: Callable[[Hook | None, str], float] = REMOTE.answer,
         backoff: Backoff | None = None,
+        pacing: tuple[AnswerPacing, AnswerPacing] = (PRE_PACING, AFTER_PACING),
         **timing: Unpack[Timing],
     ) -> None:
         super().__init__(**timing)
@@ -86,6 +120,7 @@ class AgentHookRunner(RemoteHookRunner):
         self.command_ttl = command_ttl
         self.answer_timeout = answer_timeout
         self.backoff = backoff or Backoff()
+        self.pacing = pacing  # (pre hooks, post hooks and checks)
 
     # ------------------------------------------------------------------------- the channel
 
@@ -128,7 +163,9 @@ class AgentHookRunner(RemoteHookRunner):
             )
         budget = self.answer_timeout(call.hook, phase)
         deadline = self.clock() + budget
-        while True:
+        pacing = self.pacing[0] if phase == "pre" else self.pacing[1]
+        for wait in pacing.waits(self.poll_interval):
+            self.sleep(max(0.0, min(wait, deadline - self.clock())))
             try:
                 answer = self.read_answer(project, zone, instance, command, watch)
             except (ProviderError, gexc.GoogleAPICallError) as exc:
@@ -137,11 +174,10 @@ class AgentHookRunner(RemoteHookRunner):
             if answer is not None:
                 return answer
             if self.clock() >= deadline:
-                return watch.no_answer(
-                    f"no answer from the agent on {instance} within {budget:g}s of writing the "
-                    "command"
-                )
-            self.sleep(self.poll_interval)
+                break
+        return watch.no_answer(
+            f"no answer from the agent on {instance} within {budget:g}s of writing the command"
+        )
 
     def write_command(self, project: str, zone: str, instance: str, command: Command) -> None:
         """Sets `quiesce-command` in the instance's metadata, keeping every other item."""
