@@ -117,7 +117,10 @@ class FirestoreStateStore(CatalogStateStore):
     # ------------------------------------------------------------------------------ items
 
     def put_items(self, items: Sequence[Item]) -> None:
-        for item in items:  # in order: a point before the run that names it
+        """One write, or one batch commit for several (atomic: a point and the run that names
+        it are stored together or not at all)."""
+        batch = self.client.batch() if len(items) > 1 else None
+        for item in items:
             fields: dict[str, Any] = {
                 "policy": item.policy,
                 "grp": item.group,
@@ -126,7 +129,13 @@ class FirestoreStateStore(CatalogStateStore):
             }
             if item.status:
                 fields["status"] = item.status
-            self._doc(_COLLECTION[item.kind], item.key).set(fields)
+            ref = self._doc(_COLLECTION[item.kind], item.key)
+            if batch is None:
+                ref.set(fields)
+            else:
+                batch.set(ref, fields)
+        if batch is not None:
+            batch.commit()
 
     def get_item(self, kind: Kind, key: str) -> str | None:
         snapshot = self._doc(_COLLECTION[kind], key).get()
