@@ -135,6 +135,147 @@ data "aws_iam_policy_document" "adapters" {
     resources = ["*"]
   }
 
+  # RdsInventory.resolve, RdsSnapshotter (aws-rds members): read the databases ...
+  statement {
+    sid       = "RdsDescribeInstances"
+    actions   = ["rds:DescribeDBInstances"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:db:*"]
+  }
+
+  statement {
+    sid       = "RdsDescribeClusters"
+    actions   = ["rds:DescribeDBClusters"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:cluster:*"]
+  }
+
+  # ... snapshot them (method: snapshot) ...
+  statement {
+    sid       = "RdsSnapshotInstances"
+    actions   = ["rds:CreateDBSnapshot"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:db:*"]
+  }
+
+  statement {
+    sid       = "RdsSnapshotClusters"
+    actions   = ["rds:CreateDBClusterSnapshot"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:cluster:*"]
+  }
+
+  # ... creating (and tagging) only snapshots that carry quiesce:managed=true ...
+  statement {
+    sid       = "RdsCreateOnlyQuiesceManagedSnapshots"
+    actions   = ["rds:AddTagsToResource", "rds:CreateDBSnapshot"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:snapshot:*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
+  statement {
+    sid       = "RdsCreateOnlyQuiesceManagedClusterSnapshots"
+    actions   = ["rds:AddTagsToResource", "rds:CreateDBClusterSnapshot"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:cluster-snapshot:*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
+  statement {
+    sid       = "RdsReadSnapshots"
+    actions   = ["rds:DescribeDBSnapshots", "rds:ListTagsForResource"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:snapshot:*"]
+  }
+
+  statement {
+    sid       = "RdsReadClusterSnapshots"
+    actions   = ["rds:DescribeDBClusterSnapshots", "rds:ListTagsForResource"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:cluster-snapshot:*"]
+  }
+
+  # ... and deleting only those (an automated backup is never Quiesce's: the code also
+  # refuses any snapshot whose type is not manual).
+  statement {
+    sid       = "RdsDeleteOnlyQuiesceManagedSnapshots"
+    actions   = ["rds:DeleteDBSnapshot"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:snapshot:*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
+  statement {
+    sid       = "RdsDeleteOnlyQuiesceManagedClusterSnapshots"
+    actions   = ["rds:DeleteDBClusterSnapshot"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:cluster-snapshot:*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
+  # EfsInventory.resolve, EfsBackupSnapshotter (aws-efs members, through AWS Backup): start
+  # on-demand jobs into the account's vaults ...
+  statement {
+    sid       = "EfsDescribeFileSystems"
+    actions   = ["elasticfilesystem:DescribeFileSystems"]
+    resources = ["arn:${local.partition}:elasticfilesystem:*:${local.account_id}:file-system/*"]
+  }
+
+  statement {
+    sid       = "BackupStartJobs"
+    actions   = ["backup:ListRecoveryPointsByBackupVault", "backup:StartBackupJob"]
+    resources = ["arn:${local.partition}:backup:*:${local.account_id}:backup-vault:*"]
+  }
+
+  # ... with the member's backup role, passed to AWS Backup only ...
+  statement {
+    sid       = "BackupPassTheBackupRole"
+    actions   = ["iam:PassRole"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["backup.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "BackupFollowJobs"
+    actions   = ["backup:DescribeBackupJob"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "BackupReadRecoveryPoints"
+    actions   = ["backup:DescribeRecoveryPoint", "backup:ListTags"]
+    resources = ["arn:${local.partition}:backup:*:${local.account_id}:recovery-point:*"]
+  }
+
+  # ... and delete only their own recovery points (the code also refuses one a backup plan made).
+  statement {
+    sid       = "BackupDeleteOnlyQuiesceManagedRecoveryPoints"
+    actions   = ["backup:DeleteRecoveryPoint"]
+    resources = ["arn:${local.partition}:backup:*:${local.account_id}:recovery-point:*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
   # DynamoDbStateStore: the state table ...
   statement {
     sid = "StateTableItems"
@@ -217,6 +358,92 @@ data "aws_iam_policy_document" "runtime" {
       sid       = "SendTraces"
       actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
       resources = ["*"]
+    }
+  }
+}
+
+# What whoever runs `quiesce restore --in-cloud --execute` needs (the adapters' RESTORE_PERMISSIONS).
+# The functions never restore, so no role here gets it: attach the `restore_policy_json` output to
+# the operators' role (tests/aws/test_restore_permissions.py keeps it equal to the declarations).
+data "aws_iam_policy_document" "restore" {
+  # EbsSnapshotter: a volume from each of Quiesce's snapshots, tagged as restored.
+  statement {
+    sid       = "CreateVolumesFromQuiesceSnapshots"
+    actions   = ["ec2:CreateVolume"]
+    resources = ["arn:${local.partition}:ec2:*::snapshot/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
+  statement {
+    sid       = "CreateOnlyRestoredVolumes"
+    actions   = ["ec2:CreateVolume"]
+    resources = ["arn:${local.partition}:ec2:*:${local.account_id}:volume/*"]
+
+    condition {
+      test     = "StringLike"
+      variable = "aws:RequestTag/quiesce:restored-from"
+      values   = ["*"]
+    }
+  }
+
+  statement {
+    sid       = "TagVolumesOnlyWhileCreatingThem"
+    actions   = ["ec2:CreateTags"]
+    resources = ["arn:${local.partition}:ec2:*:${local.account_id}:volume/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["CreateVolume"]
+    }
+  }
+
+  # RdsSnapshotter: restores to T or from a snapshot, and an Aurora cluster's writer.
+  statement {
+    sid = "RestoreDatabases"
+    actions = [
+      "rds:CreateDBInstance",
+      "rds:RestoreDBClusterFromSnapshot",
+      "rds:RestoreDBClusterToPointInTime",
+      "rds:RestoreDBInstanceFromDBSnapshot",
+      "rds:RestoreDBInstanceToPointInTime",
+    ]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:*"]
+  }
+
+  statement {
+    sid       = "TagRestoredDatabases"
+    actions   = ["rds:AddTagsToResource"]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:*"]
+
+    condition {
+      test     = "StringLike"
+      variable = "aws:RequestTag/quiesce:restored-from"
+      values   = ["*"]
+    }
+  }
+
+  # EfsBackupSnapshotter: a new file system from a recovery point.
+  statement {
+    sid       = "RestoreFileSystems"
+    actions   = ["backup:StartRestoreJob"]
+    resources = ["arn:${local.partition}:backup:*:${local.account_id}:recovery-point:*"]
+  }
+
+  statement {
+    sid       = "PassTheBackupRoleToRestore"
+    actions   = ["iam:PassRole"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["backup.amazonaws.com"]
     }
   }
 }

@@ -72,3 +72,8 @@ output "kms_key_arn" {
   description = "The key encrypting the state table, the dead-letter queue, the logs and the alarm topic."
   value       = aws_kms_key.quiesce.arn
 }
+
+output "restore_policy_json" {
+  description = "The IAM policy `quiesce restore --in-cloud --execute` needs (EBS volumes, RDS restores, EFS restore jobs): attach it to whoever restores; the functions never do."
+  value       = data.aws_iam_policy_document.restore.json
+}

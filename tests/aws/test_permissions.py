@@ -36,6 +36,10 @@ ADAPTERS = (
     "quiesce_aws.inventory.Ec2Inventory",
     "quiesce_aws.hooks.SsmHookRunner",
     "quiesce_aws.snapshots.EbsSnapshotter",
+    "quiesce_aws.rds.RdsInventory",
+    "quiesce_aws.rds.RdsSnapshotter",
+    "quiesce_aws.efs.EfsInventory",
+    "quiesce_aws.efs.EfsBackupSnapshotter",
     "quiesce_aws.events.EventBridgePublisher",
     "quiesce_aws.state.DynamoDbStateStore",
 )

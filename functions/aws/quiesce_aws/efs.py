@@ -72,7 +72,10 @@ class EfsInventory(Inventory):
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "resolve": [
-            Permission("elasticfilesystem:DescribeFileSystems", "arn:aws:elasticfilesystem:*:*:*")
+            Permission(
+                "elasticfilesystem:DescribeFileSystems",
+                "arn:aws:elasticfilesystem:*:*:file-system/*",
+            )
         ],
     }
 

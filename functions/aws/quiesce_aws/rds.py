@@ -292,30 +292,19 @@ class RdsSnapshotter(Snapshotter):
     #: What whoever runs `quiesce restore --in-cloud --execute` needs (not the functions: they
     #: never restore). Restored resources are tagged quiesce:restored-from.
     RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        # A restore touches the source, the new database and the groups it joins (subnet,
+        # parameter, option groups): any RDS resource of the account.
         "cloud_restore": [
-            Permission("rds:RestoreDBInstanceToPointInTime", "arn:aws:rds:*:*:db:*"),
-            Permission("rds:RestoreDBClusterToPointInTime", "arn:aws:rds:*:*:cluster:*"),
-            Permission("rds:RestoreDBInstanceFromDBSnapshot", "arn:aws:rds:*:*:db:*"),
-            Permission("rds:RestoreDBInstanceFromDBSnapshot", "arn:aws:rds:*:*:snapshot:*"),
-            Permission("rds:RestoreDBClusterFromSnapshot", "arn:aws:rds:*:*:cluster:*"),
-            Permission("rds:RestoreDBClusterFromSnapshot", "arn:aws:rds:*:*:cluster-snapshot:*"),
-            Permission("rds:CreateDBInstance", "arn:aws:rds:*:*:db:*"),
-            Permission("rds:CreateDBInstance", "arn:aws:rds:*:*:cluster:*"),
+            Permission("rds:RestoreDBInstanceToPointInTime", "arn:aws:rds:*:*:*"),
+            Permission("rds:RestoreDBClusterToPointInTime", "arn:aws:rds:*:*:*"),
+            Permission("rds:RestoreDBInstanceFromDBSnapshot", "arn:aws:rds:*:*:*"),
+            Permission("rds:RestoreDBClusterFromSnapshot", "arn:aws:rds:*:*:*"),
+            Permission("rds:CreateDBInstance", "arn:aws:rds:*:*:*"),
             Permission(
                 "rds:AddTagsToResource",
-                "arn:aws:rds:*:*:db:*",
+                "arn:aws:rds:*:*:*",
                 {f"aws:RequestTag/{RESTORED_FROM_TAG}": "*"},
             ),
-            Permission(
-                "rds:AddTagsToResource",
-                "arn:aws:rds:*:*:cluster:*",
-                {f"aws:RequestTag/{RESTORED_FROM_TAG}": "*"},
-            ),
-            Permission("rds:CreateDBInstance", "arn:aws:rds:*:*:subgrp:*"),
-            Permission("rds:RestoreDBInstanceToPointInTime", "arn:aws:rds:*:*:subgrp:*"),
-            Permission("rds:RestoreDBClusterToPointInTime", "arn:aws:rds:*:*:subgrp:*"),
-            Permission("rds:RestoreDBInstanceFromDBSnapshot", "arn:aws:rds:*:*:subgrp:*"),
-            Permission("rds:RestoreDBClusterFromSnapshot", "arn:aws:rds:*:*:subgrp:*"),
         ],
     }
 
