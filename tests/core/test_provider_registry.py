@@ -71,14 +71,16 @@ def test_importing_a_cloud_provider_registers_it_and_the_policy_model_follows(
         parse_policy(MIXED)  # the model is built before the registration
     importlib.reload(quiesce_gcp.provider)  # what the functions' entry module does first
 
-    assert registry.names() == ["local", "gcp"]
+    # The VM provider and its managed services (Cloud SQL, Filestore).
+    assert registry.names() == ["local", "gcp", "gcp-filestore", "gcp-sql"]
     with pytest.raises(PolicyError) as caught:
         parse_policy(MIXED)
     (problem,) = caught.value.problems
     # The GCP functions refuse another cloud's member by name, not with KeyError: 'aws'.
-    assert "groups.orders.members[1]: unknown provider 'aws'; known providers: local, gcp" in (
-        problem
-    )
+    assert (
+        "groups.orders.members[1]: unknown provider 'aws'; known providers: local, gcp, "
+        "gcp-filestore, gcp-sql"
+    ) in problem
 
 
 def test_a_broken_plugin_is_named_and_does_not_hide_the_others(bare: list[Any]) -> None:
