@@ -19,8 +19,7 @@ from quiesce.policy.model import Policy
 from quiesce.ports import Backends, CloudRestore, Provider, SnapshotCall
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import Consistency, RunStatus, SnapshotRef, SnapshotState
-from quiesce_azure.managed import managed_provider
-from quiesce_azure.provider import azure_provider
+from quiesce_azure.provider import azure_provider, managed_provider
 from quiesce_azure.retry import Backoff
 
 from .fake_arm import RG, SUB, FakeCredential
@@ -514,3 +513,50 @@ def test_the_specs_and_the_function_apps_provider_module_import_no_data_sdk() ->
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_an_incremental_snapshot_restores_as_a_disk_in_the_zone_asked(data: FakeData) -> None:
+    data.snapshot_copy_polls = 0
+    data.add_vm("app-1", data_disks=1)
+    pol = policy()
+    snapshots = providers(data, pol)["azure"].snapshots
+    disk = f"{PROVIDERS}/Microsoft.Compute/disks/app-1-data0"
+    snap_id = f"{PROVIDERS}/Microsoft.Compute/snapshots/app-1-data0-rp"
+    data.snapshots[(SUB.lower(), RG.lower(), "app-1-data0-rp")] = {
+        "id": snap_id,
+        "name": "app-1-data0-rp",
+        "location": "westeurope",
+        "tags": {"quiesce:managed": "true"},
+        "properties": {
+            "creationData": {"sourceResourceId": disk},
+            "provisioningState": "Succeeded",
+        },
+        "_copy_polls": 0,
+    }
+    moment = data.clock.now()
+    ref = SnapshotRef(
+        id=snap_id,
+        provider="azure",
+        machine_id="vm",
+        volume=disk,
+        method="incremental_snapshot",
+        started_at=moment,
+        fixed_at=moment,
+    )
+    request = CloudRestore(snapshot=ref, point="rp", member="app", name="restore-app", zone="2")
+
+    planned = snapshots.plan_cloud_restore(request)
+    assert data.disks == {}
+    assert planned.command == (
+        f"az disk create --resource-group {RG} --name restore-app --source {snap_id} --zone 2"
+    )
+    done = snapshots.cloud_restore(request)
+
+    (made,) = data.disks.values()
+    assert made["zones"] == ["2"]
+    assert made["location"] == "westeurope"
+    assert made["properties"]["creationData"] == {
+        "createOption": "Copy",
+        "sourceResourceId": snap_id,
+    }
+    assert done.created == [f"{PROVIDERS}/Microsoft.Compute/disks/restore-app"]

@@ -1,5 +1,6 @@
 """What the managed-service providers share: their management clients, an inventory that turns a
-member into the one resource it names, a hook runner that refuses, and the providers' factories.
+member into the one resource it names, and a hook runner that refuses (provider.py assembles
+them with each service's snapshotter).
 
 Each service's management SDK (azure-mgmt-postgresqlflexibleservers, -mysqlflexibleservers,
 -sql, -storage) is imported when its first client is made, so neither a spec nor the Function
@@ -11,19 +12,16 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 
 from quiesce.errors import ProviderError, QuiesceError
-from quiesce.policy.model import Member, MemberBase, Policy
-from quiesce.ports import HookCall, HookRunner, Inventory, Machine, Provider
+from quiesce.policy.model import Member, MemberBase
+from quiesce.ports import HookCall, HookRunner, Inventory, Machine
 from quiesce.record import HookResult
 from quiesce_azure.clients import CredentialClients
-
-if TYPE_CHECKING:
-    from quiesce_azure.retry import Backoff
 
 #: The management client of each service: (module, class).
 CLIENTS = {
@@ -95,77 +93,3 @@ class NoHooks(HookRunner):
 
     def check(self, call: HookCall) -> HookResult:
         return self._refuse(call)
-
-
-def managed_provider(
-    kind: str,
-    policy: Policy | None,
-    credential: TokenCredential,
-    *,
-    base_url: str | None = None,
-    clients: ManagedClients | None = None,
-    polling_interval: float | None = None,
-    backoff: Backoff | None = None,
-    now: Callable[[], Any] | None = None,
-    sleep: Callable[[float], None] | None = None,
-    file_client_kwargs: Mapping[str, Any] | None = None,
-) -> Provider:
-    """The provider of one managed service (`azure-postgres`, `azure-mysql`, `azure-sql`,
-    `azure-files`). `clients` replaces the client construction (then `credential` and
-    `base_url` are unused); `now` and `sleep` the wall clock of the wait for restorability;
-    `file_client_kwargs` options of the file service's client (`azure-files` restores)."""
-    made = clients or ManagedClients(
-        credential, base_url=base_url, polling_interval=polling_interval
-    )
-    extra: dict[str, Any] = {"backoff": backoff}
-    if now is not None:
-        extra["now"] = now
-    if sleep is not None:
-        extra["sleep"] = sleep
-    snapshotter: Any
-    if kind == "azure-files":
-        from quiesce_azure.files import ShareSnapshotter
-
-        snapshotter = ShareSnapshotter(
-            made, policy=policy, file_client_kwargs=file_client_kwargs, **extra
-        )
-    else:
-        from quiesce_azure.databases import SNAPSHOTTERS
-
-        snapshotter = SNAPSHOTTERS[kind](made, **extra)
-    return Provider(
-        inventory=ManagedInventory(snapshotter.locate),
-        hooks=NoHooks(kind),
-        snapshots=snapshotter,
-    )
-
-
-def _factory(kind: str) -> Callable[..., Provider]:
-    def make(
-        policy: Policy, credential: TokenCredential | None = None, *, scratch: bool = False
-    ) -> Provider:
-        from quiesce_azure.provider import default_credential
-
-        return managed_provider(kind, policy, credential or default_credential())
-
-    make.__name__ = f"make_{kind.removeprefix('azure-')}"
-    make.__doc__ = f"The `{kind}` provider of a policy (its spec's factory; creates nothing)."
-    return make
-
-
-make_postgres = _factory("azure-postgres")
-make_mysql = _factory("azure-mysql")
-make_sql = _factory("azure-sql")
-make_files = _factory("azure-files")
-
-
-def managed_providers(
-    policy: Policy, credential: TokenCredential, **kwargs: Any
-) -> Mapping[str, Provider]:
-    """The managed providers the policy's members name (none when it names none)."""
-    names = {m.provider for g in policy.groups.values() for m in g.members}
-    return {
-        kind: managed_provider(kind, policy, credential, **kwargs)
-        for kind in ("azure-postgres", "azure-mysql", "azure-sql", "azure-files")
-        if kind in names
-    }

@@ -23,8 +23,8 @@ Environment:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.data.tables import TableServiceClient
@@ -40,6 +40,7 @@ from quiesce_azure.state import TableStateStore
 
 if TYPE_CHECKING:
     from quiesce_azure.clients import AzureClientFactory
+    from quiesce_azure.managed import ManagedClients
     from quiesce_azure.retry import Backoff
 
 PROVIDER = "azure"
@@ -117,6 +118,80 @@ def make_provider(
     return azure_provider(policy, credential or default_credential())
 
 
+def managed_provider(
+    kind: str,
+    policy: Policy | None,
+    credential: TokenCredential,
+    *,
+    base_url: str | None = None,
+    clients: ManagedClients | None = None,
+    polling_interval: float | None = None,
+    backoff: Backoff | None = None,
+    now: Callable[[], Any] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    file_client_kwargs: Mapping[str, Any] | None = None,
+) -> Provider:
+    """The provider of one managed service (`azure-postgres`, `azure-mysql`, `azure-sql`,
+    `azure-files`). `clients` replaces the client construction (then `credential` and
+    `base_url` are unused); `now` and `sleep` the wall clock of the wait for restorability;
+    `file_client_kwargs` options of the file service's client (`azure-files` restores)."""
+    from quiesce_azure.managed import ManagedClients, ManagedInventory, NoHooks
+
+    made = clients or ManagedClients(
+        credential, base_url=base_url, polling_interval=polling_interval
+    )
+    extra: dict[str, Any] = {"backoff": backoff}
+    if now is not None:
+        extra["now"] = now
+    if sleep is not None:
+        extra["sleep"] = sleep
+    snapshotter: Any
+    if kind == "azure-files":
+        from quiesce_azure.files import ShareSnapshotter
+
+        snapshotter = ShareSnapshotter(
+            made, policy=policy, file_client_kwargs=file_client_kwargs, **extra
+        )
+    else:
+        from quiesce_azure.databases import SNAPSHOTTERS
+
+        snapshotter = SNAPSHOTTERS[kind](made, **extra)
+    return Provider(
+        inventory=ManagedInventory(snapshotter.locate),
+        hooks=NoHooks(kind),
+        snapshots=snapshotter,
+    )
+
+
+def _managed_factory(kind: str) -> Callable[..., Provider]:
+    def make(
+        policy: Policy, credential: TokenCredential | None = None, *, scratch: bool = False
+    ) -> Provider:
+        return managed_provider(kind, policy, credential or default_credential())
+
+    make.__name__ = f"make_{kind.removeprefix('azure-')}"
+    make.__doc__ = f"The `{kind}` provider of a policy (its spec's factory; creates nothing)."
+    return make
+
+
+make_postgres = _managed_factory("azure-postgres")
+make_mysql = _managed_factory("azure-mysql")
+make_sql = _managed_factory("azure-sql")
+make_files = _managed_factory("azure-files")
+
+
+def managed_providers(
+    policy: Policy, credential: TokenCredential, **kwargs: Any
+) -> Mapping[str, Provider]:
+    """The managed providers the policy's members name (none when it names none)."""
+    names = {m.provider for g in policy.groups.values() for m in g.members}
+    return {
+        kind: managed_provider(kind, policy, credential, **kwargs)
+        for kind in ("azure-postgres", "azure-mysql", "azure-sql", "azure-files")
+        if kind in names
+    }
+
+
 def table_service_from_env(
     env: Mapping[str, str], credential: TokenCredential
 ) -> TableServiceClient:
@@ -179,8 +254,6 @@ def azure_backends(
     assert bus is not None
     providers = {PROVIDER: provider}
     if managed is None and cred is not None and _names_managed(policy):
-        from quiesce_azure.managed import managed_providers
-
         managed = managed_providers(policy, cred)
     providers.update(managed or {})
     return Backends(
