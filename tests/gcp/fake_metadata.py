@@ -24,6 +24,17 @@ from .fake_compute import FakeCompute
 PREFIX = "/computeMetadata/v1"
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up on its long poll (its own timeout) is not an error."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class FakeMetadata:
     def __init__(self, compute: FakeCompute, project: str, zone: str, instance: str) -> None:
         self.compute = compute
@@ -31,8 +42,7 @@ class FakeMetadata:
         self.deaf = False
         self.drop_answers = False
         self.closing = False
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

@@ -1,0 +1,355 @@
+"""Requests of one GCP group run, counted on the project's fakes and emulators, against the floor.
+
+The GCP backends the Cloud Functions run with (`quiesce_gcp.provider.gcp_provider` with its
+default pacing, the Firestore catalog, the Pub/Sub publisher) back up a group of N VMs (one
+member selected by label, a boot and a data disk each, agent hooks) through `run_group` with a
+trigger id, as an entry point does. The group is backed up once first (not counted), then again
+with new backends (a new process: no cache carried over), and that second run is counted: the
+steady state of a group backed up on a schedule.
+
+Compute Engine is the tests' wire-level fake (tests/gcp/fake_compute.py: the real
+google-cloud-compute REST clients over HTTP, every request recorded at the server). Each VM
+has a fake metadata server and the real guest agent (quiesce_gcp/quiesce_agent.py) running the
+real guest hook runner on hook scripts, as in tests/gcp/test_engine_run.py: the agent hears the
+signed command through the metadata server's long poll and answers in a signed guest
+attribute. The catalog is the real Firestore emulator and the events go to the real Pub/Sub
+emulator; both are counted at the client, once per gRPC call (a streamed query or read is one
+call), by an interceptor on the channel. The fake moves a snapshot from CREATING to UPLOADING
+to READY on successive reads of it (a GET or a list that shows it): that is the fake's clock,
+so the floor counts the reads it asks for. The agents answer when their hooks have run; how
+many reads that takes depends on time, so the hook reads are the one count here that varies
+from run to run.
+
+Floor of one run of N VMs (S = 2N snapshots), one member in one project and zone:
+
+    per VM      each hook (pre, post): instances.get 1 (the metadata items and their
+                fingerprint, which setMetadata needs: it replaces every item, and our own pre
+                write changes the fingerprint the post needs), setMetadata 1 (its operation is
+                done at once in the fake), getGuestAttributes 1 (the answer, read once) = 3
+                createSnapshot 1 per disk
+    per member  instances.list 1 (the selection by label)
+    per run     snapshots.list: the orphan sweep 1, the point in time 2 (the fake shows a
+                snapshot CREATING, then UPLOADING) and durability 1 (READY), each per 500
+                snapshots (a page)
+                Pub/Sub: Publish 1 per 1,000 events (3 per VM + 2 per run)
+                Firestore: 1 Commit each for the trigger claim (a create), the lock (a create:
+                the last run released it) and its release (a delete conditional on the lock's
+                update time), 1 per run-record save the engine makes (each a phase
+                docs/engine.md's fault matrix recovers from), 1 for the recovery point with its
+                run (a batch), 1 per outbox item (one per save carrying events) and 1 per 500
+                published items (their removal); RunQuery 1 per outbox flush (at the start and
+                at the finish) + 1 for abandoned runs; 1 read to settle the recovery point
+
+Usage (through bench/api_calls.py, or alone): python bench/calls_gcp.py [--sizes 1,10,100]
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import math
+import re
+import shutil
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for folder in (ROOT, ROOT / "bench"):  # the fakes and emulators live in tests/gcp
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from catalog_work import count_catalog_work  # noqa: E402
+
+PROJECT = "quiesce-test"
+ZONE = "europe-west1-b"
+_emulators: dict[str, str] = {}
+_lock = threading.Lock()
+_names = itertools.count()
+
+
+def _started(name: str, start: Any) -> str:
+    """One emulator of each kind for the process (stopped at exit), started on first use."""
+    with _lock:
+        if name not in _emulators:
+            import pytest
+
+            log = (
+                Path(tempfile.mkdtemp(prefix=f"quiesce-bench-{name.replace('/', '')}-"))
+                / "emulator.log"
+            )
+            running = start(log)
+            try:
+                found = next(running)
+            except pytest.skip.Exception as exc:  # no gcloud, Java or emulator component
+                raise RuntimeError(f"the {name} emulator cannot run here: {exc}") from None
+            _emulators[name] = found if isinstance(found, str) else found.host
+            atexit.register(running.close)
+        return _emulators[name]
+
+
+class CallCounter:
+    """A gRPC client interceptor counting each call by its method's name."""
+
+    def __init__(self, service: str) -> None:
+        import grpc
+
+        self.service = service
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        counter = self
+
+        class Interceptor(
+            grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+            grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+            grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+            grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+        ):
+            def _count(self, details: Any) -> None:
+                with counter._lock:
+                    counter.calls[f"{service} {details.method.rsplit('/', 1)[-1]}"] += 1
+
+            def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+                self._count(details)
+                return continuation(details, request)
+
+            def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+                self._count(details)
+                return continuation(details, request)
+
+            def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+                self._count(details)
+                return continuation(details, requests)
+
+            def intercept_stream_stream(
+                self, continuation: Any, details: Any, requests: Any
+            ) -> Any:
+                self._count(details)
+                return continuation(details, requests)
+
+        self.interceptor = Interceptor()
+
+    def channel(self, channel: Any) -> Any:
+        import grpc
+
+        return grpc.intercept_channel(channel, self.interceptor)
+
+
+def _firestore(counter: CallCounter | None) -> Any:
+    """A Firestore client on the emulator, its calls counted when `counter` is given."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    class CountedClient(firestore.Client):  # type: ignore[misc]
+        def _emulator_channel(self, transport: Any) -> Any:
+            channel = super()._emulator_channel(transport)
+            return counter.channel(channel) if counter is not None else channel
+
+    return CountedClient(project=PROJECT, credentials=AnonymousCredentials())
+
+
+def _publisher(host: str, counter: CallCounter) -> Any:
+    """A PublisherClient on the emulator, batching as quiesce_gcp.events does, calls counted."""
+    import grpc
+    from google.cloud.pubsub_v1 import PublisherClient
+    from google.cloud.pubsub_v1.types import BatchSettings
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    from quiesce_gcp.events import MAX_BYTES, MAX_MESSAGES
+
+    channel = counter.channel(grpc.insecure_channel(host))
+    return PublisherClient(
+        batch_settings=BatchSettings(
+            max_messages=MAX_MESSAGES, max_bytes=MAX_BYTES, max_latency=0.01
+        ),
+        transport=PublisherGrpcTransport(channel=channel),
+    )
+
+
+#: Compute Engine request paths, as the operation names the table shows.
+_COMPUTE = [
+    (r"/instances$", "instances.list"),
+    (r"/instances/[^/]+$", "instances.get"),
+    (r"/instances/[^/]+/setMetadata$", "instances.setMetadata"),
+    (r"/instances/[^/]+/getGuestAttributes$", "instances.getGuestAttributes"),
+    (r"/disks/[^/]+/createSnapshot$", "disks.createSnapshot"),
+    (r"/global/snapshots$", "snapshots.list"),
+    (r"/global/snapshots/[^/]+$", "snapshots.get"),
+    (r"/zones/[^/]+/operations/[^/]+$", "zoneOperations.get"),
+    (r"/global/operations/[^/]+$", "globalOperations.get"),
+]
+
+
+def compute_operation(method: str, path: str) -> str:
+    for pattern, name in _COMPUTE:
+        if re.search(pattern, path):
+            if name == "snapshots.get" and method == "DELETE":
+                name = "snapshots.delete"
+            return f"Compute {name}"
+    return f"Compute {method} {path}"
+
+
+def _policy(hooks: dict[str, Any]) -> Any:
+    from quiesce.policy.model import Policy
+
+    return Policy.model_validate(
+        {
+            "version": 1,
+            "name": "shop",
+            "groups": {
+                "orders": {
+                    "consistency": "application",
+                    "max_freeze_seconds": 60,
+                    "durability_timeout_seconds": 60,
+                    "members": [
+                        {
+                            "name": "app",
+                            "provider": "gcp",
+                            "project": PROJECT,
+                            "zone": ZONE,
+                            "select": {"labels": {"role": "app"}},
+                            "hooks": hooks,
+                        }
+                    ],
+                }
+            },
+        }
+    )
+
+
+def floor(
+    size: int,
+    *,
+    events: int,
+    saves: int,
+    points: int,
+    outbox_items: int,
+    flushes: int,
+) -> dict[str, int]:
+    """The floor by operation (see the module docstring), from what the run had to do."""
+    members, disks = 1, 2
+    pages = math.ceil(size * disks / 500)
+    return {
+        "Compute instances.list": members,
+        "Compute instances.get": 2 * size,
+        "Compute instances.setMetadata": 2 * size,
+        "Compute instances.getGuestAttributes": 2 * size,
+        "Compute disks.createSnapshot": disks * size,
+        "Compute snapshots.list": 1 + 3 * pages,
+        "PubSub Publish": math.ceil(events / 1000),
+        # claim, lock, release; each save; a point with its run; each outbox item; removal
+        "Firestore Commit": 3 + saves + points + outbox_items + math.ceil(outbox_items / 500),
+        "Firestore BatchGetDocuments": points,  # settling the point
+        "Firestore RunQuery": 1 + flushes,
+    }
+
+
+FLOOR_NOTE = (
+    "per VM: each hook (pre, post) instances.get 1, setMetadata 1, getGuestAttributes 1 (the "
+    "answer read once); createSnapshot 1 per disk; per member: instances.list 1; per run: "
+    "snapshots.list 1 for the orphan sweep + 3 per 500 snapshots (the fake shows each "
+    "CREATING, UPLOADING, READY on successive reads: 2 to fix the point in time, 1 for "
+    "durability); Pub/Sub: 1 Publish per 1,000 events; Firestore: 1 Commit each for the "
+    "trigger claim, the lock and its release (a create, a create, a conditional delete), per "
+    "run-record save, for the point with its run, per outbox item and per 500 published "
+    "items, 1 query per outbox flush + 1 for abandoned runs, 1 read to settle the point"
+)
+
+
+def measure(size: int) -> dict[str, Any]:
+    """Backs up a group of `size` VMs once on the fakes; requests by operation and the floor."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import pubsub_v1
+
+    from quiesce.engine import run_group
+    from quiesce.record import RunStatus
+    from quiesce_gcp.clients import GcpClients
+    from quiesce_gcp.events import PubSubPublisher
+    from quiesce_gcp.provider import gcp_backends, gcp_provider
+    from tests.gcp.conftest import Fleet
+    from tests.gcp.emulators import start_firestore_emulator, start_pubsub_emulator
+    from tests.gcp.fake_compute import FakeCompute
+
+    _started("Firestore", start_firestore_emulator)
+    pubsub = _started("Pub/Sub", start_pubsub_emulator)
+    name = f"bench{size}x{next(_names)}"
+    topic = f"projects/{PROJECT}/topics/{name}"
+    admin = pubsub_v1.PublisherClient(transport=_plain_transport(pubsub), batch_settings=())
+    admin.create_topic(name=topic)
+
+    compute = FakeCompute().start()
+    root = Path(tempfile.mkdtemp(prefix="quiesce-bench-gcp-"))
+    fleet = Fleet(compute, root)
+    try:
+        policy = _policy(fleet.hooks("app"))
+        for n in range(size):
+            fleet.add(f"app-{n:03d}", policy, labels={"role": "app"}, data_disks=1)
+
+        def run(trigger: str, firestore: CallCounter | None, bus: CallCounter) -> Any:
+            """One run with backends of its own (a new process's: no cache carried over)."""
+            clients = GcpClients(AnonymousCredentials(), compute_endpoint=compute.url)  # type: ignore[no-untyped-call]
+            backends = gcp_backends(
+                policy,
+                env={"QUIESCE_PROJECT": PROJECT, "QUIESCE_FIRESTORE_PREFIX": name},
+                firestore_client=_firestore(firestore),
+                provider=gcp_provider(
+                    policy, clients=clients, default_project=PROJECT, agent_keys=fleet.keys
+                ),
+                bus=PubSubPublisher(topic, client=_publisher(pubsub, bus)),
+            )
+            did = count_catalog_work(backends.state)
+            record = run_group(policy, "orders", backends, trigger_id=trigger)
+            if record.status is not RunStatus.SUCCEEDED:
+                raise RuntimeError(f"the bench run did not succeed: {record.errors}")
+            return did
+
+            run(f"bench-{size}-first", None, CallCounter("PubSub"))  # not counted
+
+        with compute.lock:
+            first = len(compute.requests)
+        firestore, bus = CallCounter("Firestore"), CallCounter("PubSub")
+        did = run(f"bench-{size}", firestore, bus)
+        with compute.lock:
+            requests = Counter(compute_operation(m, p) for m, p in compute.requests[first:])
+    finally:
+        for vm in fleet.vms.values():
+            vm.stop()
+        compute.stop()
+        admin.delete_topic(topic=topic)
+        shutil.rmtree(root, ignore_errors=True)
+    calls = dict(sorted((requests + firestore.calls + bus.calls).items()))
+    bound = floor(
+        size,
+        events=did["events"],
+        saves=did["save_run"],
+        points=did["record_point"],
+        outbox_items=did["outbox_items"],
+        flushes=2,  # at the start (what earlier runs left) and at the finish
+    )
+    return {
+        "cloud": "gcp",
+        "size": size,
+        "calls": sum(calls.values()),
+        "by_operation": calls,
+        "lower_bound": sum(bound.values()),
+        "lower_bound_by_operation": bound,
+        "lower_bound_note": FLOOR_NOTE,
+        "per_vm": round(sum(calls.values()) / size, 2),
+        "floor_per_vm": round(sum(bound.values()) / size, 2),
+    }
+
+
+def _plain_transport(host: str) -> Any:
+    import grpc
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    return PublisherGrpcTransport(channel=grpc.insecure_channel(host))
+
+
+if __name__ == "__main__":
+    from api_calls import main
+
+    raise SystemExit(main(["--clouds", "gcp", *sys.argv[1:]]))
