@@ -11,10 +11,10 @@ text is ever sent (docs/guest-protocol.md).
 `run_many` sends calls that share their parameters (the machines of one member in one phase)
 as one command per 50 instance ids, all commands at once, and never uses Targets (which ramps
 up slowly). It then follows every command with one ListCommandInvocations call per round
-(results included), falling back to one GetCommandInvocation per instance where the list call
-is unavailable or an output was cut. A call that has no answer when its budget (its hook's
-timeouts and retries, plus slack for delivery) has passed comes back timed_out/NoAnswer; a pre
-hook's watchdog thaws that machine by itself.
+(results included; 16 commands polled at once), falling back to one GetCommandInvocation per
+instance where the list call is unavailable or an output was cut. A call that has no answer
+when its budget (its hook's timeouts and retries, plus slack for delivery) has passed comes
+back timed_out/NoAnswer; a pre hook's watchdog thaws that machine by itself.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ WINDOWS_QUIESCER = "VSS (AWSEC2-CreateVssSnapshot)"
 INSTANCE_TAG = "quiesce:enabled"
 #: SendCommand takes at most 50 instance ids.
 MAX_INSTANCES_PER_COMMAND = 50
+#: At most this many commands are polled, or invocations read, at once.
+POLL_CONCURRENCY = 16
 #: SendCommand's TimeoutSeconds: how long SSM tries to deliver (its minimum).
 DELIVERY_TIMEOUT_SECONDS = 30
 #: ListCommandInvocations keeps the first 2,500 characters of a plugin's output.
@@ -551,8 +553,7 @@ class SsmHookRunner(RemoteHookRunner):
             open_commands = [c for c in commands if c.waiting]
             if not open_commands:
                 return
-            for command in open_commands:
-                self._poll(command, results)
+            self._poll_all(open_commands, results)
             now = self.clock()
             for command in open_commands:
                 if command.waiting and now >= command.deadline:
@@ -563,6 +564,20 @@ class SsmHookRunner(RemoteHookRunner):
             next_deadline = min(c.deadline for c in waiting)
             self.sleep(max(0.0, min(interval, next_deadline - now)))
             interval = min(interval * 1.5, self.max_poll_interval)
+
+    def _poll_all(
+        self, commands: list[_Command], results: list[HookResult | BaseException | None]
+    ) -> None:
+        """One round: every open command polled, POLL_CONCURRENCY at a time (a phase of many
+        members has a command per member; one after the other, a round would grow with them)."""
+
+        def poll(command: _Command) -> None:
+            self._poll(command, results)
+
+        for group in chunks(commands, POLL_CONCURRENCY):
+            for outcome in fan_out(poll, group):
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     def _give_up(self, command: _Command, results: list[HookResult | BaseException | None]) -> None:
         for instance_id in sorted(command.waiting):
@@ -685,7 +700,7 @@ class SsmHookRunner(RemoteHookRunner):
             return self._get_invocation(command, instance_id)
 
         found: dict[str, Invocation] = {}
-        for group in chunks(instance_ids, 16):
+        for group in chunks(instance_ids, POLL_CONCURRENCY):
             for instance_id, outcome in zip(group, fan_out(one, group), strict=True):
                 if isinstance(outcome, BaseException):
                     command.last_error = error_message(outcome)
