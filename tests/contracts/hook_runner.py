@@ -254,3 +254,58 @@ class HookRunnerContract:
         target.run(POST, "post", run_id="contract-lone-post")
 
         assert target.runs() == ["thawed"]
+
+    # run_many: the engine hands a phase's calls over at once, one call per machine (a channel
+    # may carry one command per machine at a time, like GCP's agent), so with the contract's
+    # one machine each batch holds one call; that call must come back as `run` answers it.
+
+    def many(self, target: HookTarget, name: str, phase: str, run_id: str) -> HookResult:
+        results = target.runner.run_many([target.call(name, phase, run_id)])
+        assert len(results) == 1, results
+        (result,) = results
+        assert isinstance(result, HookResult), result
+        return result
+
+    def test_run_many_of_no_calls_answers_nothing(self, target: HookTarget) -> None:
+        assert list(target.runner.run_many([])) == []
+
+    def test_run_many_carries_a_pre_post_cycle(self, target: HookTarget) -> None:
+        before = utcnow()
+        pre = self.many(target, PRE, "pre", "contract-many-1")
+        post = self.many(target, POST, "post", "contract-many-1")
+        after = utcnow()
+
+        assert (pre.status, pre.code) == (HookStatus.SUCCEEDED, "Succeeded"), pre
+        assert (post.status, post.code) == (HookStatus.SUCCEEDED, "Succeeded"), post
+        assert_real_times(pre, before, after)
+        assert_real_times(post, before, after)
+        if "journal" not in target.cannot:
+            assert target.runs() == ["frozen", "thawed"]
+
+    def test_run_many_answers_a_failing_hook_as_run_does(self, target: HookTarget) -> None:
+        batched = self.many(target, FAIL, "post", "contract-many-1")
+        alone = target.run(FAIL, "post", run_id="contract-many-2")
+
+        assert (batched.status, batched.code) == (HookStatus.FAILED, "ExecutionFailed"), batched
+        assert (batched.status, batched.code, batched.exit_code) == (
+            alone.status,
+            alone.code,
+            alone.exit_code,
+        )
+        if "output" not in target.cannot:
+            assert batched.output.split() == ["broken"], batched
+
+    def test_run_many_answers_a_hook_past_its_timeout_as_timed_out(
+        self, target: HookTarget
+    ) -> None:
+        result = self.many(target, SLOW, "post", "contract-many-1")
+
+        assert (result.status, result.code) == (HookStatus.TIMED_OUT, "Timeout"), result
+
+    def test_run_many_refuses_an_undeclared_hook(self, target: HookTarget) -> None:
+        target.needs("undeclared")
+        target.needs("journal")
+        result = self.many(target, UNDECLARED, "post", "contract-many-1")
+
+        assert (result.status, result.code) == (HookStatus.REFUSED, "HookNotDeclared"), result
+        assert target.runs() == []
