@@ -14,9 +14,9 @@ from quiesce.errors import ProviderError
 from quiesce.plan import plan_policy
 from quiesce.policy.model import Policy
 from quiesce.ports import CloudRestore, Machine, Provider, SnapshotCall
+from quiesce.providers.managed import NoHooks
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce_aws.managed_clients import ManagedClients
-from quiesce_aws.managed_hooks import ManagedHookRunner
 from quiesce_aws.managed_member import AwsRdsMember
 from quiesce_aws.rds import RdsInventory, RdsSnapshotter, rds_name
 from tests.aws.conftest import ACCOUNT, REGION, FakeClock, Sleeps, quick_backoff
@@ -123,9 +123,7 @@ def test_a_pitr_database_without_automated_backups_is_refused_at_plan_and_at_tak
     spec = member()
     group = {"consistency": "crash", "members": [spec.model_dump()]}
     policy = Policy.model_validate({"version": 1, "name": "shop", "groups": {"orders": group}})
-    provider = Provider(
-        RdsInventory(managed), ManagedHookRunner("aws-rds"), RdsSnapshotter(managed)
-    )
+    provider = Provider(RdsInventory(managed), NoHooks("aws-rds"), RdsSnapshotter(managed))
 
     planned = plan_policy(policy, {"aws-rds": provider})
 

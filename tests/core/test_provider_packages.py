@@ -71,7 +71,9 @@ def test_only_provider_py_assembles_the_provider(cloud: str) -> None:
             for n in ast.walk(ast.parse(f.read_text()))
         )
     )
-    assert assembling == ["provider.py"]
+    # provider.py assembles the cloud's VM provider; managed_provider.py, where a cloud has
+    # managed-service providers as well, assembles those (and nothing else does).
+    assert assembling in (["provider.py"], ["managed_provider.py", "provider.py"]), assembling
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)

@@ -25,7 +25,7 @@ from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.cloudsql import CloudSqlSnapshotter
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
-from quiesce_gcp.managed_members import filestore_provider, sql_provider
+from quiesce_gcp.managed_provider import filestore_provider, sql_provider
 from quiesce_gcp.signing import AgentKeys
 from quiesce_gcp.snapshots import GceSnapshotter
 

@@ -22,7 +22,7 @@ from quiesce.providers.registry import get
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce_gcp.cloudsql import CloudSqlSnapshotter, SqlClients
 from quiesce_gcp.filestore import FilestoreClients, FilestoreSnapshotter, snapshot_id
-from quiesce_gcp.managed_members import (
+from quiesce_gcp.managed_provider import (
     filestore_provider,
     make_filestore_provider,
     make_sql_provider,

@@ -11,11 +11,11 @@ import boto3
 
 from quiesce.policy.model import Policy
 from quiesce.ports import Provider
+from quiesce.providers.managed import NoHooks
 from quiesce.providers.registry import members_by_group
 from quiesce_aws.clients import ClientFactory
 from quiesce_aws.efs import EfsBackupSnapshotter, EfsInventory
 from quiesce_aws.managed_clients import ManagedClients, managed_clients
-from quiesce_aws.managed_hooks import ManagedHookRunner
 from quiesce_aws.managed_member import AwsEfsMember, AwsRdsMember
 from quiesce_aws.rds import RdsInventory, RdsSnapshotter
 
@@ -26,7 +26,7 @@ def rds_provider(
     """RDS and Aurora members over the given clients."""
     return Provider(
         inventory=RdsInventory(clients),
-        hooks=ManagedHookRunner("aws-rds"),
+        hooks=NoHooks("aws-rds"),
         snapshots=RdsSnapshotter(
             clients,
             regions={
@@ -45,7 +45,7 @@ def efs_provider(policy: Policy | None, clients: ManagedClients) -> Provider:
         vaults[group].update((m.region, m.backup_vault) for m in found)
     return Provider(
         inventory=EfsInventory(clients),
-        hooks=ManagedHookRunner("aws-efs"),
+        hooks=NoHooks("aws-efs"),
         snapshots=EfsBackupSnapshotter(
             clients, vaults={group: sorted(pairs) for group, pairs in vaults.items()}
         ),

@@ -17,10 +17,9 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 
-from quiesce.errors import ProviderError, QuiesceError
+from quiesce.errors import QuiesceError
 from quiesce.policy.model import Member, MemberBase
-from quiesce.ports import HookCall, HookRunner, Inventory, Machine
-from quiesce.record import HookResult
+from quiesce.ports import Inventory, Machine
 from quiesce_azure.clients import CredentialClients
 
 #: The management client of each service: (module, class).
@@ -73,23 +72,3 @@ class ManagedInventory(Inventory):
 
     def resolve(self, member: Member) -> list[Machine]:
         return [self.locate(member)]
-
-
-class NoHooks(HookRunner):
-    """Managed services run no hooks: their writers are held by the group's VM members."""
-
-    def __init__(self, provider: str) -> None:
-        self.provider = provider
-
-    def _refuse(self, call: HookCall) -> HookResult:
-        raise ProviderError(
-            f"member {call.member!r} ({self.provider}) is a managed service: it runs no hooks "
-            "(hold its writers from a VM member's hooks)",
-            code="HooksUnsupported",
-        )
-
-    def run(self, call: HookCall) -> HookResult:
-        return self._refuse(call)
-
-    def check(self, call: HookCall) -> HookResult:
-        return self._refuse(call)

@@ -135,7 +135,8 @@ def managed_provider(
     `azure-files`). `clients` replaces the client construction (then `credential` and
     `base_url` are unused); `now` and `sleep` the wall clock of the wait for restorability;
     `file_client_kwargs` options of the file service's client (`azure-files` restores)."""
-    from quiesce_azure.managed import ManagedClients, ManagedInventory, NoHooks
+    from quiesce.providers.managed import NoHooks
+    from quiesce_azure.managed import ManagedClients, ManagedInventory
 
     made = clients or ManagedClients(
         credential, base_url=base_url, polling_interval=polling_interval

@@ -1,6 +1,6 @@
 """The GCP managed-service providers' specs and member models: Cloud SQL (`gcp-sql`) and
 Filestore (`gcp-filestore`). Like spec.py, this module imports no SDK: the factories
-(quiesce_gcp.managed_members) import the adapters and their clients when first called.
+(quiesce_gcp.managed_provider) import the adapters and their clients when first called.
 
 How each service's point in time is fixed (docs/databases.md):
 
@@ -125,7 +125,7 @@ class FilestoreMember(ManagedMember):
 SQL_SPEC = ProviderSpec(
     name="gcp-sql",
     member=CloudSqlMember,
-    factory="quiesce_gcp.managed_members:make_sql_provider",
+    factory="quiesce_gcp.managed_provider:make_sql_provider",
     description="Cloud SQL: point-in-time recovery to the group's restore time T (a clone).",
     extra="gcp",
 )
@@ -133,7 +133,7 @@ SQL_SPEC = ProviderSpec(
 FILESTORE_SPEC = ProviderSpec(
     name="gcp-filestore",
     member=FilestoreMember,
-    factory="quiesce_gcp.managed_members:make_filestore_provider",
+    factory="quiesce_gcp.managed_provider:make_filestore_provider",
     description="Filestore: instance snapshots taken inside the group's freeze.",
     extra="gcp",
 )

@@ -3,7 +3,7 @@
 `make_provider` is the `quiesce.providers` entry point ("gcp"): the CLI gets Compute Engine
 inventory, agent hooks and disk snapshots from it and keeps its own catalog. `gcp_backends` is
 what the Cloud Functions run with: the same provider, the providers of the managed services the
-policy names (`gcp-sql`, `gcp-filestore`: quiesce_gcp.managed_members), the Firestore catalog
+policy names (`gcp-sql`, `gcp-filestore`: quiesce_gcp.managed_provider), the Firestore catalog
 and the Pub/Sub event topic.
 
 Environment:
@@ -138,7 +138,7 @@ def gcp_backends(
 ) -> Backends:
     """Everything the engine needs on GCP: the provider, the Firestore catalog and the Pub/Sub
     topic (QUIESCE_PUBSUB_TOPIC). `provider` and `bus` replace the real ones (tests)."""
-    from quiesce_gcp.managed_members import managed_providers
+    from quiesce_gcp.managed_provider import managed_providers
     from quiesce_gcp.state import FirestoreStateStore
 
     env = os.environ if env is None else env

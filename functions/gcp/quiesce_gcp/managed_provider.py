@@ -13,11 +13,10 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from quiesce.errors import ProviderError
 from quiesce.policy.model import Policy
-from quiesce.ports import HookCall, HookRunner, Provider
+from quiesce.ports import Provider
+from quiesce.providers.managed import NoHooks
 from quiesce.providers.registry import members_by_group
-from quiesce.record import HookResult
 from quiesce_gcp.managed_spec import MANAGED_SPECS, FilestoreMember
 
 if TYPE_CHECKING:
@@ -25,27 +24,6 @@ if TYPE_CHECKING:
 
 SQL_ENDPOINT_ENV = "QUIESCE_SQL_ENDPOINT"
 FILESTORE_ENDPOINT_ENV = "QUIESCE_FILESTORE_ENDPOINT"
-
-
-class NoHooks(HookRunner):
-    """A managed service has no machine to run a hook on: every call is refused."""
-
-    def __init__(self, service: str) -> None:
-        self.service = service
-
-    def _refuse(self, call: HookCall) -> HookResult:
-        raise ProviderError(
-            f"member {call.member!r} is a {self.service} member: a managed service runs no "
-            f"hooks ({call.phase} hook asked for {call.machine.machine_id}); its writers are "
-            "held by the group's VM members",
-            code="NoHooks",
-        )
-
-    def run(self, call: HookCall) -> HookResult:
-        return self._refuse(call)
-
-    def check(self, call: HookCall) -> HookResult:
-        return self._refuse(call)
 
 
 def sql_provider(
@@ -65,7 +43,7 @@ def sql_provider(
     clients = SqlClients(credentials, endpoint=endpoint)
     return Provider(
         inventory=CloudSqlInventory(clients),
-        hooks=NoHooks("Cloud SQL"),
+        hooks=NoHooks("gcp-sql"),
         snapshots=CloudSqlSnapshotter(
             clients, poll_interval=POLL_SECONDS if poll_interval is None else poll_interval
         ),
@@ -87,7 +65,7 @@ def filestore_provider(
     found = members_by_group(policy, FilestoreMember)
     return Provider(
         inventory=FilestoreInventory(clients),
-        hooks=NoHooks("Filestore"),
+        hooks=NoHooks("gcp-filestore"),
         snapshots=FilestoreSnapshotter(
             clients,
             instances={g: sorted({m.resource for m in ms}) for g, ms in found.items()},
@@ -126,7 +104,6 @@ def managed_providers(policy: Policy, env: Mapping[str, str] | None = None) -> d
 
 __all__ = [
     "MANAGED_SPECS",
-    "NoHooks",
     "filestore_provider",
     "make_filestore_provider",
     "make_sql_provider",
