@@ -12,8 +12,20 @@ With `--repeat N` the engine backs up each group N times (the naive loop runs on
 reports the minimum (`freeze_window_ms`, `skew_ms`) and the median of the N runs: on a shared
 machine the minimum is the figure to compare, the median says how noisy the runs were.
 
+Two kinds of provider (each row's `mode`):
+
+- `per-call` (the default): the provider has only `run` and `take`, so the engine makes one call
+  per machine and phase, each on its own thread;
+- `batch` (`--batch`): the provider also has `run_many` and `take_many`, as a cloud with batch
+  APIs does (SSM's SendCommand takes 50 instances): the engine hands each phase over in one
+  call, which takes one hook time for all its hooks, or one point-in-time latency for all its
+  snapshots, each snapshot's point fixed at its own jitter inside that latency.
+
+`--both` measures both modes, their runs alternated, so both see the same load.
+
 Usage: python bench/freeze_window.py [--sizes 1,10,100,1000] [--latency-ms 200] [--jitter-ms 20]
-       [--hook-ms 20] [--naive-max-members 1000] [--repeat 1] [--json] [--markdown]
+       [--hook-ms 20] [--naive-max-members 1000] [--repeat 1] [--batch | --both] [--json]
+       [--markdown]
 """
 
 from __future__ import annotations
@@ -26,7 +38,8 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from quiesce.engine import run_group
 from quiesce.policy import Policy
@@ -117,6 +130,58 @@ class BenchSnapshots(Snapshotter):
         return []
 
 
+class BatchHooks(BenchHooks):
+    """A hook runner with a batch API: one call carries every hook of a phase."""
+
+    def run_many(self, calls: Sequence[HookCall]) -> list[HookResult | BaseException]:
+        started = utcnow()
+        time.sleep(self.timing.hook)
+        ended = utcnow()
+        return [
+            HookResult(
+                status=HookStatus.SUCCEEDED,
+                code="Succeeded",
+                attempts=1,
+                started_at=started,
+                ended_at=ended,
+            )
+            for _ in calls
+        ]
+
+
+class BatchSnapshots(BenchSnapshots):
+    """A snapshotter with a batch API: one call takes every machine's snapshots; each point in
+    time is fixed at its own latency (with jitter) after the call started, and the call returns
+    once the last one is."""
+
+    def take_many(self, calls: Sequence[SnapshotCall]) -> list[list[SnapshotRef] | BaseException]:
+        started = utcnow()
+        offsets = [self.timing.point_in_time() for _ in calls]
+        time.sleep(max(offsets, default=0.0))
+        return [
+            [
+                SnapshotRef(
+                    id=f"{call.recovery_point}/{call.member}",
+                    provider="local",
+                    machine_id=call.machine.machine_id,
+                    volume="disk",
+                    method="bench",
+                    started_at=started,
+                    fixed_at=started + timedelta(seconds=offset),
+                    size_bytes=0,
+                )
+            ]
+            for call, offset in zip(calls, offsets, strict=True)
+        ]
+
+
+#: The providers of each mode: (hook runner, snapshotter).
+MODES: dict[str, tuple[type[BenchHooks], type[BenchSnapshots]]] = {
+    "per-call": (BenchHooks, BenchSnapshots),
+    "batch": (BatchHooks, BatchSnapshots),
+}
+
+
 def policy_for(members: int) -> Policy:
     hooks = {"pre": {"run": ["/bench/pre"], "timeout_seconds": 5}, "post": {"run": ["/bench/post"]}}
     return Policy.model_validate(
@@ -145,8 +210,9 @@ def ms(a: datetime, b: datetime) -> float:
     return (b - a).total_seconds() * 1000
 
 
-def run_engine(members: int, timing: Timing) -> tuple[float, float]:
-    provider = Provider(BenchInventory(), BenchHooks(timing), BenchSnapshots(timing))
+def run_engine(members: int, timing: Timing, mode: str = "per-call") -> tuple[float, float]:
+    hooks, snapshots = MODES[mode]
+    provider = Provider(BenchInventory(), hooks(timing), snapshots(timing))
     backends = Backends({"local": provider}, MemoryStateStore(), MemoryEventBus())
     record = run_group(policy_for(members), "g", backends)
     if record.status.value != "succeeded":
@@ -208,47 +274,58 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="back up each group N times with the engine; report the minimum and the median",
     )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--batch",
+        action="store_true",
+        help="a provider with batch APIs (run_many, take_many): one call per phase",
+    )
+    which.add_argument(
+        "--both",
+        action="store_true",
+        help="measure the per-call and the batch provider, their runs alternated",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
+    modes = ["per-call", "batch"] if args.both else ["batch"] if args.batch else ["per-call"]
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        timing = Timing(args.latency_ms, args.jitter_ms, args.hook_ms, args.seed)
-        runs = [run_engine(size, timing) for _ in range(args.repeat)]
-        windows = [w for w, _ in runs]
-        skews = [s for _, s in runs]
+        timings = {
+            mode: Timing(args.latency_ms, args.jitter_ms, args.hook_ms, args.seed) for mode in modes
+        }
+        runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+        for _ in range(args.repeat):
+            for mode in modes:
+                runs[mode].append(run_engine(size, timings[mode], mode))
         naive_window = naive_skew = None
         if size <= args.naive_max_members:
             print(f"naive loop over {size} member(s)…", file=sys.stderr)
-            naive_window, naive_skew = run_naive(size, timing)
-        row = {
-            "members": size,
-            "latency_ms": args.latency_ms,
-            "jitter_ms": args.jitter_ms,
-            "hook_ms": args.hook_ms,
-            "runs": args.repeat,
-            "freeze_window_ms": round(min(windows), 1),
-            "freeze_window_median_ms": round(statistics.median(windows), 1),
-            "skew_ms": round(min(skews), 1),
-            "skew_median_ms": round(statistics.median(skews), 1),
-            "naive_freeze_window_ms": None if naive_window is None else round(naive_window, 1),
-            "naive_skew_ms": None if naive_skew is None else round(naive_skew, 1),
-            "target_freeze_window_ms": args.latency_ms + args.jitter_ms + 50,
-            "target_skew_ms": 50 + 2 * args.jitter_ms,
-        }
-        rows.append(row)
-        if not (args.json or args.markdown):
-            spread = ""
-            if args.repeat > 1:
-                spread = (
-                    f" [min of {args.repeat}; median freeze {row['freeze_window_median_ms']} ms,"
-                    f" skew {row['skew_median_ms']} ms]"
-                )
-            print(
-                f"{size:>5} members: freeze {row['freeze_window_ms']:>9} ms "
-                f"(naive {row['naive_freeze_window_ms']}), skew {row['skew_ms']:>7} ms "
-                f"(naive {row['naive_skew_ms']}){spread}"
+            naive_window, naive_skew = run_naive(
+                size, Timing(args.latency_ms, args.jitter_ms, args.hook_ms, args.seed)
             )
+        for mode in modes:
+            windows = [w for w, _ in runs[mode]]
+            skews = [s for _, s in runs[mode]]
+            row = {
+                "members": size,
+                "mode": mode,
+                "latency_ms": args.latency_ms,
+                "jitter_ms": args.jitter_ms,
+                "hook_ms": args.hook_ms,
+                "runs": args.repeat,
+                "freeze_window_ms": round(min(windows), 1),
+                "freeze_window_median_ms": round(statistics.median(windows), 1),
+                "skew_ms": round(min(skews), 1),
+                "skew_median_ms": round(statistics.median(skews), 1),
+                "naive_freeze_window_ms": None if naive_window is None else round(naive_window, 1),
+                "naive_skew_ms": None if naive_skew is None else round(naive_skew, 1),
+                "target_freeze_window_ms": args.latency_ms + args.jitter_ms + 50,
+                "target_skew_ms": 50 + 2 * args.jitter_ms,
+            }
+            rows.append(row)
+            if not (args.json or args.markdown):
+                print(line(row, len(modes) > 1))
     if args.json:
         print(json.dumps(rows, indent=2))
     if args.markdown:
@@ -256,17 +333,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def markdown(rows: list[dict[str, float | int | None]]) -> str:
+def line(row: dict[str, Any], with_mode: bool) -> str:
+    spread = ""
+    if row["runs"] > 1:
+        spread = (
+            f" [min of {row['runs']}; median freeze {row['freeze_window_median_ms']} ms,"
+            f" skew {row['skew_median_ms']} ms]"
+        )
+    mode = f" {row['mode']:>8}" if with_mode else ""
+    return (
+        f"{row['members']:>5} members{mode}: freeze {row['freeze_window_ms']:>9} ms "
+        f"(naive {row['naive_freeze_window_ms']}), skew {row['skew_ms']:>7} ms "
+        f"(naive {row['naive_skew_ms']}){spread}"
+    )
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
     def ms(value: float | int | None) -> str:
         return "—" if value is None else f"{value:,} ms"
 
     def ratio(naive: float | int | None, ours: float | int | None) -> str:
         return "—" if naive is None or not ours else f"{naive / ours:,.0f}x"
 
+    with_mode = len({r.get("mode", "per-call") for r in rows}) > 1
     lines = [
-        "| members | freeze window | naive freeze window | naive ÷ Quiesce | skew | naive skew "
+        ("| members | mode " if with_mode else "| members ")
+        + "| freeze window | naive freeze window | naive ÷ Quiesce | skew | naive skew "
         "| target window |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|" + (":---|" if with_mode else "") + "---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         window, naive = r["freeze_window_ms"], r["naive_freeze_window_ms"]
@@ -274,8 +368,9 @@ def markdown(rows: list[dict[str, float | int | None]]) -> str:
         if (r.get("runs") or 1) > 1:  # minimum of the runs, with their median
             shown_window += f" (median {ms(r['freeze_window_median_ms'])})"
             shown_skew += f" (median {ms(r['skew_median_ms'])})"
+        mode = f" {r.get('mode', 'per-call')} |" if with_mode else ""
         lines.append(
-            f"| {r['members']} | {shown_window} | {ms(naive)} | {ratio(naive, window)} "
+            f"| {r['members']} |{mode} {shown_window} | {ms(naive)} | {ratio(naive, window)} "
             f"| {shown_skew} | {ms(r['naive_skew_ms'])} "
             f"| ≤ {ms(r['target_freeze_window_ms'])} |"
         )
