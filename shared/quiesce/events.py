@@ -76,6 +76,11 @@ class MemberResult(_Data):
     name: str
     consistency: Consistency
     snapshots: list[str] = Field(description="Snapshot ids.")
+    methods: list[str] = Field(
+        default_factory=list,
+        description="How its points in time were fixed: snapshot, pitr (restored to the run's "
+        "restore_time) or copy.",
+    )
     pre: str | None = Field(description="Worst pre-hook status over the member's machines.")
     post: str | None = Field(description="Worst post-hook status over the member's machines.")
     error: str | None
@@ -97,6 +102,10 @@ class RunResult(_Data):
     recovery_point: str | None
     freeze_window_ms: float | None
     skew_ms: float | None
+    restore_time: datetime | None = Field(
+        default=None,
+        description="The group's T, which members with point-in-time recovery restore to.",
+    )
     started_at: datetime
     finished_at: datetime | None
     abandoned: bool = False

@@ -44,6 +44,10 @@ def test_a_pitr_member_restores_to_the_first_whole_second_inside_the_freeze(
     assert ref.fixed_at == moment
     db = next(m for m in point.members if m.name == "m2")
     assert db.consistency is Consistency.APPLICATION  # held by the others' hooks
+    (completed,) = [e for e in world.bus.events if e.type == "quiesce.run.completed"]
+    assert completed.data["restore_time"] == moment.isoformat().replace("+00:00", "Z")
+    methods = {m["name"]: m["methods"] for m in completed.data["members"]}
+    assert methods == {"m0": ["snapshot"], "m1": ["snapshot"], "m2": ["pitr"]}
 
 
 def test_a_group_without_pitr_members_has_no_restore_time(world: World) -> None:
