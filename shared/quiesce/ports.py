@@ -20,6 +20,7 @@ from typing import Literal, TypeVar
 from quiesce.errors import ProviderError
 from quiesce.events import CloudEvent
 from quiesce.policy.model import Hook, Member, MemberBase
+from quiesce.policy.recovery import RestoreSite
 from quiesce.record import HookResult, RecoveryPoint, RunRecord, SnapshotRef
 
 T = TypeVar("T")
@@ -171,6 +172,65 @@ class RestoreStep:
     created: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class MachineRestore:
+    """Launch a copy of one machine from its snapshots, in isolation (or, with the site's
+    `inspect_on`, attach its restored volumes to that machine).
+
+    `snapshots` are in the target region (a copy's replicas when restoring a copy); every
+    resource made for it carries the tag `quiesce:restore=<label>`, so `Restorer.cleanup`
+    finds it; `region` None: the original machine's."""
+
+    point: str
+    member: str
+    machine_id: str
+    snapshots: tuple[SnapshotRef, ...]
+    label: str
+    site: RestoreSite
+    spec: MemberBase
+    region: str | None = None
+
+
+@dataclass
+class RestoredMachine:
+    """What a machine's restore made: `machine` is the copy (or the inspection machine) as the
+    provider's hook runner addresses it, `created` every resource id made for it, `mounts` each
+    original volume's place on it (device, mount point or drive)."""
+
+    member: str
+    source: str
+    machine: Machine
+    created: list[str] = field(default_factory=list)
+    mounts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Cleanup:
+    """What a cleanup deleted, and what it could not (each with the reason)."""
+
+    deleted: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+
+class Restorer(ABC):
+    """Brings machines back from a recovery point in their cloud, and removes what it made."""
+
+    @abstractmethod
+    def launch(self, request: MachineRestore) -> RestoredMachine:
+        """Creates the volumes and the copy (or attaches them to the inspection machine);
+        returns once the cloud accepted them. A failure part-way leaves what was made tagged,
+        for `cleanup`."""
+
+    @abstractmethod
+    def wait_ready(self, restored: RestoredMachine, timeout: float) -> None:
+        """Waits until the copy runs and its hook channel answers; ProviderError otherwise."""
+
+    @abstractmethod
+    def cleanup(self, label: str, regions: Sequence[str | None]) -> Cleanup:
+        """Deletes everything tagged `quiesce:restore=<label>` in the regions (None: the
+        provider's default region), copies before volumes; never anything else."""
+
+
 class Inventory(ABC):
     """Finds the machines a member stands for."""
 
@@ -249,6 +309,17 @@ class Snapshotter(ABC):
             f"the {request.snapshot.provider} provider cannot restore {request.snapshot.id} in "
             "its cloud",
             code="RestoreUnsupported",
+        )
+
+    def copy_to_region(
+        self, snapshot: SnapshotRef, region: str, key: str | None, tags: dict[str, str]
+    ) -> SnapshotRef:
+        """Starts a copy of a completed snapshot in another region (encrypted with `key`, or
+        the region's default), tagged with `tags`; returns the replica (pending) at once.
+        `wait_durable` and `delete` take replicas like any snapshot."""
+        raise ProviderError(
+            f"the {snapshot.provider} provider cannot copy snapshots to another region",
+            code="CopyUnsupported",
         )
 
     def point_method(self, spec: MemberBase) -> PointMethod:
@@ -369,6 +440,8 @@ class Provider:
     inventory: Inventory
     hooks: HookRunner
     snapshots: Snapshotter
+    #: Restores machines in the provider's cloud (group restores and drills); None: it cannot.
+    restorer: Restorer | None = None
 
 
 @dataclass(frozen=True)

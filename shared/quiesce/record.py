@@ -301,6 +301,46 @@ class PointMember(Record):
     )
 
 
+class PointCopy(Record):
+    """The point's copy in another region: a replica of each of its snapshots."""
+
+    region: str
+    state: SnapshotState = Field(
+        description="pending until every replica is durable; failed when one failed."
+    )
+    started_at: datetime
+    completed_at: datetime | None = None
+    members: list[PointMember] = Field(
+        description="Per member, its snapshots' replicas in the region."
+    )
+    error: str | None = None
+
+
+class DrillRecord(Record):
+    """One drill of the point: restored into isolation, verified, measured, torn down."""
+
+    drill_id: str
+    region: str | None = Field(default=None, description="None: the group's own region.")
+    started_at: datetime
+    finished_at: datetime | None = None
+    verdict: Literal["passed", "failed"]
+    rto_seconds: float | None = Field(
+        default=None,
+        description="The recovery time: from the restore's start to the last verify hook's "
+        "success (None when it did not succeed).",
+    )
+    phases: dict[str, float] = Field(
+        default_factory=dict, description="Seconds per phase: restore, ready, verify, cleanup."
+    )
+    created: list[str] = Field(
+        default_factory=list, description="Everything the drill created (all deleted after)."
+    )
+    left: list[str] = Field(
+        default_factory=list, description="What the cleanup could not delete (should be empty)."
+    )
+    errors: list[str] = Field(default_factory=list)
+
+
 class RecoveryPoint(Record):
     """One group-wide point in time, restorable as a whole."""
 
@@ -321,6 +361,12 @@ class RecoveryPoint(Record):
     members: list[PointMember]
     verified: bool | None = Field(
         default=None, description="Set by `quiesce restore` when verified."
+    )
+    copies: list[PointCopy] = Field(
+        default_factory=list, description="Its copies in other regions (`copies:`)."
+    )
+    drills: list[DrillRecord] = Field(
+        default_factory=list, description="Its drills, newest last (the last few are kept)."
     )
 
     @property

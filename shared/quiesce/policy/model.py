@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, Union
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
@@ -22,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema
 
+from quiesce.policy.base import StrictModel
+from quiesce.policy.recovery import Copy, RestoreSite, check_copies
 from quiesce.triggers.model import Trigger
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -34,13 +35,6 @@ HookPhaseName = Literal["pre", "post", "verify"]
 MAX_HOOK_SECONDS = 3600
 MAX_DURABILITY_SECONDS = 7 * 24 * 3600
 MAX_AGE_DAYS = 36500
-
-
-class StrictModel(BaseModel):
-    """Unknown fields are errors: a typo must never silently disable a hook. Numbers are finite:
-    `.inf` and `.nan` are refused wherever a float is read."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def default_hook_name(group: str, member: str, phase: str) -> str:
@@ -570,6 +564,17 @@ class Group(StrictModel):
         description="Which recovery points to keep; none: keep all.",
         examples=[{"keep_last": 7}],
     )
+    copies: list[Copy] = Field(
+        default_factory=list,
+        description="Regions every recovery point is copied to, each kept by its own rule.",
+        examples=[[{"region": "eu-west-1", "keep_last": 7}]],
+    )
+    restore: RestoreSite | None = Field(
+        default=None,
+        description="Where restores and drills launch the group's copies (in its own region; "
+        "a copy's region names its own under `copies`).",
+        examples=[{"network": "subnet-0abc1234", "security_groups": ["sg-0isolated"]}],
+    )
     members: list[Member] = Field(
         min_length=1,
         description="The resources frozen and snapshotted together.",
@@ -578,6 +583,7 @@ class Group(StrictModel):
 
     @model_validator(mode="after")
     def _check_members(self) -> Group:
+        check_copies(self.copies)
         names = [m.name for m in self.members]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -675,6 +681,21 @@ class Policy(StrictModel):
                     f"triggers[{i}] ({trigger.name}): group {trigger.group!r} is not in the "
                     f"policy; known groups: {', '.join(sorted(self.groups))}"
                 )
+            if trigger.action == "drill":
+                group = self.groups[trigger.group]
+                sites = {c.region: c.restore for c in group.copies}
+                if trigger.region is None and group.restore is None:
+                    raise ValueError(
+                        f"triggers[{i}] ({trigger.name}): a drill of group {trigger.group!r} "
+                        "needs the group's `restore:` site (the isolated network its copies "
+                        "are launched into)"
+                    )
+                if trigger.region is not None and sites.get(trigger.region) is None:
+                    raise ValueError(
+                        f"triggers[{i}] ({trigger.name}): a drill in {trigger.region} needs a "
+                        f"copy of group {trigger.group!r} there with its `restore:` site "
+                        f"(copies: [{{region: {trigger.region}, restore: {{network: ...}}}}])"
+                    )
         return self
 
     @model_validator(mode="after")

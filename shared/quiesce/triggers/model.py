@@ -43,6 +43,22 @@ class Trigger(BaseModel):
         description="Event kind that fires it: `deploy` (a deployment event) or `alert`.",
         examples=["deploy"],
     )
+    action: Literal["backup", "drill"] = Field(
+        default="backup",
+        description=(
+            "`backup`: run the group. `drill` (schedules only): restore the group's latest "
+            "recovery point into isolation (its `restore:` site, or a copy's), run the verify "
+            "hooks, measure the recovery time, and delete everything the drill created."
+        ),
+        examples=["drill"],
+    )
+    region: str | None = Field(
+        default=None,
+        max_length=64,
+        description="For a drill: the region of the group's copy to restore (default: the "
+        "group's own recovery points).",
+        examples=["eu-west-1"],
+    )
     match: dict[str, str] = Field(
         default_factory=dict,
         description=(
@@ -90,6 +106,10 @@ class Trigger(BaseModel):
             raise ValueError("give exactly one of schedule or on")
         if self.schedule is not None and self.match:
             raise ValueError("match is for event triggers (on: deploy | alert), not schedules")
+        if self.action == "drill" and self.schedule is None:
+            raise ValueError("action: drill is for schedules (a drill is planned, not an alarm)")
+        if self.region is not None and self.action != "drill":
+            raise ValueError("region is for drills (action: drill)")
         return self
 
     @property
