@@ -17,13 +17,17 @@ from quiesce.errors import ProviderError
 from quiesce.policy.model import Member, MemberBase
 from quiesce.ports import (
     Backends,
+    Cleanup,
     CloudRestore,
     HookCall,
     HookRunner,
     Inventory,
     Machine,
+    MachineRestore,
     PointMethod,
     Provider,
+    RestoredMachine,
+    Restorer,
     RestoreStep,
     SnapshotCall,
     Snapshotter,
@@ -133,6 +137,9 @@ class FakeSnapshotter(Snapshotter):
         self.reported: dict[str, Consistency] = {}
         #: member -> restore resolution (s): members whose point is `pitr` (a managed service)
         self.pitr: dict[str, float] = {}
+        #: copies to other regions: regions whose copies stay pending, regions that refuse
+        self.pending_regions: set[str] = set()
+        self.copy_refused: set[str] = set()
         #: cloud restores: members it cannot plan, members whose call fails, what it created
         self.no_cloud_restore: set[str] = set()
         self.cloud_restore_failing: set[str] = set()
@@ -192,9 +199,30 @@ class FakeSnapshotter(Snapshotter):
         step = self.pitr.get(spec.name)
         return PointMethod() if step is None else PointMethod("pitr", step)
 
+    def copy_to_region(
+        self, snapshot: SnapshotRef, region: str, key: str | None, tags: dict[str, str]
+    ) -> SnapshotRef:
+        if region in self.copy_refused:
+            raise ProviderError(f"copies to {region} are not allowed", code="AccessDenied")
+        replica = snapshot.model_copy(
+            update={
+                "id": f"{snapshot.id}@{region}",
+                "location": region,
+                "state": SnapshotState.PENDING,
+                "tags": dict(tags),
+                "durable_at": None,
+            }
+        )
+        with self._lock:
+            self.store[replica.id] = replica
+        return replica
+
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
         out = []
         for s in snapshots:
+            if s.location and s.location in self.pending_regions:
+                out.append(s)  # a copy still on its way
+                continue
             failed = any(s.id.endswith(f"/{m}-0") for m in self.not_durable)
             state = SnapshotState.FAILED if failed else SnapshotState.COMPLETED
             out.append(s.model_copy(update={"state": state, "durable_at": utcnow()}))
@@ -215,6 +243,56 @@ class FakeSnapshotter(Snapshotter):
             ]
 
 
+class FakeRestorer(Restorer):
+    """A cloud that launches copies of machines: `resources` is everything it holds (id ->
+    restore label), so a test can see what a restore left behind."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.resources: dict[str, str] = {}
+        self.fail_launch: set[str] = set()  # members whose launch fails after the volumes
+        self.never_ready: set[str] = set()
+        self.launched: list[MachineRestore] = []
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def _make(self, kind: str, label: str) -> str:
+        with self._lock:
+            self._n += 1
+            rid = f"{kind}-{self._n:04d}"
+            self.resources[rid] = label
+        return rid
+
+    def launch(self, request: MachineRestore) -> RestoredMachine:
+        self.launched.append(request)
+        volumes = [self._make("vol", request.label) for _ in request.snapshots]
+        if request.member in self.fail_launch:
+            raise ProviderError("InsufficientInstanceCapacity", code="LaunchFailed")
+        instance = self._make("i", request.label)
+        self.log.add("launch", request.member, instance)
+        return RestoredMachine(
+            member=request.member,
+            source=request.machine_id,
+            machine=Machine(provider="local", member=request.member, machine_id=instance),
+            created=[*volumes, instance],
+            mounts={s.volume: f"/dev/sd{chr(102 + i)}" for i, s in enumerate(request.snapshots)},
+        )
+
+    def wait_ready(self, restored: RestoredMachine, timeout: float) -> None:
+        if restored.member in self.never_ready:
+            raise ProviderError(
+                f"{restored.machine.machine_id} did not answer within {timeout:g}s",
+                code="NotReady",
+            )
+
+    def cleanup(self, label: str, regions: Sequence[str | None]) -> Cleanup:
+        with self._lock:
+            mine = sorted(r for r, lab in self.resources.items() if lab == label)
+            for rid in mine:
+                del self.resources[rid]
+        return Cleanup(deleted=mine)
+
+
 @dataclass
 class World:
     log: Log
@@ -224,6 +302,7 @@ class World:
     state: MemoryStateStore
     bus: MemoryEventBus
     backends: Backends
+    restorer: FakeRestorer
 
 
 def make_world(latency: float = 0.0) -> World:
@@ -233,7 +312,8 @@ def make_world(latency: float = 0.0) -> World:
     snapshots = FakeSnapshotter(log, latency)
     state = MemoryStateStore()
     bus = MemoryEventBus()
+    restorer = FakeRestorer(log)
     backends = Backends(
-        providers={"local": Provider(inventory, hooks, snapshots)}, state=state, bus=bus
+        providers={"local": Provider(inventory, hooks, snapshots, restorer)}, state=state, bus=bus
     )
-    return World(log, inventory, hooks, snapshots, state, bus, backends)
+    return World(log, inventory, hooks, snapshots, state, bus, backends, restorer)

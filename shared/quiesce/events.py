@@ -122,6 +122,24 @@ class PointDeletedData(_Data):
     snapshots: list[str]
 
 
+class DrillData(_Data):
+    """What a drill of a group's recovery point came to."""
+
+    drill_id: str
+    policy: str
+    group: str
+    recovery_point: str
+    region: str | None
+    verdict: Literal["passed", "failed"]
+    rto_seconds: float | None = Field(
+        description="From the restore's start to the last verify hook's success."
+    )
+    phases: dict[str, float] = Field(description="Seconds per phase.")
+    created: list[str]
+    left: list[str] = Field(description="What the cleanup could not delete (should be empty).")
+    errors: list[str]
+
+
 class EventType:
     RUN_STARTED = "quiesce.run.started"
     MEMBER_QUIESCED = "quiesce.member.quiesced"
@@ -133,6 +151,8 @@ class EventType:
     RUN_COMPLETED = "quiesce.run.completed"
     RUN_FAILED = "quiesce.run.failed"
     POINT_DELETED = "quiesce.point.deleted"
+    DRILL_COMPLETED = "quiesce.drill.completed"
+    DRILL_FAILED = "quiesce.drill.failed"
 
 
 #: Every event type, what it means, and the model of its data.
@@ -162,6 +182,14 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     ),
     EventType.RUN_FAILED: ("No recovery point was recorded.", RunResult),
     EventType.POINT_DELETED: ("Retention deleted a recovery point.", PointDeletedData),
+    EventType.DRILL_COMPLETED: (
+        "A drill restored a recovery point into isolation, verified it and tore it down.",
+        DrillData,
+    ),
+    EventType.DRILL_FAILED: (
+        "A drill could not restore, verify or tear down a recovery point (errors say which).",
+        DrillData,
+    ),
 }
 
 

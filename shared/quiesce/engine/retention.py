@@ -58,7 +58,8 @@ def apply_retention(ctx: RunContext) -> None:
             ),
             subject=point.id,
         )
-        for snap in point.snapshots:
+        replicas = [s for c in point.copies for m in c.members for s in m.snapshots]
+        for snap in [*point.snapshots, *replicas]:
             try:
                 ctx.provider(snap.provider).snapshots.delete(snap)
             except Exception as exc:

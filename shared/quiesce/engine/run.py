@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from quiesce.engine import copies
 from quiesce.engine.claims import Cooldown, claim
 from quiesce.engine.context import RunContext
 from quiesce.engine.finish import finish
@@ -193,6 +194,13 @@ def _freeze_to_point(ctx: RunContext) -> None:
         return
     _record_point(ctx)
     apply_retention(ctx)
+    if ctx.record.recovery_point is not None:
+        try:
+            ctx.record.warnings += copies.after_run(
+                ctx.record.recovery_point, ctx.group, ctx.backends, ctx.now
+            )
+        except Exception as exc:  # the point is recorded: a copy never fails the run
+            ctx.record.warnings.append(f"the point's copies could not be started: {exc}")
 
 
 def _freeze_snapshot_thaw(ctx: RunContext) -> bool:

@@ -37,6 +37,9 @@ Converter = Callable[[Any], list[TriggerEvent]]
 
 #: Seconds a run needs beyond the freeze: snapshots' calls, thaw, catalog and events.
 RUN_MARGIN_SECONDS = 60
+#: Seconds a drill needs at least: launching copies, waiting until they answer, verifying and
+#: deleting them (a drill cut short leaves its resources to `quiesce restore-cleanup`).
+DRILL_SECONDS = 600
 
 
 class Answer(BaseModel):
@@ -80,7 +83,13 @@ def does_not_fit(policy: Policy, triggers: list[Trigger], deadline: Deadline) ->
     remaining = deadline.remaining()
     if remaining is None:
         return None
-    for name in sorted({t.group for t in triggers}):
+    if any(t.action == "drill" for t in triggers) and remaining < DRILL_SECONDS:
+        return (
+            f"a drill needs at least {DRILL_SECONDS}s (launching copies, waiting for them to "
+            f"answer, verifying and deleting them) but the function has {max(remaining, 0):.0f}s "
+            f"left ({deadline.source}): raise the drill function's timeout"
+        )
+    for name in sorted({t.group for t in triggers if t.action == "backup"}):
         needed = policy.groups[name].max_freeze_seconds + RUN_MARGIN_SECONDS
         if remaining < needed:
             return (

@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict
 
 from quiesce.engine import run_group, run_result
 from quiesce.engine.claims import Cooldown
-from quiesce.errors import CooldownError, DuplicateTriggerError, GroupBusyError
+from quiesce.errors import CooldownError, DuplicateTriggerError, GroupBusyError, QuiesceError
 from quiesce.events import RunResult
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends
-from quiesce.record import RunRecord, utcnow
+from quiesce.record import DrillRecord, RunRecord, utcnow
 from quiesce.triggers.event import TriggerEvent
 from quiesce.triggers.model import Trigger
 
@@ -64,9 +64,10 @@ class Outcome(BaseModel):
 
     trigger: str
     group: str
-    action: Literal["ran", "duplicate", "cooldown", "busy"]
+    action: Literal["ran", "duplicate", "cooldown", "busy", "drilled"]
     detail: str = ""
     result: RunResult | None = None
+    drill: DrillRecord | None = None
 
 
 def idempotency_key(event: TriggerEvent, trigger: Trigger) -> str:
@@ -116,6 +117,9 @@ def fire(
     anything propagate, so the platform delivers the event again."""
     outcomes = []
     for trigger in route(policy, event):
+        if trigger.action == "drill":
+            outcomes.append(_drill(policy, event, trigger, backends, now))
+            continue
         cooldown = cooldown_of(policy, trigger)
         trigger_id = idempotency_key(event, trigger)
         if reason := _cooling(cooldown, trigger_id, backends, now()):
@@ -177,3 +181,44 @@ def fire(
             )
         )
     return outcomes
+
+
+def _drill(
+    policy: Policy,
+    event: TriggerEvent,
+    trigger: Trigger,
+    backends: Backends,
+    now: Callable[[], datetime],
+) -> Outcome:
+    """A drill trigger: restore the group's newest point into isolation, verify, measure,
+    tear down (quiesce.drill). A drill that cannot start (nothing to drill) is answered."""
+    from quiesce.drill import run_drill  # the restore code loads only for drills
+
+    try:
+        drill = run_drill(
+            policy,
+            trigger.group,
+            backends,
+            region=trigger.region,
+            trigger_id=idempotency_key(event, trigger),
+            now=now,
+        )
+    except DuplicateTriggerError as exc:
+        return Outcome(
+            trigger=trigger.name, group=trigger.group, action="duplicate", detail=str(exc)
+        )
+    except QuiesceError as exc:
+        return Outcome(
+            trigger=trigger.name,
+            group=trigger.group,
+            action="drilled",
+            detail=f"not drilled: {exc}",
+        )
+    rto = f", recovery time {drill.rto_seconds:g}s" if drill.rto_seconds is not None else ""
+    return Outcome(
+        trigger=trigger.name,
+        group=trigger.group,
+        action="drilled",
+        detail=f"{drill.verdict}{rto}",
+        drill=drill,
+    )
