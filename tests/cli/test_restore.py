@@ -149,7 +149,7 @@ def test_restore_needs_either_a_folder_or_in_cloud(backed_up: tuple[Workspace, s
     assert "give either --to DIR" in out
     code, out = quiesce("restore", str(ws.policy), point, "--execute", "--to", "/tmp/x")
     assert code == 2
-    assert "--execute, --zone and --name-prefix go with --in-cloud" in out
+    assert "--execute, --zone, --name-prefix and --launch go with --in-cloud" in out
 
 
 def test_restore_in_cloud_of_local_volumes_is_refused_before_anything_is_made(
@@ -160,3 +160,35 @@ def test_restore_in_cloud_of_local_volumes_is_refused_before_anything_is_made(
     assert code == 1
     assert "cannot be restored in its cloud" in out
     assert "the local provider cannot restore" in out
+
+
+def test_launch_options_need_in_cloud_launch(backed_up: tuple[Workspace, str]) -> None:
+    ws, point = backed_up
+    code, out = quiesce("restore", str(ws.policy), point, "--in-cloud", "--region", "eu-west-1")
+    assert code == 2
+    assert "--region and --cleanup go with --in-cloud --launch" in out
+
+
+def test_launch_without_a_restore_site_is_refused_with_the_setting_to_add(
+    backed_up: tuple[Workspace, str],
+) -> None:
+    ws, point = backed_up
+    code, out = quiesce("restore", str(ws.policy), point, "--in-cloud", "--launch")
+    assert code == 1
+    assert "has no `restore:` site" in out
+
+
+def test_a_drill_of_a_group_without_a_site_is_refused(backed_up: tuple[Workspace, str]) -> None:
+    ws, _ = backed_up
+    code, out = quiesce("drill", str(ws.policy), "orders")
+    assert code == 1
+    assert "has no `restore:` site" in out
+
+
+def test_restore_cleanup_of_a_label_nothing_carries_deletes_nothing(
+    backed_up: tuple[Workspace, str],
+) -> None:
+    ws, _ = backed_up
+    code, out = quiesce("restore-cleanup", str(ws.policy), "restore-none-000000", "--json")
+    assert code == 0, out
+    assert json.loads(out) == {"label": "restore-none-000000", "deleted": [], "left": []}

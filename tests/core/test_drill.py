@@ -249,3 +249,27 @@ def test_a_drill_needs_a_site_to_launch_into() -> None:
                 ],
             }
         )
+
+
+def test_points_show_copies_and_the_last_drill(world: World) -> None:
+    from rich.console import Console
+
+    from quiesce.cli.render import launch_summary, points_table
+
+    point_id = backed_up(world)
+    run_drill(policy(), "orders", world.backends)
+    point = world.state.get_point(point_id)
+    assert point is not None
+    console = Console(record=True, width=300)
+    console.print(points_table([point]))
+    text = console.export_text()
+    assert "dr-region: completed" in text
+    assert f"passed in {point.drills[-1].rto_seconds:g} s" in text
+
+    launched = restore_group(policy(), world.backends, point_id)
+    console = Console(record=True, width=300)
+    launch_summary(console, launched)
+    shown = console.export_text()
+    assert f"label {launched.label}" in shown
+    assert f"quiesce restore-cleanup POLICY {launched.label}" in shown
+    cleanup_restore(world.backends, launched.label, [None])

@@ -21,8 +21,15 @@ from rich.text import Text
 
 from quiesce import __version__
 from quiesce.allowlist import allowlist, policy_hooks, render
-from quiesce.cli.render import cloud_restore_summary, points_table, restore_summary, run_summary
+from quiesce.cli.render import (
+    cloud_restore_summary,
+    launch_summary,
+    points_table,
+    restore_summary,
+    run_summary,
+)
 from quiesce.cloud_restore import restore_in_cloud
+from quiesce.drill import run_drill
 from quiesce.engine import RunInterrupted, recover_abandoned, run_group, run_result
 from quiesce.engine.outcome import EXIT_CODES
 from quiesce.errors import (
@@ -33,6 +40,7 @@ from quiesce.errors import (
     UnknownGroupError,
 )
 from quiesce.events import event_schemas
+from quiesce.group_restore import cleanup_restore, restore_group
 from quiesce.plan import GOOD_STATES, plan_policy
 from quiesce.policy import Policy, load_policy
 from quiesce.policy.model import json_schema
@@ -377,6 +385,27 @@ def restore(
             show_default=False,
         ),
     ] = None,
+    launch: Annotated[
+        bool,
+        typer.Option(
+            "--launch",
+            help="With --in-cloud: launch every machine as a copy at the group's `restore:` site "
+            "(an isolated network), wait until each answers and run the verify hooks on it; "
+            "prints the restore's label (every resource it made is tagged with it).",
+        ),
+    ] = False,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            "--region",
+            help="With --launch: restore the point's copy in this region (its `copies:` entry).",
+            show_default=False,
+        ),
+    ] = None,
+    cleanup: Annotated[
+        bool,
+        typer.Option("--cleanup", help="With --launch: delete everything it made at the end."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a recovery point's volumes into DIR/<member>/<volume> and run each member's
@@ -385,8 +414,28 @@ def restore(
     fails."""
     if in_cloud == (to is not None):
         fail("give either --to DIR (restore into folders) or --in-cloud", code=EXIT_INVALID)
-    if (execute or zone or name_prefix) and not in_cloud:
-        fail("--execute, --zone and --name-prefix go with --in-cloud", code=EXIT_INVALID)
+    if (execute or zone or name_prefix or launch) and not in_cloud:
+        fail("--execute, --zone, --name-prefix and --launch go with --in-cloud", code=EXIT_INVALID)
+    if (region or cleanup) and not launch:
+        fail("--region and --cleanup go with --in-cloud --launch", code=EXIT_INVALID)
+    if launch:
+        with guarded():
+            loaded = _load(policy)
+            if not has_state(loaded):
+                fail(f"policy {loaded.name!r} has no recovery points yet")
+            launched = restore_group(
+                loaded,
+                backends_for(loaded),
+                recovery_point,
+                region=region,
+                cleanup=cleanup,
+                verify=not no_verify,
+            )
+        if as_json:
+            _print_json(launched.model_dump(mode="json"))
+        else:
+            launch_summary(out, launched)
+        raise typer.Exit(0 if launched.ok else 1)
     with guarded():
         loaded = _load(policy)
         if not has_state(loaded):
@@ -418,6 +467,71 @@ def restore(
     else:
         restore_summary(out, result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("restore-cleanup")
+def restore_cleanup(
+    policy: PolicyArg,
+    label: Annotated[
+        str, typer.Argument(help="The restore's label (printed by `restore --launch`).")
+    ],
+    region: Annotated[
+        list[str] | None,
+        typer.Option("--region", help="Regions to clean (repeat); default: the providers' own."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete everything a restore or drill made, found by its label's tag
+    (`quiesce:restore=LABEL`), in dependency order; nothing untagged is touched. Exit 1 when
+    something could not be deleted (it is listed with the reason)."""
+    with guarded():
+        loaded = _load(policy)
+        regions: list[str | None] = list(region) if region else [None]
+        deleted, left = cleanup_restore(backends_for(loaded), label, regions)
+    if as_json:
+        _print_json({"label": label, "deleted": deleted, "left": left})
+    else:
+        out.print(f"deleted {len(deleted)} resource(s) labelled {label}")
+        for item in deleted:
+            out.print(f"  {item}")
+        for item in left:
+            out.print(Text(f"left: {item}", "red"), soft_wrap=True)
+    raise typer.Exit(1 if left else 0)
+
+
+@app.command()
+def drill(
+    policy: PolicyArg,
+    group: Annotated[str, typer.Argument(help="The group to drill.")],
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="Drill the group's copy in this region.", show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drill a group now: restore its newest point into isolation (its `restore:` site),
+    run the verify hooks, measure the recovery time, delete everything the drill made, and
+    record the verdict on the point (`quiesce points` shows it). Exit 1 when it failed."""
+    with guarded():
+        loaded = _load(policy)
+        if not has_state(loaded):
+            fail(f"policy {loaded.name!r} has no recovery points yet")
+        record = run_drill(loaded, group, backends_for(loaded), region=region)
+    if as_json:
+        _print_json(record.model_dump(mode="json"))
+    else:
+        rto = f"{record.rto_seconds:g} s" if record.rto_seconds is not None else "—"
+        style = "green" if record.verdict == "passed" else "red"
+        out.print(
+            Text.assemble(("drill ", "bold"), (record.verdict, style), f"   recovery time: {rto}")
+        )
+        for phase, seconds in record.phases.items():
+            out.print(f"  {phase}: {seconds:g} s")
+        for error in record.errors:
+            out.print(Text(f"error: {error}", "red"), soft_wrap=True)
+        for item in record.left:
+            out.print(Text(f"left behind: {item}", "red"), soft_wrap=True)
+    raise typer.Exit(0 if record.verdict == "passed" else 1)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from quiesce.cloud_restore import CloudRestoreResult
 from quiesce.events import RunResult
+from quiesce.group_restore import GroupRestoreResult
 from quiesce.record import RecoveryPoint
 from quiesce.restore import RestoreResult
 
@@ -82,6 +83,12 @@ def points_table(points: list[RecoveryPoint]) -> Table:
     timed = any(p.restore_time is not None for p in points)
     if timed:
         cols += ["T (pitr, UTC)", "methods"]
+    copied = any(p.copies for p in points)
+    if copied:
+        cols.append("copies")
+    drilled = any(p.drills for p in points)
+    if drilled:
+        cols.append("last drill")
     for col in cols:
         table.add_column(col)
     for p in points:
@@ -99,8 +106,57 @@ def points_table(points: list[RecoveryPoint]) -> Table:
         if timed:
             moment = p.restore_time.strftime("%Y-%m-%d %H:%M:%S") if p.restore_time else "—"
             row += [moment, _methods(p)]
+        if copied:
+            row.append(", ".join(f"{c.region}: {c.state.value}" for c in p.copies) or "—")
+        if drilled:
+            row.append(_last_drill(p))
         table.add_row(*row)
     return table
+
+
+def _last_drill(point: RecoveryPoint) -> Text:
+    if not point.drills:
+        return Text("—")
+    last = point.drills[-1]
+    rto = f" in {last.rto_seconds:g} s" if last.rto_seconds is not None else ""
+    where = f" ({last.region})" if last.region else ""
+    return Text(f"{last.verdict}{rto}{where}", "green" if last.verdict == "passed" else "red")
+
+
+def launch_summary(console: Console, result: GroupRestoreResult) -> None:
+    where = f" in {result.region}" if result.region else ""
+    console.print(
+        Text.assemble(
+            ("launched ", "bold"), (result.recovery_point, "bold"), f"{where}, label {result.label}"
+        )
+    )
+    table = Table(box=None, pad_edge=False)
+    for col in ("member", "from", "copy", "ready", "verify"):
+        table.add_column(col, overflow="fold")
+    for m in result.machines:
+        verify = "—" if m.verify is None else m.verify.status.value
+        table.add_row(m.member, m.source, m.machine, "yes" if m.ready else "no", verify)
+    console.print(table)
+    rto = f"{result.rto_seconds:g} s" if result.rto_seconds is not None else "—"
+    phases = ", ".join(f"{k} {v:g} s" for k, v in result.phases.items())
+    console.print(f"recovery time: {rto}   ({phases})")
+    for name in result.skipped:
+        console.print(
+            Text(f"not launched: {name} (a managed service: restore it with --in-cloud)", "yellow")
+        )
+    for error in result.errors:
+        console.print(Text(f"error: {error}", "red"), soft_wrap=True)
+    if result.deleted or result.left:
+        console.print(f"deleted {len(result.deleted)} resource(s)")
+    elif result.created:
+        console.print(
+            Text(
+                f"left running: delete with `quiesce restore-cleanup POLICY {result.label}`",
+                "yellow",
+            )
+        )
+    for item in result.left:
+        console.print(Text(f"left behind: {item}", "red"), soft_wrap=True)
 
 
 def cloud_restore_summary(console: Console, result: CloudRestoreResult) -> None:
