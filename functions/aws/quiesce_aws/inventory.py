@@ -20,6 +20,7 @@ from quiesce_aws.clients import ClientFactory
 from quiesce_aws.member import AwsMember
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import EC2_THROTTLING, Backoff, error_message
+from quiesce_aws.shape import instance_attributes
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef, InstanceTypeDef
@@ -136,6 +137,8 @@ class Ec2Inventory(Inventory):
             machine_id=instance_id,
             volumes=instance_volumes(instance, member.exclude_boot_volume),
             attributes={
+                # The shape a restore launches a copy with (quiesce_aws.shape).
+                **instance_attributes(instance),
                 "region": member.region,
                 "os": instance_platform(instance),
                 "state": str(instance.get("State", {}).get("Name", "")),

@@ -38,6 +38,7 @@ from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
 from quiesce_aws.clients import ClientFactory, chunks
+from quiesce_aws.copies import COPY_PERMISSIONS, copy_snapshot
 from quiesce_aws.member import AwsMember
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import (
@@ -48,6 +49,7 @@ from quiesce_aws.retry import (
     error_code,
     error_message,
 )
+from quiesce_aws.shape import shape_tags
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -147,6 +149,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
             ),
         ],
         "find": [DESCRIBE],
+        "copy_to_region": COPY_PERMISSIONS,
     }
 
     #: What whoever runs `quiesce restore --in-cloud --execute` needs (not the functions: they
@@ -202,6 +205,8 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
         zone = call.machine.attributes.get("availability_zone")
         if zone:
             tags[AZ_TAG] = zone
+        # The instance's shape, so a restore can launch a copy without the original.
+        tags.update(shape_tags(call.machine.attributes))
         if self._is_windows(call):
             return self._take_vss(call, region, tags)
         ec2 = self.clients.ec2(region)
@@ -330,6 +335,23 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
     def describe(self, machine: Machine) -> dict[str, str]:
         method = "ebs-vss" if machine.attributes.get("os") == "windows" else "ebs"
         return {volume: method for volume in machine.volumes}
+
+    # ------------------------------------------------------------------------------ copies
+
+    def copy_to_region(
+        self, snapshot: SnapshotRef, region: str, key: str | None, tags: dict[str, str]
+    ) -> SnapshotRef:
+        """CopySnapshot in `region` from the snapshot's own region (quiesce_aws.copies)."""
+        return copy_snapshot(
+            self.clients.ec2(region),
+            snapshot,
+            source_region=self._region(snapshot),
+            region=region,
+            key=key,
+            tags=tags,
+            backoff=self.backoff,
+            arn=lambda replica: snapshot_arn(region, replica),
+        )
 
     # ------------------------------------------------------------------------------ restore
 
