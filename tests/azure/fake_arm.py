@@ -136,7 +136,7 @@ class FakeArm:
     #: managed disks by the path they were created at (as sent)
     disks: dict[str, dict[str, Any]] = field(default_factory=dict)
     nics: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    #: VM names whose create operation ends Failed (the VM stays, provisioningState Failed).
+    #: VM names (or `quiesce:restore` labels) whose create ends Failed (the VM stays, Failed).
     fail_vm_creates: set[str] = field(default_factory=set)
     #: VM names whose VM agent never becomes Ready.
     silent_agents: set[str] = field(default_factory=set)
@@ -492,6 +492,7 @@ class FakeArm:
                 "tags": payload.get("tags", {}),
                 "properties": {**props, "provisioningState": "Creating"},
                 "_agent_polls": self.agent_polls,
+                "_provision_polls": self.lro_polls,
             }
             self.vms[key] = vm
             self.created.append((time.monotonic(), "vm", vm_id))
@@ -510,7 +511,7 @@ class FakeArm:
             found = self._find_nic(nic_id)
             if found is not None:
                 found["properties"]["virtualMachine"] = {"id": vm["id"]}
-        if name.lower() in self.fail_vm_creates:
+        if self._fails(vm):
 
             def failed() -> None:
                 vm["properties"]["provisioningState"] = "Failed"
@@ -547,6 +548,10 @@ class FakeArm:
 
         return self._lro(202, None, on_done=gone)
 
+    def _fails(self, vm: dict[str, Any]) -> bool:
+        label = (vm.get("tags") or {}).get("quiesce:restore")
+        return bool({vm["name"].lower(), label} & self.fail_vm_creates)
+
     def _agent_ready(self, vm: dict[str, Any]) -> bool:
         return "_agent_polls" not in vm or (
             vm["_agent_polls"] <= 0 and vm["name"].lower() not in self.silent_agents
@@ -556,6 +561,11 @@ class FakeArm:
         """The VM's instance view; each read of a provisioned VM brings its agent closer to
         Ready (`agent_polls`)."""
         state = vm["properties"].get("provisioningState", "Succeeded")
+        if state == "Creating":  # provisioning goes on whether or not its operation is polled
+            vm["_provision_polls"] -= 1
+            if vm["_provision_polls"] < 0:
+                failed = self._fails(vm)
+                state = vm["properties"]["provisioningState"] = "Failed" if failed else "Succeeded"
         if state == "Succeeded" and vm.get("_agent_polls", 0) > 0:
             vm["_agent_polls"] -= 1
         ready = state == "Succeeded" and self._agent_ready(vm)
@@ -813,22 +823,24 @@ class FakeArm:
         meta = json.loads(json.dumps(source["properties"]["sourceMetadata"]))
         meta["location"] = coll["location"]
         wanted = (props.get("sourceMetadata") or {}).get("storageProfile") or {}
+        # a data disk's settings are matched by position (`lun` is read-only, never sent)
         asked = [wanted.get("osDisk") or {}, *list(wanted.get("dataDisks") or [])]
         disks = [
             meta["storageProfile"].get("osDisk"),
             *list(meta["storageProfile"].get("dataDisks") or []),
         ]
-        for disk in [d for d in disks if d]:
+        for index, disk in enumerate(disks):
+            if not disk:
+                continue
             old = disk["diskRestorePoint"]["id"]
             disk["diskRestorePoint"] = {
                 "id": f"{point_id}/diskRestorePoints/{old.rsplit('/', 1)[-1]}",
                 "sourceDiskRestorePoint": {"id": old},
             }
-            for ask in asked:
-                if ask.get("lun") == disk.get("lun") and ask.get("diskRestorePoint"):
-                    encryption = ask["diskRestorePoint"].get("encryption")
-                    if encryption:
-                        disk["diskRestorePoint"]["encryption"] = encryption
+            ask = asked[index] if index < len(asked) else {}
+            encryption = (ask.get("diskRestorePoint") or {}).get("encryption")
+            if encryption:
+                disk["diskRestorePoint"]["encryption"] = encryption
         point: dict[str, Any] = {
             "id": point_id,
             "name": rp_name,
@@ -837,7 +849,8 @@ class FakeArm:
                 "sourceMetadata": meta,
                 "sourceRestorePoint": {"id": source_id},
                 "consistencyMode": source["properties"].get("consistencyMode"),
-                "provisioningState": "Creating",
+                # ARM creates the copy at once; its disks replicate in the background
+                "provisioningState": "Succeeded",
                 "timeCreated": source["properties"].get("timeCreated"),
             },
             "_replication_polls": self.region_copy_polls,
@@ -972,6 +985,10 @@ class FakeArm:
                 snap["properties"]["encryption"] = props["encryption"]
             self.snapshots[key] = snap
             self.created.append((time.monotonic(), "snapshot", snap["id"]))
+            if creation.get("createOption") == "CopyStart":
+                # created at once, copied in the background (completionPercent)
+                snap["properties"]["provisioningState"] = "Succeeded"
+                snap["properties"]["completionPercent"] = 0.0 if copy_polls else 100.0
 
             def made() -> None:
                 snap["properties"]["provisioningState"] = "Succeeded"

@@ -74,7 +74,7 @@ def azure_provider(
     polling_interval: float | None = None,
     backoff: Backoff | None = None,
 ) -> Provider:
-    """Azure inventory, Run Command hooks and restore points/snapshots for a policy.
+    """Azure inventory, Run Command hooks, restore points/snapshots and restores for a policy.
 
     `credential` is a TokenCredential (e.g. azure.identity.DefaultAzureCredential or
     ManagedIdentityCredential); `base_url` another ARM endpoint; `client_factory` replaces the
@@ -85,6 +85,7 @@ def azure_provider(
         from quiesce_azure.clients import CredentialClients
         from quiesce_azure.hooks import RunCommandHookRunner
         from quiesce_azure.inventory import AzureInventory
+        from quiesce_azure.restorer import AzureRestorer
         from quiesce_azure.snapshots import AzureSnapshotter
     except ImportError as exc:
         raise QuiesceError(
@@ -107,6 +108,13 @@ def azure_provider(
             poll_interval=poll,
         ),
         snapshots=AzureSnapshotter(clients, scopes=scopes, backoff=backoff, poll_interval=poll),
+        # group restores and drills: made in, and cleaned up from, the members' resource groups
+        restorer=AzureRestorer(
+            clients,
+            scopes={scope for found in scopes.values() for scope in found},
+            backoff=backoff,
+            poll_interval=poll,
+        ),
     )
 
 

@@ -12,7 +12,9 @@ Per member (`snapshot` in the policy):
   Linux VMs for CrashConsistent, because Quiesce's own hooks make them application-consistent.
   The level the platform reports is kept in the ref's tags (azure:consistency-mode).
   Restore points carry no tags of their own: the collection's tags and the restore point's name
-  (the recovery point id, which contains the run id) identify them.
+  (the recovery point id, `rp-<run id>`) identify them; `find` gives back their policy, group,
+  member, machine, recovery point and run exactly as `take` tagged them, but not the consistency
+  a Linux run recorded (kept nowhere on the restore point).
 * `disk_snapshots`: one incremental snapshot per managed disk (createOption Copy), tagged.
 
 `take` returns when the point in time is fixed by THE RULE below; `wait_durable` then polls
@@ -39,8 +41,9 @@ from quiesce.errors import ProviderError
 from quiesce.ports import CloudRestore, Machine, RestoreStep, SnapshotCall, Snapshotter, fan_out
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
-from quiesce.tags import MANAGED_TAG, snapshot_tags
+from quiesce.tags import MANAGED_TAG, POINT_TAG, RUN_TAG, snapshot_tags
 from quiesce_azure.clients import AzureClientFactory, VmRef, as_json, dig, parse_vm_id
+from quiesce_azure.copies import COPY_PERMISSIONS, copy_to_region, restore_point_state
 from quiesce_azure.member import AzureMember
 from quiesce_azure.permissions import Permission
 from quiesce_azure.retry import Backoff, error_code, error_message
@@ -54,6 +57,8 @@ METHOD_RESTORE_POINT = "restore_point"
 METHOD_SNAPSHOT = "incremental_snapshot"
 #: A restore point's ref stands for every managed disk of the VM.
 ALL_DISKS = "*"
+#: How the engine's recovery point ids (a restore point's name) begin, before the run id.
+POINT_PREFIX = "rp-"
 
 # THE RULE: when a point in time counts as fixed (and so when the engine may thaw).
 # No Azure document states when the point in time of a snapshot or restore point we create
@@ -136,6 +141,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
             Permission("Microsoft.Compute/restorePointCollections/read"),
             Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
         ],
+        "copy_to_region": COPY_PERMISSIONS,
     }
 
     #: `quiesce restore --execute` (run by an operator, not granted to the Function App).
@@ -264,6 +270,13 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
                         continue
                     found.append(self._restore_point_ref(point, tags))
         return sorted(found, key=lambda r: (r.started_at, r.id))
+
+    def copy_to_region(
+        self, snapshot: SnapshotRef, region: str, key: str | None, tags: dict[str, str]
+    ) -> SnapshotRef:
+        """A restore point copied into a collection in `region`, an incremental snapshot by
+        CopyStart (quiesce_azure.copies); returns the replica, pending."""
+        return copy_to_region(self, snapshot, region, key, tags)
 
     def describe(self, machine: Machine) -> dict[str, str]:
         return {volume: "restore_point or incremental_snapshot" for volume in machine.volumes}
@@ -419,7 +432,9 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
         state = _provisioning(dig(point, "properties", "provisioningState"))
         name = str(point.get("name") or "")
         ref_tags = dict(tags)
-        ref_tags["quiesce:recovery-point"] = name
+        ref_tags[POINT_TAG] = name
+        if name.startswith(POINT_PREFIX):  # the engine's point ids: rp-<run id>
+            ref_tags[RUN_TAG] = name.removeprefix(POINT_PREFIX)
         mode = dig(point, "properties", "consistencyMode")
         if mode:
             ref_tags["azure:consistency-mode"] = str(mode)
@@ -658,11 +673,12 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
                 rg, coll, name = match["rg"], match["coll"], match["name"]
                 point = as_json(
                     self.backoff.call(
-                        lambda: compute.restore_points.get(rg, coll, name),
+                        lambda: compute.restore_points.get(rg, coll, name, expand="instanceView"),
                         what="GET restore point",
                     )
                 )
-                return _provisioning(dig(point, "properties", "provisioningState"))
+                # a copy in another region is durable once every disk is replicated
+                return restore_point_state(point)
             if match := SNAPSHOT_ID.match(ref.id):
                 compute = self.clients.compute(match["sub"])
                 rg, name = match["rg"], match["name"]
