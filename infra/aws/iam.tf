@@ -105,6 +105,66 @@ data "aws_iam_policy_document" "adapters" {
     }
   }
 
+  # EbsSnapshotter.copy_to_region (a group's `copies:`): CopySnapshot, called in the
+  # destination region, of Quiesce's snapshots only ...
+  statement {
+    sid       = "CopyOnlyQuiesceManagedSnapshots"
+    actions   = ["ec2:CopySnapshot"]
+    resources = ["arn:${local.partition}:ec2:*::snapshot/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
+  # ... making only replicas that carry quiesce:managed=true ...
+  statement {
+    sid       = "CopyIntoQuiesceManagedSnapshots"
+    actions   = ["ec2:CopySnapshot"]
+    resources = ["arn:${local.partition}:ec2:*::snapshot/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/quiesce:managed"
+      values   = ["true"]
+    }
+  }
+
+  # ... tagged in the same call ...
+  statement {
+    sid       = "TagCopiesOnlyWhileCopying"
+    actions   = ["ec2:CreateTags"]
+    resources = ["arn:${local.partition}:ec2:*::snapshot/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["CopySnapshot"]
+    }
+  }
+
+  # ... and encrypted with a copy's customer managed key (copies[].key), or read from an
+  # encrypted source, through EC2 only (each key's policy must also allow this role).
+  statement {
+    sid = "UseKeysOfCopiesThroughEc2"
+    actions = [
+      "kms:CreateGrant",
+      "kms:Decrypt",
+      "kms:DescribeKey",
+      "kms:GenerateDataKeyWithoutPlaintext",
+      "kms:ReEncrypt*",
+    ]
+    resources = ["arn:${local.partition}:kms:*:${local.account_id}:key/*"]
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:ViaService"
+      values   = ["ec2.*.amazonaws.com"]
+    }
+  }
+
   # SsmHookRunner (the run-hook document) and EbsSnapshotter.take on Windows members (AWS's
   # VSS document): no other document can be sent ...
   statement {

@@ -48,6 +48,8 @@ def model_register_image(wire: Wire, ec2: Any, region: str) -> None:
         if "ImageId" not in parsed:
             return
         params = sent[-1]
+        if "BlockDeviceMappings" not in params:
+            return  # an image of the tests' own
         backend = ec2_backends[ACCOUNT][region]
         image = backend.amis[parsed["ImageId"]]
         invented = image.ebs_snapshot

@@ -60,7 +60,8 @@ def test_a_copy_is_started_in_the_destination_region_from_the_source_region(
     (call,) = sent
     assert call["SourceRegion"] == REGION
     assert call["SourceSnapshotId"] == source.id
-    assert "Encrypted" not in call and "KmsKeyId" not in call
+    assert "Encrypted" not in call
+    assert "KmsKeyId" not in call
     assert replica.id != source.id
     assert replica.state is SnapshotState.PENDING
     assert replica.location == snapshot_arn(DR_REGION, replica.id)
@@ -179,8 +180,7 @@ def test_each_snapshot_records_its_instances_shape_and_the_copy_carries_it(
         assert ref.tags["quiesce:instance-type"] == described_instance["InstanceType"]
         assert ref.tags["quiesce:root-device"] == "/dev/sda1"
         assert decode_devices(ref.tags["quiesce:devices"]) == {
-            b["Ebs"]["VolumeId"]: b["DeviceName"]
-            for b in described_instance["BlockDeviceMappings"]
+            b["Ebs"]["VolumeId"]: b["DeviceName"] for b in described_instance["BlockDeviceMappings"]
         }
     replica = snapshotter.copy_to_region(refs[0], DR_REGION, None, copy_tags(refs[0]))
     live = {t["Key"]: t["Value"] for t in described(clients, DR_REGION, replica.id)["Tags"]}

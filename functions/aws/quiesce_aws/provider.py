@@ -12,6 +12,7 @@ Environment (every name optional except QUIESCE_TABLE for aws_backends):
     QUIESCE_EVENT_BUS             the EventBridge bus's name      (default)
     QUIESCE_EVENT_SOURCE          the entries' Source             (quiesce)
     QUIESCE_REGION                the table's and bus's region    (the Session's, AWS_REGION)
+    QUIESCE_RESTORE_INSTANCE_PROFILE  the instance profile of restored copies (the original's)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from quiesce_aws.hooks import RUN_HOOK_DOCUMENT, SsmHookRunner
 from quiesce_aws.inventory import Ec2Inventory
 from quiesce_aws.managed_spec import EFS_SPEC, RDS_SPEC
 from quiesce_aws.member import AwsMember
+from quiesce_aws.restorer import Ec2Restorer
 from quiesce_aws.snapshots import EbsSnapshotter
 from quiesce_aws.spec import SPEC
 from quiesce_aws.state import DynamoDbStateStore
@@ -41,6 +43,7 @@ TABLE_ENV = "QUIESCE_TABLE"
 EVENT_BUS_ENV = "QUIESCE_EVENT_BUS"
 EVENT_SOURCE_ENV = "QUIESCE_EVENT_SOURCE"
 REGION_ENV = "QUIESCE_REGION"
+RESTORE_PROFILE_ENV = "QUIESCE_RESTORE_INSTANCE_PROFILE"
 
 # Apps built by copying sources carry no package metadata: importing the provider registers it.
 register(SPEC)
@@ -64,7 +67,7 @@ def aws_provider(
     default_region: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Provider:
-    """EC2 inventory, SSM hooks and EBS snapshots over the given clients."""
+    """EC2 inventory, SSM hooks, EBS snapshots and restores over the given clients."""
     env = os.environ if env is None else env
     return Provider(
         inventory=Ec2Inventory(clients),
@@ -80,6 +83,11 @@ def aws_provider(
                 for group, found in members_by_group(policy, AwsMember).items()
             },
             default_region=default_region,
+        ),
+        restorer=Ec2Restorer(
+            clients,
+            default_region=default_region,
+            instance_profile=env.get(RESTORE_PROFILE_ENV) or None,
         ),
     )
 
