@@ -8,6 +8,20 @@ snapshots.list answers pages of 500 (maxResults, pageToken) filtered on labels, 
 does. Every request is appended to `requests` as (method, path), so tests can count them.
 `fail_disks` makes createSnapshot of those disks fail (operation DONE with an error);
 `throttle` answers the next matching requests 429.
+
+For restores and copies it also keeps images and what launching needs, modelling the documented
+behaviour: images.insert (from a snapshot, with storageLocations and a KMS key) is PENDING for
+`image_reads` reads and then READY (`hold_images` keeps them PENDING: a copy still under way);
+disks.insert from a READY snapshot or image is CREATING until its operation is read, then READY;
+instances.insert is PROVISIONING, then STAGING, then RUNNING on successive reads (`on_running`
+is called once, when an instance is first seen RUNNING: tests boot its agent there), takes no
+disk that is not READY or is attached elsewhere read-write, and keeps what it was given
+(machineType, networkInterfaces, tags, labels, metadata); instances.delete is STOPPING until its
+operation is read, then gone (its auto-delete disks with it); attachDisk/detachDisk keep each
+disk's `users`, and a disk in use cannot be deleted. Lists filter on labels. regions.get names
+each region's zones (`zones`, default: -b, -c, -d). A snapshot keeps the description it was
+created with; labels are checked as the API checks them (keys and values of lowercase letters,
+digits, `_` and `-`, 63 characters at most; a key starts with a letter): others are refused 400.
 Every mutation is appended to `journal` (and to `journal_path` when set, where hook scripts
 append too), so tests can check the order of hooks and snapshots.
 """
@@ -27,6 +41,8 @@ from urllib.parse import parse_qs, urlparse
 
 BASE = "https://www.googleapis.com/compute/v1"
 LABEL_TERM = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^")\s]*)"?')
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 
 
 class Server(ThreadingHTTPServer):
@@ -41,6 +57,20 @@ def matches(labels: dict[str, str], filt: str) -> bool:
     return all(labels.get(k) == v for k, v in LABEL_TERM.findall(filt or ""))
 
 
+def _zonal_key(url: str) -> tuple[str, str, str]:
+    """(project, zone, name) of a zonal resource URL."""
+    parts = url.split("/")
+    at = parts.index("projects")
+    return parts[at + 1], parts[at + 3], parts[at + 5]
+
+
+def _global_key(url: str) -> tuple[str, str]:
+    """(project, name) of a global resource URL (or projects/P/global/KIND/NAME)."""
+    parts = url.split("/")
+    at = parts.index("projects")
+    return parts[at + 1], parts[at + 4]
+
+
 class FakeCompute:
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -52,6 +82,17 @@ class FakeCompute:
         self.operations: dict[str, dict[str, Any]] = {}
         self.guest_attributes: dict[tuple[str, str, str], dict[tuple[str, str], str]] = {}
         self.fail_disks: set[str] = set()
+        self.images: dict[tuple[str, str], dict[str, Any]] = {}
+        self.image_reads_left: dict[tuple[str, str], int] = {}
+        #: How many reads an image stays PENDING; `hold_images`: PENDING until released.
+        self.image_reads = 2
+        self.hold_images = False
+        self.zones: dict[str, list[str]] = {}
+        #: Called (project, zone, name) when an instance is first seen RUNNING.
+        self.on_running: Any = None
+        self.instance_reads: dict[tuple[str, str, str], int] = {}
+        #: When set, instances.insert is refused with this message (a quota, a stock-out).
+        self.refuse_instances: str | None = None
         self.journal: list[str] = []
         self.journal_path: Path | None = None
         self.requests: list[tuple[str, str]] = []
@@ -104,18 +145,26 @@ class FakeCompute:
         *,
         labels: dict[str, str] | None = None,
         data_disks: int = 1,
+        machine_type: str = "e2-standard-2",
     ) -> dict[str, Any]:
         disks = []
         for i in range(data_disks + 1):
             disk = f"{name}-{'boot' if i == 0 else f'data{i}'}"
             url = f"{BASE}/projects/{project}/zones/{zone}/disks/{disk}"
-            self.disks[(project, zone, disk)] = {"name": disk, "selfLink": url}
+            self.disks[(project, zone, disk)] = {
+                "name": disk,
+                "selfLink": url,
+                "status": "READY",
+                "labels": {},
+                "users": [f"{BASE}/projects/{project}/zones/{zone}/instances/{name}"],
+            }
             disks.append({"source": url, "boot": i == 0, "deviceName": disk})
         inst = {
             "name": name,
             "id": str(secrets.randbelow(10**12)),
             "zone": f"{BASE}/projects/{project}/zones/{zone}",
             "selfLink": f"{BASE}/projects/{project}/zones/{zone}/instances/{name}",
+            "machineType": f"{BASE}/projects/{project}/zones/{zone}/machineTypes/{machine_type}",
             "status": "RUNNING",
             "labels": labels or {},
             "disks": disks,
@@ -174,7 +223,78 @@ class FakeCompute:
             snap = self.snapshots.get(snap_key)
             if snap is not None and snap["status"] == "READY":
                 op["status"] = "DONE"
+        if op["status"] != "DONE" and "_disk" in op:
+            disk = self.disks.get(op["_disk"])
+            if disk is not None and disk["status"] == "CREATING":
+                disk["status"] = "READY"
+            op["status"] = "DONE"
+        if op["status"] != "DONE" and "_image" in op:
+            image = self._image_view(*op["_image"])
+            if image is None or image["status"] != "PENDING":
+                op["status"] = "DONE"
+        if op["status"] != "DONE" and "_gone" in op:
+            self._remove_instance(*op["_gone"])
+            op["status"] = "DONE"
         return {k: v for k, v in op.items() if not k.startswith("_")}
+
+    # ----------------------------------------------------------------- launching
+
+    def release_images(self) -> None:
+        """Lets every held image become READY on its next reads (a copy that completes)."""
+        with self.lock:
+            self.hold_images = False
+
+    def _image_view(self, project: str, name: str) -> dict[str, Any] | None:
+        image = self.images.get((project, name))
+        if image is None:
+            return None
+        if image["status"] == "PENDING" and not self.hold_images:
+            left = self.image_reads_left.get((project, name), self.image_reads)
+            if left <= 0:
+                image["status"] = "READY"
+                image["archiveSizeBytes"] = "1048576"
+            self.image_reads_left[(project, name)] = left - 1
+        return image
+
+    def _instance_view(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        inst = self.instances[(project, zone, name)]
+        if inst["status"] in ("PROVISIONING", "STAGING"):
+            reads = self.instance_reads.get((project, zone, name), 0) + 1
+            self.instance_reads[(project, zone, name)] = reads
+            inst["status"] = ["PROVISIONING", "STAGING", "RUNNING"][min(reads, 2)]
+            if inst["status"] == "RUNNING" and self.on_running is not None:
+                self.on_running(project, zone, name)
+        return inst
+
+    def _remove_instance(self, project: str, zone: str, name: str) -> None:
+        inst = self.instances.pop((project, zone, name), None)
+        if inst is None:
+            return
+        for attached in inst["disks"]:
+            key = _zonal_key(attached["source"])
+            disk = self.disks.get(key)
+            if disk is None:
+                continue
+            disk["users"] = [u for u in disk.get("users", []) if u != inst["selfLink"]]
+            if attached.get("autoDelete"):
+                self.disks.pop(key, None)
+        self.note(f"deleted instance {name}")
+
+    def zones_of(self, region: str) -> list[str]:
+        return self.zones.get(region) or [f"{region}-{z}" for z in ("b", "c", "d")]
+
+    def listed(self, kind: str, project: str, zone: str | None, filt: str) -> list[dict[str, Any]]:
+        """The resources of a kind in a project (and zone) whose labels match the filter."""
+        table: dict[Any, dict[str, Any]] = {
+            "disks": self.disks, "instances": self.instances, "images": self.images
+        }[kind]  # fmt: skip
+        out = []
+        for key, item in sorted(table.items()):
+            if key[0] != project or (zone is not None and key[1] != zone):
+                continue
+            if matches(item.get("labels", {}), filt):
+                out.append(item)
+        return out
 
     def _new_op(
         self,
@@ -290,7 +410,74 @@ class FakeCompute:
                         ]
                         self._send(200, {"items": items})
                     case ["projects", p, "zones", z, "instances", n] if method == "GET":
-                        self._send(200, f.instances[(p, z, n)])
+                        self._send(200, f._instance_view(p, z, n))
+                    case ["projects", p, "zones", z, "instances"] if method == "POST":
+                        self._insert_instance(p, z, body)
+                    case ["projects", p, "zones", z, "instances", n] if method == "DELETE":
+                        inst = f.instances[(p, z, n)]
+                        inst["status"] = "STOPPING"
+                        op = f._new_op(p, z, "delete", inst["selfLink"], done=False)
+                        f.operations[op["name"]]["_gone"] = (p, z, n)
+                        self._send(200, op)
+                    case ["projects", p, "zones", z, "instances", n, "attachDisk"]:
+                        self._attach(p, z, n, body)
+                    case ["projects", p, "zones", z, "instances", n, "detachDisk"]:
+                        inst = f.instances[(p, z, n)]
+                        device = query.get("deviceName", "")
+                        gone = [d for d in inst["disks"] if d.get("deviceName") == device]
+                        if not gone:
+                            self._error(400, f"No attached disk found with device name {device!r}")
+                            return
+                        inst["disks"] = [d for d in inst["disks"] if d not in gone]
+                        disk = f.disks[_zonal_key(gone[0]["source"])]
+                        disk["users"] = [u for u in disk["users"] if u != inst["selfLink"]]
+                        f.note(f"detached {disk['name']} from {n}")
+                        self._send(200, f._new_op(p, z, "detachDisk", inst["selfLink"]))
+                    case ["projects", p, "aggregated", ("instances" | "disks") as kind]:
+                        scoped: dict[str, Any] = {}
+                        for item in f.listed(kind, p, None, query.get("filter", "")):
+                            zone = item["selfLink"].split("/zones/")[1].split("/")[0]
+                            scoped.setdefault(f"zones/{zone}", {kind: []})[kind].append(item)
+                        self._send(200, {"items": scoped})
+                    case ["projects", p, "regions", r] if method == "GET":
+                        zones = [f"{BASE}/projects/{p}/zones/{z}" for z in f.zones_of(r)]
+                        self._send(200, {"name": r, "zones": zones})
+                    case ["projects", p, "zones", z, "disks"] if method == "GET":
+                        items = f.listed("disks", p, z, query.get("filter", ""))
+                        self._send(200, {"items": items})
+                    case ["projects", p, "zones", z, "disks", d] if method == "GET":
+                        self._send(200, f.disks[(p, z, d)])
+                    case ["projects", p, "zones", z, "disks"] if method == "POST":
+                        self._insert_disk(p, z, body)
+                    case ["projects", p, "zones", z, "disks", d] if method == "DELETE":
+                        disk = f.disks[(p, z, d)]
+                        if disk.get("users"):
+                            self._error(
+                                400,
+                                f"The disk resource '{disk['selfLink']}' is already being used "
+                                f"by '{disk['users'][0]}'",
+                            )
+                            return
+                        del f.disks[(p, z, d)]
+                        f.note(f"deleted disk {d}")
+                        self._send(200, f._new_op(p, z, "delete", disk["selfLink"]))
+                    case ["projects", p, "global", "images"] if method == "GET":
+                        items = [
+                            f._image_view(p, i["name"])
+                            for i in f.listed("images", p, None, query.get("filter", ""))
+                        ]
+                        self._send(200, {"items": items})
+                    case ["projects", p, "global", "images", n] if method == "GET":
+                        image = f._image_view(p, n)
+                        if image is None:
+                            raise KeyError(n)
+                        self._send(200, image)
+                    case ["projects", p, "global", "images"] if method == "POST":
+                        self._insert_image(p, body)
+                    case ["projects", p, "global", "images", n] if method == "DELETE":
+                        image = f.images.pop((p, n))
+                        f.note(f"deleted image {n}")
+                        self._send(200, f._new_op(p, None, "delete", image["selfLink"]))
                     case ["projects", p, "zones", z, "instances", n, "setMetadata"]:
                         inst = f.instances[(p, z, n)]
                         if body.get("fingerprint") != inst["metadata"]["fingerprint"]:
@@ -320,6 +507,15 @@ class FakeCompute:
                     case ["projects", p, "zones", z, "disks", d, "createSnapshot"]:
                         disk = f.disks[(p, z, d)]
                         name = body["name"]
+                        labels = body.get("labels", {})
+                        bad = [
+                            f"{k}={v}"
+                            for k, v in labels.items()
+                            if not LABEL_KEY.match(k) or not LABEL_VALUE.match(v)
+                        ]
+                        if bad:
+                            self._error(400, f"Invalid label(s) {bad}")
+                            return
                         if (p, name) in f.snapshots:
                             self._error(409, f"The resource '{name}' already exists")
                             return
@@ -340,11 +536,13 @@ class FakeCompute:
                             "id": str(secrets.randbelow(10**12)),
                             "status": "CREATING",
                             "sourceDisk": disk["selfLink"],
-                            "labels": body.get("labels", {}),
+                            "labels": labels,
                             "guestFlush": flush,
                             "selfLink": target,
                             "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
                         }
+                        if "description" in body:
+                            f.snapshots[(p, name)]["description"] = body["description"]
                         f.note(f"snapshot {d}{' guestFlush' if flush else ''}")
                         self._send(
                             200,
@@ -383,5 +581,149 @@ class FakeCompute:
                         self._send(200, f._operation(o))
                     case _:
                         self._error(404, f"no route for {method} {'/'.join(parts)}")
+
+            # ------------------------------------------------------------- launching
+
+            def _insert_instance(self, p: str, z: str, body: dict[str, Any]) -> None:
+                f = fake
+                name = body["name"]
+                if f.refuse_instances is not None:
+                    self._error(403, f.refuse_instances)
+                    return
+                if (p, z, name) in f.instances:
+                    self._error(409, f"The resource 'projects/{p}/zones/{z}/instances/{name}' "
+                                "already exists")  # fmt: skip
+                    return
+                url = f"{BASE}/projects/{p}/zones/{z}/instances/{name}"
+                disks = []
+                for attached in body.get("disks", []):
+                    source = attached.get("source", "")
+                    key = _zonal_key(source)
+                    disk = f.disks.get(key)
+                    if disk is None or key[1] != z:
+                        self._error(400, f"Invalid value for field 'resource.disks': '{source}'")
+                        return
+                    if disk["status"] != "READY":
+                        self._error(400, f"The resource '{source}' is not ready")
+                        return
+                    if disk.get("users"):
+                        self._error(
+                            400,
+                            f"The disk resource '{disk['selfLink']}' is already being used by "
+                            f"'{disk['users'][0]}'",
+                        )
+                        return
+                    disks.append({**attached, "source": disk["selfLink"]})
+                machine_type = body.get("machineType", "")
+                if not machine_type:
+                    self._error(400, "Invalid value for field 'resource.machineType': ''")
+                    return
+                if not machine_type.startswith("https://"):
+                    machine_type = f"{BASE}/projects/{p}/{machine_type}"
+                for attached in disks:
+                    f.disks[_zonal_key(attached["source"])]["users"].append(url)
+                f.instances[(p, z, name)] = {
+                    "name": name,
+                    "id": str(secrets.randbelow(10**12)),
+                    "zone": f"{BASE}/projects/{p}/zones/{z}",
+                    "selfLink": url,
+                    "machineType": machine_type,
+                    "status": "PROVISIONING",
+                    "labels": body.get("labels", {}),
+                    "tags": body.get("tags", {}),
+                    "networkInterfaces": body.get("networkInterfaces", []),
+                    "serviceAccounts": body.get("serviceAccounts", []),
+                    "disks": disks,
+                    "metadata": {
+                        "fingerprint": f._fingerprint(),
+                        "items": body.get("metadata", {}).get("items", []),
+                    },
+                }
+                f.note(f"inserted instance {name}")
+                self._send(200, f._new_op(p, z, "insert", url))
+
+            def _attach(self, p: str, z: str, n: str, body: dict[str, Any]) -> None:
+                f = fake
+                inst = f.instances[(p, z, n)]
+                disk = f.disks.get(_zonal_key(body.get("source", "")))
+                if disk is None:
+                    self._error(404, f"The resource '{body.get('source')}' was not found")
+                    return
+                if disk["status"] != "READY" or disk.get("users"):
+                    self._error(400, f"The disk resource '{disk['selfLink']}' is not ready or "
+                                "already being used")  # fmt: skip
+                    return
+                inst["disks"].append({**body, "source": disk["selfLink"], "boot": False})
+                disk["users"].append(inst["selfLink"])
+                f.note(f"attached {disk['name']} to {n}")
+                self._send(200, f._new_op(p, z, "attachDisk", inst["selfLink"]))
+
+            def _insert_disk(self, p: str, z: str, body: dict[str, Any]) -> None:
+                f = fake
+                name = body["name"]
+                if (p, z, name) in f.disks:
+                    self._error(409, f"The resource '{name}' already exists")
+                    return
+                if body.get("sourceImage"):
+                    source = body["sourceImage"]
+                    found = f._image_view(*_global_key(source))
+                else:
+                    source = body.get("sourceSnapshot", "")
+                    found = f._snapshot_view(*_global_key(source), advance=True)
+                if found is None:
+                    self._error(404, f"The resource '{source}' was not found")
+                    return
+                if found["status"] != "READY":
+                    self._error(400, f"The resource '{source}' is not ready")
+                    return
+                url = f"{BASE}/projects/{p}/zones/{z}/disks/{name}"
+                f.disks[(p, z, name)] = {
+                    "name": name,
+                    "selfLink": url,
+                    "status": "CREATING",
+                    "labels": body.get("labels", {}),
+                    "description": body.get("description", ""),
+                    "sourceSnapshot": body.get("sourceSnapshot", ""),
+                    "sourceImage": body.get("sourceImage", ""),
+                    "users": [],
+                }
+                f.note(f"inserted disk {name}")
+                op = f._new_op(p, z, "insert", url, done=False)
+                f.operations[op["name"]]["_disk"] = (p, z, name)
+                self._send(200, op)
+
+            def _insert_image(self, p: str, body: dict[str, Any]) -> None:
+                f = fake
+                name = body["name"]
+                if (p, name) in f.images:
+                    self._error(409, f"The resource 'projects/{p}/global/images/{name}' "
+                                "already exists")  # fmt: skip
+                    return
+                source = body.get("sourceSnapshot", "")
+                snap = f._snapshot_view(*_global_key(source), advance=True) if source else None
+                if snap is None:
+                    self._error(404, f"The resource '{source}' was not found")
+                    return
+                if snap["status"] != "READY":
+                    self._error(400, f"The resource '{source}' is not ready")
+                    return
+                url = f"{BASE}/projects/{p}/global/images/{name}"
+                f.images[(p, name)] = {
+                    "kind": "compute#image",
+                    "name": name,
+                    "id": str(secrets.randbelow(10**12)),
+                    "status": "PENDING",
+                    "sourceSnapshot": snap["selfLink"],
+                    "storageLocations": body.get("storageLocations", []),
+                    "imageEncryptionKey": body.get("imageEncryptionKey", {}),
+                    "labels": body.get("labels", {}),
+                    "description": body.get("description", ""),
+                    "selfLink": url,
+                    "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+                }
+                f.note(f"image {name}")
+                op = f._new_op(p, None, "insert", url, done=False)
+                f.operations[op["name"]]["_image"] = (p, name)
+                self._send(200, op)
 
         return Handler

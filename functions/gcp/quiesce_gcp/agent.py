@@ -58,16 +58,39 @@ class Command:
     nonce: str
     expires_at: float
     instance: str
+    #: Whose key signs the command and its answer (projects/P/zones/Z/instances/NAME); empty:
+    #: the instance's own. A restored copy keeps the key of the machine it is a disk copy of
+    #: (see quiesce_gcp.signing); it is never sent, only the instance is.
+    signer: str = ""
 
     @classmethod
     def new(
-        cls, phase: str, run_id: str, member: str, hook: str, expires_at: float, instance: str
+        cls,
+        phase: str,
+        run_id: str,
+        member: str,
+        hook: str,
+        expires_at: float,
+        instance: str,
+        signer: str = "",
     ) -> Command:
         if phase not in PHASES:
             raise ProviderError(f"no agent command for phase {phase!r}")
         return cls(
-            phase, run_id, member, hook, secrets.token_hex(16), round(expires_at, 3), instance
+            phase,
+            run_id,
+            member,
+            hook,
+            secrets.token_hex(16),
+            round(expires_at, 3),
+            instance,
+            signer,
         )
+
+    @property
+    def key_of(self) -> str:
+        """The instance path whose derived key signs this command and its answer."""
+        return self.signer or self.instance
 
     def text(self) -> str:
         """The canonical JSON that is signed (and sent as is)."""
@@ -84,9 +107,10 @@ class Command:
         )
 
     def signed(self, keys: AgentKeys) -> str:
-        """The metadata value: the command and its signature with the instance's key."""
+        """The metadata value: the command and its signature with the instance's key (a
+        restored copy's: the key it boots with, its source machine's)."""
         text = self.text()
-        sig = keys.sign_command(self.instance, text)
+        sig = keys.sign_command(self.key_of, text)
         return json.dumps({"v": PROTOCOL_VERSION, "command": text, "sig": sig}, sort_keys=True)
 
     @property

@@ -74,6 +74,14 @@ class GcpClients:
         client: compute_v1.SnapshotsClient = self._client(compute_v1.SnapshotsClient)
         return client
 
+    def images(self) -> compute_v1.ImagesClient:
+        client: compute_v1.ImagesClient = self._client(compute_v1.ImagesClient)
+        return client
+
+    def regions(self) -> compute_v1.RegionsClient:
+        client: compute_v1.RegionsClient = self._client(compute_v1.RegionsClient)
+        return client
+
     def zone_operations(self) -> compute_v1.ZoneOperationsClient:
         client: compute_v1.ZoneOperationsClient = self._client(compute_v1.ZoneOperationsClient)
         return client

@@ -19,6 +19,11 @@ An answer must carry the command's nonce (a result of an earlier command is neve
 this one) and the VM's signature: any process on the VM can write guest attributes, so an
 unsigned or mis-signed answer is recorded as failed/BadSignature, never as what it claims.
 
+A restored copy (quiesce_gcp.restorer) is addressed like any instance, by its own name and
+zone; its Machine's `key_of` attribute names the machine it was restored from, whose key it
+boots with: commands to it are signed, and its answers verified, with that machine's key, while
+the command still names the copy (its agent refuses commands for any other instance).
+
 `guest_flush` channel: Quiesce runs no hook; the snapshots are created with guestFlush and the
 Google guest agent runs /etc/google/snapshots/pre.sh and post.sh around them. `run` answers at
 once, saying so; what the snapshot operation reports is recorded on each snapshot.
@@ -53,7 +58,7 @@ from quiesce_gcp.clients import GcpClients, wait_zone_operation
 from quiesce_gcp.member import GcpMember
 from quiesce_gcp.permissions import AGENT_INSTANCES, INSTANCE, ZONE_OPERATION, Permission
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
-from quiesce_gcp.signing import AgentKeys, instance_path
+from quiesce_gcp.signing import KEY_OF, AgentKeys, instance_path
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +158,7 @@ class AgentHookRunner(RemoteHookRunner):
             request.hook,
             self.wall_clock() + self.command_ttl,
             instance_path(project, zone, instance),
+            signer=call.machine.attributes.get(KEY_OF, ""),
         )
         try:
             self.write_command(project, zone, instance, command)
@@ -249,7 +255,7 @@ class AgentHookRunner(RemoteHookRunner):
                 self.keys is not None
                 and isinstance(result, str)
                 and self.keys.answer_is_signed(
-                    command.instance, command.nonce, command.key, result, wrapped.get("sig")
+                    command.key_of, command.nonce, command.key, result, wrapped.get("sig")
                 )
             ):
                 return watch.failed(

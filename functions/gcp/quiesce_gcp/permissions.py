@@ -15,7 +15,18 @@ Each permission has a `scope`: where infra/gcp binds the role that grants it.
   the name prefix): deleting and relabelling other snapshots is never granted;
 - `restore`: what `quiesce restore --execute` needs to restore a recovery point in the cloud
   (a disk from a snapshot, a Cloud SQL clone, a Filestore revert). Never granted to the
-  functions: infra/gcp defines a custom role with exactly these for the people who restore.
+  functions: infra/gcp defines a custom role with exactly these for the people who restore;
+- `quiesce-images`: only on images named like Quiesce's copies (`q-...`): a point's copy in
+  another region is an image (quiesce_gcp.copies), created, relabelled and deleted by the
+  functions on those names only;
+- `drill`: what group restores and drills read and use project-wide (instances, regions, the
+  snapshots and images they restore from, the site's subnetwork, operations). Granted to the
+  drill function's own service account only, never to the backup functions;
+- `restored`: creating, labelling, commanding (setMetadata) and deleting the disks and
+  instances a restore makes: only on names starting with `qr-` (an IAM condition), for the
+  drill function's account only;
+- `inspection`: attaching restored disks to (and detaching them from) the inspection instances
+  a site names with `inspect_on`, and commanding their agent: only on those instances, by name.
 """
 
 from __future__ import annotations
@@ -50,12 +61,30 @@ SQL_INSTANCE = "projects/*/instances/*"
 FILESTORE_INSTANCE = "projects/*/locations/*/instances/*"
 FILESTORE_SNAPSHOT = "projects/*/locations/*/instances/*/snapshots/*"
 FILESTORE_OPERATION = "projects/*/locations/*/operations/*"
+IMAGE = "projects/*/global/images/*"
+SUBNETWORK = "projects/*/regions/*/subnetworks/*"
+GLOBAL_OPERATION = "projects/*/global/operations/*"
 
 PROJECT = "project"
 AGENT_INSTANCES = "agent-instances"
 QUIESCE_SNAPSHOTS = "quiesce-snapshots"
 RESTORE = "restore"
-SCOPES = (PROJECT, AGENT_INSTANCES, QUIESCE_SNAPSHOTS, RESTORE)
+QUIESCE_IMAGES = "quiesce-images"
+RESTORE_DRILL = "drill"
+RESTORED = "restored"
+INSPECTION = "inspection"
+SCOPES = (
+    PROJECT,
+    AGENT_INSTANCES,
+    QUIESCE_SNAPSHOTS,
+    RESTORE,
+    QUIESCE_IMAGES,
+    RESTORE_DRILL,
+    RESTORED,
+    INSPECTION,
+)
+#: The scopes of the drill function's account (quiesce_gcp.restorer and the hooks it runs).
+DRILL_SCOPES = (RESTORE_DRILL, RESTORED, INSPECTION)
 
 
 def permissions(items: Iterable[Permission]) -> set[str]:

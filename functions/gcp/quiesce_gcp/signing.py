@@ -8,6 +8,15 @@ from a file only its user can read (QUIESCE_AGENT_MASTER_KEY_FILE). Each VM gets
 derived key, installed by the OS policy (scripts/gcp_os_policy.py) as a root-only file, so a key
 read on one VM neither signs nor verifies anything for another. The formats of what is signed are
 the agent's own (quiesce_gcp/quiesce_agent.py), imported from it so both sides stay equal.
+
+A restored copy (quiesce_gcp.restorer: a new VM with a new name, booted from disks restored from
+a machine's snapshots) has no key of its own: the master never leaves the orchestrator, so
+nothing on the copy could derive one, and no OS policy reaches it (it carries none of the
+labels assignments select on). It boots with the key file on its restored boot disk: the key of
+the machine it was restored from. The restorer records that machine's path in the copy's
+Machine attributes (`key_of`), and the hook runner signs commands to the copy and verifies its
+answers with that key; each command still names the copy, so it is refused by the original (and
+the original's by the copy). No key is created, sent or stored for a copy.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ MASTER_KEY_ENV = "QUIESCE_AGENT_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "QUIESCE_AGENT_MASTER_KEY_FILE"
 DERIVATION_CONTEXT = b"quiesce-agent-key/v1\n"
 MIN_KEY_BYTES = 32
+#: The Machine attribute naming whose key a restored copy boots with (projects/P/zones/Z/
+#: instances/NAME of the machine it was restored from).
+KEY_OF = "key_of"
 
 
 def instance_path(project: str, zone: str, name: str) -> str:
