@@ -79,7 +79,9 @@ def gcp_provider(
     poll_interval: float = 0.5,
     agent_keys: AgentKeys | None = None,
 ) -> Provider:
-    """Compute Engine inventory, agent / guest-flush hooks and disk snapshots.
+    """Compute Engine inventory, agent / guest-flush hooks, disk snapshots (and their copies
+    in other regions) and the restorer that launches copies of machines (quiesce_gcp.restorer;
+    it cleans up in every member project).
 
     `clients` wins over `credentials`/`compute_endpoint`; `poll_interval` is how often hook
     answers, snapshot states and operations are polled; `agent_keys` sign agent commands and
@@ -89,6 +91,7 @@ def gcp_provider(
     from quiesce_gcp.clients import GcpClients
     from quiesce_gcp.hooks import AgentHookRunner
     from quiesce_gcp.inventory import GceInventory
+    from quiesce_gcp.restorer import GceRestorer
     from quiesce_gcp.snapshots import GceSnapshotter
 
     clients = clients or GcpClients(credentials, compute_endpoint=compute_endpoint)
@@ -96,13 +99,15 @@ def gcp_provider(
         group: sorted({m.project for m in found})
         for group, found in members_by_group(policy, GcpMember).items()
     }
+    hooks = AgentHookRunner(clients, keys=agent_keys, poll_interval=poll_interval)
+    every_project = sorted({p for found in projects.values() for p in found})
+    if default_project and default_project not in every_project:
+        every_project.append(default_project)
     return Provider(
         inventory=GceInventory(clients),
-        hooks=AgentHookRunner(
-            clients,
-            keys=agent_keys,
-            poll_interval=poll_interval,
-        ),
+        hooks=hooks,
+        # Group restores and drills: copies launched and verified through the same hooks.
+        restorer=GceRestorer(clients, hooks, projects=every_project, poll_interval=poll_interval),
         snapshots=GceSnapshotter(
             clients,
             projects=projects,
