@@ -261,12 +261,7 @@ def test_a_copy_is_launched_isolated_verified_and_cleaned_up_without_leftovers(
         assert (
             "/quiesce-db-1-northeurope/" in disk["properties"]["creationData"]["sourceResourceId"]
         )
-    original = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/disks/db-1"
-    assert restored.mounts == {
-        f"{original}-os": "os",
-        f"{original}-data0": "lun0",
-        f"{original}-data1": "lun1",
-    }
+    assert restored.mounts == {}  # every disk is at the LUN it had
     made = sorted(set(arm.resources()) - set(before))
     assert sorted(restored.created) == made  # every resource made is listed
     assert len(made) == 5  # three disks, a NIC, the VM
@@ -321,7 +316,9 @@ def test_a_restore_interrupted_halfway_is_found_and_removed_by_its_label(
     arm.region_copy_polls = 0
     replicas = copied(clients, take(clients))
     before = arm.resources()
-    arm.throttle("PUT", r"/virtualMachines/", count=100)  # the VM is never accepted
+    arm.throttle(
+        "PUT", r"/virtualMachines/", count=100, retry_after="0"
+    )  # the VM is never accepted
 
     with pytest.raises(ProviderError) as err:
         restorer(clients).launch(request(replicas, label="drill-cut"))
@@ -389,7 +386,11 @@ def test_disks_attach_to_an_inspection_vm_and_are_detached_and_deleted_by_cleanu
     assert arm.nics == {}  # no copy is launched
     luns = sorted(d["lun"] for d in inspect["properties"]["storageProfile"]["dataDisks"])
     assert luns == [0, 1, 2]  # its own disk at 0, the restored OS and data disks after it
-    assert sorted(restored.mounts.values()) == ["lun1", "lun2"]
+    original = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/disks/db-1"
+    assert restored.mounts == {
+        f"{original}-os": "/dev/disk/azure/scsi1/lun1",
+        f"{original}-data0": "/dev/disk/azure/scsi1/lun2",
+    }
     restore.wait_ready(restored, timeout=60)
     assert verify(clients, restored) is HookStatus.SUCCEEDED
 
@@ -412,10 +413,18 @@ def test_disk_snapshots_launch_with_the_original_vms_size_and_luns(
     restored = restorer(clients).launch(request(replicas, mode="disk_snapshots"))
     vm = next(v for v in arm.vms.values() if v["id"] == restored.machine.machine_id)
     assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_D8s_v5"
-    assert sorted(restored.mounts.values()) == ["lun0", "lun1", "os"]
-    for original, place in restored.mounts.items():
-        expected = "os" if original.endswith("-os") else f"lun{original[-1]}"
-        assert place == expected
+    storage = vm["properties"]["storageProfile"]
+    by_source = {
+        next(
+            d["properties"]["creationData"]["sourceResourceId"]
+            for d in arm.disks.values()
+            if d["id"] == entry["managedDisk"]["id"]
+        ): entry.get("lun")
+        for entry in [storage["osDisk"], *storage["dataDisks"]]
+    }
+    for replica in replicas:  # each snapshot's disk at its original's LUN (the OS disk: none)
+        original = replica.volume.rsplit("-", 1)[-1]
+        assert by_source[replica.id] == (None if original == "os" else int(original[-1]))
 
 
 def test_disk_snapshots_of_a_vm_that_is_gone_say_why_they_cannot_be_launched(

@@ -13,13 +13,14 @@ into an isolated subnet (or their disks attached to an inspection VM), and their
    (`Copy`), in the source's region (the copy's, when restoring a copy) and the site's `zone`
    (or the original's zone when restoring in its own region; none otherwise: a regional VM),
    and waits until each is provisioned;
-3. either (site `inspect_on`) attaches them as data disks of that VM at free LUNs (`mounts`:
-   original disk id → `lun<n>`), or creates a NIC in the site's subnet (`network`: a subnet
-   resource id) with the site's NSG (`security_groups`: at most one, a NIC has one) and no
-   public IP, and a VM of the original's size with the OS disk attached (`createOption:
-   Attach`, no OS profile: the disk is a copy of a provisioned OS) and the data disks at their
-   original LUNs (`mounts`: original disk id → `os` / `lun<n>`). The VM's PUT is accepted, not
-   awaited: `wait_ready` follows it.
+3. either (site `inspect_on`) attaches them as data disks of that VM at free LUNs
+   (`mounts`: original disk id → `/dev/disk/azure/scsi1/lun<n>`, Azure's udev link on Linux),
+   or creates a NIC in the site's subnet (`network`: a subnet resource id) with the site's NSG
+   (`security_groups`: at most one, a NIC has one) and no public IP, and a VM of the
+   original's size with the OS disk attached (`createOption: Attach`, no OS profile: the disk
+   is a copy of a provisioned OS) and the data disks at their original LUNs, so every disk is
+   where it was and no `mounts` are recorded. The VM's PUT is
+   accepted, not awaited: `wait_ready` follows it.
 
 Everything made carries `quiesce:restore=<label>` and `quiesce:restore-of=<original VM id>` and
 lives in the original VM's resource group (a resource group holds resources of every region),
@@ -463,7 +464,7 @@ class AzureRestorer(Restorer):
             data_disks.append(
                 {"lun": lun, "createOption": "Attach", "managedDisk": {"id": disk_id}}
             )
-            restored.mounts[disk.original or disk_id] = f"lun{lun}"
+            restored.mounts[disk.original or disk_id] = device(lun, shape.os_type)
         body = {
             "location": location,
             "properties": {"storageProfile": {**profile, "dataDisks": data_disks}},
@@ -563,10 +564,7 @@ class AzureRestorer(Restorer):
         )
         new = VmRef(vm.subscription, vm.resource_group, vm_name)
         restored.created.append(new.id)
-        for disk, disk_id in disks:
-            restored.mounts[disk.original or disk_id] = (
-                "os" if disk.lun is None else f"lun{disk.lun}"
-            )
+        # no mounts: the copy's disks sit at the LUNs they had on the original
         restored.machine = Machine(
             provider="azure",
             member=request.member,
@@ -829,6 +827,15 @@ class AzureRestorer(Restorer):
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def device(lun: int, os_type: str) -> str:
+    """Where a data disk at `lun` shows on the VM: Azure's udev rules link it as
+    /dev/disk/azure/scsi1/lun<n> on Linux (an absolute path, which a verify hook receives as
+    its restore path); on Windows it is a disk at that LUN."""
+    if os_type.lower() == "windows":
+        return f"LUN {lun}"
+    return f"/dev/disk/azure/scsi1/lun{lun}"
 
 
 def _check_site(network: str, security_groups: Sequence[str]) -> None:
