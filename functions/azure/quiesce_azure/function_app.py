@@ -3,12 +3,17 @@ front door (quiesce.triggers.front_door), which converts the event with quiesce_
 refuses what the function does not serve or a run that cannot fit its time, fires the policy's
 triggers and answers `fired | ignored | refused` (logged; the alert endpoint's HTTP body).
 
-The time a run has is the app's `functionTimeout` (host.json in the app's root; Flex
-Consumption's default of 30 minutes when it names none) from the start of the invocation.
+The time a run has is the app's `functionTimeout` (the app setting
+`AzureFunctionsJobHost__functionTimeout`, which overrides host.json; else host.json in the app's
+root; Flex Consumption's default of 30 minutes when neither names one) from the start of the
+invocation.
 
 * one timer function per schedule trigger of the bundled policy, named `schedule-<trigger>`,
   on `to_ncrontab(trigger.schedule)`; the policy is read at import to know them (see
-  policy_source). A trigger whose `timezone` is neither UTC nor the app's WEBSITE_TIME_ZONE is
+  policy_source). The same package runs as two apps with two identities (QUIESCE_APP): the
+  backup app (`backup`, the default) registers the backup schedules, the drill app (`drill`)
+  only the drill schedules (`action: drill`), so only the drill identity may launch VMs. A
+  trigger whose `timezone` is neither UTC nor the app's WEBSITE_TIME_ZONE is
   not registered (Azure evaluates every timer in that one zone) and an error names it.
 * `deploy_events`: an Event Grid trigger for Resource Manager deployment events, in the Event
   Grid schema (`func.EventGridEvent`) or the CloudEvents 1.0 schema (`func.CloudEvent`).
@@ -33,6 +38,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -63,6 +69,10 @@ app = func.FunctionApp()
 TIME_ZONE_ENV = "WEBSITE_TIME_ZONE"
 #: Flex Consumption's functionTimeout when host.json names none.
 DEFAULT_TIMEOUT_SECONDS = 1800
+#: The app setting that overrides host.json's functionTimeout (the drill app sets it longer).
+TIMEOUT_ENV = "AzureFunctionsJobHost__functionTimeout"
+#: Which schedules this app serves: "backup" (default) or "drill" (the drill app).
+APP_ENV = "QUIESCE_APP"
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)$")
 
 
@@ -100,13 +110,17 @@ class AzureReporter(Reporter):
 
 def function_timeout(env: Mapping[str, str] | None = None) -> tuple[float | None, str]:
     """The app's functionTimeout in seconds (None: unbounded, "-1") and where it comes from."""
-    host = app_root(os.environ if env is None else env) / "host.json"
-    try:
-        value = json.loads(host.read_text(encoding="utf-8")).get("functionTimeout")
-    except FileNotFoundError:
-        value = None
-    except (OSError, ValueError, AttributeError) as exc:
-        raise QuiesceError(f"{host}: cannot read functionTimeout: {exc}") from None
+    env = os.environ if env is None else env
+    host = app_root(env) / "host.json"
+    if env.get(TIMEOUT_ENV):
+        value, host = env[TIMEOUT_ENV], Path(f"app setting {TIMEOUT_ENV}")
+    else:
+        try:
+            value = json.loads(host.read_text(encoding="utf-8")).get("functionTimeout")
+        except FileNotFoundError:
+            value = None
+        except (OSError, ValueError, AttributeError) as exc:
+            raise QuiesceError(f"{host}: cannot read functionTimeout: {exc}") from None
     if value is None:
         return DEFAULT_TIMEOUT_SECONDS, (
             f"{host} names no functionTimeout: Flex Consumption's default of "
@@ -160,9 +174,10 @@ def register_schedules(target: func.FunctionApp, loaded: Policy | None) -> dict[
     """One timer function per schedule trigger; returns them by trigger name."""
     registered: dict[str, Any] = {}
     zone = os.environ.get(TIME_ZONE_ENV) or "UTC"
+    drills = os.environ.get(APP_ENV, "backup") == "drill"
     for trigger in loaded.triggers if loaded else []:
-        if trigger.schedule is None:
-            continue
+        if trigger.schedule is None or (trigger.action == "drill") != drills:
+            continue  # the other app's schedule
         if trigger.timezone not in ("UTC", zone):
             emit(
                 logging.ERROR,
