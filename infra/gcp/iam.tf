@@ -90,6 +90,31 @@ resource "google_project_iam_member" "snapshots" {
   }
 }
 
+# A point's copies in other regions (images): created and deleted only on Quiesce's names.
+resource "google_project_iam_custom_role" "images" {
+  for_each = local.member_projects
+
+  project     = each.key
+  role_id     = "quiesceImages"
+  title       = "Quiesce copies"
+  description = "Creates, labels and deletes the images that copy Quiesce's snapshots to other regions (names starting with q-)."
+  permissions = local.image_permissions
+}
+
+resource "google_project_iam_member" "images" {
+  for_each = local.member_projects
+
+  project = each.key
+  role    = google_project_iam_custom_role.images[each.key].name
+  member  = google_service_account.functions.member
+
+  condition {
+    title       = "quiesce-images"
+    description = "Only images named like Quiesce's copies"
+    expression  = "resource.type == \"compute.googleapis.com/Image\" && resource.name.startsWith(\"projects/${each.key}/global/images/${local.snapshot_name_prefix}\")"
+  }
+}
+
 # Cloud SQL members: reading the instance and its latest recovery time. Nothing is created.
 resource "google_project_iam_custom_role" "cloudsql" {
   for_each = local.sql_projects

@@ -5,12 +5,13 @@ data "google_project" "this" {
 locals {
   policy = yamldecode(file(var.policy_file))
 
-  # One Cloud Scheduler job per schedule trigger, named after the trigger.
+  # One Cloud Scheduler job per schedule trigger, named after the trigger: backups here (to the
+  # schedules topic), drills in drill.tf (to the drill function).
   schedule_triggers = {
     for t in try(local.policy.triggers, []) : t.name => {
       schedule  = t.schedule
       time_zone = try(t.timezone, "UTC")
-    } if try(t.schedule, null) != null
+    } if try(t.schedule, null) != null && try(t.action, "backup") == "backup"
   }
 
   gcp_members = flatten([
@@ -30,6 +31,8 @@ locals {
   # scope "project": granted project-wide in every member project.
   adapter_permissions = [
     "compute.disks.createSnapshot",
+    "compute.images.get",
+    "compute.images.list",
     "compute.instances.get",
     "compute.instances.getGuestAttributes",
     "compute.instances.list",
@@ -47,6 +50,14 @@ locals {
   snapshot_permissions = [
     "compute.snapshots.delete",
     "compute.snapshots.setLabels",
+    "compute.snapshots.useReadOnly",
+  ]
+  # scope "quiesce-images": a point's copies in other regions are images named q-c-...
+  # (quiesce_gcp.copies): created, labelled and deleted on Quiesce's names only.
+  image_permissions = [
+    "compute.images.create",
+    "compute.images.delete",
+    "compute.images.setLabels",
   ]
   # The managed services' "project" permissions, granted only in the projects of such members:
   # Cloud SQL (CloudSqlInventory, CloudSqlSnapshotter) and Filestore (FilestoreInventory,

@@ -37,3 +37,8 @@ output "restore_roles" {
   description = "Per project, the custom role `quiesce restore --execute` needs; grant it to whoever restores (the functions never get it)."
   value       = { for p, r in google_project_iam_custom_role.restore : p => r.name }
 }
+
+output "drill_service_account" {
+  description = "The drill function's identity (launches, verifies and deletes restored copies)."
+  value       = google_service_account.drill.email
+}

@@ -130,3 +130,20 @@ variable "monitoring_webhook_token" {
     error_message = "monitoring_webhook_token must be at least 32 characters (openssl rand -hex 32)."
   }
 }
+
+variable "drill_timeout_seconds" {
+  description = "Timeout of the drill function (an HTTP function: up to 3600 s). A drill needs at least 600 s; Cloud Scheduler waits for it up to 1800 s."
+  type        = number
+  default     = 1800
+
+  validation {
+    condition     = var.drill_timeout_seconds >= 600 && var.drill_timeout_seconds <= 3600
+    error_message = "drill_timeout_seconds: between 600 (the least a drill needs) and 3600 (the HTTP function limit)."
+  }
+}
+
+variable "inspection_instances" {
+  description = "Inspection instances a restore site may name with inspect_on (projects/P/zones/Z/instances/NAME): the drill account may attach disks to these only."
+  type        = list(string)
+  default     = []
+}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from quiesce_gcp.cloudsql import CloudSqlInventory, CloudSqlSnapshotter
+from quiesce_gcp.copies import GceCopies
 from quiesce_gcp.disk_restore import GceDiskRestore
 from quiesce_gcp.events import PubSubPublisher
 from quiesce_gcp.filestore import FilestoreInventory, FilestoreSnapshotter
@@ -16,6 +17,7 @@ from quiesce_gcp.inventory import GceInventory
 from quiesce_gcp.permissions import (
     AGENT_INSTANCES,
     PROJECT,
+    QUIESCE_IMAGES,
     QUIESCE_SNAPSHOTS,
     RESTORE,
     role_permissions,
@@ -24,7 +26,7 @@ from quiesce_gcp.snapshots import SNAPSHOT_PREFIX, GceSnapshotter
 from tests.gcp.test_terraform import load_configuration, resources
 from tests.terraform import only
 
-ADAPTERS = (GceInventory, AgentHookRunner, GceSnapshotter, PubSubPublisher)
+ADAPTERS = (GceInventory, AgentHookRunner, GceSnapshotter, GceCopies, PubSubPublisher)
 RESTORERS = (GceDiskRestore, CloudSqlSnapshotter, FilestoreSnapshotter)
 MEMBER = "${google_service_account.functions.member}"
 
@@ -36,11 +38,13 @@ def test_each_custom_role_has_exactly_the_declared_permissions_of_its_scope() ->
         ("adapters", "adapter_permissions", PROJECT),
         ("agent_instances", "agent_instance_permissions", AGENT_INSTANCES),
         ("snapshots", "snapshot_permissions", QUIESCE_SNAPSHOTS),
+        ("images", "image_permissions", QUIESCE_IMAGES),
     ):
         assert roles[role]["permissions"] == "${local." + variable + "}"
         assert local[variable] == role_permissions(*ADAPTERS, scope=scope), role
     assert set(roles) == {
-        "adapters", "agent_instances", "snapshots", "cloudsql", "filestore", "restore"
+        "adapters", "agent_instances", "snapshots", "images", "cloudsql", "filestore",
+        "restore", "drill", "restored", "inspection",
     }  # fmt: skip
 
 
@@ -71,7 +75,7 @@ def test_the_restore_role_has_the_restore_scope_and_is_granted_to_nobody() -> No
         "file.instances.revert",
     ]
     granted = [b["role"] for b in resources("google_project_iam_member").values()]
-    assert not [r for r in granted if "custom_role.restore" in r]
+    assert not [r for r in granted if "custom_role.restore[" in r]
     # ...and no restore permission is in a role the functions get.
     for variable in ("adapter_permissions", "sql_permissions", "filestore_permissions"):
         assert not set(local[variable]) & set(local["restore_permissions"]), variable
@@ -81,7 +85,7 @@ def test_only_the_project_scope_is_granted_without_a_condition() -> None:
     bindings = resources("google_project_iam_member")
     assert "condition" not in bindings["adapters"]
     assert "condition" not in bindings["catalog"]
-    for name in ("agent_instances", "snapshots"):
+    for name in ("agent_instances", "snapshots", "images"):
         assert bindings[name]["role"] == (
             "${google_project_iam_custom_role." + name + "[each.key].name}"
         )
@@ -106,6 +110,16 @@ def test_set_metadata_is_bound_to_the_agent_member_instances_by_name() -> None:
     assert "agent_members_unnamed" in precondition["condition"]
 
 
+def test_copies_are_bound_to_quiesces_image_names() -> None:
+    from quiesce_gcp.copies import COPY_PREFIX
+
+    binding = resources("google_project_iam_member")["images"]
+    expression = only(binding["condition"])["expression"]
+    assert 'resource.type == \\"compute.googleapis.com/Image\\"' in expression
+    assert "/global/images/${local.snapshot_name_prefix}" in expression
+    assert COPY_PREFIX.startswith(SNAPSHOT_PREFIX)
+
+
 def test_snapshot_deletion_and_labels_are_bound_to_quiesces_snapshot_names() -> None:
     binding = resources("google_project_iam_member")["snapshots"]
     expression = only(binding["condition"])["expression"]
@@ -124,14 +138,23 @@ def test_the_functions_account_gets_the_roles_the_catalog_the_topic_and_its_secr
         "${google_project_iam_custom_role.adapters[each.key].name}"
     )
     assert projects["catalog"]["role"] == "roles/datastore.user"
-    assert {b["member"] for b in projects.values()} == {MEMBER}
+    # The drill account's bindings are its own (tests/gcp/test_drill_infra.py).
+    drill = "${google_service_account.drill.member}"
+    assert {b["member"] for b in projects.values()} == {MEMBER, drill}
+    assert {n for n, b in projects.items() if b["member"] == drill} == {
+        "drill", "restored", "inspection", "drill_catalog"
+    }  # fmt: skip
     topic = resources("google_pubsub_topic_iam_member")["events_publisher"]
+    assert resources("google_pubsub_topic_iam_member")["drill_events_publisher"]["member"] == (
+        drill
+    )
     assert (topic["topic"], topic["role"], topic["member"]) == (
         "${google_pubsub_topic.events.id}",
         "roles/pubsub.publisher",
         MEMBER,
     )
     secrets = resources("google_secret_manager_secret_iam_member")
+    secrets.pop("drill_read_master_key")
     assert {(s["secret_id"], s["role"], s["member"]) for s in secrets.values()} == {
         (
             "${google_secret_manager_secret.agent_master_key.id}",

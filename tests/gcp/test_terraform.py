@@ -187,7 +187,8 @@ def test_the_webhook_function_is_mains_http_entry_point_and_gets_its_secret() ->
     from quiesce_gcp.signing import MASTER_KEY_ENV
     from quiesce_gcp.webhook import MIN_TOKEN_LENGTH, TOKEN_ENV
 
-    (http_entry_point,) = entry_points_of_main("functions_framework.http")
+    assert entry_points_of_main("functions_framework.http") == {"on_alert_webhook", "on_drill"}
+    http_entry_point = "on_alert_webhook"
     function = resources("google_cloudfunctions2_function")["alert_webhook"]
     assert function["for_each"] == "${local.webhook}"
     assert "event_trigger" not in function, "an HTTP function"

@@ -8,6 +8,9 @@ deploy function can never be started by an alert:
     on_deploy     Cloud Build (cloud-builds) and Cloud Deploy (clouddeploy-operations,
                   clouddeploy-approvals) notifications → deploy triggers
     on_alert      Cloud Monitoring Pub/Sub notification channel → alert triggers
+    on_drill      Cloud Scheduler (HTTP, OIDC) → drill triggers only (quiesce_gcp.drill_http),
+                  as the drill account, with its own longer timeout; answers the front
+                  door's JSON (400 when refused)
     on_alert_webhook
                   Cloud Monitoring webhook notification channel (HTTP POST, basic auth or
                   ?token=, quiesce_gcp.webhook) → alert triggers; answers JSON: 200 with the
@@ -52,6 +55,7 @@ from quiesce.providers.registry import register
 from quiesce.triggers.event import Kind
 from quiesce.triggers.front_door import Converter, Deadline, FrontDoor, Reporter
 from quiesce_gcp import webhook
+from quiesce_gcp.drill_http import drill_converter
 from quiesce_gcp.managed_spec import MANAGED_SPECS
 from quiesce_gcp.policy_source import POLICY_ENV, load_policy_from
 from quiesce_gcp.spec import SPEC
@@ -209,6 +213,15 @@ def on_alert_webhook(request: flask.Request) -> flask.Response:
         challenge = {"WWW-Authenticate": webhook.CHALLENGE} if denied.status == 401 else {}
         return _json(denied.status, {"error": denied.error}, challenge)
     answer = serve(request.get_data(), "alert", convert_webhook)
+    if answer["status"] == "refused":
+        return _json(400, {"error": answer["reason"], **answer})
+    return _json(200, answer)
+
+
+@functions_framework.http
+def on_drill(request: flask.Request) -> flask.Response:
+    """Cloud Scheduler's call naming a drill trigger → the drill (never a backup)."""
+    answer = serve(request.get_data(), "schedule", drill_converter(policy(), dict(request.headers)))
     if answer["status"] == "refused":
         return _json(400, {"error": answer["reason"], **answer})
     return _json(200, answer)

@@ -147,6 +147,8 @@ class GceRestorer(Restorer):
             # With `inspect_on`: only on the inspection instances infra/gcp names.
             Permission("compute.instances.attachDisk", INSTANCE, scope=INSPECTION),
         ],
+        # The core looks at a copy's images (GceCopies.wait_copies) before restoring from it.
+        "refresh_copies": [Permission("compute.images.get", IMAGE, scope=RESTORE_DRILL)],
         "wait_ready": [
             Permission("compute.instances.get", INSTANCE, scope=RESTORE_DRILL),
             Permission("compute.instances.getGuestAttributes", INSTANCE, scope=RESTORE_DRILL),
