@@ -240,9 +240,11 @@ class FakeCompute:
     # ----------------------------------------------------------------- launching
 
     def release_images(self) -> None:
-        """Lets every held image become READY on its next reads (a copy that completes)."""
+        """Every held image is READY on its next read (a copy that completed meanwhile)."""
         with self.lock:
             self.hold_images = False
+            for key in self.images:
+                self.image_reads_left[key] = 0
 
     def _image_view(self, project: str, name: str) -> dict[str, Any] | None:
         image = self.images.get((project, name))

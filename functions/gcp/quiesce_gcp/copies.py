@@ -29,8 +29,9 @@ name), `quiesce-region` and `quiesce-machine-type` (the source instance's machin
 when the copy is made, so a restore there needs no access to the original's region); its
 description holds the core's tags with their exact values, as the snapshots' do.
 
-`GceCopies` is mixed into the snapshotter: `copy_to_region`, and the image side of
-`wait_durable`, `delete` and `find`.
+`GceCopies` adds `copy_to_region` to the snapshotter and takes the image side of
+`wait_durable`, `delete` and `find`, handing snapshots on to it: the provider's snapshotter is
+`GceSnapshotterWithCopies` (GceCopies mixed in ahead of GceSnapshotter).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from quiesce_gcp.permissions import (
 )
 from quiesce_gcp.restorer import MACHINE_TYPE_LABEL, label_value
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
+from quiesce_gcp.snapshots import GceSnapshotter
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,44 @@ class GceCopies:
     poll_interval: float
     sleep: Callable[[float], None]
     clock: Callable[[], float]
+    projects: dict[str, Sequence[str]]
+    default_project: str | None
+
+    # ------------------------------------------------- the snapshotter's, with the images
+
+    def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
+        copies = [s for s in snapshots if is_copy(s)]
+        rest = [s for s in snapshots if not is_copy(s)]
+        done: dict[str, SnapshotRef] = {}
+        if rest:
+            done.update((r.id, r) for r in super().wait_durable(rest, timeout))  # type: ignore[misc]
+        if copies:
+            done.update((r.id, r) for r in self.wait_copies(copies, timeout))
+        return [done[s.id] for s in snapshots]
+
+    def delete(self, snapshot: SnapshotRef) -> None:
+        if is_copy(snapshot):
+            self.delete_copy(snapshot)
+        else:
+            super().delete(snapshot)  # type: ignore[misc]
+
+    def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        found: list[SnapshotRef] = super().find(policy, group, run_id)  # type: ignore[misc]
+        wanted = {
+            MANAGED_LABEL: "true",
+            "quiesce-policy": label_value(policy),
+            "quiesce-group": label_value(group),
+        }
+        if run_id is not None:
+            wanted["quiesce-run"] = label_value(run_id)
+        projects = self.projects.get(group) or (
+            [self.default_project] if self.default_project else []
+        )
+        for project in projects:
+            found += self.find_copies(project, wanted)
+        return found
+
+    # ------------------------------------------------------------------------ the copy
 
     def copy_to_region(
         self, snapshot: SnapshotRef, region: str, key: str | None, tags: dict[str, str]
@@ -345,3 +385,7 @@ def _check_key(key: str, region: str) -> None:
             "multi-region or global key covering it)",
             code="KeyNotInRegion",
         )
+
+
+class GceSnapshotterWithCopies(GceCopies, GceSnapshotter):
+    """Disk snapshots and their copies in other regions (the provider's snapshotter)."""

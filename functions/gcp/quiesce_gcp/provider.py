@@ -89,10 +89,10 @@ def gcp_provider(
     here, so the catalog and the triggers work without the Compute SDK loaded.
     """
     from quiesce_gcp.clients import GcpClients
+    from quiesce_gcp.copies import GceSnapshotterWithCopies
     from quiesce_gcp.hooks import AgentHookRunner
     from quiesce_gcp.inventory import GceInventory
     from quiesce_gcp.restorer import GceRestorer
-    from quiesce_gcp.snapshots import GceSnapshotter
 
     clients = clients or GcpClients(credentials, compute_endpoint=compute_endpoint)
     projects = {
@@ -108,7 +108,7 @@ def gcp_provider(
         hooks=hooks,
         # Group restores and drills: copies launched and verified through the same hooks.
         restorer=GceRestorer(clients, hooks, projects=every_project, poll_interval=poll_interval),
-        snapshots=GceSnapshotter(
+        snapshots=GceSnapshotterWithCopies(
             clients,
             projects=projects,
             default_project=default_project,
