@@ -17,6 +17,7 @@ import pytest
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
 from quiesce.record import SnapshotRef, SnapshotState
+from quiesce.tags import MANAGED_TAG, POINT_TAG, RUN_TAG
 
 POLICY = "shop"
 GROUP = "orders"
@@ -30,6 +31,9 @@ class SnapshotHarness(ABC):
     snapshotter: Snapshotter
     #: The cases this backend cannot express, each with the reason.
     cannot: dict[str, str] = {}
+    #: The `quiesce:` tags of `take`'s refs this backend keeps nowhere, each with the reason:
+    #: `find` leaves them out rather than guess them.
+    unkept_tags: dict[str, str] = {}
 
     @abstractmethod
     def machine(self, name: str) -> Machine:
@@ -104,6 +108,34 @@ class SnapshotterContract:
 
         assert [r.id for r in done] == [r.id for r in refs]
         assert all(r.state is SnapshotState.COMPLETED and r.durable_at for r in done)
+
+    def test_find_gives_back_the_exact_quiesce_tags_take_gave(
+        self, harness: SnapshotHarness
+    ) -> None:
+        """What the orphan sweep and the closers go by: a snapshot found is recognised by the
+        core's tags (quiesce.tags) with the values the run gave, uppercase letters and all."""
+        machine = harness.machine("db-1")
+        call = harness.call(machine, RUN_1)
+        assert call.run_id != call.run_id.lower()
+
+        taken = harness.snapshotter.take(call)
+        found = {r.id: r for r in harness.snapshotter.find(POLICY, GROUP, RUN_1)}
+
+        identity = {
+            MANAGED_TAG: "true",
+            "quiesce:policy": POLICY,
+            "quiesce:group": GROUP,
+            RUN_TAG: call.run_id,
+            POINT_TAG: call.recovery_point,
+        }
+        assert not set(identity) & set(harness.unkept_tags)
+        assert set(found) == {r.id for r in taken}
+        for ref in taken:
+            given = {k: v for k, v in ref.tags.items() if k.startswith("quiesce:")}
+            back = {k: v for k, v in found[ref.id].tags.items() if k.startswith("quiesce:")}
+            assert given.items() >= identity.items()
+            kept = {k: v for k, v in given.items() if k not in harness.unkept_tags}
+            assert back == kept, (ref.id, back, kept)
 
     def test_find_lists_the_group_s_snapshots_and_one_run_s_when_asked(
         self, harness: SnapshotHarness

@@ -3,11 +3,15 @@ labels, find and delete."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 import pytest
 
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotState
+from quiesce.tags import POINT_TAG, RUN_TAG, snapshot_tags
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.member import GcpMember
 from quiesce_gcp.retry import Backoff
@@ -41,8 +45,12 @@ def member_of(m: Machine) -> GcpMember:
     )
 
 
-def call(m: Machine, run_id: str = "20261129T100000Z-ABC123") -> SnapshotCall:
-    return SnapshotCall(run_id, "Shop", "orders", "db", m, "rp-1", "application", spec=member_of(m))
+def call(
+    m: Machine, run_id: str = "20261129T100000Z-ABC123", point: str = "rp-1", member: str = "db"
+) -> SnapshotCall:
+    return SnapshotCall(
+        run_id, "Shop", "orders", member, m, point, "application", spec=member_of(m)
+    )
 
 
 def snapper(clients: GcpClients, **kw: object) -> GceSnapshotter:
@@ -162,3 +170,91 @@ def test_a_rate_limited_poll_while_waiting_for_durability_is_retried(
     assert [r.state for r in done] == [SnapshotState.COMPLETED] * 2
     assert all(r.tags["status"] == "READY" and r.size_bytes == 1048576 for r in done)
     assert waits == [0.05]  # the core's backoff: half of its first step
+
+
+# ------------------------------------------------------------------------------ exact tags
+
+
+def core(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k.startswith("quiesce:")}
+
+
+def test_the_exact_tag_values_are_kept_in_the_description_and_come_back_from_find(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    """Labels hold lowercased values only; the core recognises a snapshot by the exact ones."""
+    s = GceSnapshotter(clients, projects={"orders": [PROJECT]}, poll_interval=0.0)
+    taking = call(machine(compute), "20261202T040000Z-AbC123", "rp-20261202T040000Z-AbC123")
+
+    taken = s.take(taking)
+
+    for ref in taken:
+        held = compute.snapshots[(PROJECT, ref.id)]
+        assert json.loads(held["description"]) == snapshot_tags(taking)
+        assert held["labels"]["quiesce-run"] == "20261202t040000z-abc123"
+        assert core(ref.tags) == snapshot_tags(taking)
+        assert ref.tags["quiesce-run"] == "20261202t040000z-abc123"  # the labels too
+    found = s.find("Shop", "orders", "20261202T040000Z-AbC123")
+    assert sorted(r.id for r in found) == sorted(r.id for r in taken)
+    for ref in found:
+        assert ref.tags[RUN_TAG] == "20261202T040000Z-AbC123"
+        assert ref.tags[POINT_TAG] == "rp-20261202T040000Z-AbC123"
+        assert ref.tags["quiesce:policy"] == "Shop"
+        assert ref.machine_id == "db-vm"
+        created = compute.snapshots[(PROJECT, ref.id)]["creationTimestamp"]
+        assert ref.started_at == ref.fixed_at == datetime.fromisoformat(created)
+
+
+def test_a_run_whose_id_differs_only_in_case_is_another_run(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    s = GceSnapshotter(clients, projects={"orders": [PROJECT]}, poll_interval=0.0)
+    m = machine(compute)
+    upper = s.take(call(m, "20261202T040000Z-ABC123"))
+    lower = s.take(call(m, "20261202t040000z-abc123"))  # the same labels
+
+    assert sorted(r.id for r in s.find("Shop", "orders", "20261202T040000Z-ABC123")) == sorted(
+        r.id for r in upper
+    )
+    assert sorted(r.id for r in s.find("Shop", "orders", "20261202t040000z-abc123")) == sorted(
+        r.id for r in lower
+    )
+    assert s.find("shop", "orders") == []  # the policy is `Shop`
+    assert len(s.find("Shop", "orders")) == 4
+
+
+def test_an_exact_value_its_label_disagrees_with_is_not_believed(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    """A snapshot relabelled into another run by hand, or one whose description is not ours,
+    carries no core tag it cannot prove: the orphan sweep then never takes it for a run's."""
+    s = GceSnapshotter(clients, projects={"orders": [PROJECT]}, poll_interval=0.0)
+    m = machine(compute)
+    relabelled, foreign = s.take(call(m, "20261202T040000Z-ABC123"))
+    compute.snapshots[(PROJECT, relabelled.id)]["labels"]["quiesce-run"] = "20261203t000000z-x"
+    compute.snapshots[(PROJECT, foreign.id)]["description"] = "nightly backup (by hand)"
+
+    (moved,) = s.find("Shop", "orders", "20261203T000000Z-X")
+    (plain,) = s.find("Shop", "orders", "20261202T040000Z-ABC123")
+
+    assert moved.id == relabelled.id
+    assert RUN_TAG not in moved.tags  # the description says another run: not believed
+    assert moved.tags[POINT_TAG] == "rp-1"  # its label still agrees
+    assert plain.id == foreign.id
+    assert core(plain.tags) == {}
+    assert plain.tags["quiesce-run"] == "20261202t040000z-abc123"
+
+
+def test_labels_the_api_would_refuse_are_never_sent(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    """The fake refuses labels as the API does (uppercase, `:`, over 63 characters)."""
+    s = snapper(clients)
+    long_member = "Member.Of:" + "X" * 80
+    taking = call(machine(compute), "20261202T040000Z-ABC123", member=long_member)
+
+    (ref, _) = s.take(taking)
+
+    held = compute.snapshots[(PROJECT, ref.id)]
+    assert held["labels"]["quiesce-member"] == label_value(long_member)
+    assert ref.tags["quiesce:member"] == long_member

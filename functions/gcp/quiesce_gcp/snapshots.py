@@ -20,11 +20,21 @@ for the run's pending snapshots. A snapshot the listing does not show (not visib
 gone) is asked about by itself: its createSnapshot operation (an error there fails the disk),
 else the snapshot. Every read while polling is retried with the core's backoff: a rate limit
 during the freeze must not fail a disk (and with it the machine's other snapshots).
+
+Tags: the core recognises its snapshots by the tags of `quiesce.tags` (`quiesce:run-id`,
+`quiesce:recovery-point`, ...) and their exact values (run ids hold uppercase letters). A label
+value allows only lowercase letters, digits, `_` and `-` (63 characters at most), so each tag
+is a label (`quiesce-run`, `quiesce-point`, ...) holding its value lowercased, which the API's
+filters select on, and the snapshot's `description` holds the exact values as JSON. The refs
+`take` and `find` return carry both: the labels as the snapshot holds them and the core's tags
+with their exact values. An exact value is believed only when its label agrees with it, so a
+snapshot relabelled by hand is never taken for another run's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -41,6 +51,7 @@ from quiesce.errors import ProviderError
 from quiesce.ports import SnapshotCall, Snapshotter, fan_out
 from quiesce.providers.registry import expect_member
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import MANAGED_TAG, POINT_TAG, RUN_TAG, snapshot_tags
 from quiesce_gcp.clients import (
     GcpClients,
     operation_error,
@@ -64,6 +75,17 @@ log = logging.getLogger(__name__)
 FIXED_WHEN: frozenset[str] = frozenset({"UPLOADING", "READY"})
 MANAGED_LABEL = "quiesce-managed"
 RUN_LABEL = "quiesce-run"
+#: The label that holds each of the core's tags (lowercased; the description holds it exact).
+TAG_LABELS: dict[str, str] = {
+    MANAGED_TAG: MANAGED_LABEL,
+    "quiesce:policy": "quiesce-policy",
+    "quiesce:group": "quiesce-group",
+    "quiesce:member": "quiesce-member",
+    RUN_TAG: RUN_LABEL,
+    POINT_TAG: "quiesce-point",
+    "quiesce:consistency": "quiesce-consistency",
+    "quiesce:machine": "quiesce-machine",
+}
 METHOD = "gce-snapshot"
 METHOD_GUEST_FLUSH = "gce-guest-flush"
 #: How long `take` waits for a point in time before it gives up on a disk.
@@ -75,6 +97,34 @@ _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
 def label_value(value: str) -> str:
     """A label value: lowercase letters, digits, `_` and `-`, at most 63 characters."""
     return _LABEL_UNSAFE.sub("_", value.lower())[:63]
+
+
+def tag_labels(tags: Mapping[str, str]) -> dict[str, str]:
+    """The labels of the core's `tags`: each under its label key, its value lowercased."""
+    return {TAG_LABELS[k]: label_value(v) for k, v in tags.items() if k in TAG_LABELS}
+
+
+def tag_description(tags: Mapping[str, str]) -> str:
+    """The snapshot's description: the core's tags with their exact values, as JSON."""
+    return json.dumps(
+        {k: v for k, v in tags.items() if k in TAG_LABELS}, sort_keys=True, separators=(",", ":")
+    )
+
+
+def exact_tags(labels: Mapping[str, str], description: str) -> dict[str, str]:
+    """The core's tags of a snapshot, with the exact values its description holds, each only
+    where the snapshot's label agrees with it. A description that is not ours gives none."""
+    try:
+        held = json.loads(description) if description else {}
+    except ValueError:
+        return {}
+    if not isinstance(held, dict):
+        return {}
+    return {
+        tag: value
+        for tag, label in TAG_LABELS.items()
+        if isinstance(value := held.get(tag), str) and labels.get(label) == label_value(value)
+    }
 
 
 #: Every snapshot Quiesce creates is named with this prefix: infra/gcp grants deleting and
@@ -99,6 +149,7 @@ class _Disk:
     zone: str = ""
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # the core's, exact
     started: datetime = field(default_factory=utcnow)
     op: compute_v1.Operation | None = None
     snap: compute_v1.Snapshot | None = None
@@ -161,16 +212,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         return expect_member(call.spec, GcpMember).hook_channel == "guest_flush"
 
     def labels(self, call: SnapshotCall) -> dict[str, str]:
-        return {
-            MANAGED_LABEL: "true",
-            "quiesce-policy": label_value(call.policy),
-            "quiesce-group": label_value(call.group),
-            "quiesce-member": label_value(call.member),
-            RUN_LABEL: label_value(call.run_id),
-            "quiesce-point": label_value(call.recovery_point),
-            "quiesce-consistency": label_value(call.consistency),
-            "quiesce-machine": label_value(call.machine.machine_id),
-        }
+        return tag_labels(snapshot_tags(call))
 
     def take(self, call: SnapshotCall) -> list[SnapshotRef]:
         (result,) = self.take_many([call])
@@ -226,12 +268,15 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         """Asks for one disk's snapshot; a repeated create (409) follows the one there."""
         project, zone, disk = parse_zonal(disk_url)
         name = snapshot_name(call.run_id, call.machine.machine_id, disk_url)
-        labels = self.labels(call)
+        tags = snapshot_tags(call)
+        labels = tag_labels(tags)
         request = compute_v1.CreateSnapshotDiskRequest(
             project=project,
             zone=zone,
             disk=disk,
-            snapshot_resource=compute_v1.Snapshot(name=name, labels=labels),
+            snapshot_resource=compute_v1.Snapshot(
+                name=name, labels=labels, description=tag_description(tags)
+            ),
         )
         if self._guest_flush(call):
             request.guest_flush = True
@@ -250,7 +295,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
                 f"disks.createSnapshot {project}/{zone}/{disk}: {error_message(exc)}",
                 code=type(exc).__name__,
             ) from exc
-        return _Disk(slot, disk_url, project, zone, name, labels, started, op)
+        return _Disk(slot, disk_url, project, zone, name, labels, tags, started, op)
 
     def _until_fixed(self, disks: Sequence[_Disk]) -> None:
         """Reads the disks' snapshots, one listing per project and run each round, until each
@@ -311,7 +356,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         snap, fixed = disk.snap, disk.fixed
         assert snap is not None
         assert fixed is not None
-        tags = dict(disk.labels)
+        tags = {**disk.labels, **disk.tags}
         # What the operation reports: the snapshot's own guestFlush flag.
         tags["guest-flush"] = "true" if snap.guest_flush else "false"
         tags["status"] = snap.status
@@ -438,13 +483,14 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
             return
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
-        wanted = {
-            MANAGED_LABEL: "true",
-            "quiesce-policy": label_value(policy),
-            "quiesce-group": label_value(group),
-        }
+        """Quiesce's snapshots of the group (and run), selected by their labels; each ref's
+        tags are the snapshot's labels and the core's tags with their exact values. A snapshot
+        whose exact value differs from the one asked for (a policy, group or run whose name
+        differs only in case) is not the one asked for."""
+        asked = {"quiesce:policy": policy, "quiesce:group": group}
         if run_id is not None:
-            wanted["quiesce-run"] = label_value(run_id)
+            asked[RUN_TAG] = run_id
+        wanted = {MANAGED_LABEL: "true", **tag_labels(asked)}
         out: list[SnapshotRef] = []
         projects = self.projects.get(group) or (
             [self.default_project] if self.default_project else []
@@ -462,26 +508,41 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
             for snap in found:
                 if any(snap.labels.get(k) != v for k, v in wanted.items()):
                     continue
-                created = utcnow()
-                out.append(
-                    SnapshotRef(
-                        id=snap.name,
-                        provider="gcp",
-                        machine_id=snap.labels.get("quiesce-machine", ""),
-                        volume=snap.source_disk,
-                        method=METHOD_GUEST_FLUSH if snap.guest_flush else METHOD,
-                        state={
-                            "READY": SnapshotState.COMPLETED,
-                            "FAILED": SnapshotState.FAILED,
-                            "DELETING": SnapshotState.DELETED,
-                        }.get(snap.status, SnapshotState.PENDING),
-                        started_at=created,
-                        fixed_at=created,
-                        location=snap.self_link,
-                        tags=dict(snap.labels),
-                    )
-                )
+                exact = exact_tags(snap.labels, snap.description)
+                if any(exact.get(tag, value) != value for tag, value in asked.items()):
+                    continue
+                out.append(_found(snap, exact))
         return out
+
+
+def _found(snap: compute_v1.Snapshot, exact: Mapping[str, str]) -> SnapshotRef:
+    """The ref of a snapshot `find` listed."""
+    created = _created(snap.creation_timestamp)
+    return SnapshotRef(
+        id=snap.name,
+        provider="gcp",
+        machine_id=exact.get("quiesce:machine") or snap.labels.get("quiesce-machine", ""),
+        volume=snap.source_disk,
+        method=METHOD_GUEST_FLUSH if snap.guest_flush else METHOD,
+        state={
+            "READY": SnapshotState.COMPLETED,
+            "FAILED": SnapshotState.FAILED,
+            "DELETING": SnapshotState.DELETED,
+        }.get(snap.status, SnapshotState.PENDING),
+        started_at=created,
+        fixed_at=created,
+        location=snap.self_link,
+        tags={**snap.labels, **exact},
+    )
+
+
+def _created(timestamp: str) -> datetime:
+    """A snapshot's creationTimestamp (RFC 3339); now when it is missing or unreadable."""
+    try:
+        when = datetime.fromisoformat(timestamp) if timestamp else None
+    except ValueError:
+        when = None
+    return when if when is not None and when.tzinfo is not None else utcnow()
 
 
 #: What a snapshot's status says of its durability (other statuses: still pending).

@@ -1,0 +1,171 @@
+"""The orphan sweep (quiesce.engine.orphans, docs/engine.md) on GCP: persistent-disk snapshots a
+run left behind are recognised by the core's tags with their exact values and deleted on the
+fake Compute API; a listed point's snapshots, and a running run's, are never touched.
+
+Run ids hold uppercase letters (`20261202T040000Z-abc123`), which GCP labels cannot: the sweep
+finds a GCP orphan only because `find` gives back the exact values (kept in the snapshot's
+description), not the lowercased labels."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from quiesce.engine import recover_abandoned, run_group
+from quiesce.engine.context import RunContext
+from quiesce.engine.orphans import sweep_orphans
+from quiesce.engine.phases import acquire_lock, quiesce, resolve, snapshot
+from quiesce.policy.model import Policy
+from quiesce.ports import Backends, Provider
+from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
+from quiesce.record import RunRecord, RunStatus
+from quiesce.tags import POINT_TAG, RUN_TAG
+from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.hooks import AgentHookRunner
+from quiesce_gcp.inventory import GceInventory
+from quiesce_gcp.retry import Backoff
+from quiesce_gcp.signing import AgentKeys
+from quiesce_gcp.snapshots import GceSnapshotter
+
+from .conftest import MASTER_KEY, PROJECT, ZONE
+from .fake_compute import FakeCompute
+
+#: A process id no process has (above the kernel's pid_max): the killed orchestrator's.
+DEAD_PID = 2**22 + 11
+
+
+def crash_policy() -> Policy:
+    return Policy.model_validate(
+        {
+            "version": 1,
+            "name": "shop",
+            "groups": {
+                "orders": {
+                    "consistency": "crash",
+                    "max_freeze_seconds": 20,
+                    "durability_timeout_seconds": 30,
+                    "members": [
+                        {
+                            "name": "db",
+                            "provider": "gcp",
+                            "project": PROJECT,
+                            "zone": ZONE,
+                            "select": {"instances": ["db-vm"]},
+                        }
+                    ],
+                }
+            },
+        }
+    )
+
+
+def backends(clients: GcpClients, state: MemoryStateStore, **snapshots: Any) -> Backends:
+    """A process's backends over one catalog (a new process each: nothing carried over)."""
+    provider = Provider(
+        inventory=GceInventory(clients),
+        hooks=AgentHookRunner(clients, keys=AgentKeys.from_hex(MASTER_KEY)),
+        snapshots=GceSnapshotter(
+            clients, projects={"orders": [PROJECT]}, poll_interval=0.0, **snapshots
+        ),
+    )
+    return Backends(providers={"gcp": provider}, state=state, bus=MemoryEventBus())
+
+
+def killed_after_its_snapshots(
+    policy: Policy, wired: Backends, run_id: str, *, pid: int = DEAD_PID
+) -> RunRecord:
+    """Drives a run through its snapshots and stops before its point is recorded, as a
+    SIGKILLed orchestrator would: its record says `running`, its snapshots are in the cloud."""
+    record = RunRecord.model_validate(
+        {
+            "run_id": run_id,
+            "policy": policy.name,
+            "group": "orders",
+            "requested_consistency": "crash",
+            "on_quiesce_failure": "fallback",
+            "max_freeze_seconds": 20,
+            "orchestrator": {"host": socket.gethostname(), "pid": pid},
+        }
+    )
+    ctx = RunContext(policy=policy, group=policy.groups["orders"], backends=wired, record=record)
+    acquire_lock(ctx)
+    resolve(ctx)
+    quiesce(ctx)
+    snapshot(ctx, "crash")
+    ctx.save()
+    return record
+
+
+def names(compute: FakeCompute) -> set[str]:
+    with compute.lock:
+        return {name for (_, name) in compute.snapshots}
+
+
+def test_a_killed_runs_snapshots_are_deleted_by_the_next_runs_sweep_and_a_listed_points_kept(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    compute.add_instance(PROJECT, ZONE, "db-vm", data_disks=1)
+    policy, state = crash_policy(), MemoryStateStore()
+    listed = run_group(policy, "orders", backends(clients, state))
+    assert listed.status is RunStatus.SUCCEEDED, listed.errors
+    assert listed.recovery_point is not None
+    kept = names(compute)
+    assert len(kept) == 2
+
+    killed = killed_after_its_snapshots(policy, backends(clients, state), "20261202T040000Z-abc123")
+    left = names(compute) - kept
+    assert len(left) == 2
+    # Its closer could not delete them (every snapshots.delete refused past its retries): the
+    # run is closed, its snapshots are left, and only the orphan sweep can take them now.
+    compute.throttle("DELETE", r"/global/snapshots/", count=10_000)
+    refused = backends(clients, state, backoff=Backoff(attempts=2, sleep=lambda _: None))
+    (closed,) = recover_abandoned(policy, refused)
+    assert closed.run_id == killed.run_id
+    assert closed.status is RunStatus.FAILED
+    assert any("could not delete snapshot" in w for w in closed.warnings), closed.warnings
+    assert names(compute) == kept | left
+    with compute.lock:
+        compute.throttles.clear()
+
+    nxt = run_group(policy, "orders", backends(clients, state))
+
+    assert nxt.status is RunStatus.SUCCEEDED, nxt.errors
+    assert nxt.recovery_point is not None
+    now = names(compute)
+    assert not now & left, "the killed run's snapshots are deleted"
+    assert kept <= now, "the listed point's snapshots are kept"
+    assert len(now) == 4  # the listed point's and the new run's
+    assert state.get_point(listed.recovery_point) is not None
+
+
+def test_the_sweep_deletes_exactly_the_orphans_of_finished_runs(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    compute.add_instance(PROJECT, ZONE, "db-vm", data_disks=1)
+    policy, state = crash_policy(), MemoryStateStore()
+    listed = run_group(policy, "orders", backends(clients, state))
+    assert listed.recovery_point is not None
+    kept = names(compute)
+    dead = killed_after_its_snapshots(policy, backends(clients, state), "20261202T050000Z-DEAD01")
+    dead.status = RunStatus.FAILED  # closed by a closer whose deletes did not go through
+    state.save_run(dead)
+    state.release_lock("shop/orders", dead.run_id)
+    orphans = names(compute) - kept
+    alive = killed_after_its_snapshots(
+        policy, backends(clients, state), "20261202T060000Z-LIVE01", pid=os.getpid()
+    )  # still running (its orchestrator is this process): never touched
+    running = names(compute) - kept - orphans
+    assert len(orphans) == len(running) == 2
+
+    wired = backends(clients, state)
+    found = {r.id: r for r in wired.providers["gcp"].snapshots.find("shop", "orders")}
+    assert {found[n].tags[RUN_TAG] for n in orphans} == {dead.run_id}
+    assert {found[n].tags[POINT_TAG] for n in orphans} == {f"rp-{dead.run_id}"}
+
+    deleted, problems = sweep_orphans(policy, wired)
+
+    assert problems == []
+    assert set(deleted) == orphans
+    assert names(compute) == kept | running
+    assert state.get_run(alive.run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
