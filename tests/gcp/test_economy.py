@@ -1,14 +1,15 @@
 """What a run asks of Compute Engine and Firestore, counted exactly where the requests arrive:
 one guest-attributes read per round per VM (all keys of the namespace at once, none right
 after the command is written), a run's snapshot states in one snapshots.list per round (a
-request per page of 500), never a get per snapshot or operation, and a recovery point written
-with its run in one commit. Clocks are fakes that move only when the adapters sleep: no test
-here waits on time."""
+request per page of 500), never a get per snapshot or operation, a recovery point written
+with its run in one commit, and a trigger claim, a free lock and its release one commit each.
+Clocks are fakes that move only when the adapters sleep: no test here waits on time."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -17,7 +18,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
 from quiesce.ports import HookCall, Machine, SnapshotCall
-from quiesce.record import HookStatus, SnapshotState
+from quiesce.record import HookStatus, SnapshotState, utcnow
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.hooks import AFTER_PACING, PRE_PACING, AgentHookRunner
 from quiesce_gcp.member import GcpMember
@@ -309,3 +310,106 @@ def test_a_recovery_point_and_its_run_are_one_commit(firestore_emulator: Firesto
     assert counted.calls == ["Commit"]
     assert store.get_point(point.id) is not None
     assert store.get_run(record.run_id) is not None
+
+
+def test_a_free_trigger_is_claimed_with_one_create_and_a_claimed_one_costs_a_read_more(
+    firestore_emulator: FirestoreEmulator,
+) -> None:
+    counted = Counted()
+    store = FirestoreStateStore(counted.client, unique_prefix())
+
+    assert store.claim_trigger("evt-1", RUN) is None
+    assert counted.calls == ["Commit"]
+
+    counted.calls.clear()
+    assert store.claim_trigger("evt-1", "20261202T110000Z-OTHER1") == RUN
+    assert counted.calls == ["Commit", "BatchGetDocuments"]  # refused create, the holder
+
+    counted.calls.clear()
+    assert store.claim_trigger("evt-1", RUN) is None  # a retry by the same run
+    assert counted.calls == ["Commit", "BatchGetDocuments"]
+
+
+def test_a_free_lock_and_its_release_are_one_commit_each(
+    firestore_emulator: FirestoreEmulator,
+) -> None:
+    counted = Counted()
+    store = FirestoreStateStore(counted.client, unique_prefix())
+    until = utcnow() + timedelta(minutes=10)
+
+    assert store.acquire_lock("shop/orders", RUN, until) is None
+    assert counted.calls == ["Commit"]
+
+    counted.calls.clear()
+    store.release_lock("shop/orders", RUN)
+    assert counted.calls == ["Commit"]  # a delete conditional on our own write's time
+
+    counted.calls.clear()
+    assert store.acquire_lock("shop/orders", "20261202T110000Z-NEXT01", until) is None
+    assert counted.calls == ["Commit"]  # released: free again
+
+
+def test_a_held_lock_costs_a_refused_create_and_a_read_and_an_expired_one_a_write_more(
+    firestore_emulator: FirestoreEmulator,
+) -> None:
+    counted = Counted()
+    prefix = unique_prefix()
+    store = FirestoreStateStore(counted.client, prefix)
+    until = utcnow() + timedelta(minutes=10)
+    store.acquire_lock("held", "20261202T090000Z-HOLDER", until)
+    store.acquire_lock("expired", "20261202T090000Z-DEAD01", utcnow() - timedelta(seconds=1))
+
+    counted.calls.clear()
+    holder = store.acquire_lock("held", RUN, until)
+    assert holder is not None
+    assert holder.run_id == "20261202T090000Z-HOLDER"
+    assert counted.calls == ["Commit", "BatchGetDocuments"]
+
+    counted.calls.clear()
+    assert store.acquire_lock("expired", RUN, until) is None
+    assert counted.calls == ["Commit", "BatchGetDocuments", "Commit"]  # the conditional update
+
+    counted.calls.clear()
+    store.release_lock("expired", RUN)  # its update's time was remembered
+    assert counted.calls == ["Commit"]
+
+
+def test_a_lock_released_by_a_store_that_did_not_take_it_is_read_then_deleted(
+    firestore_emulator: FirestoreEmulator,
+) -> None:
+    """`quiesce recover` in another process closes a run whose lock it never took."""
+    prefix = unique_prefix()
+    taker = FirestoreStateStore(Counted().client, prefix)
+    taker.acquire_lock("shop/orders", RUN, utcnow() + timedelta(minutes=10))
+    counted = Counted()
+    closer = FirestoreStateStore(counted.client, prefix)
+
+    closer.release_lock("shop/orders", "20261202T110000Z-NOTOURS")  # not the holder: kept
+    assert counted.calls == ["BatchGetDocuments"]
+
+    counted.calls.clear()
+    closer.release_lock("shop/orders", RUN)
+    assert counted.calls == ["BatchGetDocuments", "Commit"]
+    assert closer.acquire_lock("shop/orders", "20261202T120000Z-AFTER1", utcnow()) is None
+
+
+def test_a_release_after_the_lock_was_taken_over_does_not_delete_the_new_holders(
+    firestore_emulator: FirestoreEmulator,
+) -> None:
+    """The remembered write is stale: its conditional delete is refused, the lock is read and
+    left to its new holder."""
+    prefix = unique_prefix()
+    counted = Counted()
+    old = FirestoreStateStore(counted.client, prefix)
+    old.acquire_lock("k", RUN, utcnow() - timedelta(seconds=1))  # expired at once
+    new = FirestoreStateStore(Counted().client, prefix)
+    until = utcnow() + timedelta(minutes=10)
+    assert new.acquire_lock("k", "20261202T110000Z-NEWRUN", until) is None
+
+    counted.calls.clear()
+    old.release_lock("k", RUN)
+
+    assert counted.calls == ["Commit", "BatchGetDocuments"]  # refused, then read: not ours
+    holder = new.acquire_lock("k", "20261202T120000Z-THIRD1", until)
+    assert holder is not None
+    assert holder.run_id == "20261202T110000Z-NEWRUN"

@@ -4,12 +4,12 @@ catalog in the Firestore emulator, the real Compute client against the fake Comp
 real guest agent on each VM.
 
 The fault is injected on the wire: a gRPC interceptor on the Firestore client's channel answers
-the first read of the group's lock (BatchGetDocuments on `<prefix>-locks`, inside the lock's
-transaction) RESOURCE_EXHAUSTED, as Firestore does when throttled. That is after the trigger
-claim; the client does not retry it, the entry point fails (HTTP 500, so Pub/Sub would
-redeliver), the attempt is recorded as failed before any quiesce. The same message delivered
-again takes the trigger over and backs the group up: one recovery point, one run that
-succeeded."""
+the first write of the group's lock (the Commit creating its document in `<prefix>-locks`)
+DEADLINE_EXCEEDED without passing it on, as Firestore does when it cannot answer in time. That
+is after the trigger claim; the client does not retry a Commit on it, the entry point fails
+(HTTP 500, so Pub/Sub would redeliver), the attempt is recorded as failed before any quiesce.
+The same message delivered again takes the trigger over and backs the group up: one recovery
+point, one run that succeeded."""
 
 from __future__ import annotations
 
@@ -40,17 +40,35 @@ from .test_engine_run import backends, gcp_member
 __all__ = ["firestore_emulator"]
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "gcp" / "quiesce_gcp" / "main.py"
-BATCH_GET = "/google.firestore.v1.Firestore/BatchGetDocuments"
+COMMIT = "/google.firestore.v1.Firestore/Commit"
 
 
-class Throttled(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    """The failed call the interceptor hands back: what grpc raises for RESOURCE_EXHAUSTED."""
+class TimedOut(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
+    """The failed call the interceptor hands back: what grpc raises for DEADLINE_EXCEEDED."""
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
+        return grpc.StatusCode.DEADLINE_EXCEEDED
 
     def details(self) -> str:
-        return "Quota exceeded."
+        return "Deadline Exceeded"
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> Any:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return None
+
+    def done(self) -> bool:
+        return True
+
+    def running(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
 
     def initial_metadata(self) -> tuple[()]:
         return ()
@@ -70,42 +88,39 @@ class Throttled(grpc.RpcError, grpc.Call):  # type: ignore[misc]
     def add_callback(self, callback: Any) -> bool:
         return False
 
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        raise self
+    def add_done_callback(self, fn: Any) -> None:
+        fn(self)
 
 
-class ThrottleLockReadOnce(grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """Answers the first BatchGetDocuments of a document in `<prefix>-locks` with
-    RESOURCE_EXHAUSTED; every other call goes through."""
+class FailLockWriteOnce(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Answers the first Commit that writes a document in `<prefix>-locks` with
+    DEADLINE_EXCEEDED (the write never reaches the emulator); every other call goes through."""
 
     def __init__(self, prefix: str) -> None:
         self.collection = f"/{prefix}-locks/"
         self.armed = True
-        self.throttled: list[str] = []
+        self.failed: list[str] = []
         self.lock = threading.Lock()
 
-    def intercept_unary_stream(
+    def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        if client_call_details.method == BATCH_GET:
-            documents = list(request.documents)
+        if client_call_details.method == COMMIT:
+            documents = [w.update.name or w.delete for w in request.writes]
             with self.lock:
                 hit = self.armed and any(self.collection in d for d in documents)
                 if hit:
                     self.armed = False
-                    self.throttled += documents
+                    self.failed += documents
             if hit:
-                return Throttled()
+                return TimedOut()
         return continuation(client_call_details, request)
 
 
 class InterceptedClient(firestore.Client):
     """The emulator's client with an interceptor on its gRPC channel (the wire, not the store)."""
 
-    interceptor: grpc.UnaryStreamClientInterceptor
+    interceptor: grpc.UnaryUnaryClientInterceptor
 
     def _emulator_channel(self, transport: Any) -> Any:
         channel = super()._emulator_channel(transport)  # type: ignore[no-untyped-call]
@@ -118,7 +133,7 @@ def app_main() -> Iterator[None]:
     sys.modules.pop("main", None)
 
 
-def test_a_redelivery_after_a_throttled_lock_read_backs_up_exactly_once(
+def test_a_redelivery_after_a_failed_lock_write_backs_up_exactly_once(
     firestore_emulator: FirestoreEmulator,
     fleet: Fleet,
     clients: GcpClients,
@@ -151,7 +166,7 @@ def test_a_redelivery_after_a_throttled_lock_read_backs_up_exactly_once(
     fleet.add("db-vm", policy, data_disks=1)
     fleet.add("app-vm", policy, data_disks=1)
     prefix = unique_prefix("redeliver")
-    fault = ThrottleLockReadOnce(prefix)
+    fault = FailLockWriteOnce(prefix)
     client = InterceptedClient(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     client.interceptor = fault
     state = FirestoreStateStore(client, prefix)
@@ -169,7 +184,7 @@ def test_a_redelivery_after_a_throttled_lock_read_backs_up_exactly_once(
     first = deliver()
 
     assert first.status_code == 500, "the entry point failed: Pub/Sub delivers again"
-    assert fault.throttled, "the lock read was throttled"
+    assert fault.failed, "the lock write failed"
     assert fleet.hook_lines() == [], "nothing was quiesced"
     (failed,) = state.list_runs("shop")
     assert failed.status is RunStatus.FAILED

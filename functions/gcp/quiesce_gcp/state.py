@@ -12,10 +12,23 @@ Layout (collection names start with the store's prefix, `quiesce` by default):
     <p>-outbox          <event id>          seq, data
 
 Document ids are the keys percent-encoded (`/` is not allowed in an id). Everything that must
-be atomic is one Firestore transaction that reads the document and then writes it: a lock is
-taken when it is absent, expired or already ours; a trigger is claimed when absent; a cooldown
-fires when its last firing is old enough. Firestore retries a transaction that lost a race, and
-the retry sees the winner's write, so of two concurrent callers exactly one wins. Times in
+be atomic is one conditional write, which Firestore applies or refuses as a whole:
+
+- a trigger is claimed by creating its document (`create`: refused when it exists; then the
+  holder is read, and a claim by the same run is not a duplicate);
+- a lock is taken by creating its document; when it exists, it is read, and one held by
+  another run that has not expired names its holder; one that expired, or is ours, is
+  rewritten with an update conditional on the update time read (`last_update_time`), so of
+  several callers taking over an expired lock exactly one write goes through, and the others
+  read again and see the winner;
+- a lock is released by a delete conditional on the update time of the store's own write of
+  it (remembered by the store that took it): unchanged since, it is still ours. A store that
+  did not take it, or whose condition fails (taken over meanwhile), reads it and deletes it,
+  again conditionally, only when it names the run.
+
+So a free trigger, a free lock and its release are one request each (a Commit). A cooldown
+still fires in a transaction (read, then write when its last firing is old enough): Firestore
+retries a transaction that lost a race, and the retry sees the winner's write. Times in
 comparisons are integers (microseconds since the epoch), so they are exact.
 
 Listing runs and points uses equality filters only (policy, and group when given), which
@@ -31,12 +44,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
-from google.api_core.exceptions import AlreadyExists, Conflict
+from google.api_core.exceptions import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from google.cloud import firestore
 
 from quiesce.errors import ProviderError
@@ -63,8 +77,12 @@ COMPRESS_ABOVE = 900_000
 #: The most a compressed record may take (the document's other fields need the rest).
 MAX_PACKED = 1_040_000
 DAY = timedelta(days=1)
-#: A transaction that keeps losing races is retried this often before giving up.
+#: A transaction (or a conditional write) that keeps losing races is retried this often before
+#: giving up.
 TRANSACTION_ATTEMPTS = 25
+#: What a conditional write that lost a race raises: the condition failed, or the document is
+#: gone. Either way, read it again.
+LOST_RACE = (FailedPrecondition, NotFound)
 #: Firestore's limit of writes in one batch.
 BATCH_LIMIT = 500
 #: Each kind's collection (after the prefix) and order field.
@@ -102,6 +120,9 @@ class FirestoreStateStore(CatalogStateStore):
         self.prefix = prefix
         self.clock = clock
         self.trigger_ttl = timedelta(days=trigger_ttl_days)
+        #: (lock key, run id) -> the update time of this store's write of that lock.
+        self._lock_writes: dict[tuple[str, str], datetime] = {}
+        self._remembered = threading.Lock()
 
     def _collection(self, name: str) -> firestore.CollectionReference:
         return self.client.collection(f"{self.prefix}-{name}")
@@ -157,69 +178,111 @@ class FirestoreStateStore(CatalogStateStore):
     # ------------------------------------------------------------------------------ locks
 
     def acquire_lock(self, key: str, run_id: str, expires_at: datetime) -> LockHolder | None:
+        """One create when the lock is free; else a read, and a conditional update when it
+        expired or is ours (see the module's docstring)."""
         ref = self._doc("locks", key)
         expires = micros(expires_at)
-
-        def attempt(transaction: firestore.Transaction) -> LockHolder | None:
-            snapshot = ref.get(transaction=transaction)
+        fields = {
+            "key": key,
+            "run_id": run_id,
+            "expires_us": expires,
+            "expire_at": from_micros(expires) + DAY,
+        }
+        for _ in range(TRANSACTION_ATTEMPTS):
+            try:
+                written = ref.create(fields)
+            except (AlreadyExists, Conflict):
+                pass
+            else:
+                self._wrote_lock(key, run_id, written.update_time)
+                return None
+            snapshot = ref.get()
             held = snapshot.to_dict() if snapshot.exists else None
-            now = micros(self.clock())
-            if held and held.get("run_id") != run_id and int(held["expires_us"]) >= now:
+            if not held:
+                continue  # released meanwhile: create it
+            if held.get("run_id") != run_id and int(held["expires_us"]) >= micros(self.clock()):
                 return LockHolder(
                     run_id=str(held["run_id"]), expires_at=from_micros(int(held["expires_us"]))
                 )
-            transaction.set(
-                ref,
-                {
-                    "key": key,
-                    "run_id": run_id,
-                    "expires_us": expires,
-                    "expire_at": from_micros(expires) + DAY,
-                },
-            )
+            try:
+                written = ref.update(fields, option=self._unchanged_since(snapshot.update_time))
+            except LOST_RACE:
+                continue  # another caller wrote it first: read it again
+            self._wrote_lock(key, run_id, written.update_time)
             return None
-
-        return self._transact(attempt)
+        raise ProviderError(
+            f"lock {key}: still contended after {TRANSACTION_ATTEMPTS} attempts",
+            code="LockContended",
+        )
 
     def release_lock(self, key: str, run_id: str) -> None:
+        """One delete conditional on this store's own write of the lock; else (another store
+        took it, or it changed since) read it and delete it conditionally if it names the run."""
         ref = self._doc("locks", key)
-
-        def attempt(transaction: firestore.Transaction) -> None:
-            snapshot = ref.get(transaction=transaction)
+        with self._remembered:
+            written = self._lock_writes.pop((key, run_id), None)
+        if written is not None:
+            try:
+                ref.delete(option=self._unchanged_since(written))
+                return
+            except LOST_RACE:
+                pass  # taken over, renewed elsewhere, or gone: read it
+        for _ in range(TRANSACTION_ATTEMPTS):
+            snapshot = ref.get()
             held = snapshot.to_dict() if snapshot.exists else None
-            if held and held.get("run_id") == run_id:
-                transaction.delete(ref)
+            if not held or held.get("run_id") != run_id:
+                return
+            try:
+                ref.delete(option=self._unchanged_since(snapshot.update_time))
+                return
+            except LOST_RACE:
+                continue
+        raise ProviderError(
+            f"lock {key}: still contended after {TRANSACTION_ATTEMPTS} attempts",
+            code="LockContended",
+        )
 
-        self._transact(attempt)
+    def _wrote_lock(self, key: str, run_id: str, update_time: datetime) -> None:
+        with self._remembered:
+            self._lock_writes[(key, run_id)] = update_time
+
+    def _unchanged_since(self, update_time: datetime) -> Any:
+        """The precondition of a write that goes through only on the version read (or written)."""
+        return self.client.write_option(last_update_time=update_time)
 
     # ------------------------------------------------------------------------------ triggers
 
     def claim_trigger(self, trigger_id: str, run_id: str) -> str | None:
         """Claims `trigger_id` for `run_id`; returns the run that claimed it before, if another.
 
-        Claiming again for the same run is not a duplicate (a retried call): it returns None.
+        One create; when the claim exists, one read of its holder. Claiming again for the same
+        run is not a duplicate (a retried call): it returns None.
         """
         ref = self._doc("triggers", trigger_id)
         now = self.clock()
-
-        def attempt(transaction: firestore.Transaction) -> str | None:
-            snapshot = ref.get(transaction=transaction)
+        fields = {
+            "trigger_id": trigger_id,
+            "run_id": run_id,
+            "created_us": micros(now),
+            "expire_at": now + self.trigger_ttl,
+        }
+        for _ in range(TRANSACTION_ATTEMPTS):
+            try:
+                ref.create(fields)
+            except (AlreadyExists, Conflict):
+                pass
+            else:
+                return None
+            snapshot = ref.get()
             earlier = snapshot.to_dict() if snapshot.exists else None
             if earlier:
                 earlier_run = str(earlier.get("run_id"))
                 return None if earlier_run == run_id else earlier_run
-            transaction.set(
-                ref,
-                {
-                    "trigger_id": trigger_id,
-                    "run_id": run_id,
-                    "created_us": micros(now),
-                    "expire_at": now + self.trigger_ttl,
-                },
-            )
-            return None
-
-        return self._transact(attempt)
+            # gone meanwhile (its TTL): claim it again
+        raise ProviderError(
+            f"trigger {trigger_id}: still contended after {TRANSACTION_ATTEMPTS} attempts",
+            code="TriggerContended",
+        )
 
     def trigger_owner(self, trigger_id: str) -> str | None:
         snapshot = self._doc("triggers", trigger_id).get()
