@@ -12,11 +12,13 @@
 
 locals {
   # What the adapters call on the target resource groups' VMs, disks, snapshots and restore
-  # points, and on the managed members there: reading flexible servers and SQL databases
+  # points (and their copies in other regions, with a copy's disk encryption set), and on the
+  # managed members there: reading flexible servers and SQL databases
   # (point-in-time restore needs no call at backup time) and creating, listing and deleting
   # share snapshots (the adapter deletes only snapshots whose metadata says Quiesce made them,
   # never a share). Keep sorted; the test compares this list with the adapters' declarations.
   adapter_actions = [
+    "Microsoft.Compute/diskEncryptionSets/read",
     "Microsoft.Compute/disks/read",
     "Microsoft.Compute/restorePointCollections/read",
     "Microsoft.Compute/restorePointCollections/restorePoints/delete",

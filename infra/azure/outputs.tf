@@ -38,3 +38,13 @@ output "role_definition_id" {
   description = "The custom role with the adapters' actions."
   value       = azurerm_role_definition.adapters.role_definition_resource_id
 }
+
+output "drill_function_app_name" {
+  description = "The drill app (null when the policy has no drill trigger); publish the same package to it."
+  value       = one(azurerm_function_app_flex_consumption.drill[*].name)
+}
+
+output "drill_principal_id" {
+  description = "The object id of the drill app's identity, the only one allowed to launch and delete VMs (null without drills)."
+  value       = one(azurerm_function_app_flex_consumption.drill[*].identity[0].principal_id)
+}

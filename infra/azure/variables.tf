@@ -165,3 +165,16 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+# ---------------------------------------------------------------------------------- drills
+
+variable "drill_timeout_seconds" {
+  description = "The drill app's functionTimeout (its AzureFunctionsJobHost__functionTimeout app setting): a drill launches VMs, waits for their VM agents, verifies and deletes them. At least 900 s (a drill refuses to start with less than 600 s left)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.drill_timeout_seconds >= 900 && var.drill_timeout_seconds <= 86400
+    error_message = "drill_timeout_seconds is 900-86400."
+  }
+}

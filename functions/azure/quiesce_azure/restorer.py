@@ -138,6 +138,17 @@ CLEANUP_PERMISSIONS = [
 ]
 
 
+def drill_permissions() -> list[Permission]:
+    """Everything the drill function's identity is granted (infra/azure/drill.tf): the
+    restorer's, the verify hooks' (Run Command on the copies) and the reads that refresh a
+    copy's state. tests/azure/test_permissions.py compares the Terraform with this list."""
+    from quiesce_azure.hooks import RUN_PERMISSIONS
+    from quiesce_azure.snapshots import AzureSnapshotter
+
+    found = [p for perms in AzureRestorer.DRILL_PERMISSIONS.values() for p in perms]
+    return found + RUN_PERMISSIONS + AzureSnapshotter.PERMISSIONS["wait_durable"]
+
+
 @dataclass
 class DiskSource:
     """One disk to restore: where from, and where it sat on the original VM."""
