@@ -12,6 +12,10 @@ What it writes:
 - `schedules`: one EventBridge Scheduler schedule per schedule trigger, named after the trigger
   (the schedule function reads the trigger's name back from the schedule's ARN), with the cron
   expression in EventBridge's six-field form and the trigger's time zone;
+- `drill_schedules`: the same for drill triggers (`action: drill`), which start the drill
+  function; `drill_regions`, where drills restore (each needs the run-hook document); and
+  `restore_subnets` / `restore_security_groups`, the `restore:` sites' networks, the only ones
+  the drill role may launch copies into;
 - `event_rules`: at most one EventBridge rule per event kind (`deploy`, `alert`), whose pattern
   lets through only the events that can fire one of the policy's triggers of that kind;
 - `hook_allowlists`: the hook allowlist (/etc/quiesce/hooks.json) of each member's instances
@@ -315,8 +319,53 @@ def schedules(policy: Policy) -> dict[str, dict[str, str]]:
             "description": f"Quiesce {policy.name}: trigger {t.name} backs up group {t.group}",
         }
         for t in sorted(policy.triggers, key=lambda t: t.name)
-        if t.schedule is not None
+        if t.schedule is not None and t.action == "backup"
     }
+
+
+def drill_schedules(policy: Policy) -> dict[str, dict[str, str]]:
+    """The drill triggers' schedules: they start the drill function, not the schedule one."""
+    return {
+        t.name: {
+            "group": t.group,
+            "region": t.region or "",
+            "expression": to_eventbridge(t.schedule),
+            "timezone": t.timezone,
+            "description": (
+                f"Quiesce {policy.name}: trigger {t.name} drills group {t.group}"
+                + (f" in {t.region}" if t.region else "")
+            ),
+        }
+        for t in sorted(policy.triggers, key=lambda t: t.name)
+        if t.schedule is not None and t.action == "drill"
+    }
+
+
+def drill_regions(policy: Policy) -> list[str]:
+    """Where the drills restore: a drill trigger's region, or its group's members' regions."""
+    regions: set[str] = set()
+    for t in policy.triggers:
+        if t.action != "drill":
+            continue
+        if t.region:
+            regions.add(t.region)
+        else:
+            group = policy.groups[t.group]
+            regions |= {m.region for m in group.members if isinstance(m, AwsMember)}
+    return sorted(regions)
+
+
+def restore_sites(policy: Policy) -> tuple[list[str], list[str]]:
+    """The subnets and security groups of every `restore:` site (the group's and its copies')."""
+    subnets: set[str] = set()
+    groups: set[str] = set()
+    for group in policy.groups.values():
+        sites = [group.restore, *(c.restore for c in group.copies)]
+        for site in sites:
+            if site is not None:
+                subnets.add(site.network)
+                groups.update(site.security_groups)
+    return sorted(subnets), sorted(groups)
 
 
 def groups(policy: Policy) -> dict[str, dict[str, float]]:
@@ -361,6 +410,10 @@ def tfvars(policy: Policy, raw: bytes, policy_file: str, warn: Any = None) -> di
         "member_regions": member_regions(policy),
         "groups": groups(policy),
         "schedules": schedules(policy),
+        "drill_schedules": drill_schedules(policy),
+        "drill_regions": drill_regions(policy),
+        "restore_subnets": restore_sites(policy)[0],
+        "restore_security_groups": restore_sites(policy)[1],
         "event_rules": event_rules(policy, warn),
         "hook_allowlists": {
             name: target.tfvar() for name, target in sorted(hook_allowlists(policy).items())
@@ -432,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target.write_text(out, encoding="utf-8")
         print(
             f"{target}: {len(data['schedules'])} schedule(s), "
+            f"{len(data['drill_schedules'])} drill schedule(s), "
             f"{len(data['event_rules'])} event rule(s), "
             f"{len(data['hook_allowlists'])} hook allowlist(s)",
             file=sys.stderr,

@@ -77,3 +77,18 @@ output "restore_policy_json" {
   description = "The IAM policy `quiesce restore --in-cloud --execute` needs (EBS volumes, RDS restores, EFS restore jobs): attach it to whoever restores; the functions never do."
   value       = data.aws_iam_policy_document.restore.json
 }
+
+output "drill_function_name" {
+  description = "The drill function (started by the drill triggers' schedules)."
+  value       = aws_lambda_function.drill.function_name
+}
+
+output "drill_role_arn" {
+  description = "The drill function's role: restores into isolation and deletes only what carries quiesce:restore."
+  value       = aws_iam_role.drill.arn
+}
+
+output "drill_schedules" {
+  description = "The drill schedules, by trigger name: expression and time zone."
+  value       = { for name, s in aws_scheduler_schedule.drill : name => "${s.schedule_expression} ${s.schedule_expression_timezone}" }
+}

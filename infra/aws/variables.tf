@@ -285,3 +285,59 @@ variable "groups" {
   }))
   default = {}
 }
+
+# ---------------------------------------------------------------------------------- drills
+# drill_schedules, drill_regions, restore_subnets and restore_security_groups are written by
+# scripts/aws_triggers.py from the policy's drill triggers and `restore:` sites.
+
+variable "drill_schedules" {
+  description = "One EventBridge Scheduler schedule per drill trigger (action: drill), by trigger name: the group, the region of the copy it drills (\"\": the group's own), cron(...) expression and IANA time zone; each starts the drill function. Written by scripts/aws_triggers.py."
+  type = map(object({
+    group       = string
+    region      = optional(string, "")
+    expression  = string
+    timezone    = string
+    description = optional(string, "")
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for name, s in var.drill_schedules : can(regex("^[a-z0-9][a-z0-9_-]{0,62}$", name)) && startswith(s.expression, "cron(")])
+    error_message = "Drill schedules are named after their triggers and use cron(...) expressions."
+  }
+}
+
+variable "drill_regions" {
+  description = "The regions drills restore in (the groups' own and their copies'): each needs the run-hook document for the verify hooks. Written by scripts/aws_triggers.py."
+  type        = list(string)
+  default     = []
+}
+
+variable "restore_subnets" {
+  description = "The subnet ids of the policy's restore sites: the drill role launches copies into these only. Written by scripts/aws_triggers.py."
+  type        = list(string)
+  default     = []
+}
+
+variable "restore_security_groups" {
+  description = "The security group ids of the policy's restore sites: the only ones the drill role gives its copies. Written by scripts/aws_triggers.py."
+  type        = list(string)
+  default     = []
+}
+
+variable "restore_instance_profile" {
+  description = "An instance profile (ARN) for every restored copy instead of the original's, e.g. one that only allows SSM. null: each copy gets its original's (recorded with the point)."
+  type        = string
+  default     = null
+}
+
+variable "drill_timeout" {
+  description = "Seconds the drill function may run: launching the copies, waiting for their SSM agents, verifying and deleting them must fit (at least 600; Lambda allows 900)."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.drill_timeout >= 120 && var.drill_timeout <= 900
+    error_message = "drill_timeout is 120-900 seconds (Lambda's limit)."
+  }
+}

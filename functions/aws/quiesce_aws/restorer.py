@@ -25,9 +25,11 @@ quiesce:restore-of=<original instance>, quiesce:restored-from=<point>, quiesce:m
 copy carries none of the original's tags: not the member's selector (the next backup would take
 the copy for the original) and not quiesce:enabled.
 
-With the site's `inspect_on`, a volume is created from each snapshot in the inspection
-instance's zone (CreateVolume, tagged the same way) and attached to it at the next free device
-(/dev/sdf onwards); `mounts` records each original volume's device there.
+With the site's `inspect_on` (an instance tagged quiesce:inspection=true), a volume is created
+from each snapshot in the inspection instance's zone (CreateVolume, tagged the same way) and
+attached to it at the next free device (/dev/sdf onwards); `mounts` records each original
+volume's device there. A launched copy records no mounts: it boots with the original's volumes
+at their original devices, and its own fstab mounts them where they were.
 
 `wait_ready`: the instance runs (DescribeInstances) and its SSM agent is online
 (DescribeInstanceInformation, PingStatus Online): verify hooks go through SSM Run Command like
@@ -81,6 +83,9 @@ PROVIDER = "aws"
 RESTORE_TAG = "quiesce:restore"
 #: ... and the original instance it is a copy of.
 RESTORE_OF_TAG = "quiesce:restore-of"
+#: The tag an inspection instance (`inspect_on`) must carry: the drill role attaches volumes to,
+#: and sends verify hooks to, only instances that carry it (or a restore's own copies).
+INSPECTION_TAG = "quiesce:inspection"
 #: Where an inspection instance gets the restored volumes: /dev/sdf to /dev/sdp.
 ATTACH_DEVICES = tuple(f"/dev/sd{c}" for c in "fghijklmnop")
 #: Instance states from which a copy never comes up.
@@ -177,7 +182,11 @@ class Ec2Restorer(Restorer):
                 {f"aws:RequestTag/{RESTORE_TAG}": "*"},
             ),
             _own("ec2:AttachVolume", "arn:aws:ec2:*:*:volume/*"),
-            Permission("ec2:AttachVolume", "arn:aws:ec2:*:*:instance/*"),
+            Permission(
+                "ec2:AttachVolume",
+                "arn:aws:ec2:*:*:instance/*",
+                {f"aws:ResourceTag/{INSPECTION_TAG}": "true"},
+            ),
         ],
         "wait_ready": [
             Permission("ec2:DescribeInstances", "*"),
@@ -192,7 +201,11 @@ class Ec2Restorer(Restorer):
             _own("ec2:TerminateInstances", "arn:aws:ec2:*:*:instance/*"),
             _own("ec2:DeregisterImage", "arn:aws:ec2:*::image/*"),
             _own("ec2:DetachVolume", "arn:aws:ec2:*:*:volume/*"),
-            Permission("ec2:DetachVolume", "arn:aws:ec2:*:*:instance/*"),
+            Permission(
+                "ec2:DetachVolume",
+                "arn:aws:ec2:*:*:instance/*",
+                {f"aws:ResourceTag/{INSPECTION_TAG}": "true"},
+            ),
             _own("ec2:DeleteVolume", "arn:aws:ec2:*:*:volume/*"),
             _own("ec2:DeleteNetworkInterface", "arn:aws:ec2:*:*:network-interface/*"),
             _own("ec2:DeleteSnapshot", "arn:aws:ec2:*::snapshot/*"),
@@ -208,7 +221,7 @@ class Ec2Restorer(Restorer):
             Permission(
                 "ssm:SendCommand",
                 "arn:aws:ec2:*:*:instance/*",
-                {"ssm:resourceTag/quiesce:enabled": "true"},
+                {f"ssm:resourceTag/{INSPECTION_TAG}": "true"},
             ),
             Permission("ssm:ListCommandInvocations", "*"),
             Permission("ssm:GetCommandInvocation", "*"),
@@ -528,9 +541,12 @@ class Ec2Restorer(Restorer):
                     what=f"AttachVolume {volume_id}",
                 )
             except (ClientError, BotoCoreError) as exc:
+                hint = ""
+                if error_code(exc) in ("UnauthorizedOperation", "AccessDenied"):
+                    hint = f"; the inspection instance must carry {INSPECTION_TAG}=true"
                 raise ProviderError(
                     f"member {request.member!r}: restoring {ref.id} onto {target} failed: "
-                    f"{error_message(exc)} (what was made is left for the cleanup of "
+                    f"{error_message(exc)}{hint} (what was made is left for the cleanup of "
                     f"{request.label}: {', '.join(restored.created) or 'nothing'})",
                     code=error_code(exc) or "AttachFailed",
                 ) from exc

@@ -233,3 +233,32 @@ run "a_group_that_may_wait_longer_than_the_function_runs_is_warned_about" {
 
   expect_failures = [check.runs_fit_in_the_function_timeout]
 }
+
+run "drills_have_their_own_function_role_and_schedules" {
+  command = plan
+
+  assert {
+    condition = alltrue([
+      for name, s in var.drill_schedules :
+      aws_scheduler_schedule.drill[name].name == name &&
+      aws_scheduler_schedule.drill[name].schedule_expression == s.expression &&
+      aws_scheduler_schedule.drill[name].group_name == "${var.name_prefix}-${var.policy_name}"
+    ]) && length(aws_scheduler_schedule.drill) == length(var.drill_schedules)
+    error_message = "one drill schedule per drill trigger, named after it, in the policy's group"
+  }
+
+  assert {
+    condition = (
+      aws_lambda_function.drill.handler == "quiesce_aws.handler.schedule_handler" &&
+      aws_lambda_function.drill.timeout == var.drill_timeout &&
+      aws_lambda_function.drill.function_name == "${var.name_prefix}-${var.policy_name}-drill" &&
+      aws_iam_role.drill.name == "${var.name_prefix}-${var.policy_name}-drill"
+    )
+    error_message = "the drill function runs the schedule front door with its own role and timeout"
+  }
+
+  assert {
+    condition     = aws_lambda_function_event_invoke_config.drill.maximum_retry_attempts == 0
+    error_message = "a drill is not retried by Lambda"
+  }
+}
