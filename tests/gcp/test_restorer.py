@@ -325,3 +325,20 @@ def test_inspect_on_attaches_the_disks_and_cleanup_detaches_them(
         "inspect-vm-boot",
         "inspect-vm-data1",
     ]
+
+
+def test_a_verify_hook_on_the_guest_flush_channel_fails_instead_of_passing_unrun(
+    clients: GcpClients,
+) -> None:
+    spec = GcpMember.model_validate(
+        {"name": "win", "provider": "gcp", "project": PROJECT, "zone": ZONE,
+         "hook_channel": "guest_flush", "select": {"instances": ["win-1"]},
+         "hooks": {"verify": {"run": ["/usr/local/bin/check"]}}}
+    )  # fmt: skip
+    assert spec.hooks.verify is not None
+    machine = Machine("gcp", "win", "qr-0-win-1", (), {"project": PROJECT, "zone": ZONE})
+    call = HookCall(LABEL, "shop", "orders", "win", machine, "verify", spec.hooks.verify,
+                    spec=spec)  # fmt: skip
+    result = runner(clients).run(call)
+    assert result.status is HookStatus.FAILED
+    assert result.code == "NoHookChannel"

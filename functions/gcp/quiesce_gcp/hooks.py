@@ -132,6 +132,12 @@ class AgentHookRunner(RemoteHookRunner):
     def send(self, call: HookCall, phase: str) -> HookResult:
         watch = Stopwatch(self.clock)
         member = expect_member(call.spec, GcpMember)
+        if member.hook_channel == "guest_flush" and phase == "verify":
+            return watch.failed(
+                "NoHookChannel",
+                f"a verify hook of member {call.member!r} cannot run: it uses hook_channel: "
+                "guest_flush, which runs no Quiesce hook (use the agent channel to verify)",
+            )
         if member.hook_channel == "guest_flush":
             message = (
                 "guest flush: the Google guest agent checks"
