@@ -361,7 +361,7 @@ class FakeArm:
     def _lro(
         self,
         status: int,
-        resource: dict[str, Any],
+        resource: dict[str, Any] | None,
         *,
         final: str = "Succeeded",
         error: dict[str, Any] | None = None,
@@ -875,7 +875,7 @@ class FakeArm:
         percent = 100.0 if point.get("_replication_polls", 0) <= 0 else 40.0
         profile = point["properties"]["sourceMetadata"].get("storageProfile") or {}
         disks = [profile.get("osDisk"), *list(profile.get("dataDisks") or [])]
-        out = json.loads(json.dumps(out))
+        out = dict(json.loads(json.dumps(out)))
         out["properties"]["instanceView"] = {
             "diskRestorePoints": [
                 {
