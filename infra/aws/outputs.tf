@@ -92,3 +92,8 @@ output "drill_schedules" {
   description = "The drill schedules, by trigger name: expression and time zone."
   value       = { for name, s in aws_scheduler_schedule.drill : name => "${s.schedule_expression} ${s.schedule_expression_timezone}" }
 }
+
+output "drill_policy_json" {
+  description = "The drill role's policy, for operators who run `quiesce drill`, `quiesce restore --in-cloud --launch` or `quiesce restore-cleanup` themselves."
+  value       = data.aws_iam_policy_document.drill.json
+}
