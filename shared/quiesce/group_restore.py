@@ -178,7 +178,7 @@ def restore_group(
         _wait_ready(launched, result, backends, ready_timeout)
         marks["ready"] = clock()
         if verify:
-            _verify(point, launched, result, specs, backends, policy)
+            _verify(point, launched, result, specs, backends, policy, site)
         marks["verify"] = clock()
         if not result.errors and result.verified is not False:
             end = marks["verify"] if result.verified else marks["ready"]
@@ -264,7 +264,12 @@ def _verify(
     specs: dict[str, MemberBase],
     backends: Backends,
     policy: Policy,
+    site: RestoreSite,
 ) -> None:
+    """Runs each member's verify hook on its copy. On a launched copy the hook runs as on the
+    original (no argument: the copy is the machine); on an inspection machine it gets the
+    place of the machine's first restored volume (the guest protocol carries one restore path;
+    the others are in the result's `mounts`)."""
     verdicts = []
     for (restored, _), shown in zip(launched, result.machines, strict=True):
         spec = specs[restored.member]
@@ -279,7 +284,7 @@ def _verify(
             machine=restored.machine,
             phase="verify",
             hook=hook,
-            extra_args=tuple(restored.mounts.values()),
+            extra_args=_restore_path(restored, site),
             spec=spec,
         )
         hooks = backends.providers[restored.machine.provider].hooks
@@ -296,6 +301,12 @@ def _verify(
                 f"{shown.verify.status.value} ({shown.verify.code}): {shown.verify.message}"
             )
     result.verified = all(verdicts) if verdicts else None
+
+
+def _restore_path(restored: RestoredMachine, site: RestoreSite) -> tuple[str, ...]:
+    if site.inspect_on is None or not restored.mounts:
+        return ()
+    return (next(iter(restored.mounts.values())),)
 
 
 def _cleanup(
