@@ -89,4 +89,3 @@ def everything(compute: FakeCompute) -> dict[str, list[Any]]:
             "images": sorted(k[-1] for k in compute.images),
             "snapshots": sorted(k[-1] for k in compute.snapshots),
         }
-
