@@ -6,7 +6,9 @@ operations. What it models, from the API reference:
 - instances.snapshots.create answers a long-running operation; the snapshot is CREATING and
   becomes READY on the `ready_after`-th read (the operation is done from then on); tiers
   without snapshots (BASIC_HDD, BASIC_SSD) answer FAILED_PRECONDITION; an existing id answers
-  ALREADY_EXISTS (409).
+  ALREADY_EXISTS (409). The snapshot keeps its `description` (more than 2048 characters is
+  refused 400) and its labels (a key starts with a lowercase letter; keys and values hold
+  lowercase letters, digits, `_` and `-`, 63 characters at most: others are refused 400).
 - snapshots.list with a `labels.k="v" AND ...` filter, snapshots.get, snapshots.delete.
 - instances.revert with targetSnapshotId: kept in `reverts`; every snapshot newer than the
   target is deleted, as the service does.
@@ -25,6 +27,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 FILTER_TERM = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^"\s]*)"?')
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+DESCRIPTION_MAX = 2048
 STATUS = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
@@ -78,11 +83,17 @@ class FakeFilestore:
             }
         return full
 
-    def add_snapshot(self, instance: str, sid: str, labels: dict[str, str] | None = None) -> str:
+    def add_snapshot(
+        self,
+        instance: str,
+        sid: str,
+        labels: dict[str, str] | None = None,
+        description: str = "",
+    ) -> str:
         """A snapshot someone else made (not Quiesce's unless its labels say so)."""
         name = f"{instance}/snapshots/{sid}"
         with self.lock:
-            self.snapshots[name] = self._snapshot(name, labels or {}, "READY")
+            self.snapshots[name] = self._snapshot(name, labels or {}, "READY", description)
         return name
 
     def throttle(self, method: str, pattern: str, status: int = 429) -> None:
@@ -92,9 +103,12 @@ class FakeFilestore:
     # ----------------------------------------------------------------- model
 
     @staticmethod
-    def _snapshot(name: str, labels: dict[str, str], state: str) -> dict[str, Any]:
+    def _snapshot(
+        name: str, labels: dict[str, str], state: str, description: str = ""
+    ) -> dict[str, Any]:
         return {
             "name": name,
+            "description": description,
             "state": state,
             "labels": labels,
             "createTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -262,7 +276,24 @@ class FakeFilestore:
                         if name in f.snapshots:
                             self._error(409, f"Resource '{name}' already exists")
                             return
-                        snap = f._snapshot(name, body.get("labels", {}), "CREATING")
+                        labels = body.get("labels", {})
+                        bad = [
+                            f"{k}={v}"
+                            for k, v in labels.items()
+                            if not LABEL_KEY.match(k) or not LABEL_VALUE.match(v)
+                        ]
+                        if bad:
+                            self._error(400, f"Invalid labels: {', '.join(sorted(bad))}")
+                            return
+                        description = body.get("description", "")
+                        if len(description) > DESCRIPTION_MAX:
+                            self._error(
+                                400,
+                                f"description has {len(description)} characters, more than "
+                                f"{DESCRIPTION_MAX}",
+                            )
+                            return
+                        snap = f._snapshot(name, labels, "CREATING", description)
                         snap["_order"] = len(f.journal)
                         f.snapshots[name] = snap
                         f.journal.append(f"snapshot {name}")

@@ -19,6 +19,13 @@ snapshot (instances.revert) is irreversible (later writes and newer snapshots ar
 `cloud_restore` runs it only for members with `allow_revert: true`; the plan always shows it,
 and how to copy files back from the share's `.snapshot/<name>` folder instead.
 
+Tags: as for disk snapshots (quiesce_gcp.snapshots), each of the core's tags is a label holding
+its value lowercased (what `find` filters on), and the snapshot's `description` (2048 characters
+at most; the tags take a few hundred) holds their exact values as JSON. The refs `take` and
+`find` return carry both; an exact value is believed only where its label agrees with it, so
+the orphan sweep recognises a run's leftover snapshots (run ids hold uppercase letters) and
+never a snapshot relabelled by hand.
+
 Retention deletes only snapshots labelled quiesce-managed=true and named with Quiesce's prefix.
 The client is google-cloud-filestore's CloudFilestoreManagerClient over REST.
 """
@@ -50,6 +57,7 @@ from quiesce.ports import (
 )
 from quiesce.providers.registry import expect_member
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import snapshot_tags
 from quiesce_gcp.managed_spec import FilestoreMember
 from quiesce_gcp.permissions import (
     FILESTORE_INSTANCE,
@@ -59,7 +67,16 @@ from quiesce_gcp.permissions import (
     Permission,
 )
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
-from quiesce_gcp.snapshots import MANAGED_LABEL, SNAPSHOT_PREFIX, label_value
+from quiesce_gcp.snapshots import (
+    MANAGED_LABEL,
+    SNAPSHOT_PREFIX,
+    asked_tags,
+    contradicts,
+    exact_tags,
+    tag_description,
+    tag_labels,
+    wanted_labels,
+)
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -258,15 +275,7 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
         }
 
     def labels(self, call: SnapshotCall) -> dict[str, str]:
-        return {
-            MANAGED_LABEL: "true",
-            "quiesce-policy": label_value(call.policy),
-            "quiesce-group": label_value(call.group),
-            "quiesce-member": label_value(call.member),
-            "quiesce-run": label_value(call.run_id),
-            "quiesce-point": label_value(call.recovery_point),
-            "quiesce-consistency": label_value(call.consistency),
-        }
+        return tag_labels(snapshot_tags(call))
 
     # ------------------------------------------------------------------------------ take
 
@@ -277,14 +286,15 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
         started = utcnow()
         sid = snapshot_id(call.run_id, member.resource)
         name = f"{member.resource}/snapshots/{sid}"
-        labels = self.labels(call)
+        tags = snapshot_tags(call)
+        labels = tag_labels(tags)
         client = self.clients.filestore()
         op_name: str | None = None
         try:
             op = self.backoff.call(
                 lambda: client.create_snapshot(
                     parent=member.resource,
-                    snapshot=Snapshot(labels=labels, description=f"Quiesce {call.recovery_point}"),
+                    snapshot=Snapshot(labels=labels, description=tag_description(tags)),
                     snapshot_id=sid,
                     retry=None,
                 ),
@@ -313,7 +323,7 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
                 durable_at=fixed,
                 size_bytes=snap.filesystem_used_bytes or None,
                 location=name,
-                tags={**labels, "state": _state(snap)},
+                tags={**labels, **tags, "state": _state(snap)},
             )
         ]
 
@@ -400,13 +410,12 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
             return
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
-        wanted = {
-            MANAGED_LABEL: "true",
-            "quiesce-policy": label_value(policy),
-            "quiesce-group": label_value(group),
-        }
-        if run_id is not None:
-            wanted["quiesce-run"] = label_value(run_id)
+        """Quiesce's snapshots of the group's instances (and run), selected by their labels;
+        each ref's tags are the snapshot's labels and the core's tags with their exact values
+        (from its description, where the labels agree). A snapshot whose exact value differs
+        from the one asked for (a name that differs only in case) is not the one asked for."""
+        asked = asked_tags(policy, group, run_id)
+        wanted = wanted_labels(asked)
         client = self.clients.filestore()
         out: list[SnapshotRef] = []
         for instance in self.instances.get(group, []):
@@ -423,6 +432,9 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
             for snap in found:
                 if any(snap.labels.get(k) != v for k, v in wanted.items()):
                     continue
+                exact = exact_tags(snap.labels, snap.description)
+                if contradicts(exact, asked):
+                    continue
                 created = utcnow()
                 out.append(
                     SnapshotRef(
@@ -438,7 +450,7 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
                         started_at=created,
                         fixed_at=created,
                         location=snap.name,
-                        tags=dict(snap.labels),
+                        tags={**snap.labels, **exact},
                     )
                 )
         return out

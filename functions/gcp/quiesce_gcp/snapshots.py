@@ -104,16 +104,20 @@ def tag_labels(tags: Mapping[str, str]) -> dict[str, str]:
     return {TAG_LABELS[k]: label_value(v) for k, v in tags.items() if k in TAG_LABELS}
 
 
-def tag_description(tags: Mapping[str, str]) -> str:
-    """The snapshot's description: the core's tags with their exact values, as JSON."""
+def tag_description(tags: Mapping[str, str], keys: Mapping[str, str] = TAG_LABELS) -> str:
+    """A resource's description: the core's tags (those of `keys`) with their exact values,
+    as compact JSON."""
     return json.dumps(
-        {k: v for k, v in tags.items() if k in TAG_LABELS}, sort_keys=True, separators=(",", ":")
+        {k: v for k, v in tags.items() if k in keys}, sort_keys=True, separators=(",", ":")
     )
 
 
-def exact_tags(labels: Mapping[str, str], description: str) -> dict[str, str]:
-    """The core's tags of a snapshot, with the exact values its description holds, each only
-    where the snapshot's label agrees with it. A description that is not ours gives none."""
+def exact_tags(
+    labels: Mapping[str, str], description: str, keys: Mapping[str, str] = TAG_LABELS
+) -> dict[str, str]:
+    """The core's tags of a resource (those of `keys`: tag -> label), with the exact values its
+    description holds, each only where the resource's label agrees with it. A description
+    that is not ours gives none."""
     try:
         held = json.loads(description) if description else {}
     except ValueError:
@@ -122,9 +126,29 @@ def exact_tags(labels: Mapping[str, str], description: str) -> dict[str, str]:
         return {}
     return {
         tag: value
-        for tag, label in TAG_LABELS.items()
+        for tag, label in keys.items()
         if isinstance(value := held.get(tag), str) and labels.get(label) == label_value(value)
     }
+
+
+def asked_tags(policy: str, group: str, run_id: str | None = None) -> dict[str, str]:
+    """The core's tags a `find` asks for, with their exact values."""
+    asked = {"quiesce:policy": policy, "quiesce:group": group}
+    if run_id is not None:
+        asked[RUN_TAG] = run_id
+    return asked
+
+
+def wanted_labels(asked: Mapping[str, str]) -> dict[str, str]:
+    """The labels a `find` selects on: Quiesce's own, with the asked tags lowercased."""
+    return {MANAGED_LABEL: "true", **tag_labels(asked)}
+
+
+def contradicts(exact: Mapping[str, str], asked: Mapping[str, str]) -> bool:
+    """Whether a resource's exact tags name another policy, group or run than the asked ones
+    (a name that differs only in case is another one); a tag it does not hold contradicts
+    nothing."""
+    return any(exact.get(tag, value) != value for tag, value in asked.items())
 
 
 #: Every snapshot Quiesce creates is named with this prefix: infra/gcp grants deleting and
@@ -487,10 +511,8 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         tags are the snapshot's labels and the core's tags with their exact values. A snapshot
         whose exact value differs from the one asked for (a policy, group or run whose name
         differs only in case) is not the one asked for."""
-        asked = {"quiesce:policy": policy, "quiesce:group": group}
-        if run_id is not None:
-            asked[RUN_TAG] = run_id
-        wanted = {MANAGED_LABEL: "true", **tag_labels(asked)}
+        asked = asked_tags(policy, group, run_id)
+        wanted = wanted_labels(asked)
         out: list[SnapshotRef] = []
         projects = self.projects.get(group) or (
             [self.default_project] if self.default_project else []
@@ -509,7 +531,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
                 if any(snap.labels.get(k) != v for k, v in wanted.items()):
                     continue
                 exact = exact_tags(snap.labels, snap.description)
-                if any(exact.get(tag, value) != value for tag, value in asked.items()):
+                if contradicts(exact, asked):
                     continue
                 out.append(_found(snap, exact))
         return out
