@@ -32,6 +32,7 @@ from quiesce_gcp.signing import AgentKeys, instance_path
 
 from .emulators import start_pubsub_emulator
 from .fake_compute import FakeCompute
+from .fake_filestore import FakeFilestore
 from .fake_metadata import FakeMetadata
 
 PROJECT = "quiesce-test"
@@ -41,6 +42,13 @@ ZONE = "europe-west1-b"
 @pytest.fixture
 def compute() -> Iterator[FakeCompute]:
     fake = FakeCompute().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def filestore() -> Iterator[FakeFilestore]:
+    fake = FakeFilestore().start()
     yield fake
     fake.stop()
 

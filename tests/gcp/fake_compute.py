@@ -19,9 +19,10 @@ disk that is not READY or is attached elsewhere read-write, and keeps what it wa
 (machineType, networkInterfaces, tags, labels, metadata); instances.delete is STOPPING until its
 operation is read, then gone (its auto-delete disks with it); attachDisk/detachDisk keep each
 disk's `users`, and a disk in use cannot be deleted. Lists filter on labels. regions.get names
-each region's zones (`zones`, default: -b, -c, -d). A snapshot keeps the description it was
-created with; labels are checked as the API checks them (keys and values of lowercase letters,
-digits, `_` and `-`, 63 characters at most; a key starts with a letter): others are refused 400.
+each region's zones (`zones`, default: -b, -c, -d). A snapshot and an image keep the
+description they were created with; their labels are checked as the API checks them (keys and
+values of lowercase letters, digits, `_` and `-`, 63 characters at most; a key starts with a
+letter): others are refused 400.
 Every mutation is appended to `journal` (and to `journal_path` when set, where hook scripts
 append too), so tests can check the order of hooks and snapshots.
 """
@@ -700,6 +701,14 @@ class FakeCompute:
                 if (p, name) in f.images:
                     self._error(409, f"The resource 'projects/{p}/global/images/{name}' "
                                 "already exists")  # fmt: skip
+                    return
+                bad = [
+                    f"{k}={v}"
+                    for k, v in body.get("labels", {}).items()
+                    if not LABEL_KEY.match(k) or not LABEL_VALUE.match(v)
+                ]
+                if bad:
+                    self._error(400, f"Invalid label(s) {bad}")
                     return
                 source = body.get("sourceSnapshot", "")
                 snap = f._snapshot_view(*_global_key(source), advance=True) if source else None
