@@ -1,13 +1,16 @@
 """GCP copies (images stored in another region) against the fake Compute API: what is refused
-before anything is made, a repeated copy, and delete / find on copies."""
+before anything is made, a repeated copy, delete / find on copies, and the exact tags a copy's
+description gives back only where its labels agree."""
 
 from __future__ import annotations
 
 import pytest
 
+from quiesce.engine.copies import COPY_OF_TAG, REGION_TAG
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotRef, SnapshotState
+from quiesce.tags import POINT_TAG, RUN_TAG
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.copies import GceSnapshotterWithCopies, is_copy
 from quiesce_gcp.member import GcpMember
@@ -112,3 +115,34 @@ def test_a_vanished_copy_is_failed(compute: FakeCompute, clients: GcpClients) ->
     del compute.images[(PROJECT, copy.id)]
     (seen,) = s.wait_durable([copy], timeout=0)
     assert seen.state is SnapshotState.FAILED
+
+
+def test_find_gives_a_copy_s_exact_tags_only_where_its_labels_agree(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    ref = taken(compute, clients)[0]
+    s = snapper(clients)
+    tags = {**ref.tags, COPY_OF_TAG: ref.id, REGION_TAG: "europe-west4"}
+    copy = s.copy_to_region(ref, "europe-west4", None, tags)
+
+    (found,) = [r for r in s.find("shop", "orders") if is_copy(r)]
+    assert found.tags[RUN_TAG] == "RUN-1"
+    assert found.tags[POINT_TAG] == "rp-1"
+    assert found.tags[COPY_OF_TAG] == ref.id
+    assert found.tags[REGION_TAG] == "europe-west4"
+    assert found.machine_id == "db-vm"
+    # A run whose id differs only in case is another run: its copies are not this one's.
+    assert [r.id for r in s.find("shop", "orders", "run-1") if is_copy(r)] == []
+    assert [r.id for r in s.find("shop", "orders", "RUN-1") if is_copy(r)] == [copy.id]
+
+    image = compute.images[(PROJECT, copy.id)]
+    image["labels"]["quiesce-run"] = "run-2"  # relabelled by hand
+    image["description"] = image["description"].replace('"rp-1"', '"true"')  # edited by hand
+    (edited,) = [r for r in s.find("shop", "orders") if is_copy(r)]
+    assert RUN_TAG not in edited.tags, "the label no longer agrees: the exact value is not believed"
+    assert POINT_TAG not in edited.tags, "another label's value (managed=true) proves nothing"
+    assert edited.tags[COPY_OF_TAG] == ref.id
+
+    image["description"] = "made by hand"
+    (plain,) = [r for r in s.find("shop", "orders") if is_copy(r)]
+    assert not any(k.startswith("quiesce:") for k in plain.tags)

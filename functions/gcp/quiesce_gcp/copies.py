@@ -26,8 +26,12 @@ follows it; infra/gcp grants creating, labelling and deleting images on `q-` nam
 
 Each image carries the source snapshot's labels plus `quiesce-copy-of` (the source snapshot's
 name), `quiesce-region` and `quiesce-machine-type` (the source instance's machine type, read
-when the copy is made, so a restore there needs no access to the original's region); its
-description holds the core's tags with their exact values, as the snapshots' do.
+when the copy is made, so a restore there needs no access to the original's region), and a
+label for each of the core's tags the snapshot has one for. Its description holds the core's
+tags with their exact values (those of the snapshot, `quiesce:copy-of` and `quiesce:region`)
+as JSON, as the snapshots' does, read by the same rule (quiesce_gcp.snapshots.exact_tags): an
+exact value is believed only where its label agrees, so `find` gives the orphan sweep a copy's
+run and point as the run wrote them.
 
 `GceCopies` adds `copy_to_region` to the snapshotter and takes the image side of
 `wait_durable`, `delete` and `find`, handing snapshots on to it: the provider's snapshotter is
@@ -37,7 +41,6 @@ description holds the core's tags with their exact values, as the snapshots' do.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +50,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
 from quiesce.durability import poll_durable
+from quiesce.engine.copies import COPY_OF_TAG, REGION_TAG
 from quiesce.errors import ProviderError
 from quiesce.ports import fan_out
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
@@ -61,7 +65,16 @@ from quiesce_gcp.permissions import (
 )
 from quiesce_gcp.restorer import MACHINE_TYPE_LABEL, label_value
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
-from quiesce_gcp.snapshots import GceSnapshotter
+from quiesce_gcp.snapshots import (
+    TAG_LABELS,
+    GceSnapshotter,
+    asked_tags,
+    contradicts,
+    exact_tags,
+    tag_description,
+    tag_labels,
+    wanted_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +83,12 @@ REGION_LABEL = "quiesce-region"
 #: Every copy is an image named with this prefix (infra/gcp scopes image rights to `q-`).
 COPY_PREFIX = "q-c-"
 MANAGED_LABEL = "quiesce-managed"
+#: The label that holds each of the core's tags of a copy (the description holds them exact).
+COPY_TAG_LABELS: dict[str, str] = {
+    **TAG_LABELS,
+    COPY_OF_TAG: COPY_OF_LABEL,
+    REGION_TAG: REGION_LABEL,
+}
 #: What an image's status says of the copy's durability (other statuses: still pending).
 IMAGE_DURABILITY = {"READY": SnapshotState.COMPLETED, "FAILED": SnapshotState.FAILED}
 #: The tags a snapshot ref carries that are not labels of the snapshot.
@@ -148,18 +167,12 @@ class GceCopies:
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         found: list[SnapshotRef] = super().find(policy, group, run_id)  # type: ignore[misc]
-        wanted = {
-            MANAGED_LABEL: "true",
-            "quiesce-policy": label_value(policy),
-            "quiesce-group": label_value(group),
-        }
-        if run_id is not None:
-            wanted["quiesce-run"] = label_value(run_id)
+        asked = asked_tags(policy, group, run_id)
         projects = self.projects.get(group) or (
             [self.default_project] if self.default_project else []
         )
         for project in projects:
-            found += self.find_copies(project, wanted)
+            found += self.find_copies(project, asked)
         return found
 
     # ------------------------------------------------------------------------ the copy
@@ -187,20 +200,19 @@ class GceCopies:
             raise ProviderError(f"snapshot {snapshot.id}: no location", code="BadResourceUrl")
         project, source = parse_global(snapshot.location)
         name = copy_name(source, region)
-        labels = copy_labels(tags)
+        labels = {**copy_labels(tags), **tag_labels(tags)}
         labels.update(
             {MANAGED_LABEL: "true", COPY_OF_LABEL: label_value(source), REGION_LABEL: region}
         )
         machine_type = self._machine_type(snapshot)
         if machine_type:
             labels[MACHINE_TYPE_LABEL] = machine_type
-        exact = {k: v for k, v in tags.items() if k.startswith("quiesce:")}
         image = compute_v1.Image(
             name=name,
             source_snapshot=f"projects/{project}/global/snapshots/{source}",
             storage_locations=[region],
             labels=labels,
-            description=json.dumps(exact, sort_keys=True, separators=(",", ":")),
+            description=tag_description(tags, COPY_TAG_LABELS),
         )
         if key:
             _check_key(key, region)
@@ -320,8 +332,11 @@ class GceCopies:
         except gexc.NotFound:
             return
 
-    def find_copies(self, project: str, wanted: Mapping[str, str]) -> list[SnapshotRef]:
-        """The copies in `project` whose labels hold every one of `wanted`."""
+    def find_copies(self, project: str, asked: Mapping[str, str]) -> list[SnapshotRef]:
+        """The copies in `project` of the `asked` tags (asked_tags): selected by their labels,
+        each with the core's tags exact where its labels agree, and none whose exact values
+        are not the asked ones."""
+        wanted = wanted_labels(asked)
         request = compute_v1.ListImagesRequest(
             project=project,
             filter=" ".join(f'(labels.{k} = "{v}")' for k, v in wanted.items()),
@@ -335,39 +350,25 @@ class GceCopies:
             labels = dict(image.labels)
             if COPY_OF_LABEL not in labels or any(labels.get(k) != v for k, v in wanted.items()):
                 continue
+            exact = exact_tags(labels, image.description, COPY_TAG_LABELS)
+            if contradicts(exact, asked):
+                continue
             created = utcnow()
             out.append(
                 SnapshotRef(
                     id=image.name,
                     provider="gcp",
-                    machine_id=labels.get("quiesce-machine", ""),
+                    machine_id=exact.get("quiesce:machine") or labels.get("quiesce-machine", ""),
                     volume="",
                     method="gce-image-copy",
                     state=IMAGE_DURABILITY.get(image.status, SnapshotState.PENDING),
                     started_at=created,
                     fixed_at=created,
                     location=f"projects/{project}/global/images/{image.name}",
-                    tags={**_exact(labels, image.description), **labels},
+                    tags={**labels, **exact},
                 )
             )
         return out
-
-
-def _exact(labels: Mapping[str, str], description: str) -> dict[str, str]:
-    """The core's tags an image's description holds, each kept only where a label agrees
-    (the label holds the value lowercased), so a hand-edited description claims nothing."""
-    try:
-        held = json.loads(description) if description else {}
-    except ValueError:
-        return {}
-    if not isinstance(held, dict):
-        return {}
-    values = {label_value(v) for v in labels.values()}
-    return {
-        k: v
-        for k, v in held.items()
-        if isinstance(k, str) and isinstance(v, str) and label_value(v) in values
-    }
 
 
 def _check_key(key: str, region: str) -> None:
