@@ -35,6 +35,18 @@ VM_ID = re.compile(
     r"Microsoft\.Compute/virtualMachines/(?P<vm>[^/]+)$",
     re.IGNORECASE,
 )
+#: A managed-disk snapshot's id.
+SNAPSHOT_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.Compute/snapshots/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+#: A VM restore point's id (in its restore point collection).
+RESTORE_POINT_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.Compute/restorePointCollections/(?P<coll>[^/]+)/restorePoints/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
 
 
 class AzureClientFactory(Protocol):

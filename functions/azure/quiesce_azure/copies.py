@@ -34,7 +34,7 @@ from azure.mgmt.compute import models
 from quiesce.errors import ProviderError
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG
-from quiesce_azure.clients import as_json, dig
+from quiesce_azure.clients import RESTORE_POINT_ID, SNAPSHOT_ID, as_json, dig
 from quiesce_azure.permissions import Permission
 from quiesce_azure.retry import error_code, error_message
 
@@ -93,8 +93,6 @@ def copy_to_region(
     tags: dict[str, str],
 ) -> SnapshotRef:
     """Starts the copy of `snapshot` in `region`; returns the replica, PENDING."""
-    from quiesce_azure.snapshots import RESTORE_POINT_ID, SNAPSHOT_ID
-
     try:
         if match := RESTORE_POINT_ID.match(snapshot.id):
             return _copy_restore_point(snapshotter, snapshot, match, region, key, tags)
@@ -210,8 +208,6 @@ def _copy_restore_point(
 
 def _encrypted_disks(snapshotter: AzureSnapshotter, ref: SnapshotRef, key: str) -> dict[str, Any]:
     """Each disk restore point of the source, to be encrypted with `key` in the copy."""
-    from quiesce_azure.snapshots import RESTORE_POINT_ID
-
     match = RESTORE_POINT_ID.match(ref.id)
     assert match is not None
     compute = snapshotter.clients.compute(match["sub"])

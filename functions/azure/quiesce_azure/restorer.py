@@ -60,7 +60,15 @@ from azure.mgmt.core.exceptions import ARMErrorFormat
 from quiesce.errors import ProviderError
 from quiesce.ports import Cleanup, Machine, MachineRestore, RestoredMachine, Restorer
 from quiesce.record import SnapshotRef, SnapshotState
-from quiesce_azure.clients import AzureClientFactory, VmRef, as_json, dig, parse_vm_id
+from quiesce_azure.clients import (
+    RESTORE_POINT_ID,
+    SNAPSHOT_ID,
+    AzureClientFactory,
+    VmRef,
+    as_json,
+    dig,
+    parse_vm_id,
+)
 from quiesce_azure.copies import restore_point_state
 from quiesce_azure.permissions import Permission, Scope
 from quiesce_azure.retry import Backoff, error_code, error_message
@@ -79,16 +87,6 @@ SUBNET_ID = re.compile(
 NSG_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"
     r"networkSecurityGroups/[^/]+$",
-    re.IGNORECASE,
-)
-SNAPSHOT_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.Compute/snapshots/(?P<name>[^/]+)$",
-    re.IGNORECASE,
-)
-RESTORE_POINT_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.Compute/restorePointCollections/(?P<coll>[^/]+)/restorePoints/(?P<name>[^/]+)$",
     re.IGNORECASE,
 )
 RESOURCE_ID = re.compile(

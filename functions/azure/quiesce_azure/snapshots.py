@@ -42,7 +42,15 @@ from quiesce.ports import CloudRestore, Machine, RestoreStep, SnapshotCall, Snap
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, POINT_TAG, RUN_TAG, snapshot_tags
-from quiesce_azure.clients import AzureClientFactory, VmRef, as_json, dig, parse_vm_id
+from quiesce_azure.clients import (
+    RESTORE_POINT_ID,
+    SNAPSHOT_ID,
+    AzureClientFactory,
+    VmRef,
+    as_json,
+    dig,
+    parse_vm_id,
+)
 from quiesce_azure.copies import COPY_PERMISSIONS, copy_to_region, restore_point_state
 from quiesce_azure.member import AzureMember
 from quiesce_azure.permissions import Permission
@@ -80,17 +88,6 @@ PLATFORM_LEVELS = {
     "filesystemconsistent": "crash",
     "crashconsistent": "crash",
 }
-
-SNAPSHOT_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.Compute/snapshots/(?P<name>[^/]+)$",
-    re.IGNORECASE,
-)
-RESTORE_POINT_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.Compute/restorePointCollections/(?P<coll>[^/]+)/restorePoints/(?P<name>[^/]+)$",
-    re.IGNORECASE,
-)
 
 
 def _name(text: str, limit: int = 80) -> str:
