@@ -6,6 +6,7 @@ not Quiesce's, and the restores with their documented calls."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from quiesce.policy.model import Policy
 from quiesce.ports import CloudRestore, HookCall, Machine, Provider, SnapshotCall
 from quiesce.providers.registry import get
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import POINT_TAG, RUN_TAG
 from quiesce_gcp.cloudsql import CloudSqlSnapshotter, SqlClients
 from quiesce_gcp.filestore import FilestoreClients, FilestoreSnapshotter, snapshot_id
 from quiesce_gcp.managed_provider import (
@@ -410,6 +412,34 @@ def test_retention_deletes_only_quiesces_labelled_snapshots(filestore: FakeFiles
             snapshotter.delete(other)
         assert caught.value.code == "NotManaged"
         assert name in filestore.snapshots
+
+
+def test_find_gives_a_filestore_snapshot_s_exact_tags_only_where_its_labels_agree(
+    filestore: FakeFilestore,
+) -> None:
+    filestore.add_instance(PROJECT, ZONE, "files")
+    snapshotter = fs_snapshotter(filestore)
+    member = FilestoreMember.model_validate(SHARE)
+    machine = Machine("gcp-filestore", "share", member.resource, ("files",))
+    (ref,) = snapshotter.take(call(member, machine, "20261202T040000Z-ABC123"))
+    held = filestore.snapshots[ref.location]
+    assert json.loads(held["description"])[RUN_TAG] == "20261202T040000Z-ABC123"
+    assert held["labels"]["quiesce-run"] == "20261202t040000z-abc123"
+
+    (found,) = snapshotter.find("shop", "orders")
+    assert found.tags[RUN_TAG] == "20261202T040000Z-ABC123"
+    assert found.tags[POINT_TAG] == "rp-20261202T040000Z-ABC123"
+    assert found.tags["quiesce:machine"] == FILES
+    # A run whose id differs only in case is another run.
+    assert snapshotter.find("shop", "orders", "20261202t040000z-abc123") == []
+
+    held["labels"]["quiesce-run"] = "another-run"  # relabelled by hand
+    (relabelled,) = snapshotter.find("shop", "orders")
+    assert RUN_TAG not in relabelled.tags
+    assert relabelled.tags[POINT_TAG] == "rp-20261202T040000Z-ABC123"
+    held["description"] = "Nightly, by hand"
+    (plain,) = snapshotter.find("shop", "orders")
+    assert not any(k.startswith("quiesce:") for k in plain.tags)
 
 
 def test_restore_reverts_only_a_member_that_allows_it(filestore: FakeFilestore) -> None:

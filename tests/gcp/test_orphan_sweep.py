@@ -1,6 +1,7 @@
-"""The orphan sweep (quiesce.engine.orphans, docs/engine.md) on GCP: persistent-disk snapshots a
-run left behind are recognised by the core's tags with their exact values and deleted on the
-fake Compute API; a listed point's snapshots, and a running run's, are never touched.
+"""The orphan sweep (quiesce.engine.orphans, docs/engine.md) on GCP: persistent-disk snapshots
+(on the fake Compute API) and Filestore snapshots (on the fake Filestore API) a run left behind
+are recognised by the core's tags with their exact values and deleted; a listed point's
+snapshots, and a running run's, are never touched.
 
 Run ids hold uppercase letters (`20261202T040000Z-abc123`), which GCP labels cannot: the sweep
 finds a GCP orphan only because `find` gives back the exact values (kept in the snapshot's
@@ -24,18 +25,36 @@ from quiesce.tags import POINT_TAG, RUN_TAG
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
+from quiesce_gcp.managed_provider import filestore_provider
 from quiesce_gcp.retry import Backoff
 from quiesce_gcp.signing import AgentKeys
 from quiesce_gcp.snapshots import GceSnapshotter
 
 from .conftest import MASTER_KEY, PROJECT, ZONE
 from .fake_compute import FakeCompute
+from .fake_filestore import FakeFilestore
 
 #: A process id no process has (above the kernel's pid_max): the killed orchestrator's.
 DEAD_PID = 2**22 + 11
 
 
-def crash_policy() -> Policy:
+VM = {
+    "name": "db",
+    "provider": "gcp",
+    "project": PROJECT,
+    "zone": ZONE,
+    "select": {"instances": ["db-vm"]},
+}
+SHARE = {
+    "name": "share",
+    "provider": "gcp-filestore",
+    "project": PROJECT,
+    "location": ZONE,
+    "instance": "files",
+}
+
+
+def crash_policy(*members: dict[str, Any]) -> Policy:
     return Policy.model_validate(
         {
             "version": 1,
@@ -45,15 +64,7 @@ def crash_policy() -> Policy:
                     "consistency": "crash",
                     "max_freeze_seconds": 20,
                     "durability_timeout_seconds": 30,
-                    "members": [
-                        {
-                            "name": "db",
-                            "provider": "gcp",
-                            "project": PROJECT,
-                            "zone": ZONE,
-                            "select": {"instances": ["db-vm"]},
-                        }
-                    ],
+                    "members": list(members or [VM]),
                 }
             },
         }
@@ -168,4 +179,53 @@ def test_the_sweep_deletes_exactly_the_orphans_of_finished_runs(
     assert problems == []
     assert set(deleted) == orphans
     assert names(compute) == kept | running
+    assert state.get_run(alive.run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
+
+
+def share_backends(filestore: FakeFilestore, policy: Policy, state: MemoryStateStore) -> Backends:
+    provider = filestore_provider(policy, endpoint=filestore.url, poll_interval=0.0)
+    return Backends(providers={"gcp-filestore": provider}, state=state, bus=MemoryEventBus())
+
+
+def share_snapshots(filestore: FakeFilestore) -> set[str]:
+    with filestore.lock:
+        return set(filestore.snapshots)
+
+
+def test_a_filestore_snapshot_left_by_a_finished_run_is_deleted_and_no_other(
+    filestore: FakeFilestore,
+) -> None:
+    filestore.add_instance(PROJECT, ZONE, "files")
+    policy, state = crash_policy(SHARE), MemoryStateStore()
+    listed = run_group(policy, "orders", share_backends(filestore, policy, state))
+    assert listed.status is RunStatus.SUCCEEDED, listed.errors
+    kept = share_snapshots(filestore)
+    dead = killed_after_its_snapshots(
+        policy, share_backends(filestore, policy, state), "20261202T050000Z-DEAD01"
+    )
+    dead.status = RunStatus.FAILED  # closed by a closer whose deletes did not go through
+    state.save_run(dead)
+    state.release_lock("shop/orders", dead.run_id)
+    orphans = share_snapshots(filestore) - kept
+    alive = killed_after_its_snapshots(
+        policy, share_backends(filestore, policy, state), "20261202T060000Z-LIVE01", pid=os.getpid()
+    )
+    running = share_snapshots(filestore) - kept - orphans
+    theirs = filestore.add_snapshot(
+        f"projects/{PROJECT}/locations/{ZONE}/instances/files", "nightly"
+    )
+    assert len(kept) == len(orphans) == len(running) == 1
+
+    wired = share_backends(filestore, policy, state)
+    found = {
+        r.location: r for r in wired.providers["gcp-filestore"].snapshots.find("shop", "orders")
+    }
+    assert {found[n].tags[RUN_TAG] for n in orphans} == {dead.run_id}
+    assert {found[n].tags[POINT_TAG] for n in orphans} == {f"rp-{dead.run_id}"}
+
+    deleted, problems = sweep_orphans(policy, wired)
+
+    assert problems == []
+    assert deleted == [n.rsplit("/", 1)[1] for n in orphans]
+    assert share_snapshots(filestore) == kept | running | {theirs}
     assert state.get_run(alive.run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
