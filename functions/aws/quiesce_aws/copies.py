@@ -29,6 +29,7 @@ from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import EC2_THROTTLING, Backoff, error_code, error_message
+from quiesce_aws.tagging import tag_list
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -107,7 +108,7 @@ def copy_snapshot(
         "TagSpecifications": [
             {
                 "ResourceType": "snapshot",
-                "Tags": [{"Key": k, "Value": v} for k, v in wanted.items()],
+                "Tags": tag_list(wanted),
             }
         ],
     }

@@ -45,6 +45,7 @@ from quiesce_aws.managed_clients import BACKUP_THROTTLING, ManagedClients
 from quiesce_aws.managed_member import AwsEfsMember
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import Backoff, error_code, error_message
+from quiesce_aws.tagging import own_tags
 
 PROVIDER = "aws-efs"
 METHOD = "efs-backup"
@@ -328,9 +329,7 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
             ) from exc
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
-        wanted = {MANAGED_TAG: "true", "quiesce:policy": policy, "quiesce:group": group}
-        if run_id is not None:
-            wanted["quiesce:run-id"] = run_id
+        wanted = own_tags(policy, group, run_id)
         found: list[SnapshotRef] = []
         for region, vault in self.vaults.get(group, []):
             backup = self.clients.backup(region)

@@ -51,6 +51,7 @@ from quiesce_aws.managed_clients import RDS_THROTTLING, ManagedClients
 from quiesce_aws.managed_member import AwsRdsMember
 from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import Backoff, error_code, error_message
+from quiesce_aws.tagging import own_tags, tag_dict, tag_list
 
 PROVIDER = "aws-rds"
 GIB = 1024**3
@@ -455,15 +456,13 @@ class RdsSnapshotter(Snapshotter):
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         """Quiesce's manual snapshots of a group (a `pitr` reference has no resource to find)."""
-        wanted = {MANAGED_TAG: "true", "quiesce:policy": policy, "quiesce:group": group}
-        if run_id is not None:
-            wanted["quiesce:run-id"] = run_id
+        wanted = own_tags(policy, group, run_id)
         regions = self.regions.get(group) or ([self.default_region] if self.default_region else [])
         found: list[SnapshotRef] = []
         for region in regions:
             for cluster in (False, True):
                 for item in self._list_manual(region, cluster):
-                    tags = _tag_dict(item.get("TagList"))
+                    tags = tag_dict(item.get("TagList"))
                     if not tags:
                         arn = item.get("DBClusterSnapshotArn") or item.get("DBSnapshotArn")
                         tags = self._tags(region, str(arn or ""))
@@ -581,7 +580,7 @@ class RdsSnapshotter(Snapshotter):
                 )
             )
         for _, call_params in calls:
-            call_params["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+            call_params["Tags"] = tag_list(tags)
         return region, calls
 
     def cloud_restore(self, request: CloudRestore) -> RestoreStep:
@@ -627,14 +626,13 @@ class RdsSnapshotter(Snapshotter):
     ) -> SnapshotRef:
         rds = self.clients.rds(member.region)
         name = rds_name(f"quiesce-{member.identifier}-{call.run_id}", 255)
-        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         try:
             if member.kind == "cluster":
                 answer = self.backoff.call(
                     lambda: rds.create_db_cluster_snapshot(
                         DBClusterSnapshotIdentifier=name,
                         DBClusterIdentifier=member.identifier,
-                        Tags=tag_list,
+                        Tags=tag_list(tags),
                     ),
                     retry_on=RDS_THROTTLING,
                     what=f"CreateDBClusterSnapshot of {member.identifier}",
@@ -645,7 +643,7 @@ class RdsSnapshotter(Snapshotter):
                     lambda: rds.create_db_snapshot(
                         DBSnapshotIdentifier=name,
                         DBInstanceIdentifier=member.identifier,
-                        Tags=tag_list,
+                        Tags=tag_list(tags),
                     ),
                     retry_on=RDS_THROTTLING,
                     what=f"CreateDBSnapshot of {member.identifier}",
@@ -807,7 +805,7 @@ class RdsSnapshotter(Snapshotter):
             retry_on=RDS_THROTTLING,
             what=f"ListTagsForResource {arn}",
         )
-        return _tag_dict(answer.get("TagList"))
+        return tag_dict(answer.get("TagList"))
 
     def _ref(
         self, region: str, item: Mapping[str, Any], tags: dict[str, str], cluster: bool
@@ -864,10 +862,6 @@ def _is_aurora(meta: Mapping[str, str]) -> bool:
 def _arn_region(arn: str) -> str | None:
     parts = arn.split(":")
     return parts[3] if len(parts) > 5 and parts[2] == "rds" and parts[3] else None
-
-
-def _tag_dict(items: Any) -> dict[str, str]:
-    return {str(t.get("Key")): str(t.get("Value", "")) for t in items or []}
 
 
 def _text(moment: datetime | None) -> str:

@@ -71,6 +71,7 @@ from quiesce_aws.permissions import Permission
 from quiesce_aws.retry import EC2_THROTTLING, SSM_THROTTLING, Backoff, error_code, error_message
 from quiesce_aws.shape import Shape, instance_attributes
 from quiesce_aws.snapshots import RESTORED_FROM_TAG, RESTORED_VOLUME_TYPE, region_of
+from quiesce_aws.tagging import tag_dict, tag_list
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -319,7 +320,7 @@ class Ec2Restorer(Restorer):
         tags: dict[str, str] = {}
         for ref, item in live.values():
             tags.update(ref.tags)
-            tags.update(_tags(item.get("Tags")))
+            tags.update(tag_dict(item.get("Tags")))
         shape = Shape.from_values(tags, "tags")
         volumes = {ref.volume for ref, _ in live.values()}
         if shape is None or not volumes <= set(shape.devices):
@@ -402,7 +403,7 @@ class Ec2Restorer(Restorer):
             "VirtualizationType": "hvm",
             "EnaSupport": shape.ena,
             "BlockDeviceMappings": devices,
-            "TagSpecifications": [{"ResourceType": "image", "Tags": _tag_list(tags)}],
+            "TagSpecifications": [{"ResourceType": "image", "Tags": tag_list(tags)}],
         }
         if shape.boot_mode:
             image["BootMode"] = shape.boot_mode
@@ -426,7 +427,7 @@ class Ec2Restorer(Restorer):
             "NetworkInterfaces": [nic],
             "BlockDeviceMappings": devices,
             "TagSpecifications": [
-                {"ResourceType": kind, "Tags": _tag_list(tags)}
+                {"ResourceType": kind, "Tags": tag_list(tags)}
                 for kind in ("instance", "volume", "network-interface")
             ],
         }
@@ -525,7 +526,7 @@ class Ec2Restorer(Restorer):
                         AvailabilityZone=zone,
                         VolumeType="gp3",
                         ClientToken=f"{request.label}/{ref.id}"[:64],
-                        TagSpecifications=[{"ResourceType": "volume", "Tags": _tag_list(tags)}],
+                        TagSpecifications=[{"ResourceType": "volume", "Tags": tag_list(tags)}],
                     ),
                     retry_on=EC2_THROTTLING,
                     what=f"CreateVolume from {ref.id}",
@@ -647,7 +648,7 @@ class Ec2Restorer(Restorer):
             i
             for i in self._paged(ec2.describe_instances, "Reservations", Filters=tag)
             for i in i.get("Instances", [])
-            if _tags(i.get("Tags")).get(RESTORE_TAG) == label
+            if tag_dict(i.get("Tags")).get(RESTORE_TAG) == label
             and i.get("State", {}).get("Name") != "terminated"
         ]
         ids = sorted(str(i["InstanceId"]) for i in instances)
@@ -669,7 +670,7 @@ class Ec2Restorer(Restorer):
         # 2. Images (never their snapshots: those are the point's).
         for image in self._paged(ec2.describe_images, "Images", Owners=["self"], Filters=tag):
             image_id = str(image["ImageId"])
-            if _tags(image.get("Tags")).get(RESTORE_TAG) != label:
+            if tag_dict(image.get("Tags")).get(RESTORE_TAG) != label:
                 continue
             if self._act(
                 done, [image_id], partial(ec2.deregister_image, ImageId=image_id), "deregister"
@@ -679,7 +680,7 @@ class Ec2Restorer(Restorer):
         volumes = [
             v
             for v in self._paged(ec2.describe_volumes, "Volumes", Filters=tag)
-            if _tags(v.get("Tags")).get(RESTORE_TAG) == label
+            if tag_dict(v.get("Tags")).get(RESTORE_TAG) == label
         ]
         detached = []
         for volume in volumes:
@@ -712,7 +713,7 @@ class Ec2Restorer(Restorer):
         nics = [
             n
             for n in self._paged(ec2.describe_network_interfaces, "NetworkInterfaces", Filters=tag)
-            if _tags(n.get("TagSet")).get(RESTORE_TAG) == label
+            if tag_dict(n.get("TagSet")).get(RESTORE_TAG) == label
         ]
         for nic in nics:
             nic_id = str(nic["NetworkInterfaceId"])
@@ -735,7 +736,7 @@ class Ec2Restorer(Restorer):
             ec2.describe_snapshots, "Snapshots", OwnerIds=["self"], Filters=tag
         ):
             snapshot_id = str(snapshot["SnapshotId"])
-            if _tags(snapshot.get("Tags")).get(RESTORE_TAG) != label:
+            if tag_dict(snapshot.get("Tags")).get(RESTORE_TAG) != label:
                 continue
             if self._act(
                 done,
@@ -949,11 +950,3 @@ def _volumes_of(instance: Any) -> list[str]:
 def _image_name(label: str, machine_id: str) -> str:
     """An AMI name (3-128 of letters, digits, ()[] ./-'@_), one per restore and instance."""
     return re.sub(r"[^A-Za-z0-9()\[\] ./'@_-]", "-", f"quiesce-{label}-{machine_id}")[:128]
-
-
-def _tags(items: Any) -> dict[str, str]:
-    return {str(t.get("Key")): str(t.get("Value", "")) for t in items or []}
-
-
-def _tag_list(tags: dict[str, str]) -> list[Any]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]

@@ -50,6 +50,7 @@ from quiesce_aws.retry import (
     error_message,
 )
 from quiesce_aws.shape import shape_tags
+from quiesce_aws.tagging import own_tags, tag_dict, tag_list
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -93,10 +94,6 @@ def region_of(ref: SnapshotRef) -> str | None:
     """The region in a snapshot's ARN (its `location`)."""
     parts = ref.location.split(":")
     return parts[3] if len(parts) > 5 and parts[2] == "ec2" and parts[3] else None
-
-
-def _tags(items: Any) -> dict[str, str]:
-    return {str(t.get("Key")): str(t.get("Value", "")) for t in items or []}
 
 
 def _aware(value: Any) -> datetime | None:
@@ -224,7 +221,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
                     TagSpecifications=[
                         {
                             "ResourceType": "snapshot",
-                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                            "Tags": tag_list(tags),
                         }
                     ],
                 ),
@@ -296,7 +293,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
         live = self._describe_ids(region, [snapshot.id]).get(snapshot.id)
         if live is None:
             return  # gone already
-        tags = _tags(live.get("Tags"))
+        tags = tag_dict(live.get("Tags"))
         if tags.get(MANAGED_TAG) != "true":
             raise ProviderError(
                 f"refusing to delete snapshot {snapshot.id} in {region}: it is not tagged "
@@ -319,9 +316,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
             ) from exc
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
-        wanted = {MANAGED_TAG: "true", "quiesce:policy": policy, "quiesce:group": group}
-        if run_id is not None:
-            wanted["quiesce:run-id"] = run_id
+        wanted = own_tags(policy, group, run_id)
         filters: list[FilterTypeDef] = [
             {"Name": f"tag:{k}", "Values": [v]} for k, v in wanted.items()
         ]
@@ -441,7 +436,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
             "TagSpecifications": [
                 {
                     "ResourceType": "volume",
-                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                    "Tags": tag_list(tags),
                 }
             ],
         }
@@ -636,7 +631,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
         method: str = "ebs",
     ) -> SnapshotRef:
         """A SnapshotRef of a described snapshot (its StartTime is its point in time)."""
-        tags = _tags(item.get("Tags"))
+        tags = tag_dict(item.get("Tags"))
         reported: Consistency | None = None
         if APP_CONSISTENT_TAG in tags:
             consistent = tags[APP_CONSISTENT_TAG].lower() == "true"
