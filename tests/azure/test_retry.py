@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError
 
 from quiesce.errors import ProviderError
-from quiesce_azure.retry import Backoff, retry_after
+from quiesce_azure.retry import Backoff, read_failed, retry_after
 
 from .conftest import Sleeps
 
@@ -63,3 +63,14 @@ def test_only_429_and_503_are_retried() -> None:
     assert "after 3 attempts" in str(err.value)
     assert calls == [409, 503, 503, 503]
     assert len(sleeps.waits) == 2
+
+
+def test_a_refused_read_names_the_member_and_what_and_keeps_the_status_as_its_code() -> None:
+    refused = read_failed("db", "share uploads", error(403))
+    assert isinstance(refused, ProviderError)
+    assert refused.code == "Http403"
+    assert "member 'db': could not read share uploads: Http403: throttled" in str(refused)
+
+    broken = read_failed("db", "/subscriptions/s/x", AzureError("connection reset"))
+    assert broken.code == "ReadFailed"
+    assert "could not read /subscriptions/s/x: connection reset" in str(broken)

@@ -57,7 +57,7 @@ from quiesce_azure.managed_member import (
     AzureSqlMember,
 )
 from quiesce_azure.permissions import Permission
-from quiesce_azure.retry import Backoff, error_code, error_message
+from quiesce_azure.retry import Backoff, error_code, error_message, read_failed
 
 log = logging.getLogger(__name__)
 
@@ -279,10 +279,7 @@ class DatabaseSnapshotter(Snapshotter):
                 code="NotFound",
             ) from exc
         except AzureError as exc:
-            raise ProviderError(
-                f"member {member!r}: could not read {resource_id}: {error_message(exc)}",
-                code=error_code(exc) or "ReadFailed",
-            ) from exc
+            raise read_failed(member, resource_id, exc) from exc
         reason = self.unrestorable(resource)
         if reason is not None:
             raise self._refusal(member, resource_id, reason)

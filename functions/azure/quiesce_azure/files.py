@@ -44,7 +44,7 @@ from quiesce_azure.clients import as_json, dig
 from quiesce_azure.managed import ManagedClients, raw
 from quiesce_azure.managed_member import AzureFilesMember
 from quiesce_azure.permissions import Permission
-from quiesce_azure.retry import Backoff, error_code, error_message
+from quiesce_azure.retry import Backoff, error_code, error_message, read_failed
 
 PROVIDER = "azure-files"
 METHOD = "share_snapshot"
@@ -179,10 +179,7 @@ class ShareSnapshotter(Snapshotter):
                 code="NotFound",
             ) from exc
         except AzureError as exc:
-            raise ProviderError(
-                f"member {m.name!r}: could not read share {m.share}: {error_message(exc)}",
-                code=error_code(exc) or "ReadFailed",
-            ) from exc
+            raise read_failed(m.name, f"share {m.share}", exc) from exc
         return Machine(
             provider=PROVIDER,
             member=m.name,

@@ -28,6 +28,7 @@ from azure.core.pipeline.policies import HTTPPolicy
 
 from quiesce.backoff import Backoff as CoreBackoff
 from quiesce.backoff import Transient
+from quiesce.errors import ProviderError
 
 T = TypeVar("T")
 
@@ -62,6 +63,15 @@ def error_message(exc: BaseException) -> str:
         code = error_code(exc) or "Error"
         return f"{code}: {message or exc.message or exc}"
     return str(exc) or type(exc).__name__
+
+
+def read_failed(member: str, what: str, exc: BaseException) -> ProviderError:
+    """The error for a read of `what` that ARM refused (other than not found): the ARM error
+    code, else ReadFailed."""
+    return ProviderError(
+        f"member {member!r}: could not read {what}: {error_message(exc)}",
+        code=error_code(exc) or "ReadFailed",
+    )
 
 
 def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:

@@ -54,7 +54,7 @@ from quiesce_azure.clients import (
 from quiesce_azure.copies import COPY_PERMISSIONS, copy_to_region, restore_point_state
 from quiesce_azure.member import AzureMember
 from quiesce_azure.permissions import Permission
-from quiesce_azure.retry import Backoff, error_code, error_message
+from quiesce_azure.retry import Backoff, error_code, error_message, read_failed
 
 log = logging.getLogger(__name__)
 
@@ -637,10 +637,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
                 code="NotFound",
             ) from exc
         except AzureError as exc:
-            raise ProviderError(
-                f"member {request.member!r}: could not read {ref.id}: {error_message(exc)}",
-                code=error_code(exc) or "ReadFailed",
-            ) from exc
+            raise read_failed(request.member, ref.id, exc) from exc
         zone = f" --zone {request.zone}" if request.zone else ""
         step = RestoreStep(
             member=request.member,
