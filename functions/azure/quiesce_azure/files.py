@@ -81,6 +81,12 @@ def tags_of(metadata: dict[str, str]) -> dict[str, str]:
     }
 
 
+def snapshot_parts(match: re.Match[str]) -> tuple[str, str, str, str, str]:
+    """A share snapshot id's parts (SHARE_ID matched): subscription, resource group, storage
+    account, share, snapshot time."""
+    return match["sub"], match["rg"], match["account"], match["share"], match["snapshot"]
+
+
 def share_name(name: str) -> str:
     """A share name the service accepts: lower-case letters, digits, single hyphens, 3-63."""
     cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")[:63]
@@ -324,13 +330,7 @@ class ShareSnapshotter(Snapshotter):
                 "deletes a share)",
                 code="BadSnapshotId",
             )
-        sub, rg, account, share, stamp = (
-            match["sub"],
-            match["rg"],
-            match["account"],
-            match["share"],
-            match["snapshot"],
-        )
+        sub, rg, account, share, stamp = snapshot_parts(match)
         storage = self._storage(sub)
         try:
             live = self._snapshot(sub, rg, account, share, stamp)
@@ -394,13 +394,7 @@ class ShareSnapshotter(Snapshotter):
 
     def cloud_restore(self, request: CloudRestore) -> RestoreStep:
         step, match, target = self._step(request)
-        sub, rg, account, share, stamp = (
-            match["sub"],
-            match["rg"],
-            match["account"],
-            match["share"],
-            match["snapshot"],
-        )
+        sub, rg, account, share, stamp = snapshot_parts(match)
         storage = self._storage(sub)
         try:
             source = self._snapshot(sub, rg, account, share, stamp)
