@@ -1,7 +1,7 @@
 """The orphan sweep (quiesce.engine.orphans, docs/engine.md) on GCP: persistent-disk snapshots
-(on the fake Compute API) and Filestore snapshots (on the fake Filestore API) a run left behind
-are recognised by the core's tags with their exact values and deleted; a listed point's
-snapshots, and a running run's, are never touched.
+and their copies in another region (images, on the fake Compute API) and Filestore snapshots (on
+the fake Filestore API) a run left behind are recognised by the core's tags with their exact
+values and deleted; a listed point's snapshots, and a running run's, are never touched.
 
 Run ids hold uppercase letters (`20261202T040000Z-abc123`), which GCP labels cannot: the sweep
 finds a GCP orphan only because `find` gives back the exact values (kept in the snapshot's
@@ -15,6 +15,7 @@ from typing import Any
 
 from quiesce.engine import recover_abandoned, run_group
 from quiesce.engine.context import RunContext
+from quiesce.engine.copies import COPY_OF_TAG, REGION_TAG
 from quiesce.engine.orphans import sweep_orphans
 from quiesce.engine.phases import acquire_lock, quiesce, resolve, snapshot
 from quiesce.policy.model import Policy
@@ -23,6 +24,7 @@ from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import RunRecord, RunStatus
 from quiesce.tags import POINT_TAG, RUN_TAG
 from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.copies import GceSnapshotterWithCopies
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.inventory import GceInventory
 from quiesce_gcp.managed_provider import filestore_provider
@@ -71,14 +73,17 @@ def crash_policy(*members: dict[str, Any]) -> Policy:
     )
 
 
-def backends(clients: GcpClients, state: MemoryStateStore, **snapshots: Any) -> Backends:
+def backends(
+    clients: GcpClients,
+    state: MemoryStateStore,
+    kind: type[GceSnapshotter] = GceSnapshotter,
+    **snapshots: Any,
+) -> Backends:
     """A process's backends over one catalog (a new process each: nothing carried over)."""
     provider = Provider(
         inventory=GceInventory(clients),
         hooks=AgentHookRunner(clients, keys=AgentKeys.from_hex(MASTER_KEY)),
-        snapshots=GceSnapshotter(
-            clients, projects={"orders": [PROJECT]}, poll_interval=0.0, **snapshots
-        ),
+        snapshots=kind(clients, projects={"orders": [PROJECT]}, poll_interval=0.0, **snapshots),
     )
     return Backends(providers={"gcp": provider}, state=state, bus=MemoryEventBus())
 
@@ -180,6 +185,41 @@ def test_the_sweep_deletes_exactly_the_orphans_of_finished_runs(
     assert set(deleted) == orphans
     assert names(compute) == kept | running
     assert state.get_run(alive.run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
+
+
+def test_a_copy_that_went_on_after_its_run_failed_is_deleted_with_the_run_s_snapshots(
+    compute: FakeCompute, clients: GcpClients
+) -> None:
+    compute.add_instance(PROJECT, ZONE, "db-vm", data_disks=1)
+    policy, state = crash_policy(), MemoryStateStore()
+    listed = run_group(policy, "orders", backends(clients, state, GceSnapshotterWithCopies))
+    assert listed.status is RunStatus.SUCCEEDED, listed.errors
+    kept = names(compute)
+    wired = backends(clients, state, GceSnapshotterWithCopies)
+    dead = killed_after_its_snapshots(policy, wired, "20261202T050000Z-DEAD01")
+    dead.status = RunStatus.FAILED
+    state.save_run(dead)
+    state.release_lock("shop/orders", dead.run_id)
+    snapshotter = wired.providers["gcp"].snapshots
+    refs = snapshotter.wait_durable(snapshotter.find("shop", "orders", dead.run_id), timeout=30)
+    # Its copies, started as the engine starts them, carry on after the run failed.
+    copies = {
+        snapshotter.copy_to_region(
+            ref, "europe-west4", None, {**ref.tags, COPY_OF_TAG: ref.id, REGION_TAG: "europe-west4"}
+        ).id
+        for ref in refs
+    }
+    assert len(copies) == 2
+    with compute.lock:
+        assert {name for (_, name) in compute.images} == copies
+
+    deleted, problems = sweep_orphans(policy, backends(clients, state, GceSnapshotterWithCopies))
+
+    assert problems == []
+    assert set(deleted) == copies | {ref.id for ref in refs}
+    assert names(compute) == kept
+    with compute.lock:
+        assert compute.images == {}
 
 
 def share_backends(filestore: FakeFilestore, policy: Policy, state: MemoryStateStore) -> Backends:
