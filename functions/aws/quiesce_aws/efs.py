@@ -21,7 +21,6 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,6 +40,7 @@ from quiesce.ports import (
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
+from quiesce_aws.answers import arn_region, aware
 from quiesce_aws.managed_clients import BACKUP_THROTTLING, ManagedClients
 from quiesce_aws.managed_member import AwsEfsMember
 from quiesce_aws.permissions import Permission
@@ -443,7 +443,7 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
         }
 
     def _region(self, ref: SnapshotRef) -> str:
-        region = ref.tags.get(f"{META}region") or _arn_region(ref.id)
+        region = ref.tags.get(f"{META}region") or arn_region(ref.id)
         if not region:
             raise ProviderError(f"{ref.id}: its region is unknown", code="UnknownRegion")
         return region
@@ -461,9 +461,7 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
         self, region: str, vault: str, item: Mapping[str, Any], tags: dict[str, str]
     ) -> SnapshotRef:
         arn = str(item.get("RecoveryPointArn", ""))
-        created = item.get("CreationDate")
-        start = created if isinstance(created, datetime) else utcnow()
-        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+        start = aware(item.get("CreationDate")) or utcnow()
         status = str(item.get("Status", ""))
         state = (
             SnapshotState.COMPLETED
@@ -489,11 +487,6 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
             reported_consistency=Consistency.NONE,
             note=COPY_NOTE,
         )
-
-
-def _arn_region(arn: str) -> str | None:
-    parts = arn.split(":")
-    return parts[3] if len(parts) > 5 and parts[3] else None
 
 
 def _vault_of(arn: str) -> str:

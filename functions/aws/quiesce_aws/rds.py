@@ -47,6 +47,7 @@ from quiesce.ports import (
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
+from quiesce_aws.answers import arn_region, aware
 from quiesce_aws.managed_clients import RDS_THROTTLING, ManagedClients
 from quiesce_aws.managed_member import AwsRdsMember
 from quiesce_aws.permissions import Permission
@@ -87,12 +88,6 @@ def rds_name(text: str, limit: int = 63) -> str:
 
 def whole_seconds(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def pitr_disabled(member: AwsRdsMember) -> str:
@@ -702,7 +697,7 @@ class RdsSnapshotter(Snapshotter):
                 f"automated backups of DB {kind} {identifier} were turned off before its "
                 f"LatestRestorableTime reached the restore time {_text(moment)}",
             )
-        latest = _aware(found.get("LatestRestorableTime"))
+        latest = aware(found.get("LatestRestorableTime"))
         if latest is not None and latest >= moment:
             return ref.model_copy(update={"state": SnapshotState.COMPLETED, "durable_at": utcnow()})
         status = str(found.get("DBInstanceStatus") or found.get("Status") or "")
@@ -732,7 +727,9 @@ class RdsSnapshotter(Snapshotter):
         return {"DBClusterInstanceClass": meta["instance_class"]}
 
     def _region(self, ref: SnapshotRef) -> str:
-        region = ref.tags.get(f"{META}region") or _arn_region(ref.location) or self.default_region
+        region = (
+            ref.tags.get(f"{META}region") or arn_region(ref.location, "rds") or self.default_region
+        )
         if not region:
             raise ProviderError(f"{ref.id}: its region is unknown", code="UnknownRegion")
         return region
@@ -812,7 +809,7 @@ class RdsSnapshotter(Snapshotter):
     ) -> SnapshotRef:
         name = str(item.get("DBClusterSnapshotIdentifier") or item.get("DBSnapshotIdentifier"))
         source = str(item.get("DBClusterIdentifier") or item.get("DBInstanceIdentifier") or "")
-        start = _aware(item.get("SnapshotCreateTime")) or utcnow()
+        start = aware(item.get("SnapshotCreateTime")) or utcnow()
         status = str(item.get("Status", "")).lower()
         state = (
             SnapshotState.COMPLETED
@@ -857,11 +854,6 @@ def _is_cluster_snapshot(ref: SnapshotRef) -> bool:
 
 def _is_aurora(meta: Mapping[str, str]) -> bool:
     return meta.get("engine", "aurora").startswith("aurora")
-
-
-def _arn_region(arn: str) -> str | None:
-    parts = arn.split(":")
-    return parts[3] if len(parts) > 5 and parts[2] == "rds" and parts[3] else None
 
 
 def _text(moment: datetime | None) -> str:

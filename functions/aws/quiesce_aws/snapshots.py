@@ -26,7 +26,6 @@ import shlex
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,6 +36,7 @@ from quiesce.ports import CloudRestore, Machine, RestoreStep, SnapshotCall, Snap
 from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
+from quiesce_aws.answers import arn_region, aware
 from quiesce_aws.clients import ClientFactory, chunks
 from quiesce_aws.copies import COPY_PERMISSIONS, copy_snapshot
 from quiesce_aws.member import AwsMember
@@ -92,14 +92,7 @@ def snapshot_arn(region: str, snapshot_id: str) -> str:
 
 def region_of(ref: SnapshotRef) -> str | None:
     """The region in a snapshot's ARN (its `location`)."""
-    parts = ref.location.split(":")
-    return parts[3] if len(parts) > 5 and parts[2] == "ec2" and parts[3] else None
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return arn_region(ref.location, "ec2")
 
 
 class EbsSnapshotter(PollsDurability, Snapshotter):
@@ -638,7 +631,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
             reported = Consistency.APPLICATION if consistent else Consistency.CRASH
             tags["quiesce:consistency"] = reported.value
             method = "ebs-vss"
-        start = _aware(item.get("StartTime")) or utcnow()
+        start = aware(item.get("StartTime")) or utcnow()
         state = STATES.get(str(item.get("State")), SnapshotState.PENDING)
         size = item.get("VolumeSize")
         return SnapshotRef(
