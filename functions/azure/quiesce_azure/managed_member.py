@@ -14,27 +14,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from quiesce.policy.managed import ManagedMember
+from quiesce_azure.member import resource_group_field, subscription_field
 
-SUBSCRIPTION = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-RESOURCE_GROUP = r"^[-\w._()]{1,90}$"
 #: Flexible server and SQL logical server names: lower-case letters, digits and hyphens.
 SERVER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 
 
-def _subscription() -> Any:
-    return Field(
-        pattern=SUBSCRIPTION,
-        description="The subscription id.",
-        examples=["00000000-0000-0000-0000-000000000000"],
-    )
-
-
 def _resource_group() -> Any:
-    return Field(
-        pattern=RESOURCE_GROUP,
-        description="The resource group of the server (or storage account).",
-        examples=["rg-orders"],
-    )
+    return resource_group_field("The resource group of the server (or storage account).")
 
 
 def _lag(service: str, default: float) -> Any:
@@ -54,7 +41,7 @@ def _lag(service: str, default: float) -> Any:
 class FlexibleServerMember(ManagedMember):
     """An Azure Database for PostgreSQL or MySQL flexible server."""
 
-    subscription: str = _subscription()
+    subscription: str = subscription_field()
     resource_group: str = _resource_group()
     server: str = Field(
         pattern=SERVER_NAME,
@@ -87,7 +74,7 @@ class AzureSqlMember(ManagedMember):
     provider: Literal["azure-sql"] = Field(
         description="Azure SQL Database.", examples=["azure-sql"]
     )
-    subscription: str = _subscription()
+    subscription: str = subscription_field()
     resource_group: str = _resource_group()
     server: str = Field(
         pattern=SERVER_NAME,
@@ -108,7 +95,7 @@ class AzureFilesMember(ManagedMember):
     provider: Literal["azure-files"] = Field(
         description="An Azure Files share (share snapshots).", examples=["azure-files"]
     )
-    subscription: str = _subscription()
+    subscription: str = subscription_field()
     resource_group: str = _resource_group()
     storage_account: str = Field(
         pattern=r"^[a-z0-9]{3,24}$",

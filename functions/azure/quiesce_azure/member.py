@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from quiesce.policy.model import RemoteMember, Selection
+
+SUBSCRIPTION = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+RESOURCE_GROUP = r"^[-\w._()]{1,90}$"
+
+
+def subscription_field() -> Any:
+    """A member's `subscription`: the subscription id (every Azure member has one)."""
+    return Field(
+        pattern=SUBSCRIPTION,
+        description="The subscription id.",
+        examples=["00000000-0000-0000-0000-000000000000"],
+    )
+
+
+def resource_group_field(description: str) -> Any:
+    """A member's `resource_group`: a resource group's name."""
+    return Field(pattern=RESOURCE_GROUP, description=description, examples=["rg-orders"])
 
 
 class AzureSelect(Selection):
@@ -29,16 +46,8 @@ class AzureMember(RemoteMember):
     """Azure VMs: hooks through managed Run Command, restore points or incremental snapshots."""
 
     provider: Literal["azure"] = Field(description="Azure virtual machines.", examples=["azure"])
-    subscription: str = Field(
-        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-        description="The subscription id.",
-        examples=["00000000-0000-0000-0000-000000000000"],
-    )
-    resource_group: str = Field(
-        pattern=r"^[-\w._()]{1,90}$",
-        description="The VMs' resource group.",
-        examples=["rg-orders"],
-    )
+    subscription: str = subscription_field()
+    resource_group: str = resource_group_field("The VMs' resource group.")
     select: AzureSelect = Field(
         description="The VMs; a member may resolve to many.", examples=[{"vm_names": ["api-1"]}]
     )
