@@ -485,13 +485,7 @@ class AzureRestorer(Restorer):
             what=f"attach restored disks to {target.name}",
         )
         poller.result()
-        restored.machine = Machine(
-            provider="azure",
-            member=request.member,
-            machine_id=target.id,
-            volumes=tuple(disk_id for _, disk_id in disks),
-            attributes=_attributes(target, location, shape.os_type, request.label),
-        )
+        restored.machine = _restored_machine(request, target, location, shape.os_type, disks)
 
     def _launch_vm(
         self,
@@ -574,13 +568,7 @@ class AzureRestorer(Restorer):
         new = VmRef(vm.subscription, vm.resource_group, vm_name)
         restored.created.append(new.id)
         # no mounts: the copy's disks sit at the LUNs they had on the original
-        restored.machine = Machine(
-            provider="azure",
-            member=request.member,
-            machine_id=new.id,
-            volumes=tuple(disk_id for _, disk_id in disks),
-            attributes=_attributes(new, shape.location, shape.os_type, request.label),
-        )
+        restored.machine = _restored_machine(request, new, shape.location, shape.os_type, disks)
 
     # ------------------------------------------------------------------------------ ready
 
@@ -932,15 +920,29 @@ def _compute_id(vm: VmRef, kind: str, name: str) -> str:
     )
 
 
-def _attributes(vm: VmRef, location: str, os_type: str, label: str) -> dict[str, str]:
-    return {
-        "subscription": vm.subscription,
-        "resource_group": vm.resource_group,
-        "vm_name": vm.name,
-        "os": os_type.lower(),
-        "location": location,
-        "restore": label,
-    }
+def _restored_machine(
+    request: MachineRestore,
+    vm: VmRef,
+    location: str,
+    os_type: str,
+    disks: list[tuple[DiskSource, str]],
+) -> Machine:
+    """The machine a restore gives back: `vm` (a launched copy or the inspection VM) with the
+    restored disks as its volumes."""
+    return Machine(
+        provider="azure",
+        member=request.member,
+        machine_id=vm.id,
+        volumes=tuple(disk_id for _, disk_id in disks),
+        attributes={
+            "subscription": vm.subscription,
+            "resource_group": vm.resource_group,
+            "vm_name": vm.name,
+            "os": os_type.lower(),
+            "location": location,
+            "restore": request.label,
+        },
+    )
 
 
 def _first(values: Any) -> str | None:
