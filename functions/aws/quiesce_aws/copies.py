@@ -28,7 +28,7 @@ from quiesce.errors import ProviderError
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG
 from quiesce_aws.permissions import Permission
-from quiesce_aws.retry import EC2_THROTTLING, Backoff, error_code, error_message
+from quiesce_aws.retry import EC2_THROTTLING, Backoff, call_failed, error_code, error_message
 from quiesce_aws.tagging import tag_list
 
 if TYPE_CHECKING:
@@ -132,10 +132,11 @@ def copy_snapshot(
                 f" (the key {key or 'of the source'} must be usable by this role in {region}: "
                 "its key policy and kms grants through EC2)"
             )
-        raise ProviderError(
-            f"CopySnapshot of {snapshot.id} from {source_region} to {region} failed: "
-            f"{error_message(exc)}{hint}",
-            code=code,
+        raise call_failed(
+            f"CopySnapshot of {snapshot.id} from {source_region} to {region} failed",
+            exc,
+            code,
+            hint,
         ) from exc
     replica = str(answer.get("SnapshotId") or "")
     if not replica:

@@ -44,7 +44,7 @@ from quiesce_aws.answers import arn_region, aware
 from quiesce_aws.managed_clients import BACKUP_THROTTLING, ManagedClients
 from quiesce_aws.managed_member import AwsEfsMember
 from quiesce_aws.permissions import Permission
-from quiesce_aws.retry import Backoff, error_code, error_message
+from quiesce_aws.retry import Backoff, call_failed, error_code
 from quiesce_aws.tagging import own_tags
 
 PROVIDER = "aws-efs"
@@ -99,10 +99,11 @@ class EfsInventory(Inventory):
                     f"member {spec.name!r}: no EFS file system {spec.file_system} in {spec.region}",
                     code="FileSystemNotFound",
                 ) from exc
-            raise ProviderError(
+            raise call_failed(
                 f"member {spec.name!r}: DescribeFileSystems {spec.file_system} in {spec.region} "
-                f"failed: {error_message(exc)}",
-                code=error_code(exc) or "DescribeFailed",
+                "failed",
+                exc,
+                "DescribeFailed",
             ) from exc
         (found,) = page.get("FileSystems", [])
         state = str(found.get("LifeCycleState", ""))
@@ -228,10 +229,11 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
                 what=f"StartBackupJob of {member.file_system}",
             )
         except (ClientError, BotoCoreError) as exc:
-            raise ProviderError(
+            raise call_failed(
                 f"member {call.member!r}: StartBackupJob of {member.file_system} in "
-                f"{member.region} (vault {member.backup_vault}) failed: {error_message(exc)}",
-                code=error_code(exc) or "BackupFailed",
+                f"{member.region} (vault {member.backup_vault}) failed",
+                exc,
+                "BackupFailed",
             ) from exc
         point_arn = str(answer.get("RecoveryPointArn", ""))
         size = call.machine.attributes.get("size_bytes")
@@ -300,9 +302,10 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
         except ClientError as exc:
             if error_code(exc) in NOT_FOUND:
                 return
-            raise ProviderError(
-                f"could not read recovery point {snapshot.id}: {error_message(exc)}",
-                code=error_code(exc) or "DescribeFailed",
+            raise call_failed(
+                f"could not read recovery point {snapshot.id}",
+                exc,
+                "DescribeFailed",
             ) from exc
         tags = self._tags(region, snapshot.id)
         plan = (live.get("CreatedBy") or {}).get("BackupPlanId")
@@ -323,9 +326,10 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
         except ClientError as exc:
             if error_code(exc) in NOT_FOUND:
                 return
-            raise ProviderError(
-                f"could not delete recovery point {snapshot.id}: {error_message(exc)}",
-                code=error_code(exc) or "DeleteFailed",
+            raise call_failed(
+                f"could not delete recovery point {snapshot.id}",
+                exc,
+                "DeleteFailed",
             ) from exc
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
@@ -405,10 +409,10 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
                 what=f"StartRestoreJob of {request.snapshot.id}",
             )
         except (ClientError, BotoCoreError) as exc:
-            raise ProviderError(
-                f"StartRestoreJob of {request.snapshot.id} in {region} failed: "
-                f"{error_message(exc)}",
-                code=error_code(exc) or "RestoreFailed",
+            raise call_failed(
+                f"StartRestoreJob of {request.snapshot.id} in {region} failed",
+                exc,
+                "RestoreFailed",
             ) from exc
         step.created.append(f"restore-job:{answer.get('RestoreJobId', '')}")
         return step

@@ -51,7 +51,7 @@ from quiesce_aws.answers import arn_region, aware
 from quiesce_aws.managed_clients import RDS_THROTTLING, ManagedClients
 from quiesce_aws.managed_member import AwsRdsMember
 from quiesce_aws.permissions import Permission
-from quiesce_aws.retry import Backoff, error_code, error_message
+from quiesce_aws.retry import Backoff, call_failed, error_code
 from quiesce_aws.tagging import own_tags, tag_dict, tag_list
 
 PROVIDER = "aws-rds"
@@ -138,9 +138,10 @@ class RdsDatabases:
         except ClientError as exc:
             if error_code(exc) in INSTANCE_NOT_FOUND | CLUSTER_NOT_FOUND:
                 return None
-            raise ProviderError(
-                f"describing DB {kind} {identifier!r} in {region} failed: {error_message(exc)}",
-                code=error_code(exc) or "DescribeFailed",
+            raise call_failed(
+                f"describing DB {kind} {identifier!r} in {region} failed",
+                exc,
+                "DescribeFailed",
             ) from exc
         found: dict[str, Any] | None = items[0] if items else None
         return found
@@ -444,9 +445,10 @@ class RdsSnapshotter(Snapshotter):
         except ClientError as exc:
             if error_code(exc) in SNAPSHOT_NOT_FOUND:
                 return
-            raise ProviderError(
-                f"could not delete RDS snapshot {snapshot.id} in {region}: {error_message(exc)}",
-                code=error_code(exc) or "DeleteFailed",
+            raise call_failed(
+                f"could not delete RDS snapshot {snapshot.id} in {region}",
+                exc,
+                "DeleteFailed",
             ) from exc
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
@@ -592,10 +594,11 @@ class RdsSnapshotter(Snapshotter):
                 )
             except (ClientError, BotoCoreError) as exc:
                 made = f" (created so far: {', '.join(step.created)})" if step.created else ""
-                raise ProviderError(
-                    f"{action} of {request.snapshot.id} in {region} failed: "
-                    f"{error_message(exc)}{made}",
-                    code=error_code(exc) or "RestoreFailed",
+                raise call_failed(
+                    f"{action} of {request.snapshot.id} in {region} failed",
+                    exc,
+                    "RestoreFailed",
+                    made,
                 ) from exc
             body = answer.get("DBInstance") or answer.get("DBCluster") or {}
             step.created.append(
@@ -646,10 +649,11 @@ class RdsSnapshotter(Snapshotter):
                 arn = str(answer["DBSnapshot"].get("DBSnapshotArn", ""))
         except (ClientError, BotoCoreError) as exc:
             action = "CreateDBClusterSnapshot" if member.kind == "cluster" else "CreateDBSnapshot"
-            raise ProviderError(
+            raise call_failed(
                 f"member {call.member!r}: {action} of {member.identifier} in {member.region} "
-                f"failed: {error_message(exc)}",
-                code=error_code(exc) or "SnapshotFailed",
+                "failed",
+                exc,
+                "SnapshotFailed",
             ) from exc
         return SnapshotRef(
             id=name,
@@ -754,9 +758,10 @@ class RdsSnapshotter(Snapshotter):
         except ClientError as exc:
             if error_code(exc) in SNAPSHOT_NOT_FOUND:
                 return None
-            raise ProviderError(
-                f"describing RDS snapshot {name} in {region} failed: {error_message(exc)}",
-                code=error_code(exc) or "DescribeFailed",
+            raise call_failed(
+                f"describing RDS snapshot {name} in {region} failed",
+                exc,
+                "DescribeFailed",
             ) from exc
         found: dict[str, Any] | None = items[0] if items else None
         return found
@@ -785,9 +790,10 @@ class RdsSnapshotter(Snapshotter):
                     )
                     out.extend(page.get("DBSnapshots", []))
             except (ClientError, BotoCoreError) as exc:
-                raise ProviderError(
-                    f"listing RDS snapshots in {region} failed: {error_message(exc)}",
-                    code=error_code(exc) or "DescribeFailed",
+                raise call_failed(
+                    f"listing RDS snapshots in {region} failed",
+                    exc,
+                    "DescribeFailed",
                 ) from exc
             marker = page.get("Marker")
             if not marker:

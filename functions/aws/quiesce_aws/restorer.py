@@ -68,7 +68,14 @@ from quiesce_aws.hooks import RUN_HOOK_DOCUMENT
 from quiesce_aws.inventory import instance_platform
 from quiesce_aws.member import AwsMember
 from quiesce_aws.permissions import Permission
-from quiesce_aws.retry import EC2_THROTTLING, SSM_THROTTLING, Backoff, error_code, error_message
+from quiesce_aws.retry import (
+    EC2_THROTTLING,
+    SSM_THROTTLING,
+    Backoff,
+    call_failed,
+    error_code,
+    error_message,
+)
 from quiesce_aws.shape import Shape, instance_attributes
 from quiesce_aws.snapshots import RESTORED_FROM_TAG, RESTORED_VOLUME_TYPE, region_of
 from quiesce_aws.tagging import tag_dict, tag_list
@@ -445,12 +452,12 @@ class Ec2Restorer(Restorer):
                 what=f"RunInstances of a copy of {request.machine_id}",
             )
         except (ClientError, BotoCoreError) as exc:
-            raise ProviderError(
+            raise call_failed(
                 f"member {request.member!r}: RunInstances of a copy of {request.machine_id} "
-                f"({shape.instance_type}, subnet {request.site.network}) in {region} failed: "
-                f"{error_message(exc)} (image {image_id} is left for the cleanup of "
-                f"{request.label})",
-                code=error_code(exc) or "LaunchFailed",
+                f"({shape.instance_type}, subnet {request.site.network}) in {region} failed",
+                exc,
+                "LaunchFailed",
+                f" (image {image_id} is left for the cleanup of {request.label})",
             ) from exc
         (instance,) = answer.get("Instances", [])
         instance_id = str(instance.get("InstanceId"))
@@ -545,11 +552,12 @@ class Ec2Restorer(Restorer):
                 hint = ""
                 if error_code(exc) in ("UnauthorizedOperation", "AccessDenied"):
                     hint = f"; the inspection instance must carry {INSPECTION_TAG}=true"
-                raise ProviderError(
-                    f"member {request.member!r}: restoring {ref.id} onto {target} failed: "
-                    f"{error_message(exc)}{hint} (what was made is left for the cleanup of "
+                raise call_failed(
+                    f"member {request.member!r}: restoring {ref.id} onto {target} failed",
+                    exc,
+                    "AttachFailed",
+                    f"{hint} (what was made is left for the cleanup of "
                     f"{request.label}: {', '.join(restored.created) or 'nothing'})",
-                    code=error_code(exc) or "AttachFailed",
                 ) from exc
             restored.mounts[ref.volume] = device
         return restored
@@ -617,10 +625,10 @@ class Ec2Restorer(Restorer):
                 what="DescribeInstanceInformation",
             )
         except (ClientError, BotoCoreError) as exc:
-            raise ProviderError(
-                f"DescribeInstanceInformation of {instance_id} in {region} failed: "
-                f"{error_message(exc)}",
-                code=error_code(exc) or "DescribeFailed",
+            raise call_failed(
+                f"DescribeInstanceInformation of {instance_id} in {region} failed",
+                exc,
+                "DescribeFailed",
             ) from exc
         for item in page.get("InstanceInformationList", []):
             if item.get("InstanceId") == instance_id:
@@ -797,10 +805,11 @@ class Ec2Restorer(Restorer):
                 )
                 if found:
                     return str(found[0]["ImageId"])
-            raise ProviderError(
+            raise call_failed(
                 f"member {request.member!r}: RegisterImage on the snapshots of "
-                f"{request.machine_id} in {region} failed: {error_message(exc)}",
-                code=error_code(exc) or "RegisterFailed",
+                f"{request.machine_id} in {region} failed",
+                exc,
+                "RegisterFailed",
             ) from exc
         return str(answer["ImageId"])
 
@@ -912,9 +921,10 @@ class Ec2Restorer(Restorer):
                     what=name,
                 )
             except (ClientError, BotoCoreError) as exc:
-                raise ProviderError(
-                    f"{name} failed: {error_message(exc)}",
-                    code=error_code(exc) or "DescribeFailed",
+                raise call_failed(
+                    f"{name} failed",
+                    exc,
+                    "DescribeFailed",
                 ) from exc
             out.extend(page.get(key, []))
             token = page.get("NextToken")

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from quiesce.backoff import Backoff as CoreBackoff
 from quiesce.backoff import Transient
+from quiesce.errors import ProviderError
 
 T = TypeVar("T")
 
@@ -73,3 +74,9 @@ class Backoff(CoreBackoff):
             return Transient(code=code, state=code, message=error_message(exc))
 
         return self.retry(fn, what=what, transient=transient)
+
+
+def call_failed(what: str, exc: BaseException, code: str, hint: str = "") -> ProviderError:
+    """The error of an AWS call that failed: "`what`: <AWS code>: <AWS message>`hint`", with
+    AWS's error code (else `code`)."""
+    return ProviderError(f"{what}: {error_message(exc)}{hint}", code=error_code(exc) or code)

@@ -46,8 +46,8 @@ from quiesce_aws.retry import (
     SNAPSHOT_LIMITS,
     SSM_THROTTLING,
     Backoff,
+    call_failed,
     error_code,
-    error_message,
 )
 from quiesce_aws.shape import shape_tags
 from quiesce_aws.tagging import own_tags, tag_dict, tag_list
@@ -229,10 +229,11 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
                     f"; the role may snapshot only instances tagged {INSTANCE_TAG}=true "
                     "(infra/aws instance_tag): tag every instance of the member"
                 )
-            raise ProviderError(
-                f"member {call.member!r}: CreateSnapshots of {instance_id} in {region} failed: "
-                f"{error_message(exc)}{hint}",
-                code=code,
+            raise call_failed(
+                f"member {call.member!r}: CreateSnapshots of {instance_id} in {region} failed",
+                exc,
+                code,
+                hint,
             ) from exc
         fixed = utcnow()
         snapshots = response.get("Snapshots", [])
@@ -303,9 +304,10 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
         except ClientError as exc:
             if error_code(exc) == "InvalidSnapshot.NotFound":
                 return
-            raise ProviderError(
-                f"could not delete snapshot {snapshot.id} in {region}: {error_message(exc)}",
-                code=error_code(exc) or "DeleteFailed",
+            raise call_failed(
+                f"could not delete snapshot {snapshot.id} in {region}",
+                exc,
+                "DeleteFailed",
             ) from exc
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
@@ -391,10 +393,11 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
                 what=f"CreateVolume from {request.snapshot.id}",
             )
         except (ClientError, BotoCoreError) as exc:
-            raise ProviderError(
+            raise call_failed(
                 f"CreateVolume from snapshot {request.snapshot.id} in "
-                f"{params['AvailabilityZone']} failed: {error_message(exc)}",
-                code=error_code(exc) or "RestoreFailed",
+                f"{params['AvailabilityZone']} failed",
+                exc,
+                "RestoreFailed",
             ) from exc
         step.created.append(str(volume.get("VolumeId", "")))
         return step
@@ -470,10 +473,10 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
                 what=f"SendCommand of {VSS_DOCUMENT}",
             )
         except (ClientError, BotoCoreError) as exc:
-            raise ProviderError(
-                f"member {call.member!r}: could not send {VSS_DOCUMENT} to {instance_id}: "
-                f"{error_message(exc)}",
-                code=error_code(exc) or "VssFailed",
+            raise call_failed(
+                f"member {call.member!r}: could not send {VSS_DOCUMENT} to {instance_id}",
+                exc,
+                "VssFailed",
             ) from exc
         command_id = str(response["Command"]["CommandId"])
         status, output = self._wait_command(ssm, command_id, instance_id)
@@ -607,9 +610,10 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
                     what="DescribeSnapshots",
                 )
             except (ClientError, BotoCoreError) as exc:
-                raise ProviderError(
-                    f"DescribeSnapshots in {region} failed: {error_message(exc)}",
-                    code=error_code(exc) or "DescribeFailed",
+                raise call_failed(
+                    f"DescribeSnapshots in {region} failed",
+                    exc,
+                    "DescribeFailed",
                 ) from exc
             out.extend(page.get("Snapshots", []))
             token = page.get("NextToken")
