@@ -5,8 +5,6 @@ provider from `azure_provider` (real Compute clients against the fake ARM server
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from quiesce.drill import run_drill
@@ -21,6 +19,7 @@ from quiesce_azure.provider import azure_provider
 from quiesce_azure.restorer import RESTORE_TAG
 
 from .fake_arm import RG, SUB, FakeArm, FakeCredential, default_guest
+from .policies import shop, vm_member
 
 DR = "northeurope"
 NET = f"/subscriptions/{SUB}/resourceGroups/rg-dr/providers/Microsoft.Network"
@@ -31,34 +30,11 @@ SITE = {
 
 
 def policy() -> Policy:
-    def member(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "azure",
-            "subscription": SUB,
-            "resource_group": RG,
-            "select": {"vm_names": [f"{name}-1"]},
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
-                "verify": {"run": [f"/etc/quiesce/{name}-check.sh"], "timeout_seconds": 5},
-            },
-        }
-
     return Policy.model_validate(
-        {
-            "version": 1,
-            "name": "shop",
-            "groups": {
-                "orders": {
-                    "consistency": "application",
-                    "max_freeze_seconds": 30,
-                    "durability_timeout_seconds": 60,
-                    "copies": [{"region": DR, "keep_last": 3, "restore": SITE}],
-                    "members": [member("db"), member("app")],
-                }
-            },
-            "triggers": [
+        shop(
+            [vm_member("db", verify=True), vm_member("app", verify=True)],
+            copies=[{"region": DR, "keep_last": 3, "restore": SITE}],
+            triggers=[
                 {
                     "name": "monthly-drill",
                     "group": "orders",
@@ -67,7 +43,7 @@ def policy() -> Policy:
                     "region": DR,
                 },
             ],
-        }
+        )
     )
 
 

@@ -15,39 +15,13 @@ from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import Consistency, RunStatus, SnapshotState
 from quiesce_azure.provider import azure_provider
 
-from .fake_arm import RG, SUB, FakeArm, FakeCredential, default_guest
+from .fake_arm import FakeArm, FakeCredential, default_guest
+from .policies import shop, vm_member
 
 
 def policy(snapshot: str, on_failure: str = "fallback") -> Policy:
-    def member(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "azure",
-            "subscription": SUB,
-            "resource_group": RG,
-            "select": {"vm_names": [f"{name}-1"]},
-            "snapshot": snapshot,
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
-            },
-        }
-
-    return Policy.model_validate(
-        {
-            "version": 1,
-            "name": "shop",
-            "groups": {
-                "orders": {
-                    "consistency": "application",
-                    "on_quiesce_failure": on_failure,
-                    "max_freeze_seconds": 30,
-                    "durability_timeout_seconds": 60,
-                    "members": [member("db"), member("app")],
-                }
-            },
-        }
-    )
+    members = [vm_member("db", snapshot=snapshot), vm_member("app", snapshot=snapshot)]
+    return Policy.model_validate(shop(members, on_quiesce_failure=on_failure))
 
 
 def backends(arm: FakeArm, pol: Policy) -> Backends:

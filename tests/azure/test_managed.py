@@ -24,6 +24,7 @@ from quiesce_azure.retry import Backoff
 
 from .fake_arm import RG, SUB, FakeCredential
 from .fake_data import FakeData, FakeFiles, _parse
+from .policies import shop, vm_member
 
 PROVIDERS = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers"
 PG_ID = f"{PROVIDERS}/Microsoft.DBforPostgreSQL/flexibleServers/orders-db"
@@ -48,19 +49,6 @@ def files(tmp_path: Path) -> Iterator[FakeFiles]:
 def policy(
     *, lag: float = 900, durability: float = 3600, db: dict[str, Any] | None = None
 ) -> Policy:
-    def vm(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "azure",
-            "subscription": SUB,
-            "resource_group": RG,
-            "select": {"vm_names": [f"{name}-1"]},
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
-            },
-        }
-
     database = db or {
         "name": "orders-db",
         "provider": "azure-postgres",
@@ -77,20 +65,8 @@ def policy(
         "storage_account": "ordersfiles",
         "share": "uploads",
     }
-    return Policy.model_validate(
-        {
-            "version": 1,
-            "name": "shop",
-            "groups": {
-                "orders": {
-                    "consistency": "application",
-                    "max_freeze_seconds": 30,
-                    "durability_timeout_seconds": durability,
-                    "members": [vm("app"), vm("web"), database, share],
-                }
-            },
-        }
-    )
+    members = [vm_member("app"), vm_member("web"), database, share]
+    return Policy.model_validate(shop(members, durability_timeout_seconds=durability))
 
 
 def providers(data: FakeData, pol: Policy, ca: str | None = None) -> dict[str, Provider]:

@@ -31,7 +31,8 @@ from quiesce_azure.state import TableStateStore
 
 from .azurite import FaultyTables, azurite
 from .deliveries import event, event_grid
-from .fake_arm import RG, SUB, FakeArm, FakeCredential
+from .fake_arm import FakeArm, FakeCredential
+from .policies import shop, vm_member
 
 __all__ = ["azurite"]
 
@@ -39,31 +40,9 @@ _tables = itertools.count()
 
 
 def policy() -> dict[str, Any]:
-    def member(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "azure",
-            "subscription": SUB,
-            "resource_group": RG,
-            "select": {"vm_names": [f"{name}-1"]},
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
-            },
-        }
-
-    return {
-        "version": 1,
-        "name": "shop",
-        "groups": {
-            "orders": {
-                "consistency": "application",
-                "max_freeze_seconds": 30,
-                "durability_timeout_seconds": 60,
-                "members": [member("db"), member("app")],
-            }
-        },
-        "triggers": [
+    return shop(
+        [vm_member("db"), vm_member("app")],
+        triggers=[
             {
                 "name": "pre-deploy",
                 "group": "orders",
@@ -71,7 +50,7 @@ def policy() -> dict[str, Any]:
                 "match": {"provider": "arm", "deployment": "orders-*", "state": "Succeeded"},
             }
         ],
-    }
+    )
 
 
 @pytest.fixture

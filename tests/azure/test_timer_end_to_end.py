@@ -24,38 +24,16 @@ from quiesce_azure.events import EventGridPublisher
 from quiesce_azure.provider import azure_provider
 
 from .deliveries import timer
-from .fake_arm import RG, SUB, FakeArm, FakeCredential
+from .fake_arm import FakeArm, FakeCredential
+from .policies import shop, vm_member
 from .test_engine_run import phases_in_order
 
 
 def policy(snapshot: str) -> dict[str, Any]:
-    def member(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "azure",
-            "subscription": SUB,
-            "resource_group": RG,
-            "select": {"vm_names": [f"{name}-1"]},
-            "snapshot": snapshot,
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
-            },
-        }
-
-    return {
-        "version": 1,
-        "name": "shop",
-        "groups": {
-            "orders": {
-                "consistency": "application",
-                "max_freeze_seconds": 30,
-                "durability_timeout_seconds": 60,
-                "members": [member("db"), member("app")],
-            }
-        },
-        "triggers": [{"name": "nightly", "group": "orders", "schedule": "0 4 * * *"}],
-    }
+    return shop(
+        [vm_member("db", snapshot=snapshot), vm_member("app", snapshot=snapshot)],
+        triggers=[{"name": "nightly", "group": "orders", "schedule": "0 4 * * *"}],
+    )
 
 
 def function_app(
