@@ -115,10 +115,10 @@ def test_the_drill_locals_evaluate_to_the_policys_drills_sites_and_timeout(
 ) -> None:
     """drill.tf's locals, evaluated by Terraform itself with a policy of two restore sites."""
     import json
-    import os
     import re
     import shutil
-    import subprocess
+
+    from tests.azure.test_terraform import applied_output
 
     terraform = shutil.which("terraform")
     if terraform is None:
@@ -162,29 +162,7 @@ def test_the_drill_locals_evaluate_to_the_policys_drills_sites_and_timeout(
         + "    rgs = local.drill_join_resource_groups\n  }\n}\n"
     )
     (tmp_path / "terraform.tfvars").write_text("drill_timeout_seconds = 5400\n")
-    (tmp_path / "none.rc").write_text("")
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(tmp_path / "none.rc"), "CHECKPOINT_DISABLE": "1"}
-    for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
-        done = subprocess.run(
-            [terraform, *args, "-no-color"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-    out = subprocess.run(
-        [terraform, "output", "-json", "o"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    result = json.loads(out.stdout)
+    result = applied_output(terraform, tmp_path)
     assert result["drills"] is True
     assert result["drill_triggers"] == ["drill"]
     assert sorted(result["drill_join_scopes"]) == sorted(

@@ -405,17 +405,23 @@ def evaluate_locals(tmp_path: Path, policy_text: str, targets: str) -> dict[str,
         )
         + "  }\n}\n"
     )
+    return applied_output(TERRAFORM, tmp_path)
+
+
+def applied_output(terraform: str, folder: Path) -> dict[str, Any]:
+    """Applies the provider-free module in `folder` (no CLI configuration, no checkpoint call)
+    and returns its output `o`; a failed init or apply fails the test with Terraform's words."""
     env = {
         **os.environ,
-        "TF_CLI_CONFIG_FILE": str(tmp_path / "none.rc"),
+        "TF_CLI_CONFIG_FILE": str(folder / "none.rc"),
         "CHECKPOINT_DISABLE": "1",
         "TF_IN_AUTOMATION": "1",
     }
-    (tmp_path / "none.rc").write_text("")
+    (folder / "none.rc").write_text("")
     for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
         done = subprocess.run(
-            [TERRAFORM, *args, "-no-color"],
-            cwd=tmp_path,
+            [terraform, *args, "-no-color"],
+            cwd=folder,
             env=env,
             capture_output=True,
             text=True,
@@ -424,8 +430,8 @@ def evaluate_locals(tmp_path: Path, policy_text: str, targets: str) -> dict[str,
         )
         assert done.returncode == 0, done.stdout + done.stderr
     out = subprocess.run(
-        [TERRAFORM, "output", "-json", "o"],
-        cwd=tmp_path,
+        [terraform, "output", "-json", "o"],
+        cwd=folder,
         env=env,
         capture_output=True,
         text=True,
