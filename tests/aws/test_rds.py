@@ -19,7 +19,7 @@ from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce_aws.managed_clients import ManagedClients
 from quiesce_aws.managed_member import AwsRdsMember
 from quiesce_aws.rds import RdsInventory, RdsSnapshotter, rds_name
-from tests.aws.conftest import ACCOUNT, REGION, FakeClock, Sleeps, quick_backoff
+from tests.aws.conftest import ACCOUNT, REGION, FakeClock, Sleeps, Wire, quick_backoff
 from tests.aws.managed_fakes import RdsService, throttle_once
 
 RUN = "20261202T040000Z-abc123"
@@ -153,6 +153,21 @@ def test_the_same_database_with_method_snapshot_is_accepted(
 def test_a_missing_database_is_named(managed: ManagedClients) -> None:
     with pytest.raises(ProviderError, match="no DB instance 'orders-db' in eu-central-1"):
         RdsInventory(managed).resolve(member())
+
+
+def test_a_database_rds_refuses_to_describe_is_named_with_the_aws_code(
+    managed: ManagedClients, rds: Any, wire: Wire
+) -> None:
+    create_instance(rds)
+    wire.fail(rds, "DescribeDBInstances", "AccessDenied", status=403)
+
+    with pytest.raises(ProviderError) as refused:
+        RdsInventory(managed).resolve(member())
+
+    assert str(refused.value) == (
+        "describing DB instance 'orders-db' in eu-central-1 failed: AccessDenied: injected"
+    )
+    assert refused.value.code == "AccessDenied"
 
 
 def test_pitr_take_checks_the_database_and_leaves_the_restore_time_to_the_engine(
@@ -307,6 +322,25 @@ def test_retention_never_deletes_automated_backups_nor_untagged_snapshots(
     names = {s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]}
     assert {"rds:orders-db-2026-12-01-03-00", "by-hand"} <= names
     assert snaps.find("shop", "orders") == []
+
+
+def test_a_snapshot_rds_refuses_to_describe_is_not_deleted_and_is_named(
+    managed: ManagedClients, rds: Any, sleeps: Sleeps, clock: FakeClock, wire: Wire
+) -> None:
+    create_instance(rds)
+    snaps = snapshotter(managed, sleeps, clock)
+    ref = take(managed, snaps, member(method="snapshot"))
+    wire.fail(rds, "DescribeDBSnapshots", "AccessDenied", status=403)
+
+    with pytest.raises(ProviderError) as refused:
+        snaps.delete(ref)
+
+    assert str(refused.value) == (
+        f"describing RDS snapshot {ref.id} in eu-central-1 failed: AccessDenied: injected"
+    )
+    assert refused.value.code == "AccessDenied"
+    manual = rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"] for s in manual] == [ref.id]
 
 
 def test_a_pitr_reference_deletes_nothing(

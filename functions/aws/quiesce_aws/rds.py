@@ -71,6 +71,19 @@ SNAPSHOT_NOT_FOUND = frozenset(
 #: Snapshot statuses that will never become `available`.
 SNAPSHOT_FAILED = frozenset({"failed", "deleting", "deleted", "incompatible-restore"})
 
+#: How one resource of each kind is described: (the action, the parameter that names the
+#: resource, the list in the answer); the snapshots' are also how they are listed.
+DESCRIBE_CALLS = {
+    "instance": ("DescribeDBInstances", "DBInstanceIdentifier", "DBInstances"),
+    "cluster": ("DescribeDBClusters", "DBClusterIdentifier", "DBClusters"),
+    "snapshot": ("DescribeDBSnapshots", "DBSnapshotIdentifier", "DBSnapshots"),
+    "cluster-snapshot": (
+        "DescribeDBClusterSnapshots",
+        "DBClusterSnapshotIdentifier",
+        "DBClusterSnapshots",
+    ),
+}
+
 DESCRIBE = [
     Permission("rds:DescribeDBInstances", "arn:aws:rds:*:*:db:*"),
     Permission("rds:DescribeDBClusters", "arn:aws:rds:*:*:cluster:*"),
@@ -119,30 +132,32 @@ class RdsDatabases:
 
     def describe(self, region: str, kind: str, identifier: str) -> dict[str, Any] | None:
         """The DB instance or cluster (None: it does not exist)."""
-        rds = self.clients.rds(region)
+        return self.describe_one(
+            region,
+            "instance" if kind == "instance" else "cluster",
+            identifier,
+            not_found=INSTANCE_NOT_FOUND | CLUSTER_NOT_FOUND,
+            failed=f"describing DB {kind} {identifier!r} in {region} failed",
+        )
+
+    def describe_one(
+        self, region: str, kind: str, identifier: str, *, not_found: frozenset[str], failed: str
+    ) -> dict[str, Any] | None:
+        """One resource of a kind of DESCRIBE_CALLS (None: RDS answers an error code of
+        `not_found`, or nothing); another error is a ProviderError that starts with `failed`."""
+        action, parameter, key = DESCRIBE_CALLS[kind]
+        operation = getattr(self.clients.rds(region), _snake(action))
         try:
-            if kind == "instance":
-                page = self.backoff.call(
-                    lambda: rds.describe_db_instances(DBInstanceIdentifier=identifier),
-                    retry_on=RDS_THROTTLING,
-                    what=f"DescribeDBInstances {identifier}",
-                )
-                items = page.get("DBInstances", [])
-            else:
-                page = self.backoff.call(
-                    lambda: rds.describe_db_clusters(DBClusterIdentifier=identifier),
-                    retry_on=RDS_THROTTLING,
-                    what=f"DescribeDBClusters {identifier}",
-                )
-                items = page.get("DBClusters", [])
+            page = self.backoff.call(
+                lambda: operation(**{parameter: identifier}),
+                retry_on=RDS_THROTTLING,
+                what=f"{action} {identifier}",
+            )
         except ClientError as exc:
-            if error_code(exc) in INSTANCE_NOT_FOUND | CLUSTER_NOT_FOUND:
+            if error_code(exc) in not_found:
                 return None
-            raise call_failed(
-                f"describing DB {kind} {identifier!r} in {region} failed",
-                exc,
-                "DescribeFailed",
-            ) from exc
+            raise call_failed(failed, exc, "DescribeFailed") from exc
+        items = page.get(key, [])
         found: dict[str, Any] | None = items[0] if items else None
         return found
 
@@ -739,35 +754,17 @@ class RdsSnapshotter(Snapshotter):
         return region
 
     def _describe_snapshot(self, region: str, name: str, cluster: bool) -> dict[str, Any] | None:
-        rds = self.clients.rds(region)
-        try:
-            if cluster:
-                page = self.backoff.call(
-                    lambda: rds.describe_db_cluster_snapshots(DBClusterSnapshotIdentifier=name),
-                    retry_on=RDS_THROTTLING,
-                    what=f"DescribeDBClusterSnapshots {name}",
-                )
-                items = page.get("DBClusterSnapshots", [])
-            else:
-                page = self.backoff.call(
-                    lambda: rds.describe_db_snapshots(DBSnapshotIdentifier=name),
-                    retry_on=RDS_THROTTLING,
-                    what=f"DescribeDBSnapshots {name}",
-                )
-                items = page.get("DBSnapshots", [])
-        except ClientError as exc:
-            if error_code(exc) in SNAPSHOT_NOT_FOUND:
-                return None
-            raise call_failed(
-                f"describing RDS snapshot {name} in {region} failed",
-                exc,
-                "DescribeFailed",
-            ) from exc
-        found: dict[str, Any] | None = items[0] if items else None
-        return found
+        return self.databases.describe_one(
+            region,
+            "cluster-snapshot" if cluster else "snapshot",
+            name,
+            not_found=SNAPSHOT_NOT_FOUND,
+            failed=f"describing RDS snapshot {name} in {region} failed",
+        )
 
     def _list_manual(self, region: str, cluster: bool) -> list[dict[str, Any]]:
-        rds = self.clients.rds(region)
+        action, _, key = DESCRIBE_CALLS["cluster-snapshot" if cluster else "snapshot"]
+        operation = getattr(self.clients.rds(region), _snake(action))
         out: list[dict[str, Any]] = []
         marker: str | None = None
         while True:
@@ -775,20 +772,12 @@ class RdsSnapshotter(Snapshotter):
             if marker:
                 kwargs["Marker"] = marker
             try:
-                if cluster:
-                    page = self.backoff.call(
-                        lambda kwargs=kwargs: rds.describe_db_cluster_snapshots(**kwargs),  # type: ignore[misc]
-                        retry_on=RDS_THROTTLING,
-                        what="DescribeDBClusterSnapshots",
-                    )
-                    out.extend(page.get("DBClusterSnapshots", []))
-                else:
-                    page = self.backoff.call(
-                        lambda kwargs=kwargs: rds.describe_db_snapshots(**kwargs),  # type: ignore[misc]
-                        retry_on=RDS_THROTTLING,
-                        what="DescribeDBSnapshots",
-                    )
-                    out.extend(page.get("DBSnapshots", []))
+                page = self.backoff.call(
+                    lambda kwargs=kwargs: operation(**kwargs),  # type: ignore[misc]
+                    retry_on=RDS_THROTTLING,
+                    what=action,
+                )
+                out.extend(page.get(key, []))
             except (ClientError, BotoCoreError) as exc:
                 raise call_failed(
                     f"listing RDS snapshots in {region} failed",
