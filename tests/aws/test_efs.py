@@ -14,7 +14,7 @@ from quiesce_aws.efs import EfsBackupSnapshotter, EfsInventory
 from quiesce_aws.managed_clients import ManagedClients
 from quiesce_aws.managed_member import AwsEfsMember
 from tests.aws.conftest import ACCOUNT, REGION, FakeClock, Sleeps, quick_backoff
-from tests.aws.managed_fakes import BackupService, throttle_once
+from tests.aws.managed_fakes import BackupService, intercept, throttle_once
 
 RUN = "20261202T040000Z-abc123"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/service-role/AWSBackupDefaultServiceRole"
@@ -132,6 +132,33 @@ def test_retention_deletes_its_own_recovery_points_and_never_a_backup_plans(
     assert backup.deleted == [ref.id]
     assert nightly in backup.points
     snaps.delete(ref)  # gone already: no error
+
+
+def test_a_recovery_point_aws_backup_refuses_to_delete_is_named_with_the_aws_code(
+    managed: ManagedClients,
+    file_system: str,
+    backup: BackupService,
+    sleeps: Sleeps,
+    clock: FakeClock,
+) -> None:
+    snaps = snapshotter(managed, sleeps, clock)
+    ref = take(managed, snaps, member(file_system))
+    intercept(
+        managed.backup(REGION),
+        "DeleteRecoveryPoint",
+        lambda _: ("AccessDeniedException", "not allowed"),
+        first=True,
+    )
+
+    with pytest.raises(ProviderError) as refused:
+        snaps.delete(ref)
+
+    assert str(refused.value) == (
+        f"could not delete recovery point {ref.id}: AccessDeniedException: not allowed"
+    )
+    assert refused.value.code == "AccessDeniedException"
+    assert backup.deleted == []
+    assert ref.id in backup.points
 
 
 def test_a_missing_file_system_is_named(managed: ManagedClients) -> None:

@@ -291,22 +291,16 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
         region = self._region(snapshot)
         vault = snapshot.tags.get(f"{META}vault") or _vault_of(snapshot.id)
         backup = self.clients.backup(region)
-        try:
-            live = self.backoff.call(
-                lambda: backup.describe_recovery_point(
-                    BackupVaultName=vault, RecoveryPointArn=snapshot.id
-                ),
-                retry_on=BACKUP_THROTTLING,
-                what=f"DescribeRecoveryPoint {snapshot.id}",
-            )
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND:
-                return
-            raise call_failed(
-                f"could not read recovery point {snapshot.id}",
-                exc,
-                "DescribeFailed",
-            ) from exc
+        live = self._on_point(
+            backup.describe_recovery_point,
+            "DescribeRecoveryPoint",
+            vault,
+            snapshot.id,
+            verb="read",
+            code="DescribeFailed",
+        )
+        if live is None:
+            return
         tags = self._tags(region, snapshot.id)
         plan = (live.get("CreatedBy") or {}).get("BackupPlanId")
         if plan or tags.get(MANAGED_TAG) != "true":
@@ -315,22 +309,14 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
                 f"refusing to delete recovery point {snapshot.id}: {why}, so Quiesce did not",
                 code="NotManaged",
             )
-        try:
-            self.backoff.call(
-                lambda: backup.delete_recovery_point(
-                    BackupVaultName=vault, RecoveryPointArn=snapshot.id
-                ),
-                retry_on=BACKUP_THROTTLING,
-                what=f"DeleteRecoveryPoint {snapshot.id}",
-            )
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND:
-                return
-            raise call_failed(
-                f"could not delete recovery point {snapshot.id}",
-                exc,
-                "DeleteFailed",
-            ) from exc
+        self._on_point(
+            backup.delete_recovery_point,
+            "DeleteRecoveryPoint",
+            vault,
+            snapshot.id,
+            verb="delete",
+            code="DeleteFailed",
+        )
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         wanted = own_tags(policy, group, run_id)
@@ -445,6 +431,30 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
             "ResourceType": "EFS",
             "Metadata": metadata,
         }
+
+    def _on_point(
+        self,
+        operation: Callable[..., Any],
+        action: str,
+        vault: str,
+        arn: str,
+        *,
+        verb: str,
+        code: str,
+    ) -> dict[str, Any] | None:
+        """`operation`, AWS Backup's `action`, on one recovery point: its answer, or None
+        when the recovery point is gone; a failure says it `could not {verb}` it."""
+        try:
+            answer: dict[str, Any] = self.backoff.call(
+                lambda: operation(BackupVaultName=vault, RecoveryPointArn=arn),
+                retry_on=BACKUP_THROTTLING,
+                what=f"{action} {arn}",
+            )
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return None
+            raise call_failed(f"could not {verb} recovery point {arn}", exc, code) from exc
+        return answer
 
     def _region(self, ref: SnapshotRef) -> str:
         region = ref.tags.get(f"{META}region") or arn_region(ref.id)
