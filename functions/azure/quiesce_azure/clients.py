@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from azure.core.credentials import TokenCredential
@@ -168,3 +169,15 @@ def dig(data: Any, *keys: str | int) -> Any:
         else:
             return None
     return data
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A time ARM sent (ISO 8601, `Z` or an offset; or one the SDK already parsed), else None."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None

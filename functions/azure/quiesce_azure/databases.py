@@ -49,7 +49,7 @@ from quiesce.ports import (
 from quiesce.providers.registry import expect_member
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import snapshot_tags
-from quiesce_azure.clients import dig
+from quiesce_azure.clients import dig, parse_time
 from quiesce_azure.managed import ManagedClients, raw
 from quiesce_azure.managed_member import (
     AzureMysqlMember,
@@ -145,15 +145,6 @@ def whole_seconds(moment: datetime) -> str:
             code="BadRestoreTime",
         )
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> datetime | None:
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
 
 
 def restorable_name(name: str) -> str:

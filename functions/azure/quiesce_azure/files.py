@@ -40,7 +40,7 @@ from quiesce.ports import (
 from quiesce.providers.registry import expect_member, members_by_group
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, snapshot_tags
-from quiesce_azure.clients import as_json, dig
+from quiesce_azure.clients import as_json, dig, parse_time
 from quiesce_azure.managed import ManagedClients, raw
 from quiesce_azure.managed_member import AzureFilesMember
 from quiesce_azure.permissions import Permission
@@ -306,7 +306,7 @@ class ShareSnapshotter(Snapshotter):
 
     def _ref(self, m: AzureFilesMember, item: dict[str, Any], tags: dict[str, str]) -> SnapshotRef:
         stamp = str(dig(item, "properties", "snapshotTime"))
-        when = _parse(stamp) or utcnow()
+        when = parse_time(stamp) or utcnow()
         share_id = self.share_id(m)
         return SnapshotRef(
             id=f"{share_id}@{stamp}",
@@ -471,10 +471,3 @@ class ShareSnapshotter(Snapshotter):
                 )
                 copied += 1
         return copied
-
-
-def _parse(value: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -49,6 +49,7 @@ from quiesce_azure.clients import (
     VmRef,
     as_json,
     dig,
+    parse_time,
     parse_vm_id,
 )
 from quiesce_azure.copies import COPY_PERMISSIONS, copy_to_region, restore_point_state
@@ -425,7 +426,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
 
     def _restore_point_ref(self, point: dict[str, Any], tags: dict[str, str]) -> SnapshotRef:
         created = dig(point, "properties", "timeCreated")
-        when = _parse_time(created) or utcnow()
+        when = parse_time(created) or utcnow()
         state = _provisioning(dig(point, "properties", "provisioningState"))
         name = str(point.get("name") or "")
         ref_tags = dict(tags)
@@ -505,7 +506,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
         )
 
     def _snapshot_ref(self, snap: dict[str, Any], tags: dict[str, str]) -> SnapshotRef:
-        created = _parse_time(dig(snap, "properties", "timeCreated")) or utcnow()
+        created = parse_time(dig(snap, "properties", "timeCreated")) or utcnow()
         size = dig(snap, "properties", "diskSizeGB")
         snap_id = str(snap.get("id") or "")
         return SnapshotRef(
@@ -714,19 +715,6 @@ def _snapshot_state(snap: dict[str, Any]) -> SnapshotState:
     if percent is not None and float(percent) < 100:
         return SnapshotState.PENDING
     return SnapshotState.COMPLETED
-
-
-def _parse_time(value: Any) -> Any:
-    from datetime import datetime
-
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
 
 
 def _disk_body(location: str, option: str, source: str, zone: str | None) -> dict[str, Any]:
