@@ -654,10 +654,9 @@ class Ec2Restorer(Restorer):
         # 1. Instances (their volumes and network interfaces go with them).
         instances = [
             i
-            for i in self._paged(ec2.describe_instances, "Reservations", Filters=tag)
-            for i in i.get("Instances", [])
-            if tag_dict(i.get("Tags")).get(RESTORE_TAG) == label
-            and i.get("State", {}).get("Name") != "terminated"
+            for r in self._paged(ec2.describe_instances, "Reservations", Filters=tag)
+            for i in _labelled(r.get("Instances", []), label)
+            if i.get("State", {}).get("Name") != "terminated"
         ]
         ids = sorted(str(i["InstanceId"]) for i in instances)
         for batch in chunks(ids, 100):
@@ -676,20 +675,14 @@ class Ec2Restorer(Restorer):
                 else:
                     done.deleted.append(instance_id)
         # 2. Images (never their snapshots: those are the point's).
-        for image in self._paged(ec2.describe_images, "Images", Owners=["self"], Filters=tag):
-            image_id = str(image["ImageId"])
-            if tag_dict(image.get("Tags")).get(RESTORE_TAG) != label:
-                continue
-            if self._act(
-                done, [image_id], partial(ec2.deregister_image, ImageId=image_id), "deregister"
-            ):
-                done.deleted.append(image_id)
+        images = _labelled(
+            self._paged(ec2.describe_images, "Images", Owners=["self"], Filters=tag), label
+        )
+        self._remove_each(
+            done, [str(i["ImageId"]) for i in images], ec2.deregister_image, "ImageId", "deregister"
+        )
         # 3. Volumes: detached from an inspection instance, then deleted.
-        volumes = [
-            v
-            for v in self._paged(ec2.describe_volumes, "Volumes", Filters=tag)
-            if tag_dict(v.get("Tags")).get(RESTORE_TAG) == label
-        ]
+        volumes = _labelled(self._paged(ec2.describe_volumes, "Volumes", Filters=tag), label)
         detached = []
         for volume in volumes:
             volume_id = str(volume["VolumeId"])
@@ -707,31 +700,26 @@ class Ec2Restorer(Restorer):
                 continue
         if detached:
             self._wait_volumes_available(ec2, region, detached)
-        for volume in volumes:
-            volume_id = str(volume["VolumeId"])
-            if volume.get("State") == "deleting" or (
-                volume.get("State") == "in-use" and volume_id not in detached
-            ):
-                continue
-            if self._act(
-                done, [volume_id], partial(ec2.delete_volume, VolumeId=volume_id), "delete"
-            ):
-                done.deleted.append(volume_id)
-        # 4. Network interfaces left over (a launch that failed after creating one).
-        nics = [
-            n
-            for n in self._paged(ec2.describe_network_interfaces, "NetworkInterfaces", Filters=tag)
-            if tag_dict(n.get("TagSet")).get(RESTORE_TAG) == label
+        deletable = [
+            str(v["VolumeId"])
+            for v in volumes
+            if v.get("State") != "deleting"
+            and (v.get("State") != "in-use" or str(v["VolumeId"]) in detached)
         ]
-        for nic in nics:
-            nic_id = str(nic["NetworkInterfaceId"])
-            if self._act(
-                done,
-                [nic_id],
-                partial(ec2.delete_network_interface, NetworkInterfaceId=nic_id),
-                "delete",
-            ):
-                done.deleted.append(nic_id)
+        self._remove_each(done, deletable, ec2.delete_volume, "VolumeId", "delete")
+        # 4. Network interfaces left over (a launch that failed after creating one).
+        nics = _labelled(
+            self._paged(ec2.describe_network_interfaces, "NetworkInterfaces", Filters=tag),
+            label,
+            tags_key="TagSet",
+        )
+        self._remove_each(
+            done,
+            [str(n["NetworkInterfaceId"]) for n in nics],
+            ec2.delete_network_interface,
+            "NetworkInterfaceId",
+            "delete",
+        )
         listed = {str(v["VolumeId"]) for v in volumes}
         listed |= {str(n["NetworkInterfaceId"]) for n in nics}
         # Those deleted with their instance (DeleteOnTermination) are listed no more.
@@ -740,19 +728,30 @@ class Ec2Restorer(Restorer):
             {p for i in instances if str(i["InstanceId"]) in terminated for p in _parts(i)} - listed
         )
         # 5. Snapshots a restore made (none of the point's: they carry no restore tag).
-        for snapshot in self._paged(
-            ec2.describe_snapshots, "Snapshots", OwnerIds=["self"], Filters=tag
-        ):
-            snapshot_id = str(snapshot["SnapshotId"])
-            if tag_dict(snapshot.get("Tags")).get(RESTORE_TAG) != label:
-                continue
-            if self._act(
-                done,
-                [snapshot_id],
-                partial(ec2.delete_snapshot, SnapshotId=snapshot_id),
-                "delete",
-            ):
-                done.deleted.append(snapshot_id)
+        snapshots = _labelled(
+            self._paged(ec2.describe_snapshots, "Snapshots", OwnerIds=["self"], Filters=tag), label
+        )
+        self._remove_each(
+            done,
+            [str(s["SnapshotId"]) for s in snapshots],
+            ec2.delete_snapshot,
+            "SnapshotId",
+            "delete",
+        )
+
+    def _remove_each(
+        self,
+        done: Cleanup,
+        ids: list[str],
+        operation: Callable[..., Any],
+        parameter: str,
+        verb: str,
+    ) -> None:
+        """`operation` on each resource of `ids` (named by `parameter`), one call each:
+        what is done goes to `deleted`, what fails to `left`."""
+        for resource_id in ids:
+            if self._act(done, [resource_id], partial(operation, **{parameter: resource_id}), verb):
+                done.deleted.append(resource_id)
 
     def _act(self, done: Cleanup, ids: list[str], call: Callable[[], Any], verb: str) -> bool:
         """One cleanup call; a failure goes to `left` with its reason. True: it was done (or
@@ -930,6 +929,12 @@ class Ec2Restorer(Restorer):
             token = page.get("NextToken")
             if not token:
                 return out
+
+
+def _labelled(items: list[Any], label: str, *, tags_key: str = "Tags") -> list[Any]:
+    """The described resources that carry quiesce:restore=`label` (whatever the filter let
+    through)."""
+    return [i for i in items if tag_dict(i.get(tags_key)).get(RESTORE_TAG) == label]
 
 
 def _attachment(volume: Any) -> dict[str, str]:
