@@ -234,22 +234,7 @@ class ShareSnapshotter(Snapshotter):
                 f"share {m.share}",
                 code="SnapshotFailed",
             )
-        share_id = self.share_id(m)
-        return [
-            SnapshotRef(
-                id=f"{share_id}@{stamp}",
-                provider=PROVIDER,
-                machine_id=call.machine.machine_id,
-                volume=m.share,
-                method=METHOD,
-                state=SnapshotState.COMPLETED,
-                started_at=started,
-                fixed_at=fixed,
-                durable_at=fixed,
-                location=f"{share_id}@{stamp}",
-                tags=tags,
-            )
-        ]
+        return [self._completed(m, stamp, call.machine.machine_id, tags, started, fixed)]
 
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
         """A share snapshot is durable when it exists: `take` returned it completed."""
@@ -307,18 +292,32 @@ class ShareSnapshotter(Snapshotter):
     def _ref(self, m: AzureFilesMember, item: dict[str, Any], tags: dict[str, str]) -> SnapshotRef:
         stamp = str(dig(item, "properties", "snapshotTime"))
         when = parse_time(stamp) or utcnow()
-        share_id = self.share_id(m)
+        machine_id = tags.get("quiesce:machine", self.share_id(m))
+        return self._completed(m, stamp, machine_id, tags, when, when)
+
+    def _completed(
+        self,
+        m: AzureFilesMember,
+        stamp: str,
+        machine_id: str,
+        tags: dict[str, str],
+        started: datetime,
+        fixed: datetime,
+    ) -> SnapshotRef:
+        """The share snapshot `stamp` of `m`'s share as a reference: completed, and durable
+        when fixed (a share snapshot is durable once it exists)."""
+        snapshot_id = f"{self.share_id(m)}@{stamp}"
         return SnapshotRef(
-            id=f"{share_id}@{stamp}",
+            id=snapshot_id,
             provider=PROVIDER,
-            machine_id=tags.get("quiesce:machine", share_id),
+            machine_id=machine_id,
             volume=m.share,
             method=METHOD,
             state=SnapshotState.COMPLETED,
-            started_at=when,
-            fixed_at=when,
-            durable_at=when,
-            location=f"{share_id}@{stamp}",
+            started_at=started,
+            fixed_at=fixed,
+            durable_at=fixed,
+            location=snapshot_id,
             tags=tags,
         )
 
