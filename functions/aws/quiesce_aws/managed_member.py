@@ -20,8 +20,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from quiesce.policy.managed import ManagedMember, Method, method_field
+from quiesce_aws.member import region_field
 
-REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$"
 #: DB instance and cluster identifiers: 1-63 letters, digits and hyphens, starting with a letter.
 RDS_IDENTIFIER = r"^[A-Za-z][A-Za-z0-9-]{0,62}$"
 
@@ -31,9 +31,7 @@ class AwsRdsMember(ManagedMember):
     the group's `T`, or by a snapshot taken inside the freeze."""
 
     provider: Literal["aws-rds"] = Field(description="Amazon RDS and Aurora.", examples=["aws-rds"])
-    region: str = Field(
-        pattern=REGION_PATTERN, description="The database's region.", examples=["eu-central-1"]
-    )
+    region: str = region_field("The database's region.")
     instance: str | None = Field(
         default=None,
         pattern=RDS_IDENTIFIER,
@@ -81,9 +79,7 @@ class AwsEfsMember(ManagedMember):
     provider: Literal["aws-efs"] = Field(
         description="Amazon EFS through AWS Backup.", examples=["aws-efs"]
     )
-    region: str = Field(
-        pattern=REGION_PATTERN, description="The file system's region.", examples=["eu-central-1"]
-    )
+    region: str = region_field("The file system's region.")
     file_system: str = Field(
         pattern=r"^fs-[0-9a-f]{8,40}$",
         description="The EFS file system id.",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from quiesce.policy.model import RemoteMember, Selection
+
+#: An AWS region's name (commercial, GovCloud and ISO partitions).
+REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$"
+
+
+def region_field(description: str) -> Any:
+    """A member's `region` field: an AWS region's name."""
+    return Field(pattern=REGION_PATTERN, description=description, examples=["eu-central-1"])
 
 
 class AwsSelect(Selection):
@@ -29,11 +37,7 @@ class AwsMember(RemoteMember):
     """EC2 instances: hooks through SSM Run Command, snapshots of all EBS volumes at once."""
 
     provider: Literal["aws"] = Field(description="Amazon EC2.", examples=["aws"])
-    region: str = Field(
-        pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$",
-        description="The instances' region.",
-        examples=["eu-central-1"],
-    )
+    region: str = region_field("The instances' region.")
     select: AwsSelect = Field(
         description="The instances; a member may resolve to many.",
         examples=[{"tags": {"app": "orders", "tier": "db"}}],
