@@ -9,7 +9,7 @@ import pytest
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from quiesce.errors import ProviderError
-from quiesce_azure.retry import Backoff, read_failed, retry_after
+from quiesce_azure.retry import Backoff, delete_failed, read_failed, retry_after
 
 from .conftest import Sleeps
 
@@ -74,3 +74,10 @@ def test_a_refused_read_names_the_member_and_what_and_keeps_the_status_as_its_co
     broken = read_failed("db", "/subscriptions/s/x", AzureError("connection reset"))
     assert broken.code == "ReadFailed"
     assert "could not read /subscriptions/s/x: connection reset" in str(broken)
+
+
+def test_a_refused_delete_names_the_snapshot_and_keeps_the_arm_code() -> None:
+    refused = delete_failed("/subscriptions/s/snap", error(409))
+    assert refused.code == "Http409"
+    assert "could not delete /subscriptions/s/snap: Http409: throttled" in str(refused)
+    assert delete_failed("x", AzureError("reset")).code == "DeleteFailed"

@@ -44,7 +44,7 @@ from quiesce_azure.clients import as_json, dig, parse_time
 from quiesce_azure.managed import ManagedClients, raw
 from quiesce_azure.managed_member import AzureFilesMember
 from quiesce_azure.permissions import Permission
-from quiesce_azure.retry import Backoff, error_code, error_message, read_failed
+from quiesce_azure.retry import Backoff, delete_failed, error_code, error_message, read_failed
 
 PROVIDER = "azure-files"
 METHOD = "share_snapshot"
@@ -346,10 +346,7 @@ class ShareSnapshotter(Snapshotter):
         except ResourceNotFoundError:
             return
         except AzureError as exc:
-            raise ProviderError(
-                f"could not delete {snapshot.id}: {error_message(exc)}",
-                code=error_code(exc) or "DeleteFailed",
-            ) from exc
+            raise delete_failed(snapshot.id, exc) from exc
 
     # ------------------------------------------------------------------------------ restore
 

@@ -74,6 +74,15 @@ def read_failed(member: str, what: str, exc: BaseException) -> ProviderError:
     )
 
 
+def delete_failed(snapshot_id: str, exc: BaseException) -> ProviderError:
+    """The error for a delete of a snapshot that ARM refused (other than not found): the ARM
+    error code, else DeleteFailed."""
+    return ProviderError(
+        f"could not delete {snapshot_id}: {error_message(exc)}",
+        code=error_code(exc) or "DeleteFailed",
+    )
+
+
 def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
     """The Retry-After of a response, in seconds (delta-seconds or an HTTP date)."""
     response = getattr(exc, "response", None)

@@ -55,7 +55,7 @@ from quiesce_azure.clients import (
 from quiesce_azure.copies import COPY_PERMISSIONS, copy_to_region, restore_point_state
 from quiesce_azure.member import AzureMember
 from quiesce_azure.permissions import Permission
-from quiesce_azure.retry import Backoff, error_code, error_message, read_failed
+from quiesce_azure.retry import Backoff, delete_failed, error_code, error_message, read_failed
 
 log = logging.getLogger(__name__)
 
@@ -217,10 +217,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
         except ResourceNotFoundError:
             return
         except AzureError as exc:
-            raise ProviderError(
-                f"could not delete {snapshot.id}: {error_message(exc)}",
-                code=error_code(exc) or "DeleteFailed",
-            ) from exc
+            raise delete_failed(snapshot.id, exc) from exc
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         wanted = {MANAGED_TAG: "true", "quiesce:policy": policy, "quiesce:group": group}
