@@ -34,6 +34,7 @@ from quiesce.ports import (
 )
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import Consistency, HookResult, HookStatus, SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import snapshot_tags
 
 
 @dataclass
@@ -167,7 +168,7 @@ class FakeSnapshotter(Snapshotter):
             started_at=started,
             fixed_at=utcnow(),
             size_bytes=100,
-            tags={"quiesce:run-id": call.run_id, "quiesce:group": call.group},
+            tags=snapshot_tags(call),
             reported_consistency=self.reported.get(call.member),
             point="pitr" if call.member in self.pitr else "snapshot",
         )

@@ -9,6 +9,9 @@ from quiesce.ports import SnapshotCall
 MANAGED_TAG = "quiesce:managed"
 POINT_TAG = "quiesce:recovery-point"
 RUN_TAG = "quiesce:run-id"
+#: On a copy of a snapshot in another region: the source snapshot, and the region.
+COPY_OF_TAG = "quiesce:copy-of"
+REGION_TAG = "quiesce:region"
 
 
 def snapshot_tags(call: SnapshotCall) -> dict[str, str]:

@@ -15,11 +15,11 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
-from quiesce.engine.copies import COPY_OF_TAG, REGION_TAG
 from quiesce.events import CloudEvent
 from quiesce.policy.model import MemberBase
 from quiesce.ports import Machine, SnapshotCall, Snapshotter
 from quiesce.record import SnapshotRef, utcnow
+from quiesce.tags import COPY_OF_TAG, REGION_TAG
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.copies import GceSnapshotterWithCopies, is_copy
 from quiesce_gcp.events import PubSubPublisher, from_message

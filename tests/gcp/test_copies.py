@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from quiesce.engine.copies import COPY_OF_TAG, REGION_TAG
 from quiesce.errors import ProviderError
 from quiesce.ports import Machine, SnapshotCall
 from quiesce.record import SnapshotRef, SnapshotState
-from quiesce.tags import POINT_TAG, RUN_TAG
+from quiesce.tags import COPY_OF_TAG, POINT_TAG, REGION_TAG, RUN_TAG
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.copies import GceSnapshotterWithCopies, is_copy
 from quiesce_gcp.member import GcpMember

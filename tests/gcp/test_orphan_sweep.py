@@ -15,14 +15,13 @@ from typing import Any
 
 from quiesce.engine import recover_abandoned, run_group
 from quiesce.engine.context import RunContext
-from quiesce.engine.copies import COPY_OF_TAG, REGION_TAG
 from quiesce.engine.orphans import sweep_orphans
 from quiesce.engine.phases import acquire_lock, quiesce, resolve, snapshot
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, Provider
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
 from quiesce.record import RunRecord, RunStatus
-from quiesce.tags import POINT_TAG, RUN_TAG
+from quiesce.tags import COPY_OF_TAG, POINT_TAG, REGION_TAG, RUN_TAG
 from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.copies import GceSnapshotterWithCopies
 from quiesce_gcp.hooks import AgentHookRunner

@@ -50,10 +50,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
 from quiesce.durability import poll_durable
-from quiesce.engine.copies import COPY_OF_TAG, REGION_TAG
 from quiesce.errors import ProviderError
 from quiesce.ports import fan_out
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
+from quiesce.tags import COPY_OF_TAG, REGION_TAG
 from quiesce_gcp.clients import GcpClients, parse_global, parse_zonal
 from quiesce_gcp.permissions import (
     IMAGE,

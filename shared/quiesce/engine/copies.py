@@ -19,9 +19,7 @@ from quiesce.policy.model import Group
 from quiesce.policy.recovery import Copy
 from quiesce.ports import Backends
 from quiesce.record import PointCopy, PointMember, RecoveryPoint, SnapshotState, utcnow
-
-COPY_OF_TAG = "quiesce:copy-of"
-REGION_TAG = "quiesce:region"
+from quiesce.tags import COPY_OF_TAG, REGION_TAG
 
 
 def start_copy(
