@@ -471,6 +471,31 @@ def test_an_aurora_cluster_snapshot_restores_as_a_new_cluster(
     assert rds.describe_db_clusters(DBClusterIdentifier="restore-y-aurora")["DBClusters"]
 
 
+def test_a_writer_rds_refuses_names_the_cluster_already_restored(
+    managed: ManagedClients,
+    rds: Any,
+    service: RdsService,
+    sleeps: Sleeps,
+    clock: FakeClock,
+    wire: Wire,
+) -> None:
+    create_cluster(rds)
+    snaps = snapshotter(managed, sleeps, clock)
+    spec = member(name="aurora", cluster="orders-aurora", instance=None, method="snapshot")
+    (ref,) = snaps.wait_durable([take(managed, snaps, spec)], timeout=60)
+    wire.fail(rds, "CreateDBInstance", "InstanceQuotaExceeded")
+
+    with pytest.raises(ProviderError) as refused:
+        snaps.cloud_restore(restore_request(ref, "restore-z-aurora"))
+
+    (cluster,) = rds.describe_db_clusters(DBClusterIdentifier="restore-z-aurora")["DBClusters"]
+    assert str(refused.value) == (
+        f"CreateDBInstance of {ref.id} in eu-central-1 failed: InstanceQuotaExceeded: injected "
+        f"(created so far: {cluster['DBClusterArn']})"
+    )
+    assert refused.value.code == "InstanceQuotaExceeded"
+
+
 def test_restored_names_follow_rds_identifier_rules() -> None:
     assert rds_name("restore-20261202T040000Z--Orders_DB-") == "restore-20261202t040000z-orders-db"
     assert rds_name("1st") == "q-1st"

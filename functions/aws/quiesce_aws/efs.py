@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from quiesce.durability import PollsDurability
 from quiesce.errors import ProviderError
@@ -222,19 +222,16 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
         if member.delete_after_days is not None:
             kwargs["Lifecycle"] = {"DeleteAfterDays": member.delete_after_days}
         started = utcnow()
-        try:
-            answer = self.backoff.call(
-                lambda: backup.start_backup_job(**kwargs),
-                retry_on=BACKUP_THROTTLING,
-                what=f"StartBackupJob of {member.file_system}",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise call_failed(
+        answer = self.backoff.call_or_raise(
+            lambda: backup.start_backup_job(**kwargs),
+            retry_on=BACKUP_THROTTLING,
+            what=f"StartBackupJob of {member.file_system}",
+            failed=(
                 f"member {call.member!r}: StartBackupJob of {member.file_system} in "
-                f"{member.region} (vault {member.backup_vault}) failed",
-                exc,
-                "BackupFailed",
-            ) from exc
+                f"{member.region} (vault {member.backup_vault}) failed"
+            ),
+            code="BackupFailed",
+        )
         point_arn = str(answer.get("RecoveryPointArn", ""))
         size = call.machine.attributes.get("size_bytes")
         meta = {
@@ -388,18 +385,13 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
         step = self.plan_cloud_restore(request)
         region, params = self._restore_params(request)
         backup = self.clients.backup(region)
-        try:
-            answer = self.backoff.call(
-                lambda: backup.start_restore_job(**params),
-                retry_on=BACKUP_THROTTLING,
-                what=f"StartRestoreJob of {request.snapshot.id}",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise call_failed(
-                f"StartRestoreJob of {request.snapshot.id} in {region} failed",
-                exc,
-                "RestoreFailed",
-            ) from exc
+        answer = self.backoff.call_or_raise(
+            lambda: backup.start_restore_job(**params),
+            retry_on=BACKUP_THROTTLING,
+            what=f"StartRestoreJob of {request.snapshot.id}",
+            failed=f"StartRestoreJob of {request.snapshot.id} in {region} failed",
+            code="RestoreFailed",
+        )
         step.created.append(f"restore-job:{answer.get('RestoreJobId', '')}")
         return step
 

@@ -601,20 +601,14 @@ class RdsSnapshotter(Snapshotter):
         rds = self.clients.rds(region)
         for action, params in calls:
             method = getattr(rds, _snake(action))
-            try:
-                answer = self.backoff.call(
-                    lambda method=method, params=params: method(**params),  # type: ignore[misc]
-                    retry_on=RDS_THROTTLING,
-                    what=f"{action} for {request.member}",
-                )
-            except (ClientError, BotoCoreError) as exc:
-                made = f" (created so far: {', '.join(step.created)})" if step.created else ""
-                raise call_failed(
-                    f"{action} of {request.snapshot.id} in {region} failed",
-                    exc,
-                    "RestoreFailed",
-                    made,
-                ) from exc
+            answer = self.backoff.call_or_raise(
+                lambda method=method, params=params: method(**params),  # type: ignore[misc]
+                retry_on=RDS_THROTTLING,
+                what=f"{action} for {request.member}",
+                failed=f"{action} of {request.snapshot.id} in {region} failed",
+                code="RestoreFailed",
+                hint=f" (created so far: {', '.join(step.created)})" if step.created else "",
+            )
             body = answer.get("DBInstance") or answer.get("DBCluster") or {}
             step.created.append(
                 str(
@@ -771,19 +765,14 @@ class RdsSnapshotter(Snapshotter):
             kwargs: dict[str, Any] = {"SnapshotType": "manual", "MaxRecords": 100}
             if marker:
                 kwargs["Marker"] = marker
-            try:
-                page = self.backoff.call(
-                    lambda kwargs=kwargs: operation(**kwargs),  # type: ignore[misc]
-                    retry_on=RDS_THROTTLING,
-                    what=action,
-                )
-                out.extend(page.get(key, []))
-            except (ClientError, BotoCoreError) as exc:
-                raise call_failed(
-                    f"listing RDS snapshots in {region} failed",
-                    exc,
-                    "DescribeFailed",
-                ) from exc
+            page = self.backoff.call_or_raise(
+                lambda kwargs=kwargs: operation(**kwargs),  # type: ignore[misc]
+                retry_on=RDS_THROTTLING,
+                what=action,
+                failed=f"listing RDS snapshots in {region} failed",
+                code="DescribeFailed",
+            )
+            out.extend(page.get(key, []))
             marker = page.get("Marker")
             if not marker:
                 return out

@@ -445,20 +445,17 @@ class Ec2Restorer(Restorer):
             params["IamInstanceProfile"] = (
                 {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
             )
-        try:
-            answer = self.backoff.call(
-                lambda: ec2.run_instances(**params),
-                retry_on=EC2_THROTTLING,
-                what=f"RunInstances of a copy of {request.machine_id}",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise call_failed(
+        answer = self.backoff.call_or_raise(
+            lambda: ec2.run_instances(**params),
+            retry_on=EC2_THROTTLING,
+            what=f"RunInstances of a copy of {request.machine_id}",
+            failed=(
                 f"member {request.member!r}: RunInstances of a copy of {request.machine_id} "
-                f"({shape.instance_type}, subnet {request.site.network}) in {region} failed",
-                exc,
-                "LaunchFailed",
-                f" (image {image_id} is left for the cleanup of {request.label})",
-            ) from exc
+                f"({shape.instance_type}, subnet {request.site.network}) in {region} failed"
+            ),
+            code="LaunchFailed",
+            hint=f" (image {image_id} is left for the cleanup of {request.label})",
+        )
         (instance,) = answer.get("Instances", [])
         instance_id = str(instance.get("InstanceId"))
         restored.created.append(instance_id)
@@ -616,20 +613,15 @@ class Ec2Restorer(Restorer):
 
     def _ping(self, region: str, instance_id: str) -> str:
         ssm = self.clients.ssm(region)
-        try:
-            page = self.backoff.call(
-                lambda: ssm.describe_instance_information(
-                    Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
-                ),
-                retry_on=SSM_THROTTLING,
-                what="DescribeInstanceInformation",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise call_failed(
-                f"DescribeInstanceInformation of {instance_id} in {region} failed",
-                exc,
-                "DescribeFailed",
-            ) from exc
+        page = self.backoff.call_or_raise(
+            lambda: ssm.describe_instance_information(
+                Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
+            ),
+            retry_on=SSM_THROTTLING,
+            what="DescribeInstanceInformation",
+            failed=f"DescribeInstanceInformation of {instance_id} in {region} failed",
+            code="DescribeFailed",
+        )
         for item in page.get("InstanceInformationList", []):
             if item.get("InstanceId") == instance_id:
                 return str(item.get("PingStatus") or "unknown")
@@ -913,18 +905,13 @@ class Ec2Restorer(Restorer):
             args = dict(kwargs)
             if token:
                 args["NextToken"] = token
-            try:
-                page = self.backoff.call(
-                    lambda args=args: operation(**args),  # type: ignore[misc]
-                    retry_on=EC2_THROTTLING,
-                    what=name,
-                )
-            except (ClientError, BotoCoreError) as exc:
-                raise call_failed(
-                    f"{name} failed",
-                    exc,
-                    "DescribeFailed",
-                ) from exc
+            page = self.backoff.call_or_raise(
+                lambda args=args: operation(**args),  # type: ignore[misc]
+                retry_on=EC2_THROTTLING,
+                what=name,
+                failed=f"{name} failed",
+                code="DescribeFailed",
+            )
             out.extend(page.get(key, []))
             token = page.get("NextToken")
             if not token:

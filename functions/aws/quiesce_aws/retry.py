@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from quiesce.backoff import Backoff as CoreBackoff
 from quiesce.backoff import Transient
@@ -74,6 +74,23 @@ class Backoff(CoreBackoff):
             return Transient(code=code, state=code, message=error_message(exc))
 
         return self.retry(fn, what=what, transient=transient)
+
+    def call_or_raise(
+        self,
+        fn: Callable[[], T],
+        *,
+        retry_on: Collection[str],
+        what: str,
+        failed: str,
+        code: str,
+        hint: str = "",
+    ) -> T:
+        """`call`; an AWS error it does not retry is raised as call_failed(failed, the error,
+        code, hint)."""
+        try:
+            return self.call(fn, retry_on=retry_on, what=what)
+        except (ClientError, BotoCoreError) as exc:
+            raise call_failed(failed, exc, code, hint) from exc
 
 
 def call_failed(what: str, exc: BaseException, code: str, hint: str = "") -> ProviderError:

@@ -385,20 +385,17 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
         step = self.plan_cloud_restore(request)
         region, params = self._volume_params(request)
         ec2 = self.clients.ec2(region)
-        try:
-            # The client token makes a repeated call create one volume.
-            volume = self.backoff.call(
-                lambda: ec2.create_volume(**params),
-                retry_on=EC2_THROTTLING,
-                what=f"CreateVolume from {request.snapshot.id}",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise call_failed(
+        # The client token makes a repeated call create one volume.
+        volume = self.backoff.call_or_raise(
+            lambda: ec2.create_volume(**params),
+            retry_on=EC2_THROTTLING,
+            what=f"CreateVolume from {request.snapshot.id}",
+            failed=(
                 f"CreateVolume from snapshot {request.snapshot.id} in "
-                f"{params['AvailabilityZone']} failed",
-                exc,
-                "RestoreFailed",
-            ) from exc
+                f"{params['AvailabilityZone']} failed"
+            ),
+            code="RestoreFailed",
+        )
         step.created.append(str(volume.get("VolumeId", "")))
         return step
 
@@ -460,24 +457,19 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
             "tags": [";".join(f"Key={k},Value={v}" for k, v in tags.items())],
         }
         started = utcnow()
-        try:
-            response = self.backoff.call(
-                lambda: ssm.send_command(
-                    DocumentName=VSS_DOCUMENT,
-                    InstanceIds=[instance_id],
-                    Parameters=parameters,
-                    TimeoutSeconds=30,
-                    Comment=f"quiesce vss {call.run_id} {call.member}"[:100],
-                ),
-                retry_on=SSM_THROTTLING,
-                what=f"SendCommand of {VSS_DOCUMENT}",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise call_failed(
-                f"member {call.member!r}: could not send {VSS_DOCUMENT} to {instance_id}",
-                exc,
-                "VssFailed",
-            ) from exc
+        response = self.backoff.call_or_raise(
+            lambda: ssm.send_command(
+                DocumentName=VSS_DOCUMENT,
+                InstanceIds=[instance_id],
+                Parameters=parameters,
+                TimeoutSeconds=30,
+                Comment=f"quiesce vss {call.run_id} {call.member}"[:100],
+            ),
+            retry_on=SSM_THROTTLING,
+            what=f"SendCommand of {VSS_DOCUMENT}",
+            failed=f"member {call.member!r}: could not send {VSS_DOCUMENT} to {instance_id}",
+            code="VssFailed",
+        )
         command_id = str(response["Command"]["CommandId"])
         status, output = self._wait_command(ssm, command_id, instance_id)
         if status != "Success":
@@ -603,18 +595,13 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
             kwargs: dict[str, Any] = {"OwnerIds": ["self"], "Filters": filters, "MaxResults": 1000}
             if token:
                 kwargs["NextToken"] = token
-            try:
-                page = self.backoff.call(
-                    lambda kwargs=kwargs: ec2.describe_snapshots(**kwargs),  # type: ignore[misc]
-                    retry_on=EC2_THROTTLING,
-                    what="DescribeSnapshots",
-                )
-            except (ClientError, BotoCoreError) as exc:
-                raise call_failed(
-                    f"DescribeSnapshots in {region} failed",
-                    exc,
-                    "DescribeFailed",
-                ) from exc
+            page = self.backoff.call_or_raise(
+                lambda kwargs=kwargs: ec2.describe_snapshots(**kwargs),  # type: ignore[misc]
+                retry_on=EC2_THROTTLING,
+                what="DescribeSnapshots",
+                failed=f"DescribeSnapshots in {region} failed",
+                code="DescribeFailed",
+            )
             out.extend(page.get("Snapshots", []))
             token = page.get("NextToken")
             if not token:
