@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from google.api_core.client_options import ClientOptions
@@ -85,6 +85,18 @@ class GcpClients:
     def zone_operations(self) -> compute_v1.ZoneOperationsClient:
         client: compute_v1.ZoneOperationsClient = self._client(compute_v1.ZoneOperationsClient)
         return client
+
+
+def label_filter(labels: Mapping[str, str]) -> str:
+    """A Compute Engine list filter matching every label: `(labels.k = "v") (labels.k2 = "v2")`
+    (in key order)."""
+    return " ".join(f'(labels.{k} = "{v}")' for k, v in sorted(labels.items()))
+
+
+def carries(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Whether a resource holds every wanted label. A list filter is the server's: each
+    listing checks again with this, so a lax filter never adds a resource."""
+    return all(labels.get(k) == v for k, v in wanted.items())
 
 
 def parse_zonal(url: str) -> tuple[str, str, str]:

@@ -54,7 +54,7 @@ from quiesce.errors import ProviderError
 from quiesce.ports import fan_out
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import COPY_OF_TAG, REGION_TAG
-from quiesce_gcp.clients import GcpClients, parse_global, parse_zonal
+from quiesce_gcp.clients import GcpClients, carries, label_filter, parse_global, parse_zonal
 from quiesce_gcp.permissions import (
     IMAGE,
     INSTANCE,
@@ -337,10 +337,7 @@ class GceCopies:
         each with the core's tags exact where its labels agree, and none whose exact values
         are not the asked ones."""
         wanted = wanted_labels(asked)
-        request = compute_v1.ListImagesRequest(
-            project=project,
-            filter=" ".join(f'(labels.{k} = "{v}")' for k, v in wanted.items()),
-        )
+        request = compute_v1.ListImagesRequest(project=project, filter=label_filter(wanted))
         found = self.backoff.call(
             lambda: list(self.clients.images().list(request=request, retry=None)),
             what=f"images.list {project}",
@@ -348,7 +345,7 @@ class GceCopies:
         out = []
         for image in found:
             labels = dict(image.labels)
-            if COPY_OF_LABEL not in labels or any(labels.get(k) != v for k, v in wanted.items()):
+            if COPY_OF_LABEL not in labels or not carries(labels, wanted):
                 continue
             exact = exact_tags(labels, image.description, COPY_TAG_LABELS)
             if contradicts(exact, asked):

@@ -17,15 +17,10 @@ from quiesce.errors import ProviderError
 from quiesce.policy.model import MemberBase
 from quiesce.ports import Inventory, Machine
 from quiesce.providers.registry import expect_member
-from quiesce_gcp.clients import GcpClients
+from quiesce_gcp.clients import GcpClients, carries, label_filter
 from quiesce_gcp.member import GcpMember
 from quiesce_gcp.permissions import INSTANCE, Permission
 from quiesce_gcp.retry import Backoff, error_message
-
-
-def label_filter(labels: dict[str, str]) -> str:
-    """An instances.list filter matching every label: `(labels.k = "v") (labels.k2 = "v2")`."""
-    return " ".join(f'(labels.{k} = "{v}")' for k, v in sorted(labels.items()))
 
 
 class GceInventory(Inventory):
@@ -64,8 +59,7 @@ class GceInventory(Inventory):
                     lambda: list(instances.list(request=request, retry=None)),
                     what="instances.list",
                 )
-                # The filter is the server's; check again so a lax filter never adds machines.
-                found = [i for i in pages if all(i.labels.get(k) == v for k, v in labels.items())]
+                found = [i for i in pages if carries(i.labels, labels)]
         except gexc.NotFound as exc:
             raise ProviderError(
                 f"member {member.name!r}: instance not found in {member.project}/{member.zone}: "

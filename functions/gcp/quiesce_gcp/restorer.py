@@ -61,7 +61,14 @@ from quiesce.ports import Cleanup, Machine, MachineRestore, RestoredMachine, Res
 from quiesce.providers.registry import expect_member
 from quiesce.record import HookResult, SnapshotRef
 from quiesce_gcp.agent import Command
-from quiesce_gcp.clients import GcpClients, parse_global, parse_zonal, wait_zone_operation
+from quiesce_gcp.clients import (
+    GcpClients,
+    carries,
+    label_filter,
+    parse_global,
+    parse_zonal,
+    wait_zone_operation,
+)
 from quiesce_gcp.hooks import AgentHookRunner
 from quiesce_gcp.member import GcpMember
 from quiesce_gcp.permissions import (
@@ -520,7 +527,7 @@ class GceRestorer(Restorer):
     def _ours(resource: Any, labels: Mapping[str, str], url: str) -> None:
         """A resource of the restore's name found already: taken only when it is the restore's."""
         held = dict(resource.labels)
-        if any(held.get(k) != v for k, v in labels.items()):
+        if not carries(held, labels):
             raise ProviderError(
                 f"{url} exists and is not this restore's (labels {held}): not using it",
                 code="NameTaken",
@@ -716,14 +723,13 @@ class GceRestorer(Restorer):
 
     def _aggregated(self, project: str, kind: str, wanted: dict[str, str]) -> list[Any]:
         """Every instance or disk of the project carrying the labels (all zones at once)."""
-        filt = " ".join(f'(labels.{k} = "{v}")' for k, v in sorted(wanted.items()))
         client: Any = self.clients.instances() if kind == "instances" else self.clients.disks()
         request_type = (
             compute_v1.AggregatedListInstancesRequest
             if kind == "instances"
             else compute_v1.AggregatedListDisksRequest
         )
-        request = request_type(project=project, filter=filt)
+        request = request_type(project=project, filter=label_filter(wanted))
         pages = self.backoff.call(
             lambda: list(client.aggregated_list(request=request, retry=None)),
             what=f"{kind}.aggregatedList {project}",
@@ -731,8 +737,7 @@ class GceRestorer(Restorer):
         out = []
         for _scope, scoped in pages:
             for item in getattr(scoped, kind):
-                # The filter is the server's; check again so a lax one never adds a resource.
-                if all(item.labels.get(k) == v for k, v in wanted.items()):
+                if carries(item.labels, wanted):
                     out.append(item)
         return out
 

@@ -54,6 +54,8 @@ from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG, POINT_TAG, RUN_TAG, snapshot_tags
 from quiesce_gcp.clients import (
     GcpClients,
+    carries,
+    label_filter,
     operation_error,
     parse_global,
     parse_zonal,
@@ -431,15 +433,12 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
     def _list_run(self, key: tuple[str, str]) -> dict[str, compute_v1.Snapshot]:
         project, run = key
         wanted = {MANAGED_LABEL: "true", RUN_LABEL: run}
-        request = compute_v1.ListSnapshotsRequest(
-            project=project, filter=" ".join(f'(labels.{k} = "{v}")' for k, v in wanted.items())
-        )
+        request = compute_v1.ListSnapshotsRequest(project=project, filter=label_filter(wanted))
         found = self.backoff.call(
             lambda: list(self.clients.snapshots().list(request=request, retry=None)),
             what=f"snapshots.list {project} {RUN_LABEL}={run}",
         )
-        # The filter is the server's; check again so a lax filter never mixes runs.
-        return {s.name: s for s in found if all(s.labels.get(k) == v for k, v in wanted.items())}
+        return {s.name: s for s in found if carries(s.labels, wanted)}
 
     def wait_durable(self, snapshots: Sequence[SnapshotRef], timeout: float) -> list[SnapshotRef]:
         seen: dict[str, compute_v1.Snapshot] = {}
@@ -518,9 +517,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
             [self.default_project] if self.default_project else []
         )
         for project in projects:
-            request = compute_v1.ListSnapshotsRequest(
-                project=project, filter=" ".join(f'(labels.{k} = "{v}")' for k, v in wanted.items())
-            )
+            request = compute_v1.ListSnapshotsRequest(project=project, filter=label_filter(wanted))
             found = self.backoff.call(
                 lambda r=request: list(  # type: ignore[misc]
                     self.clients.snapshots().list(request=r, retry=None)
@@ -528,7 +525,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
                 what=f"snapshots.list {project}",
             )
             for snap in found:
-                if any(snap.labels.get(k) != v for k, v in wanted.items()):
+                if not carries(snap.labels, wanted):
                     continue
                 exact = exact_tags(snap.labels, snap.description)
                 if contradicts(exact, asked):
