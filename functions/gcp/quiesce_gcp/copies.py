@@ -54,7 +54,7 @@ from quiesce.errors import ProviderError
 from quiesce.ports import fan_out
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import COPY_OF_TAG, REGION_TAG
-from quiesce_gcp.clients import GcpClients, carries, label_filter, parse_global, parse_zonal
+from quiesce_gcp.clients import GcpClients, label_filter, parse_global, parse_zonal
 from quiesce_gcp.permissions import (
     IMAGE,
     INSTANCE,
@@ -66,11 +66,12 @@ from quiesce_gcp.permissions import (
 from quiesce_gcp.restorer import MACHINE_TYPE_LABEL, label_value
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
 from quiesce_gcp.snapshots import (
+    MANAGED_LABEL,
     TAG_LABELS,
     GceSnapshotter,
     asked_tags,
-    contradicts,
-    exact_tags,
+    find_projects,
+    listed_tags,
     tag_description,
     tag_labels,
     wanted_labels,
@@ -82,7 +83,6 @@ COPY_OF_LABEL = "quiesce-copy-of"
 REGION_LABEL = "quiesce-region"
 #: Every copy is an image named with this prefix (infra/gcp scopes image rights to `q-`).
 COPY_PREFIX = "q-c-"
-MANAGED_LABEL = "quiesce-managed"
 #: The label that holds each of the core's tags of a copy (the description holds them exact).
 COPY_TAG_LABELS: dict[str, str] = {
     **TAG_LABELS,
@@ -168,10 +168,7 @@ class GceCopies:
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         found: list[SnapshotRef] = super().find(policy, group, run_id)  # type: ignore[misc]
         asked = asked_tags(policy, group, run_id)
-        projects = self.projects.get(group) or (
-            [self.default_project] if self.default_project else []
-        )
-        for project in projects:
+        for project in find_projects(self.projects, group, self.default_project):
             found += self.find_copies(project, asked)
         return found
 
@@ -345,10 +342,8 @@ class GceCopies:
         out = []
         for image in found:
             labels = dict(image.labels)
-            if COPY_OF_LABEL not in labels or not carries(labels, wanted):
-                continue
-            exact = exact_tags(labels, image.description, COPY_TAG_LABELS)
-            if contradicts(exact, asked):
+            exact = listed_tags(labels, image.description, asked, COPY_TAG_LABELS)
+            if COPY_OF_LABEL not in labels or exact is None:
                 continue
             created = utcnow()
             out.append(

@@ -68,11 +68,10 @@ from quiesce_gcp.permissions import (
 )
 from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
 from quiesce_gcp.snapshots import (
-    MANAGED_LABEL,
     SNAPSHOT_PREFIX,
     asked_tags,
-    contradicts,
-    exact_tags,
+    listed_tags,
+    refuse_unmanaged,
     tag_description,
     tag_labels,
     wanted_labels,
@@ -394,11 +393,7 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
         snap = self._snapshot(name)
         if snap is None:
             return
-        if snap.labels.get(MANAGED_LABEL) != "true":
-            raise ProviderError(
-                f"Filestore snapshot {name} is not labelled {MANAGED_LABEL}=true: not deleting it",
-                code="NotManaged",
-            )
+        refuse_unmanaged(snap.labels, f"Filestore snapshot {name}")
         client = self.clients.filestore()
         try:
             self.backoff.call(
@@ -430,10 +425,8 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
                 what=f"snapshots.list {instance}",
             )
             for snap in found:
-                if any(snap.labels.get(k) != v for k, v in wanted.items()):
-                    continue
-                exact = exact_tags(snap.labels, snap.description)
-                if contradicts(exact, asked):
+                exact = listed_tags(snap.labels, snap.description, asked)
+                if exact is None:
                     continue
                 created = utcnow()
                 out.append(

@@ -153,6 +153,36 @@ def contradicts(exact: Mapping[str, str], asked: Mapping[str, str]) -> bool:
     return any(exact.get(tag, value) != value for tag, value in asked.items())
 
 
+def listed_tags(
+    labels: Mapping[str, str],
+    description: str,
+    asked: Mapping[str, str],
+    keys: Mapping[str, str] = TAG_LABELS,
+) -> dict[str, str] | None:
+    """The core's tags, exact (exact_tags), of a resource a `find` listed for the `asked` tags
+    (asked_tags); None when it is not one asked for: it lacks a wanted label (wanted_labels;
+    the list filter is the server's), or an exact value names another policy, group or run."""
+    if not carries(labels, wanted_labels(asked)):
+        return None
+    exact = exact_tags(labels, description, keys)
+    return None if contradicts(exact, asked) else exact
+
+
+def find_projects(
+    projects: Mapping[str, Sequence[str]], group: str, default: str | None
+) -> list[str]:
+    """The projects a `find` looks in for `group`: the group's own, else the default one."""
+    return list(projects.get(group) or ([default] if default else []))
+
+
+def refuse_unmanaged(labels: Mapping[str, str], what: str) -> None:
+    """Refuses (NotManaged) to delete `what` unless it is labelled as Quiesce's own."""
+    if labels.get(MANAGED_LABEL) != "true":
+        raise ProviderError(
+            f"{what} is not labelled {MANAGED_LABEL}=true: not deleting it", code="NotManaged"
+        )
+
+
 #: Every snapshot Quiesce creates is named with this prefix: infra/gcp grants deleting and
 #: labelling snapshots only on names that start with it.
 SNAPSHOT_PREFIX = "q-"
@@ -491,11 +521,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         snap = self._get(project, name)
         if snap is None:
             return
-        if snap.labels.get(MANAGED_LABEL) != "true":
-            raise ProviderError(
-                f"snapshot {name} is not labelled {MANAGED_LABEL}=true: not deleting it",
-                code="NotManaged",
-            )
+        refuse_unmanaged(snap.labels, f"snapshot {name}")
         try:
             self.backoff.call(
                 lambda: client.delete_unary(project=project, snapshot=name, retry=None),
@@ -513,10 +539,7 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         asked = asked_tags(policy, group, run_id)
         wanted = wanted_labels(asked)
         out: list[SnapshotRef] = []
-        projects = self.projects.get(group) or (
-            [self.default_project] if self.default_project else []
-        )
-        for project in projects:
+        for project in find_projects(self.projects, group, self.default_project):
             request = compute_v1.ListSnapshotsRequest(project=project, filter=label_filter(wanted))
             found = self.backoff.call(
                 lambda r=request: list(  # type: ignore[misc]
@@ -525,12 +548,9 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
                 what=f"snapshots.list {project}",
             )
             for snap in found:
-                if not carries(snap.labels, wanted):
-                    continue
-                exact = exact_tags(snap.labels, snap.description)
-                if contradicts(exact, asked):
-                    continue
-                out.append(_found(snap, exact))
+                exact = listed_tags(snap.labels, snap.description, asked)
+                if exact is not None:
+                    out.append(_found(snap, exact))
         return out
 
 
