@@ -278,27 +278,8 @@ class GceRestorer(Restorer):
                 code=type(exc).__name__,
             ) from exc
         restored.created.append(url)
-        restored.mounts = {
-            ref.volume or ref.id: f"/dev/disk/by-id/google-{devices[i]}"
-            for i, ref in enumerate(request.snapshots)
-        }
-        restored.machine = Machine(
-            provider="gcp",
-            member=request.member,
-            machine_id=name,
-            volumes=tuple(disks),
-            attributes={
-                "project": project,
-                "zone": zone,
-                "os": member.os,
-                "hook_channel": member.hook_channel,
-                "self_link": url,
-                "restore_label": request.label,
-                "restore_of": request.machine_id,
-                KEY_OF: instance_path(project, member.zone, request.machine_id),
-            },
-        )
-        return restored
+        key_of = {KEY_OF: instance_path(project, member.zone, request.machine_id)}
+        return _restored(restored, request, member, url, disks, devices, key_of)
 
     def _wait(self, project: str, zone: str, op: compute_v1.Operation) -> compute_v1.Operation:
         return wait_zone_operation(
@@ -568,27 +549,10 @@ class GceRestorer(Restorer):
                     f"disks carry the label {RESTORE_LABEL}={label_value(request.label)}",
                     code=type(exc).__name__,
                 ) from exc
-        restored.mounts = {
-            ref.volume or ref.id: f"/dev/disk/by-id/google-{_basename(disks[i])}"
-            for i, ref in enumerate(request.snapshots)
-        }
-        restored.machine = Machine(
-            provider="gcp",
-            member=request.member,
-            machine_id=name,
-            volumes=tuple(disks),
-            attributes={
-                "project": project,
-                "zone": zone,
-                "os": member.os,
-                "hook_channel": member.hook_channel,
-                "self_link": inspect.self_link,
-                "restore_label": request.label,
-                "restore_of": request.machine_id,
-                "inspection": "true",
-            },
+        devices = [_basename(url) for url in disks]
+        return _restored(
+            restored, request, member, inspect.self_link, disks, devices, {"inspection": "true"}
         )
-        return restored
 
     # ------------------------------------------------------------------------------ ready
 
@@ -790,6 +754,42 @@ class GceRestorer(Restorer):
                 what=f"instances.detachDisk {name} {device}",
             )
             self._wait(project, zone, op)
+
+
+def _restored(
+    restored: RestoredMachine,
+    request: MachineRestore,
+    member: GcpMember,
+    instance: str,
+    disks: Sequence[str],
+    devices: Sequence[str],
+    attributes: Mapping[str, str],
+) -> RestoredMachine:
+    """`restored` with the machine that holds its disks (the copy, or the inspection instance;
+    `instance` is its URL) and where each snapshot's disk appears on it: the disk of the i-th
+    snapshot is `disks[i]`, attached as device `devices[i]`."""
+    project, zone, name = parse_zonal(instance)
+    restored.mounts = {
+        ref.volume or ref.id: f"/dev/disk/by-id/google-{devices[i]}"
+        for i, ref in enumerate(request.snapshots)
+    }
+    restored.machine = Machine(
+        provider="gcp",
+        member=request.member,
+        machine_id=name,
+        volumes=tuple(disks),
+        attributes={
+            "project": project,
+            "zone": zone,
+            "os": member.os,
+            "hook_channel": member.hook_channel,
+            "self_link": instance,
+            "restore_label": request.label,
+            "restore_of": request.machine_id,
+            **attributes,
+        },
+    )
+    return restored
 
 
 def _short(url: str) -> str:
