@@ -19,8 +19,7 @@ from pydantic import Field, model_validator
 
 from quiesce.policy.managed import ManagedMember
 from quiesce.providers.registry import ProviderSpec
-
-PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+from quiesce_gcp.member import project_field
 
 
 class CloudSqlMember(ManagedMember):
@@ -31,11 +30,7 @@ class CloudSqlMember(ManagedMember):
         description="Cloud SQL: point-in-time recovery to the group's `T`.",
         examples=["gcp-sql"],
     )
-    project: str = Field(
-        pattern=PROJECT_PATTERN,
-        description="The instance's project id.",
-        examples=["orders-prod"],
-    )
+    project: str = project_field("The instance's project id.")
     instance: str = Field(
         pattern=r"^[a-z]([-a-z0-9]{0,96}[a-z0-9])?$",
         description="The Cloud SQL instance id (without the project).",
@@ -74,11 +69,7 @@ class FilestoreMember(ManagedMember):
         description="Filestore: an instance snapshot taken inside the freeze.",
         examples=["gcp-filestore"],
     )
-    project: str = Field(
-        pattern=PROJECT_PATTERN,
-        description="The instance's project id.",
-        examples=["orders-prod"],
-    )
+    project: str = project_field("The instance's project id.")
     location: str = Field(
         pattern=r"^[a-z]+-[a-z]+[0-9]+(-[a-z])?$",
         description="The instance's zone (zonal tiers) or region (regional, enterprise).",

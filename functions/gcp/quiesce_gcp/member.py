@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from quiesce.policy.model import RemoteMember, Selection
+
+#: A Google Cloud project id.
+PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+
+
+def project_field(description: str) -> Any:
+    """A member's `project` field: a Google Cloud project id."""
+    return Field(pattern=PROJECT_PATTERN, description=description, examples=["orders-prod"])
 
 
 class GcpSelect(Selection):
@@ -29,11 +37,7 @@ class GcpMember(RemoteMember):
     """Compute Engine instances: disk snapshots, hooks through the guest agent."""
 
     provider: Literal["gcp"] = Field(description="Google Compute Engine.", examples=["gcp"])
-    project: str = Field(
-        pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
-        description="The instances' project id.",
-        examples=["orders-prod"],
-    )
+    project: str = project_field("The instances' project id.")
     zone: str = Field(
         pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$",
         description="The instances' zone.",
