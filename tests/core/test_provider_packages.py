@@ -38,7 +38,17 @@ def imports(file: Path, cloud: str) -> tuple[set[str], set[str]]:
     own: set[str] = set()
     other: set[str] = set()
     prefix = f"quiesce_{cloud}"
-    for node in ast.walk(ast.parse(file.read_text())):
+    tree = ast.parse(file.read_text())
+    typing_only = {  # `if TYPE_CHECKING:` imports name types, never run: they make no circle
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]

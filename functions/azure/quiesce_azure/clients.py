@@ -27,6 +27,7 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.mgmt.compute import ComputeManagementClient
 
 from quiesce.errors import ProviderError
+from quiesce.record import SnapshotState
 from quiesce_azure.retry import Backoff, Reconnect
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -181,3 +182,14 @@ def parse_time(value: Any) -> datetime | None:
         except ValueError:
             return None
     return None
+
+
+def provisioning_state(value: Any) -> SnapshotState:
+    """A resource's ARM provisioningState as a snapshot state: Succeeded is completed; Failed,
+    Canceled and Deleting are failed; anything else is still pending."""
+    state = str(value or "").lower()
+    if state == "succeeded":
+        return SnapshotState.COMPLETED
+    if state in ("failed", "canceled", "deleting"):
+        return SnapshotState.FAILED
+    return SnapshotState.PENDING

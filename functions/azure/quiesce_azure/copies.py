@@ -34,7 +34,13 @@ from azure.mgmt.compute import models
 from quiesce.errors import ProviderError
 from quiesce.record import SnapshotRef, SnapshotState, utcnow
 from quiesce.tags import MANAGED_TAG
-from quiesce_azure.clients import RESTORE_POINT_ID, SNAPSHOT_ID, as_json, dig
+from quiesce_azure.clients import (
+    RESTORE_POINT_ID,
+    SNAPSHOT_ID,
+    as_json,
+    dig,
+    provisioning_state,
+)
 from quiesce_azure.permissions import Permission
 from quiesce_azure.retry import error_code, error_message
 
@@ -287,9 +293,7 @@ def _copy_snapshot(
 def restore_point_state(point: dict[str, Any]) -> SnapshotState:
     """A restore point's state, read with `$expand=instanceView`: Succeeded, and (for a copy)
     every disk restore point replicated to 100 %; a failed replication fails it."""
-    from quiesce_azure.snapshots import _provisioning
-
-    state = _provisioning(dig(point, "properties", "provisioningState"))
+    state = provisioning_state(dig(point, "properties", "provisioningState"))
     if state is not SnapshotState.COMPLETED:
         return state
     for disk in dig(point, "properties", "instanceView", "diskRestorePoints") or []:

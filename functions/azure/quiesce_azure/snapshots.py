@@ -51,6 +51,7 @@ from quiesce_azure.clients import (
     dig,
     parse_time,
     parse_vm_id,
+    provisioning_state,
 )
 from quiesce_azure.copies import COPY_PERMISSIONS, copy_to_region, restore_point_state
 from quiesce_azure.member import AzureMember
@@ -424,7 +425,7 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
     def _restore_point_ref(self, point: dict[str, Any], tags: dict[str, str]) -> SnapshotRef:
         created = dig(point, "properties", "timeCreated")
         when = parse_time(created) or utcnow()
-        state = _provisioning(dig(point, "properties", "provisioningState"))
+        state = provisioning_state(dig(point, "properties", "provisioningState"))
         name = str(point.get("name") or "")
         ref_tags = dict(tags)
         ref_tags[POINT_TAG] = name
@@ -694,18 +695,9 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
         return str(as_json(found).get("location") or "")
 
 
-def _provisioning(value: Any) -> SnapshotState:
-    state = str(value or "").lower()
-    if state == "succeeded":
-        return SnapshotState.COMPLETED
-    if state in ("failed", "canceled", "deleting"):
-        return SnapshotState.FAILED
-    return SnapshotState.PENDING
-
-
 def _snapshot_state(snap: dict[str, Any]) -> SnapshotState:
     """An incremental snapshot is durable when Succeeded and its background copy is done."""
-    state = _provisioning(dig(snap, "properties", "provisioningState"))
+    state = provisioning_state(dig(snap, "properties", "provisioningState"))
     if state is not SnapshotState.COMPLETED:
         return state
     percent = dig(snap, "properties", "completionPercent")
