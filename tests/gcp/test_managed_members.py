@@ -168,6 +168,23 @@ def test_plan_refuses_a_database_without_point_in_time_recovery(
     assert share["volumes"][0]["method"].startswith("snapshot")
 
 
+def test_plan_names_the_member_whose_instance_is_not_there(
+    sql: FakeCloudSql, filestore: FakeFilestore
+) -> None:
+    pol = policy(DB, SHARE)
+    providers = {
+        "gcp-sql": sql_provider(endpoint=sql.url),
+        "gcp-filestore": filestore_provider(pol, endpoint=filestore.url),
+    }
+
+    plan = plan_policy(pol, providers)
+
+    assert plan["ok"] is False
+    db, share = plan["groups"][0]["members"]
+    assert f"member 'db': Cloud SQL instance {PROJECT}/orders-db not found" in db["error"]
+    assert f"member 'share': Filestore instance {FILES} not found" in share["error"]
+
+
 def test_plan_shows_the_pitr_method_of_a_database_that_has_it(sql: FakeCloudSql) -> None:
     sql.add(PROJECT, "orders-db")
     pol = policy(DB)

@@ -61,7 +61,7 @@ from quiesce.providers.registry import expect_member
 from quiesce.record import Consistency, SnapshotRef, SnapshotState, utcnow
 from quiesce_gcp.managed_spec import CloudSqlMember
 from quiesce_gcp.permissions import RESTORE, SQL_INSTANCE, Permission
-from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
+from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message, read_failed
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -188,18 +188,9 @@ class _Instances:
         """The member's instance; a clear ProviderError when it is missing or has no PITR."""
         try:
             found = self._get(member.project, member.instance)
-        except gexc.NotFound as exc:
-            raise ProviderError(
-                f"member {member.name!r}: Cloud SQL instance {member.project}/{member.instance} "
-                f"not found: {error_message(exc)}",
-                code="InstanceNotFound",
-            ) from exc
         except gexc.GoogleAPICallError as exc:
-            raise ProviderError(
-                f"member {member.name!r}: cannot read Cloud SQL instance {member.project}/"
-                f"{member.instance}: {error_message(exc)}",
-                code=type(exc).__name__,
-            ) from exc
+            what = f"Cloud SQL instance {member.project}/{member.instance}"
+            raise read_failed(member.name, what, exc) from exc
         problem = pitr_problem(found)
         if problem is not None:
             raise refusal(member.name, member.project, member.instance, problem)

@@ -66,7 +66,7 @@ from quiesce_gcp.permissions import (
     RESTORE,
     Permission,
 )
-from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message
+from quiesce_gcp.retry import MUTATION_RETRYABLE, Backoff, error_message, read_failed
 from quiesce_gcp.snapshots import (
     SNAPSHOT_PREFIX,
     asked_tags,
@@ -152,18 +152,8 @@ class _Reads:
                 lambda: client.get_instance(name=member.resource, retry=None),
                 what=f"instances.get {member.resource}",
             )
-        except gexc.NotFound as exc:
-            raise ProviderError(
-                f"member {member.name!r}: Filestore instance {member.resource} not found: "
-                f"{error_message(exc)}",
-                code="InstanceNotFound",
-            ) from exc
         except gexc.GoogleAPICallError as exc:
-            raise ProviderError(
-                f"member {member.name!r}: cannot read Filestore instance {member.resource}: "
-                f"{error_message(exc)}",
-                code=type(exc).__name__,
-            ) from exc
+            raise read_failed(member.name, f"Filestore instance {member.resource}", exc) from exc
 
     def _checked(self, member: FilestoreMember) -> Instance:
         found = self._instance(member)

@@ -17,6 +17,7 @@ from google.api_core import exceptions as gexc
 
 from quiesce.backoff import Backoff as CoreBackoff
 from quiesce.backoff import Transient
+from quiesce.errors import ProviderError
 
 T = TypeVar("T")
 
@@ -35,6 +36,18 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, gexc.GoogleAPICallError):
         return f"{type(exc).__name__} ({exc.code}): {exc.message}"
     return str(exc) or type(exc).__name__
+
+
+def read_failed(member: str, what: str, exc: gexc.GoogleAPICallError) -> ProviderError:
+    """The error of a member whose resource (`what`) could not be read: InstanceNotFound when
+    it is not there, else the API's error."""
+    if isinstance(exc, gexc.NotFound):
+        return ProviderError(
+            f"member {member!r}: {what} not found: {error_message(exc)}", code="InstanceNotFound"
+        )
+    return ProviderError(
+        f"member {member!r}: cannot read {what}: {error_message(exc)}", code=type(exc).__name__
+    )
 
 
 @dataclass
