@@ -49,7 +49,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog_work import count_catalog_work
+from calls_common import HOOKS, calls_row, group_policy
+from catalog_work import bound_inputs, count_catalog_work
 
 #: Without them moto loads ~1,300 public AMIs and boto3 looks for real credentials.
 _ENV = {
@@ -125,31 +126,13 @@ class CountingClients:
 
 
 def _policy(size: int) -> Any:
-    from quiesce.policy.model import Policy
-
-    return Policy.model_validate(
+    return group_policy(
         {
-            "version": 1,
-            "name": "shop",
-            "groups": {
-                "orders": {
-                    "consistency": "application",
-                    "max_freeze_seconds": 60,
-                    "durability_timeout_seconds": 60,
-                    "members": [
-                        {
-                            "name": "app",
-                            "provider": "aws",
-                            "region": REGION,
-                            "select": {"tags": {"role": "app"}},
-                            "hooks": {
-                                "pre": {"run": ["/etc/quiesce/hooks/pause.sh"]},
-                                "post": {"run": ["/etc/quiesce/hooks/resume.sh"]},
-                            },
-                        }
-                    ],
-                }
-            },
+            "name": "app",
+            "provider": "aws",
+            "region": REGION,
+            "select": {"tags": {"role": "app"}},
+            "hooks": HOOKS,
         }
     )
 
@@ -343,25 +326,9 @@ def measure(size: int) -> dict[str, Any]:
             calls = dict(sorted(clients.calls.items()))
             snapshots = sum(len(mc.snapshots) for _, mc in record.machines())
     bound = lower_bound(
-        size,
-        events=did["events"],
-        saves=did["save_run"],
-        points=did["record_point"],
-        outbox_items=did["outbox_items"],
-        flushes=2,  # at the start (what earlier runs left) and at the finish
-        snapshots=snapshots,
-        earlier_runs=1,
-        earlier_points=1,
+        size, **bound_inputs(did), snapshots=snapshots, earlier_runs=1, earlier_points=1
     )
-    return {
-        "cloud": "aws",
-        "size": size,
-        "calls": sum(calls.values()),
-        "by_operation": calls,
-        "lower_bound": sum(bound.values()),
-        "lower_bound_by_operation": bound,
-        "lower_bound_note": LOWER_BOUND_NOTE,
-    }
+    return calls_row("aws", size, calls, bound, LOWER_BOUND_NOTE, per_vm=False)
 
 
 if __name__ == "__main__":

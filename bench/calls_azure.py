@@ -54,7 +54,8 @@ for folder in (ROOT, ROOT / "bench"):  # the wire fakes live in tests/azure
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from catalog_work import count_catalog_work  # noqa: E402
+from calls_common import HOOKS, calls_row, group_policy  # noqa: E402
+from catalog_work import bound_inputs, count_catalog_work  # noqa: E402
 
 _azurite: list[str] = []
 _tables = itertools.count()
@@ -116,34 +117,17 @@ def table_operation(method: str, url: str) -> str:
 
 
 def _policy(size: int) -> Any:
-    from quiesce.policy.model import Policy
     from tests.azure.fake_arm import RG, SUB
 
-    return Policy.model_validate(
+    return group_policy(
         {
-            "version": 1,
-            "name": "shop",
-            "groups": {
-                "orders": {
-                    "consistency": "application",
-                    "max_freeze_seconds": 60,
-                    "durability_timeout_seconds": 60,
-                    "members": [
-                        {
-                            "name": "app",
-                            "provider": "azure",
-                            "subscription": SUB,
-                            "resource_group": RG,
-                            "select": {"tags": {"role": "app"}},
-                            "snapshot": "restore_point",
-                            "hooks": {
-                                "pre": {"run": ["/etc/quiesce/hooks/pause.sh"]},
-                                "post": {"run": ["/etc/quiesce/hooks/resume.sh"]},
-                            },
-                        }
-                    ],
-                }
-            },
+            "name": "app",
+            "provider": "azure",
+            "subscription": SUB,
+            "resource_group": RG,
+            "select": {"tags": {"role": "app"}},
+            "snapshot": "restore_point",
+            "hooks": HOOKS,
         }
     )
 
@@ -258,26 +242,8 @@ def measure(size: int) -> dict[str, Any]:
     finally:
         arm.stop()
     calls = dict(sorted((requests + tables).items()))
-    bound = floor(
-        size,
-        events=did["events"],
-        saves=did["save_run"],
-        points=did["record_point"],
-        outbox_items=did["outbox_items"],
-        flushes=2,  # at the start (what earlier runs left) and at the finish
-        earlier_points=1,
-    )
-    return {
-        "cloud": "azure",
-        "size": size,
-        "calls": sum(calls.values()),
-        "by_operation": calls,
-        "lower_bound": sum(bound.values()),
-        "lower_bound_by_operation": bound,
-        "lower_bound_note": FLOOR_NOTE,
-        "per_vm": round(sum(calls.values()) / size, 2),
-        "floor_per_vm": round(sum(bound.values()) / size, 2),
-    }
+    bound = floor(size, **bound_inputs(did), earlier_points=1)
+    return calls_row("azure", size, calls, bound, FLOOR_NOTE)
 
 
 if __name__ == "__main__":

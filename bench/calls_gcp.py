@@ -62,7 +62,8 @@ for folder in (ROOT, ROOT / "bench"):  # the fakes and emulators live in tests/g
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from catalog_work import count_catalog_work  # noqa: E402
+from calls_common import calls_row, group_policy  # noqa: E402
+from catalog_work import bound_inputs, count_catalog_work  # noqa: E402
 
 PROJECT = "quiesce-test"
 ZONE = "europe-west1-b"
@@ -193,29 +194,14 @@ def compute_operation(method: str, path: str) -> str:
 
 
 def _policy(hooks: dict[str, Any]) -> Any:
-    from quiesce.policy.model import Policy
-
-    return Policy.model_validate(
+    return group_policy(
         {
-            "version": 1,
-            "name": "shop",
-            "groups": {
-                "orders": {
-                    "consistency": "application",
-                    "max_freeze_seconds": 60,
-                    "durability_timeout_seconds": 60,
-                    "members": [
-                        {
-                            "name": "app",
-                            "provider": "gcp",
-                            "project": PROJECT,
-                            "zone": ZONE,
-                            "select": {"labels": {"role": "app"}},
-                            "hooks": hooks,
-                        }
-                    ],
-                }
-            },
+            "name": "app",
+            "provider": "gcp",
+            "project": PROJECT,
+            "zone": ZONE,
+            "select": {"labels": {"role": "app"}},
+            "hooks": hooks,
         }
     )
 
@@ -321,25 +307,8 @@ def measure(size: int) -> dict[str, Any]:
         admin.delete_topic(topic=topic)
         shutil.rmtree(root, ignore_errors=True)
     calls = dict(sorted((requests + firestore.calls + bus.calls).items()))
-    bound = floor(
-        size,
-        events=did["events"],
-        saves=did["save_run"],
-        points=did["record_point"],
-        outbox_items=did["outbox_items"],
-        flushes=2,  # at the start (what earlier runs left) and at the finish
-    )
-    return {
-        "cloud": "gcp",
-        "size": size,
-        "calls": sum(calls.values()),
-        "by_operation": calls,
-        "lower_bound": sum(bound.values()),
-        "lower_bound_by_operation": bound,
-        "lower_bound_note": FLOOR_NOTE,
-        "per_vm": round(sum(calls.values()) / size, 2),
-        "floor_per_vm": round(sum(bound.values()) / size, 2),
-    }
+    bound = floor(size, **bound_inputs(did))
+    return calls_row("gcp", size, calls, bound, FLOOR_NOTE)
 
 
 def _plain_transport(host: str) -> Any:

@@ -4,7 +4,8 @@
 call is counted and then goes to the real method: how many run-record writes the engine made,
 how many recovery points it recorded, how many events it queued and in how many outbox items
 (one per `outbox_add`, cut every 256 KiB of event JSON, as `CatalogStateStore` cuts them).
-Those are what the engine's crash safety asks for, so each cloud's bound is built on them.
+Those are what the engine's crash safety asks for, so each cloud's bound is built on them
+(`bound_inputs(counted)`).
 """
 
 from __future__ import annotations
@@ -48,3 +49,16 @@ def count_catalog_work(state: Any) -> Counter[str]:
     wrap("save_run", lambda *_: did.update(["save_run"]))
     wrap("record_point", lambda *_: did.update(["record_point"]))
     return did
+
+
+def bound_inputs(did: Counter[str]) -> dict[str, int]:
+    """What a cloud's bound is built on, from what `count_catalog_work` counted: the run's
+    events, run-record saves, recovery points and outbox items; and its outbox flushes, two
+    (at the start, what earlier runs left, and at the finish)."""
+    return {
+        "events": did["events"],
+        "saves": did["save_run"],
+        "points": did["record_point"],
+        "outbox_items": did["outbox_items"],
+        "flushes": 2,
+    }
