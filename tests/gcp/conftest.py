@@ -13,6 +13,7 @@ adapter's getGuestAttributes reads.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -51,6 +52,13 @@ def filestore() -> Iterator[FakeFilestore]:
     fake = FakeFilestore().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def app_main() -> Iterator[None]:
+    """functions-framework loads main.py as the module `main`: forget it afterwards."""
+    yield
+    sys.modules.pop("main", None)
 
 
 #: The fleet's agent master key (the orchestrator's secret); each VM gets only its derived key.

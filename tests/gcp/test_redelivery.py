@@ -13,16 +13,12 @@ point, one run that succeeded."""
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import pytest
-import yaml
-from functions_framework import create_app
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
@@ -35,11 +31,11 @@ from quiesce_gcp.state import FirestoreStateStore
 from . import pubsub
 from .conftest import Fleet
 from .emulators import PROJECT, FirestoreEmulator, firestore_emulator, unique_prefix
-from .test_engine_run import backends, gcp_member
+from .scheduled_app import scheduled_app
+from .test_engine_run import backends
 
 __all__ = ["firestore_emulator"]
 
-MAIN = Path(__file__).resolve().parents[2] / "functions" / "gcp" / "quiesce_gcp" / "main.py"
 COMMIT = "/google.firestore.v1.Firestore/Commit"
 
 
@@ -127,12 +123,6 @@ class InterceptedClient(firestore.Client):
         return grpc.intercept_channel(channel, self.interceptor)
 
 
-@pytest.fixture
-def app_main() -> Iterator[None]:
-    yield
-    sys.modules.pop("main", None)
-
-
 def test_a_redelivery_after_a_failed_lock_write_backs_up_exactly_once(
     firestore_emulator: FirestoreEmulator,
     fleet: Fleet,
@@ -141,30 +131,7 @@ def test_a_redelivery_after_a_failed_lock_write_backs_up_exactly_once(
     monkeypatch: pytest.MonkeyPatch,
     app_main: None,
 ) -> None:
-    policy_doc = {
-        "version": 1,
-        "name": "shop",
-        "groups": {
-            "orders": {
-                "consistency": "application",
-                "max_freeze_seconds": 20,
-                "durability_timeout_seconds": 30,
-                "members": [
-                    gcp_member("db", fleet.hooks("db")),
-                    gcp_member("app", fleet.hooks("app")),
-                ],
-            }
-        },
-        "triggers": [{"name": "nightly", "group": "orders", "schedule": "0 4 * * *"}],
-    }
-    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy_doc))
-    monkeypatch.setenv("QUIESCE_POLICY", str(tmp_path / "policy.yaml"))
-    monkeypatch.setenv("QUIESCE_FUNCTION_TIMEOUT_SECONDS", "540")
-    app = create_app("on_schedule", str(MAIN), "cloudevent")  # type: ignore[no-untyped-call]
-    main = sys.modules["main"]
-    policy = main.policy()
-    fleet.add("db-vm", policy, data_disks=1)
-    fleet.add("app-vm", policy, data_disks=1)
+    app, main, policy = scheduled_app(fleet, tmp_path, monkeypatch)
     prefix = unique_prefix("redeliver")
     fault = FailLockWriteOnce(prefix)
     client = InterceptedClient(project=PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]

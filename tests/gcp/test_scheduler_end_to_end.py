@@ -6,14 +6,10 @@ CloudEvents arrive on a Pub/Sub subscription of the emulator."""
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from functions_framework import create_app
 
 from quiesce.ports import Backends
 from quiesce.providers.memory import MemoryStateStore
@@ -21,19 +17,12 @@ from quiesce_gcp.clients import GcpClients
 from quiesce_gcp.events import PubSubPublisher
 
 from .conftest import Fleet
-from .test_engine_run import backends, gcp_member
+from .scheduled_app import scheduled_app
+from .test_engine_run import backends
 from .test_events import topic  # noqa: F401  (the emulator topic and its subscription)
 
 ROOT = Path(__file__).resolve().parents[2]
-MAIN = ROOT / "functions" / "gcp" / "quiesce_gcp" / "main.py"
 SCHEDULER = ROOT / "tests" / "events" / "gcp" / "scheduler.json"
-
-
-@pytest.fixture
-def app_main() -> Iterator[None]:
-    """functions-framework loads main.py as the module `main`: forget it afterwards."""
-    yield
-    sys.modules.pop("main", None)
 
 
 def pulled(sub_path: str) -> list[dict[str, Any]]:
@@ -65,30 +54,7 @@ def test_a_scheduler_message_backs_up_a_two_vm_agent_group_and_publishes_its_eve
     monkeypatch: pytest.MonkeyPatch,
     app_main: None,
 ) -> None:
-    policy_doc = {
-        "version": 1,
-        "name": "shop",
-        "groups": {
-            "orders": {
-                "consistency": "application",
-                "max_freeze_seconds": 20,
-                "durability_timeout_seconds": 30,
-                "members": [
-                    gcp_member("db", fleet.hooks("db")),
-                    gcp_member("app", fleet.hooks("app")),
-                ],
-            }
-        },
-        "triggers": [{"name": "nightly", "group": "orders", "schedule": "0 4 * * *"}],
-    }
-    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy_doc))
-    monkeypatch.setenv("QUIESCE_POLICY", str(tmp_path / "policy.yaml"))
-    monkeypatch.setenv("QUIESCE_FUNCTION_TIMEOUT_SECONDS", "540")  # as Terraform sets it
-    app = create_app("on_schedule", str(MAIN), "cloudevent")  # type: ignore[no-untyped-call]
-    main = sys.modules["main"]
-    policy = main.policy()
-    fleet.add("db-vm", policy, data_disks=1)
-    fleet.add("app-vm", policy, data_disks=1)
+    app, main, policy = scheduled_app(fleet, tmp_path, monkeypatch)
     built = backends(policy, clients)
     topic_path, sub_path = topic
     wired = Backends(built.providers, MemoryStateStore(), PubSubPublisher(topic_path))
