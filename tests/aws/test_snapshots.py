@@ -332,6 +332,30 @@ def test_find_lists_only_quiesce_snapshots_of_the_group_and_of_the_run_when_give
         assert found[ref.id].location == ref.location
 
 
+def test_find_reads_every_page_describe_snapshots_answers(
+    snapshotter: EbsSnapshotter, fleet: Fleet, ec2: Any, wire: Wire
+) -> None:
+    (instance,) = fleet.launch(1, data_volumes=1)
+    taken = snapshotter.take(snapshot_call(machine(instance)))
+    ids = {r.id for r in taken}
+    mine = [
+        s for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] if s["SnapshotId"] in ids
+    ]
+    sent = wire.sent(ec2, "DescribeSnapshots")
+
+    def two_pages(_: dict[str, Any]) -> dict[str, Any]:
+        if len(sent) == 1:
+            return {"Snapshots": mine[:1], "NextToken": "page-2"}
+        return {"Snapshots": mine[1:]}
+
+    wire.answer(ec2, "DescribeSnapshots", two_pages)
+
+    found = snapshotter.find("shop", "orders")
+
+    assert [call.get("NextToken") for call in sent] == [None, "page-2"]
+    assert sorted(r.id for r in found) == sorted(ids)
+
+
 # ------------------------------------------------------------------------------ Windows (VSS)
 
 

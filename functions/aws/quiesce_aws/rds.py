@@ -759,23 +759,16 @@ class RdsSnapshotter(Snapshotter):
     def _list_manual(self, region: str, cluster: bool) -> list[dict[str, Any]]:
         action, _, key = DESCRIBE_CALLS["cluster-snapshot" if cluster else "snapshot"]
         operation = getattr(self.clients.rds(region), _snake(action))
-        out: list[dict[str, Any]] = []
-        marker: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"SnapshotType": "manual", "MaxRecords": 100}
-            if marker:
-                kwargs["Marker"] = marker
-            page = self.backoff.call_or_raise(
-                lambda kwargs=kwargs: operation(**kwargs),  # type: ignore[misc]
-                retry_on=RDS_THROTTLING,
-                what=action,
-                failed=f"listing RDS snapshots in {region} failed",
-                code="DescribeFailed",
-            )
-            out.extend(page.get(key, []))
-            marker = page.get("Marker")
-            if not marker:
-                return out
+        return self.backoff.pages(
+            operation,
+            {"SnapshotType": "manual", "MaxRecords": 100},
+            key,
+            retry_on=RDS_THROTTLING,
+            what=action,
+            failed=f"listing RDS snapshots in {region} failed",
+            code="DescribeFailed",
+            next_page="Marker",
+        )
 
     def _tags(self, region: str, arn: str) -> dict[str, str]:
         if not arn:

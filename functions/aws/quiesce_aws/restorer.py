@@ -898,24 +898,16 @@ class Ec2Restorer(Restorer):
 
     def _paged(self, operation: Callable[..., Any], key: str, **kwargs: Any) -> list[Any]:
         """Every item of a describe call's pages (a failure is a ProviderError)."""
-        out: list[Any] = []
-        token: str | None = None
         name = getattr(operation, "__name__", "describe")
-        while True:
-            args = dict(kwargs)
-            if token:
-                args["NextToken"] = token
-            page = self.backoff.call_or_raise(
-                lambda args=args: operation(**args),  # type: ignore[misc]
-                retry_on=EC2_THROTTLING,
-                what=name,
-                failed=f"{name} failed",
-                code="DescribeFailed",
-            )
-            out.extend(page.get(key, []))
-            token = page.get("NextToken")
-            if not token:
-                return out
+        return self.backoff.pages(
+            operation,
+            kwargs,
+            key,
+            retry_on=EC2_THROTTLING,
+            what=name,
+            failed=f"{name} failed",
+            code="DescribeFailed",
+        )
 
 
 def _labelled(items: list[Any], label: str, *, tags_key: str = "Tags") -> list[Any]:

@@ -9,9 +9,9 @@ injectable, so tests run in no time and can check the delays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -91,6 +91,39 @@ class Backoff(CoreBackoff):
             return self.call(fn, retry_on=retry_on, what=what)
         except (ClientError, BotoCoreError) as exc:
             raise call_failed(failed, exc, code, hint) from exc
+
+    def pages(
+        self,
+        operation: Callable[..., Any],
+        params: Mapping[str, Any],
+        key: str,
+        *,
+        retry_on: Collection[str],
+        what: str,
+        failed: str,
+        code: str,
+        next_page: str = "NextToken",
+    ) -> list[Any]:
+        """Every item under `key` of `operation`'s pages, called with `params`; `next_page`
+        is the name under which an answer gives, and the next call takes, the next page. Each
+        page is a `call_or_raise`."""
+        out: list[Any] = []
+        following: str | None = None
+        while True:
+            args = dict(params)
+            if following:
+                args[next_page] = following
+            page = self.call_or_raise(
+                lambda args=args: operation(**args),  # type: ignore[misc]
+                retry_on=retry_on,
+                what=what,
+                failed=failed,
+                code=code,
+            )
+            out.extend(page.get(key, []))
+            following = page.get(next_page)
+            if not following:
+                return out
 
 
 def call_failed(what: str, exc: BaseException, code: str, hint: str = "") -> ProviderError:

@@ -589,23 +589,16 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
 
     def _describe(self, region: str, filters: list[FilterTypeDef]) -> list[SnapshotTypeDef]:
         ec2: EC2Client = self.clients.ec2(region)
-        out: list[SnapshotTypeDef] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"OwnerIds": ["self"], "Filters": filters, "MaxResults": 1000}
-            if token:
-                kwargs["NextToken"] = token
-            page = self.backoff.call_or_raise(
-                lambda kwargs=kwargs: ec2.describe_snapshots(**kwargs),  # type: ignore[misc]
-                retry_on=EC2_THROTTLING,
-                what="DescribeSnapshots",
-                failed=f"DescribeSnapshots in {region} failed",
-                code="DescribeFailed",
-            )
-            out.extend(page.get("Snapshots", []))
-            token = page.get("NextToken")
-            if not token:
-                return out
+        found: list[SnapshotTypeDef] = self.backoff.pages(
+            ec2.describe_snapshots,
+            {"OwnerIds": ["self"], "Filters": filters, "MaxResults": 1000},
+            "Snapshots",
+            retry_on=EC2_THROTTLING,
+            what="DescribeSnapshots",
+            failed=f"DescribeSnapshots in {region} failed",
+            code="DescribeFailed",
+        )
+        return found
 
     def _ref(
         self,
