@@ -180,6 +180,26 @@ def machine(instance_id: str, member: str = "db", **attributes: str) -> Machine:
     return Machine(provider="aws", member=member, machine_id=instance_id, attributes=attrs)
 
 
+def hooked_vm(
+    name: str, *, hooks_dir: str = "/etc/quiesce/hooks", verify: bool = False
+) -> dict[str, Any]:
+    """A policy's EC2 member `name`: the instances tagged role=<name>, paused and resumed by
+    <hooks_dir>/<name>-pause.sh and -resume.sh (and, with `verify`, checked by -check.sh)."""
+    hooks = {
+        "pre": {"run": [f"{hooks_dir}/{name}-pause.sh"], "timeout_seconds": 5},
+        "post": {"run": [f"{hooks_dir}/{name}-resume.sh"], "timeout_seconds": 5},
+    }
+    if verify:
+        hooks["verify"] = {"run": [f"{hooks_dir}/{name}-check.sh"], "timeout_seconds": 5}
+    return {
+        "name": name,
+        "provider": "aws",
+        "region": REGION,
+        "select": {"tags": {"role": name}},
+        "hooks": hooks,
+    }
+
+
 def member_of(target: Machine, name: str | None = None) -> AwsMember:
     """The policy member a machine stands for, as declared (its attributes say how)."""
     attrs = target.attributes

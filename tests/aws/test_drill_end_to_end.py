@@ -26,7 +26,7 @@ from quiesce_aws.provider import aws_backends
 from quiesce_aws.restorer import RESTORE_TAG
 from quiesce_aws.state import table_definition
 
-from .conftest import REGION, Fleet, Wire, runner_answers
+from .conftest import REGION, Fleet, Wire, hooked_vm, runner_answers
 from .restore_fakes import (
     DR_REGION,
     SsmAgents,
@@ -41,19 +41,6 @@ BUS = "quiesce-bus"
 
 
 def make_policy(subnet: str, group: str) -> Policy:
-    def member(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "aws",
-            "region": REGION,
-            "select": {"tags": {"role": name}},
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/hooks/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/hooks/{name}-resume.sh"], "timeout_seconds": 5},
-                "verify": {"run": [f"/etc/quiesce/hooks/{name}-check.sh"], "timeout_seconds": 5},
-            },
-        }
-
     return Policy.model_validate(
         {
             "version": 1,
@@ -70,7 +57,7 @@ def make_policy(subnet: str, group: str) -> Policy:
                             "restore": {"network": subnet, "security_groups": [group]},
                         }
                     ],
-                    "members": [member("db"), member("app")],
+                    "members": [hooked_vm("db", verify=True), hooked_vm("app", verify=True)],
                 }
             },
             "triggers": [

@@ -20,25 +20,13 @@ from quiesce_aws.clients import SessionClients
 from quiesce_aws.provider import aws_backends
 from quiesce_aws.state import table_definition
 
-from .conftest import REGION, Fleet, Wire, runner_answers
+from .conftest import REGION, Fleet, Wire, hooked_vm, runner_answers
 
 TABLE = "quiesce-catalog"
 BUS = "quiesce-bus"
 
 
 def policy() -> Policy:
-    def member(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "aws",
-            "region": REGION,
-            "select": {"tags": {"role": name}},
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/hooks/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/hooks/{name}-resume.sh"], "timeout_seconds": 5},
-            },
-        }
-
     return Policy.model_validate(
         {
             "version": 1,
@@ -48,7 +36,7 @@ def policy() -> Policy:
                     "consistency": "application",
                     "max_freeze_seconds": 30,
                     "durability_timeout_seconds": 60,
-                    "members": [member("db"), member("app")],
+                    "members": [hooked_vm("db"), hooked_vm("app")],
                 }
             },
         }

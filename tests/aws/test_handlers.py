@@ -19,7 +19,7 @@ from quiesce_aws.clients import SessionClients
 from quiesce_aws.provider import aws_backends
 from quiesce_aws.state import table_definition
 
-from .conftest import REGION, Fleet, Wire, on_send_command, runner_answers
+from .conftest import REGION, Fleet, Wire, hooked_vm, on_send_command, runner_answers
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
 TABLE = "quiesce-catalog"
@@ -40,19 +40,7 @@ POLICY = {
             "on_quiesce_failure": "abort",
             "max_freeze_seconds": 30,
             "durability_timeout_seconds": 60,
-            "members": [
-                {
-                    "name": name,
-                    "provider": "aws",
-                    "region": REGION,
-                    "select": {"tags": {"role": name}},
-                    "hooks": {
-                        "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
-                        "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
-                    },
-                }
-                for name in ("db", "app")
-            ],
+            "members": [hooked_vm(name, hooks_dir="/etc/quiesce") for name in ("db", "app")],
         }
     },
     "triggers": [

@@ -25,6 +25,7 @@ from tests.aws.conftest import (
     Fleet,
     Sleeps,
     Wire,
+    hooked_vm,
     quick_backoff,
     runner_answers,
 )
@@ -35,18 +36,6 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/service-role/AWSBackupDefaultServiceRole"
 
 
 def policy(file_system: str) -> Policy:
-    def vm(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "provider": "aws",
-            "region": REGION,
-            "select": {"tags": {"role": name}},
-            "hooks": {
-                "pre": {"run": [f"/etc/quiesce/hooks/{name}-pause.sh"], "timeout_seconds": 5},
-                "post": {"run": [f"/etc/quiesce/hooks/{name}-resume.sh"], "timeout_seconds": 5},
-            },
-        }
-
     return Policy.model_validate(
         {
             "version": 1,
@@ -57,8 +46,8 @@ def policy(file_system: str) -> Policy:
                     "max_freeze_seconds": 30,
                     "durability_timeout_seconds": 900,
                     "members": [
-                        vm("web"),
-                        vm("app"),
+                        hooked_vm("web"),
+                        hooked_vm("app"),
                         {
                             "name": "orders-db",
                             "provider": "aws-rds",

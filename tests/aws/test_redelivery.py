@@ -25,7 +25,7 @@ from quiesce_aws.clients import SessionClients
 from quiesce_aws.provider import aws_backends
 from quiesce_aws.state import DynamoDbStateStore, table_definition
 
-from .conftest import REGION, Fleet, Sleeps, Wire, quick_backoff, runner_answers
+from .conftest import REGION, Fleet, Sleeps, Wire, hooked_vm, quick_backoff, runner_answers
 from .test_handlers import Context
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -42,19 +42,7 @@ POLICY = {
             "on_quiesce_failure": "abort",
             "max_freeze_seconds": 30,
             "durability_timeout_seconds": 60,
-            "members": [
-                {
-                    "name": name,
-                    "provider": "aws",
-                    "region": REGION,
-                    "select": {"tags": {"role": name}},
-                    "hooks": {
-                        "pre": {"run": [f"/etc/quiesce/{name}-pause.sh"], "timeout_seconds": 5},
-                        "post": {"run": [f"/etc/quiesce/{name}-resume.sh"], "timeout_seconds": 5},
-                    },
-                }
-                for name in ("db", "app")
-            ],
+            "members": [hooked_vm(name, hooks_dir="/etc/quiesce") for name in ("db", "app")],
         }
     },
     # names only the alarm: fires while it fires, with the default cooldown of alert triggers
