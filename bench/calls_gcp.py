@@ -292,7 +292,7 @@ def measure(size: int) -> dict[str, Any]:
                 raise RuntimeError(f"the bench run did not succeed: {record.errors}")
             return did
 
-            run(f"bench-{size}-first", None, CallCounter("PubSub"))  # not counted
+        run(f"bench-{size}-first", None, CallCounter("PubSub"))  # not counted
 
         with compute.lock:
             first = len(compute.requests)
