@@ -69,7 +69,12 @@ out = Console()
 err = Console(stderr=True)
 
 PolicyArg = Annotated[
-    Path, typer.Argument(help="The policy file (YAML).", metavar="POLICY", show_default=False)
+    Path,
+    typer.Argument(
+        help="The policy file (YAML, or JSON when its name ends in .json).",
+        metavar="POLICY",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead.")]
 GroupOpt = Annotated[
