@@ -345,51 +345,15 @@ resource "aws_iam_role_policy" "drill_runtime" {
   policy = data.aws_iam_policy_document.drill_runtime.json
 }
 
+# The functions' runtime policy (iam.tf: the dead-letter queue, the key, X-Ray), with the drill
+# function's own log group in place of theirs (same sid, so it replaces their statement).
 data "aws_iam_policy_document" "drill_runtime" {
+  source_policy_documents = [data.aws_iam_policy_document.runtime.json]
+
   statement {
     sid       = "WriteOwnLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["${aws_cloudwatch_log_group.drill.arn}:*"]
-  }
-
-  statement {
-    sid       = "SendFailedInvocationsToTheDeadLetterQueue"
-    actions   = ["sqs:SendMessage"]
-    resources = [aws_sqs_queue.dead_letters.arn]
-  }
-
-  statement {
-    sid       = "UseTheKeyForTheStateTable"
-    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
-    resources = [aws_kms_key.quiesce.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["dynamodb.${var.region}.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid       = "UseTheKeyForTheDeadLetterQueue"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.quiesce.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["sqs.${var.region}.amazonaws.com"]
-    }
-  }
-
-  dynamic "statement" {
-    for_each = var.tracing ? [1] : []
-
-    content {
-      sid       = "SendTraces"
-      actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
-      resources = ["*"]
-    }
   }
 }
 
