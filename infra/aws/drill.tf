@@ -32,6 +32,10 @@ resource "aws_iam_role_policy" "drill" {
 }
 
 data "aws_iam_policy_document" "drill" {
+  # DynamoDbStateStore (the points, on which drills are recorded; trigger claims; the outbox)
+  # and EventBridgePublisher (quiesce.drill.completed / quiesce.drill.failed), after the
+  # statements below.
+  override_policy_documents = [data.aws_iam_policy_document.state_and_events.json]
 
   # Ec2Restorer, and the copies' states (EbsSnapshotter.states): read-only calls without
   # resource-level permissions.
@@ -306,36 +310,6 @@ data "aws_iam_policy_document" "drill" {
       variable = "ssm:resourceTag/quiesce:inspection"
       values   = ["true"]
     }
-  }
-
-  # DynamoDbStateStore: the points (drills are recorded on them), trigger claims, the outbox ...
-  statement {
-    sid = "StateTableItems"
-    actions = [
-      "dynamodb:BatchGetItem",
-      "dynamodb:BatchWriteItem",
-      "dynamodb:DeleteItem",
-      "dynamodb:GetItem",
-      "dynamodb:PutItem",
-      "dynamodb:UpdateItem",
-    ]
-    resources = [aws_dynamodb_table.state.arn]
-  }
-
-  statement {
-    sid     = "StateTableIndexes"
-    actions = ["dynamodb:Query"]
-    resources = [
-      "${aws_dynamodb_table.state.arn}/index/gsi1",
-      "${aws_dynamodb_table.state.arn}/index/lsi1",
-    ]
-  }
-
-  # ... and EventBridgePublisher: quiesce.drill.completed / quiesce.drill.failed.
-  statement {
-    sid       = "PublishToTheQuiesceBus"
-    actions   = ["events:PutEvents"]
-    resources = [aws_cloudwatch_event_bus.quiesce.arn]
   }
 }
 

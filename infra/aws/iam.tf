@@ -36,6 +36,8 @@ resource "aws_iam_role_policy" "functions_adapters" {
 }
 
 data "aws_iam_policy_document" "adapters" {
+  # DynamoDbStateStore and EventBridgePublisher, after the statements below.
+  override_policy_documents = [data.aws_iam_policy_document.state_and_events.json]
 
   # Ec2Inventory.resolve, EbsSnapshotter.take/wait_durable/delete/find.
   statement {
@@ -335,7 +337,12 @@ data "aws_iam_policy_document" "adapters" {
       values   = ["true"]
     }
   }
+}
 
+# The state table and the bus, for every role whose code runs DynamoDbStateStore and
+# EventBridgePublisher: the functions' ("adapters") and the drill function's ("drill"), which
+# append these statements through override_policy_documents.
+data "aws_iam_policy_document" "state_and_events" {
   # DynamoDbStateStore: the state table ...
   statement {
     sid = "StateTableItems"

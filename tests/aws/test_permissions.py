@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
@@ -72,6 +72,8 @@ ARN_SHAPES = {
 
 
 INTERPOLATION = re.compile(r"\$\{([^{}]+)\}")
+#: A document merged into another (source_policy_documents, override_policy_documents).
+DOCUMENT = re.compile(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}")
 
 
 @dataclass
@@ -150,8 +152,28 @@ def statements(document: dict[str, Any], resolver: Resolver) -> Iterator[Stateme
 
 
 def policy(name: str) -> list[Statement]:
+    """A document's statements as the provider merges them: those of its
+    source_policy_documents, its own, then those of its override_policy_documents, a statement
+    taking the place of an earlier one with its sid."""
     config = load_configuration()
-    return list(statements(config["data"]["aws_iam_policy_document"][name], Resolver(config)))
+    document = config["data"]["aws_iam_policy_document"][name]
+    merged: dict[str, Statement] = {}
+
+    def merge(items: Iterable[Statement]) -> None:
+        for statement in items:
+            merged[statement.sid or f"#{len(merged)}"] = statement
+
+    def merged_document(reference: str) -> list[Statement]:
+        match = DOCUMENT.fullmatch(reference)
+        assert match, f"{name} merges {reference}, not a policy document of this module"
+        return policy(match.group(1))
+
+    for reference in document.get("source_policy_documents", []):
+        merge(merged_document(reference))
+    merge(statements(document, Resolver(config)))
+    for reference in document.get("override_policy_documents", []):
+        merge(merged_document(reference))
+    return list(merged.values())
 
 
 def adapter_classes() -> list[type]:
