@@ -354,16 +354,7 @@ resource "aws_lambda_function" "drill" {
 
   environment {
     variables = merge(
-      {
-        QUIESCE_POLICY               = "policy.json"
-        QUIESCE_TABLE                = aws_dynamodb_table.state.name
-        QUIESCE_EVENT_BUS            = aws_cloudwatch_event_bus.quiesce.name
-        QUIESCE_SSM_DOCUMENT         = local.run_hook_document
-        QUIESCE_REGION               = var.region
-        POWERTOOLS_SERVICE_NAME      = "quiesce"
-        POWERTOOLS_METRICS_NAMESPACE = "Quiesce"
-        POWERTOOLS_LOG_LEVEL         = var.log_level
-      },
+      local.function_environment,
       var.restore_instance_profile == null ? {} : {
         QUIESCE_RESTORE_INSTANCE_PROFILE = var.restore_instance_profile
       },

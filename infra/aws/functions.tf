@@ -63,6 +63,21 @@ data "aws_iam_policy_document" "dead_letters" {
   }
 }
 
+# What every function (these three and the drill's) reads from its environment: the bundled
+# policy, the table, the bus, the run-hook document, the region, and Powertools' settings.
+locals {
+  function_environment = {
+    QUIESCE_POLICY               = "policy.json"
+    QUIESCE_TABLE                = aws_dynamodb_table.state.name
+    QUIESCE_EVENT_BUS            = aws_cloudwatch_event_bus.quiesce.name
+    QUIESCE_SSM_DOCUMENT         = local.run_hook_document
+    QUIESCE_REGION               = var.region
+    POWERTOOLS_SERVICE_NAME      = "quiesce"
+    POWERTOOLS_METRICS_NAMESPACE = "Quiesce"
+    POWERTOOLS_LOG_LEVEL         = var.log_level
+  }
+}
+
 resource "aws_lambda_function" "quiesce" {
   # checkov:skip=CKV_AWS_173:The environment holds only resource names (table, bus, document, policy file), no secrets; Lambda encrypts it at rest with an AWS-owned key.
   #
@@ -89,16 +104,7 @@ resource "aws_lambda_function" "quiesce" {
   code_signing_config_arn        = var.code_signing_config_arn
 
   environment {
-    variables = {
-      QUIESCE_POLICY               = "policy.json"
-      QUIESCE_TABLE                = aws_dynamodb_table.state.name
-      QUIESCE_EVENT_BUS            = aws_cloudwatch_event_bus.quiesce.name
-      QUIESCE_SSM_DOCUMENT         = local.run_hook_document
-      QUIESCE_REGION               = var.region
-      POWERTOOLS_SERVICE_NAME      = "quiesce"
-      POWERTOOLS_METRICS_NAMESPACE = "Quiesce"
-      POWERTOOLS_LOG_LEVEL         = var.log_level
-    }
+    variables = local.function_environment
   }
 
   dead_letter_config {

@@ -540,7 +540,8 @@ def test_each_function_runs_its_handler_on_python_3_12_with_the_environment_the_
     assert config["variable"]["runtime"]["default"] == "python3.12"
     assert body["runtime"] == "${var.runtime}"
     (environment,) = body["environment"]
-    variables = environment["variables"]
+    assert environment["variables"] == "${local.function_environment}"
+    variables = config["locals"]["function_environment"]
     for name in (
         POLICY_ENV,
         provider.TABLE_ENV,

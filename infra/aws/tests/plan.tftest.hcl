@@ -258,6 +258,14 @@ run "drills_have_their_own_function_role_and_schedules" {
   }
 
   assert {
+    condition = tomap({
+      for name, value in aws_lambda_function.drill.environment[0].variables :
+      name => value if name != "QUIESCE_RESTORE_INSTANCE_PROFILE"
+    }) == aws_lambda_function.quiesce["schedule"].environment[0].variables
+    error_message = "the drill function reads the same policy, table, bus, document and region as the functions"
+  }
+
+  assert {
     condition     = aws_lambda_function_event_invoke_config.drill.maximum_retry_attempts == 0
     error_message = "a drill is not retried by Lambda"
   }
