@@ -87,12 +87,14 @@ class FakeHookRunner(HookRunner):
         self.log = log
         self.behaviour: dict[tuple[str, str], str] = {}
         self.executed: list[tuple[str, str]] = []
+        self.calls: list[HookCall] = []
 
     def check(self, call: HookCall) -> HookResult:
         return HookResult(status=HookStatus.SUCCEEDED, code="Allowed")
 
     def run(self, call: HookCall) -> HookResult:
         how = self.behaviour.get((call.member, call.phase), "ok")
+        self.calls.append(call)
         self.log.add(f"{call.phase}:sent", call.member, call.machine.machine_id)
         started = utcnow()
         if how == "raise":

@@ -273,3 +273,20 @@ def test_points_show_copies_and_the_last_drill(world: World) -> None:
     assert f"label {launched.label}" in shown
     assert f"quiesce restore-cleanup POLICY {launched.label}" in shown
     cleanup_restore(world.backends, launched.label, [None])
+
+
+@pytest.mark.parametrize(("inspect_on", "args"), [(None, ()), ("i-inspect", ("/dev/sdf",))])
+def test_a_verify_hook_gets_one_restore_path_at_most(
+    world: World, inspect_on: str | None, args: tuple[str, ...]
+) -> None:
+    """The guest protocol carries one restore path: none on a launched copy (it is the
+    machine), the first restored volume's place on an inspection machine."""
+    site = {"network": "net-isolated", **({"inspect_on": inspect_on} if inspect_on else {})}
+    p = policy(restore=site)
+    point_id = backed_up(world, p)
+
+    restore_group(p, world.backends, point_id, cleanup=True)
+
+    verifies = [c for c in world.hooks.calls if c.phase == "verify"]
+    assert verifies
+    assert {c.extra_args for c in verifies} == {args}
