@@ -23,6 +23,14 @@ Two kinds of provider (each row's `mode`):
 
 `--both` measures both modes, their runs alternated, so both see the same load.
 
+`--floor` adds a third row per size, `thread floor`: no engine at all, only what any engine
+that gives each blocking call its own thread must do — a thread per member parked on a lock,
+three waves (pre hook, point in time, post hook) with the same timing, each wave released in
+one loop by the thread that ends the previous one, nothing recorded but the times, with the
+engine's switch interval and the garbage collector paused (quiesce.engine.gil). It is the
+least a per-call provider's freeze window can be on this machine and interpreter: each of the
+thousand threads of a wave must take the interpreter lock in turn before its call blocks.
+
 Usage: python bench/freeze_window.py [--sizes 1,10,100,1000] [--latency-ms 200] [--jitter-ms 20]
        [--hook-ms 20] [--naive-max-members 1000] [--repeat 1] [--batch | --both] [--json]
        [--markdown]
@@ -31,6 +39,7 @@ Usage: python bench/freeze_window.py [--sizes 1,10,100,1000] [--latency-ms 200] 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -42,6 +51,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quiesce.engine import run_group
+from quiesce.engine.gil import dispatch_priority
 from quiesce.policy import Policy
 from quiesce.ports import (
     Backends,
@@ -63,11 +73,11 @@ class Timing:
         self.jitter = jitter_ms / 1000
         self.hook = hook_ms / 1000
         self._random = random.Random(seed)
-        self._lock = threading.Lock()
 
     def point_in_time(self) -> float:
-        with self._lock:
-            return self.latency + self._random.uniform(-self.jitter, self.jitter)
+        # No lock: the generator's own state is safe across threads, and a lock here would
+        # make a thousand snapshot calls queue for it (the fake's cost, not the engine's).
+        return self.latency + self._random.uniform(-self.jitter, self.jitter)
 
 
 class BenchInventory(Inventory):
@@ -222,6 +232,48 @@ def run_engine(members: int, timing: Timing, mode: str = "per-call") -> tuple[fl
     return record.freeze_window_ms, record.skew_ms
 
 
+def run_floor(members: int, timing: Timing) -> tuple[float, float]:
+    """The thread floor (see the module docstring): three waves on parked threads, no engine."""
+    latencies = [timing.point_in_time() for _ in range(members)]
+    gates = [[threading.Lock() for _ in range(members)] for _ in range(3)]
+    for wave in gates:
+        for gate in wave:
+            gate.acquire()
+    ended = [itertools.count(1), itertools.count(1)]
+    held = [0.0] * members
+    fixed = [0.0] * members
+    thawed = [0.0] * members
+
+    def release(wave: int) -> None:
+        for gate in gates[wave]:
+            gate.release()
+
+    def lane(i: int) -> None:
+        gates[0][i].acquire()
+        time.sleep(timing.hook)
+        held[i] = time.perf_counter()
+        if next(ended[0]) == members:
+            release(1)
+        gates[1][i].acquire()
+        time.sleep(latencies[i])
+        fixed[i] = time.perf_counter()
+        if next(ended[1]) == members:
+            release(2)
+        gates[2][i].acquire()
+        thawed[i] = time.perf_counter()
+        time.sleep(timing.hook)
+
+    threads = [threading.Thread(target=lane, args=(i,), daemon=True) for i in range(members)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2 + members / 5000)  # every thread parked on its first gate
+    with dispatch_priority():  # as the engine holds a group: long switch interval, no GC
+        release(0)
+        for thread in threads:
+            thread.join()
+    return (max(thawed) - min(held)) * 1000, (max(fixed) - min(fixed)) * 1000
+
+
 def run_naive(members: int, timing: Timing) -> tuple[float, float]:
     """for each machine: freeze → snapshot → thaw (one after the other)."""
     hooks, snaps = BenchHooks(timing), BenchSnapshots(timing)
@@ -285,10 +337,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure the per-call and the batch provider, their runs alternated",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the thread floor: parked threads and the same timing, no engine",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     modes = ["per-call", "batch"] if args.both else ["batch"] if args.batch else ["per-call"]
+    if args.floor:
+        modes.append("thread floor")
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         timings = {
@@ -297,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
         for _ in range(args.repeat):
             for mode in modes:
-                runs[mode].append(run_engine(size, timings[mode], mode))
+                if mode == "thread floor":
+                    runs[mode].append(run_floor(size, timings[mode]))
+                else:
+                    runs[mode].append(run_engine(size, timings[mode], mode))
         naive_window = naive_skew = None
         if size <= args.naive_max_members:
             print(f"naive loop over {size} member(s)…", file=sys.stderr)
@@ -340,7 +402,7 @@ def line(row: dict[str, Any], with_mode: bool) -> str:
             f" [min of {row['runs']}; median freeze {row['freeze_window_median_ms']} ms,"
             f" skew {row['skew_median_ms']} ms]"
         )
-    mode = f" {row['mode']:>8}" if with_mode else ""
+    mode = f" {row['mode']:>12}" if with_mode else ""
     return (
         f"{row['members']:>5} members{mode}: freeze {row['freeze_window_ms']:>9} ms "
         f"(naive {row['naive_freeze_window_ms']}), skew {row['skew_ms']:>7} ms "

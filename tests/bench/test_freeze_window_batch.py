@@ -142,3 +142,26 @@ def test_a_batch_fixes_each_point_at_its_own_jitter_inside_one_latency() -> None
     fixed = sorted((r.fixed_at - r.started_at).total_seconds() * 1000 for r in refs)
     assert 3 <= fixed[0] <= fixed[-1] <= 7  # 5 ms ± 2 ms, each its own
     assert len(set(fixed)) > 1
+
+
+def test_the_thread_floor_runs_three_waves_and_reports_its_own_row(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--sizes", "4", "--latency-ms", "30", "--jitter-ms", "5", "--hook-ms", "10"]
+    assert freeze_window.main([*args, "--floor", "--naive-max-members", "0", "--json"]) == 0
+    rows = {r["mode"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"per-call", "thread floor"}
+    floor = rows["thread floor"]
+    # held after the pre hook, thawed after the slowest point in time: at least 25 ms apart
+    assert floor["freeze_window_ms"] >= 25
+    assert 0 <= floor["skew_ms"] <= 10 + 5  # the jitter's spread, plus scheduling
+
+
+def test_the_thread_floor_parks_every_thread_until_the_previous_wave_ends() -> None:
+    timing = freeze_window.Timing(latency_ms=20, jitter_ms=0, hook_ms=15, seed=1)
+    before = threading.active_count()
+    window, skew = freeze_window.run_floor(6, timing)
+    # no thaw before every point in time: the window holds at least one latency
+    assert window >= 20
+    assert skew < 20
+    assert threading.active_count() == before  # every floor thread ended
