@@ -72,6 +72,13 @@ def text(rows: list[dict[str, Any]]) -> str:
             mark = "" if op not in bound else f"{bound[op]:>7}"
             flag = "  <- over" if op in bound and calls > bound[op] else ""
             out.append(f"  {op:<{width}} {calls:>7}{mark}{flag}")
+        for phase, answer in (row.get("answers") or {}).items():
+            delay = answer["answer_delay_s"]
+            shown = "no answer" if delay is None else "{} / {} / {} s".format(*delay)
+            out.append(
+                f"  {phase} hooks: {answer['hooks']}, answer reads {answer['reads']}, "
+                f"answered after (min / median / max) {shown}"
+            )
         out.append("")
     notes = {row["cloud"]: row["lower_bound_note"] for row in rows}
     for cloud, note in notes.items():

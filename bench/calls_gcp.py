@@ -18,7 +18,11 @@ call), by an interceptor on the channel. The fake moves a snapshot from CREATING
 to READY on successive reads of it (a GET or a list that shows it): that is the fake's clock,
 so the floor counts the reads it asks for. The agents answer when their hooks have run; how
 many reads that takes depends on time, so the hook reads are the one count here that varies
-from run to run.
+from run to run. The row's `answers` says why, per hook phase: how many reads the counted run
+made and how long the agents took to answer (from the command's setMetadata to the answer's
+guest attribute, as the fake saw them). On this machine every VM's agent and hook runner shares
+the same 2 CPUs, so at 100 VMs answers take seconds, not the fraction of a second a VM of its
+own takes, and the pacing reads a pending answer again every poll interval meanwhile.
 
 Floor of one run of N VMs (S = 2N snapshots), one member in one project and zone:
 
@@ -50,9 +54,12 @@ import itertools
 import math
 import re
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -245,6 +252,71 @@ FLOOR_NOTE = (
 )
 
 
+class AnswerTimes:
+    """When the fake saw each command written, each answer written and each answer read, per
+    VM (monotonic seconds): its request log and journal, timed as they are appended."""
+
+    def __init__(self, compute: Any) -> None:
+        self.events: list[tuple[float, str, str]] = []  # (when, instance, write|answer|read)
+        self._lock = threading.Lock()
+        times = self
+
+        class TimedRequests(list):  # type: ignore[type-arg]
+            def append(self, item: tuple[str, str]) -> None:
+                super().append(item)
+                _, path = item
+                if path.endswith("/getGuestAttributes"):
+                    times.seen(path.split("/")[-2], "read")
+
+        compute.requests = TimedRequests(compute.requests)
+        note = compute.note
+
+        def timed_note(line: str) -> None:
+            words = line.split()
+            if len(words) >= 2 and words[0] == "setMetadata":
+                self.seen(words[1], "write")
+            elif len(words) >= 2 and words[0] == "answer":
+                self.seen(words[1], "answer")
+            note(line)
+
+        compute.note = timed_note
+
+    def seen(self, instance: str, what: str) -> None:
+        with self._lock:
+            self.events.append((time.monotonic(), instance, what))
+
+    def summary(self, since: float) -> dict[str, dict[str, Any]]:
+        """Per phase (a VM's first command after `since` is its pre hook, the second its post
+        hook): hooks, reads, and the answers' delays in seconds (min, median, max)."""
+        by_vm: dict[str, list[tuple[float, str]]] = {}
+        with self._lock:
+            for when, instance, what in self.events:
+                if when >= since:
+                    by_vm.setdefault(instance, []).append((when, what))
+        phases: dict[str, dict[str, Any]] = {}
+        for events in by_vm.values():
+            writes = [i for i, (_, what) in enumerate(events) if what == "write"]
+            for phase, (start, end) in zip(
+                ("pre", "post"), itertools.pairwise([*writes, len(events)]), strict=False
+            ):
+                written = events[start][0]
+                segment = events[start:end]
+                entry = phases.setdefault(phase, {"hooks": 0, "reads": 0, "delays": []})
+                entry["hooks"] += 1
+                entry["reads"] += sum(1 for _, what in segment if what == "read")
+                answered = [when for when, what in segment if what == "answer"]
+                if answered:
+                    entry["delays"].append(answered[0] - written)
+        for entry in phases.values():
+            delays = sorted(entry.pop("delays"))
+            entry["answer_delay_s"] = (
+                [round(delays[0], 2), round(statistics.median(delays), 2), round(delays[-1], 2)]
+                if delays
+                else None
+            )
+        return phases
+
+
 def measure(size: int) -> dict[str, Any]:
     """Backs up a group of `size` VMs once on the fakes; requests by operation and the floor."""
     from google.auth.credentials import AnonymousCredentials
@@ -267,12 +339,17 @@ def measure(size: int) -> dict[str, Any]:
     admin.create_topic(name=topic)
 
     compute = FakeCompute().start()
+    answers = AnswerTimes(compute)
+    agents: list[subprocess.Popen[bytes]] = []
     root = Path(tempfile.mkdtemp(prefix="quiesce-bench-gcp-"))
     fleet = Fleet(compute, root)
     try:
         policy = _policy(fleet.hooks("app"))
         for n in range(size):
-            fleet.add(f"app-{n:03d}", policy, labels={"role": "app"}, data_disks=1)
+            vm = fleet.add(
+                f"app-{n:03d}", policy, labels={"role": "app"}, data_disks=1, agent=False
+            )
+            agents.append(_agent_process(vm))
 
         def run(trigger: str, firestore: CallCounter | None, bus: CallCounter) -> Any:
             """One run with backends of its own (a new process's: no cache carried over)."""
@@ -296,11 +373,16 @@ def measure(size: int) -> dict[str, Any]:
 
         with compute.lock:
             first = len(compute.requests)
+        counted_from = time.monotonic()
         firestore, bus = CallCounter("Firestore"), CallCounter("PubSub")
         did = run(f"bench-{size}", firestore, bus)
         with compute.lock:
             requests = Counter(compute_operation(m, p) for m, p in compute.requests[first:])
     finally:
+        for process in agents:
+            process.kill()  # a SIGTERM would wait for the agent's long poll to end
+        for process in agents:
+            process.wait(timeout=30)
         for vm in fleet.vms.values():
             vm.stop()
         compute.stop()
@@ -308,7 +390,29 @@ def measure(size: int) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
     calls = dict(sorted((requests + firestore.calls + bus.calls).items()))
     bound = floor(size, **bound_inputs(did))
-    return calls_row("gcp", size, calls, bound, FLOOR_NOTE)
+    row = calls_row("gcp", size, calls, bound, FLOOR_NOTE)
+    row["answers"] = answers.summary(counted_from)
+    return row
+
+
+def _agent_process(vm: Any) -> subprocess.Popen[bytes]:
+    """The VM's guest agent as its own process, as it runs on a VM (a service of its own, not a
+    thread of the orchestrator's process), on the VM's fake metadata server."""
+    from quiesce_gcp import quiesce_agent
+
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-I",
+            quiesce_agent.__file__,
+            "--config",
+            str(vm.config_path),
+            "--metadata-url",
+            vm.metadata.url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _plain_transport(host: str) -> Any:
