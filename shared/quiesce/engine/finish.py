@@ -15,11 +15,16 @@ def flush_outbox(state: StateStore, bus: EventPublisher, batch: int = 500) -> tu
     """Publishes every pending event, oldest first. Returns (published, left in the outbox).
 
     An event the bus refuses stays in the outbox for the next run or `quiesce recover`.
+
+    A read that returns fewer than `batch` events has seen the whole outbox: once those are
+    published the flush ends, without a read that would only find it empty. (Events another
+    process queues meanwhile are its own flush's, or the next run's.)
     """
     published = 0
     seen: set[str] = set()
     while True:
-        pending = [e for e in state.outbox_pending(batch) if e.id not in seen]
+        read = state.outbox_pending(batch)
+        pending = [e for e in read if e.id not in seen]
         if not pending:
             return published, len(seen)
         try:
@@ -30,6 +35,8 @@ def flush_outbox(state: StateStore, bus: EventPublisher, batch: int = 500) -> tu
         state.outbox_remove(accepted)
         published += len(accepted)
         seen |= refused
+        if len(read) < batch:
+            return published, len(seen)
 
 
 def thaw_owed(record: RunRecord) -> list[tuple[MemberRecord, MachineRecord]]:
