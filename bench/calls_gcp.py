@@ -34,7 +34,8 @@ Floor of one run of N VMs (S = 2N snapshots), one member in one project and zone
     per member  instances.list 1 (the selection by label)
     per run     snapshots.list: the orphan sweep 1, the point in time 2 (the fake shows a
                 snapshot CREATING, then UPLOADING) and durability 1 (READY), each per 500
-                snapshots (a page)
+                snapshots (a page); images.list 1: the orphan sweep's look for copies (a copy
+                is an image, global to the project)
                 Pub/Sub: Publish 1 per 1,000 events (3 per VM + 2 per run)
                 Firestore: 1 Commit each for the trigger claim (a create), the lock (a create:
                 the last run released it) and its release (a delete conditional on the lock's
@@ -43,6 +44,8 @@ Floor of one run of N VMs (S = 2N snapshots), one member in one project and zone
                 run (a batch), 1 per outbox item (one per save carrying events) and 1 per 500
                 published items (their removal); RunQuery 1 per outbox flush (at the start and
                 at the finish) + 1 for abandoned runs; 1 read to settle the recovery point
+                and 1 per earlier recovery point the orphan sweep finds (is it still
+                recorded?)
 
 Usage (through bench/api_calls.py, or alone): python bench/calls_gcp.py [--sizes 1,10,100]
 """
@@ -186,6 +189,7 @@ _COMPUTE = [
     (r"/disks/[^/]+/createSnapshot$", "disks.createSnapshot"),
     (r"/global/snapshots$", "snapshots.list"),
     (r"/global/snapshots/[^/]+$", "snapshots.get"),
+    (r"/global/images$", "images.list"),
     (r"/zones/[^/]+/operations/[^/]+$", "zoneOperations.get"),
     (r"/global/operations/[^/]+$", "globalOperations.get"),
 ]
@@ -221,8 +225,10 @@ def floor(
     points: int,
     outbox_items: int,
     flushes: int,
+    earlier_points: int = 1,
 ) -> dict[str, int]:
-    """The floor by operation (see the module docstring), from what the run had to do."""
+    """The floor by operation (see the module docstring), from what the run had to do; the
+    catalog held `earlier_points` recovery points before (the uncounted first run's)."""
     members, disks = 1, 2
     pages = math.ceil(size * disks / 500)
     return {
@@ -232,10 +238,11 @@ def floor(
         "Compute instances.getGuestAttributes": 2 * size,
         "Compute disks.createSnapshot": disks * size,
         "Compute snapshots.list": 1 + 3 * pages,
+        "Compute images.list": 1,
         "PubSub Publish": math.ceil(events / 1000),
         # claim, lock, release; each save; a point with its run; each outbox item; removal
         "Firestore Commit": 3 + saves + points + outbox_items + math.ceil(outbox_items / 500),
-        "Firestore BatchGetDocuments": points,  # settling the point
+        "Firestore BatchGetDocuments": points + earlier_points,  # settle; the sweep's check
         "Firestore RunQuery": 1 + flushes,
     }
 
@@ -243,12 +250,13 @@ def floor(
 FLOOR_NOTE = (
     "per VM: each hook (pre, post) instances.get 1, setMetadata 1, getGuestAttributes 1 (the "
     "answer read once); createSnapshot 1 per disk; per member: instances.list 1; per run: "
-    "snapshots.list 1 for the orphan sweep + 3 per 500 snapshots (the fake shows each "
-    "CREATING, UPLOADING, READY on successive reads: 2 to fix the point in time, 1 for "
-    "durability); Pub/Sub: 1 Publish per 1,000 events; Firestore: 1 Commit each for the "
-    "trigger claim, the lock and its release (a create, a create, a conditional delete), per "
-    "run-record save, for the point with its run, per outbox item and per 500 published "
-    "items, 1 query per outbox flush + 1 for abandoned runs, 1 read to settle the point"
+    "snapshots.list 1 and images.list 1 for the orphan sweep + snapshots.list 3 per 500 "
+    "snapshots (the fake shows each CREATING, UPLOADING, READY on successive reads: 2 to fix "
+    "the point in time, 1 for durability); Pub/Sub: 1 Publish per 1,000 events; Firestore: "
+    "1 Commit each for the trigger claim, the lock and its release (a create, a create, a "
+    "conditional delete), per run-record save, for the point with its run, per outbox item "
+    "and per 500 published items, 1 query per outbox flush + 1 for abandoned runs, 1 read to "
+    "settle the point + 1 per earlier point the orphan sweep finds"
 )
 
 
