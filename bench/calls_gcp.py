@@ -163,21 +163,14 @@ def _firestore(counter: CallCounter | None) -> Any:
 
 
 def _publisher(host: str, counter: CallCounter) -> Any:
-    """A PublisherClient on the emulator, batching as quiesce_gcp.events does, calls counted."""
+    """A PublisherClient on the emulator, its calls counted (quiesce_gcp.events sends one
+    Publish request per batch of its own)."""
     import grpc
     from google.cloud.pubsub_v1 import PublisherClient
-    from google.cloud.pubsub_v1.types import BatchSettings
     from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-    from quiesce_gcp.events import MAX_BYTES, MAX_MESSAGES
-
     channel = counter.channel(grpc.insecure_channel(host))
-    return PublisherClient(
-        batch_settings=BatchSettings(
-            max_messages=MAX_MESSAGES, max_bytes=MAX_BYTES, max_latency=0.01
-        ),
-        transport=PublisherGrpcTransport(channel=channel),
-    )
+    return PublisherClient(transport=PublisherGrpcTransport(channel=channel))
 
 
 #: Compute Engine request paths, as the operation names the table shows.

@@ -104,3 +104,55 @@ def test_a_missing_topic_returns_every_id_as_failed(
     assert sorted(PubSubPublisher(missing, timeout=20).publish(events)) == sorted(
         e.id for e in events
     )
+
+
+def test_each_batch_is_one_publish_request_whatever_the_machines_speed(
+    topic: tuple[str, str],
+) -> None:
+    """2,300 events are three batches (1,000, 1,000, 300): three Publish requests, counted on
+    the client's channel, even when the library's per-message hand-over is slow (its batcher,
+    on a 10 ms timer, would send what it had gathered and split a batch)."""
+    import time
+
+    import grpc
+    from google.cloud.pubsub_v1 import PublisherClient
+    from google.cloud.pubsub_v1.types import BatchSettings
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    topic_path, _ = topic
+    sizes: list[int] = []
+
+    class Count(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            if details.method.endswith("/Publish"):
+                sizes.append(len(request.messages))
+            return continuation(details, request)
+
+    class SlowHandOver(PublisherClient):  # type: ignore[misc]
+        def publish(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.001)  # a busy machine: each message takes a while to hand over
+            return super().publish(*args, **kwargs)
+
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"]), Count()
+    )
+    client = SlowHandOver(
+        batch_settings=BatchSettings(max_messages=1000, max_bytes=10_000_000, max_latency=0.01),
+        transport=PublisherGrpcTransport(channel=channel),
+    )
+    events = [event(i) for i in range(2300)]
+
+    assert PubSubPublisher(topic_path, client=client).publish(events) == []
+
+    assert sizes == [1000, 1000, 300]
+
+
+def test_a_failed_request_fails_exactly_its_batch(topic: tuple[str, str]) -> None:
+    topic_path, _ = topic
+    publisher = PubSubPublisher(topic_path + "-missing", timeout=20)
+    events = [event(i) for i in range(1200)]
+
+    failed = publisher.publish(events)
+
+    assert sorted(failed) == sorted(e.id for e in events)  # both batches, every id once
+    assert len(failed) == len(set(failed))
