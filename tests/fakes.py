@@ -143,6 +143,8 @@ class FakeSnapshotter(Snapshotter):
         #: copies to other regions: regions whose copies stay pending, regions that refuse
         self.pending_regions: set[str] = set()
         self.copy_refused: set[str] = set()
+        #: how many more replicas may start (None: any); the next one is refused
+        self.copy_budget: int | None = None
         #: cloud restores: members it cannot plan, members whose call fails, what it created
         self.no_cloud_restore: set[str] = set()
         self.cloud_restore_failing: set[str] = set()
@@ -207,6 +209,10 @@ class FakeSnapshotter(Snapshotter):
     ) -> SnapshotRef:
         if region in self.copy_refused:
             raise ProviderError(f"copies to {region} are not allowed", code="AccessDenied")
+        if self.copy_budget is not None:
+            if self.copy_budget <= 0:
+                raise ProviderError("the copy limit is reached", code="ResourceLimitExceeded")
+            self.copy_budget -= 1
         replica = snapshot.model_copy(
             update={
                 "id": f"{snapshot.id}@{region}",

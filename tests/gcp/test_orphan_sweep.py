@@ -31,7 +31,7 @@ from quiesce_gcp.retry import Backoff
 from quiesce_gcp.signing import AgentKeys
 from quiesce_gcp.snapshots import GceSnapshotter
 
-from .conftest import MASTER_KEY, PROJECT, ZONE
+from .conftest import MASTER_KEY, PROJECT, ZONE, Fleet
 from .fake_compute import FakeCompute
 from .fake_filestore import FakeFilestore
 
@@ -268,3 +268,26 @@ def test_a_filestore_snapshot_left_by_a_finished_run_is_deleted_and_no_other(
     assert deleted == [n.rsplit("/", 1)[1] for n in orphans]
     assert share_snapshots(filestore) == kept | running | {theirs}
     assert state.get_run(alive.run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
+
+
+def test_a_listed_point_s_copies_are_found_under_their_recorded_ids_and_kept(
+    fleet: Fleet, compute: FakeCompute, clients: GcpClients
+) -> None:
+    from .test_drill_end_to_end import backed_up as copied_group
+
+    policy, wired, point_id = copied_group(fleet, compute, clients)
+    point = wired.state.get_point(point_id)
+    assert point is not None
+    (copy,) = point.copies
+    replicas = {s.id for m in copy.members for s in m.snapshots}
+    assert len(replicas) == 4
+    found = wired.providers["gcp"].snapshots.find("shop", "orders")
+    assert replicas <= {r.id for r in found if r.tags.get(COPY_OF_TAG)}
+    with compute.lock:
+        images = set(compute.images)
+
+    deleted, problems = sweep_orphans(policy, wired)
+
+    assert (deleted, problems) == ([], [])
+    with compute.lock:
+        assert set(compute.images) == images

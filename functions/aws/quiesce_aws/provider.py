@@ -60,6 +60,16 @@ def _region(session: boto3.session.Session, env: Mapping[str, str]) -> str | Non
     )
 
 
+def find_regions(policy: Policy | None) -> dict[str, list[str]]:
+    """Where `EbsSnapshotter.find` looks for a group's snapshots: its members' regions and
+    the regions of its `copies:` (so the orphan sweep finds replicas there too)."""
+    out: dict[str, list[str]] = {}
+    for group, found in members_by_group(policy, AwsMember).items():
+        copies = policy.groups[group].copies if policy is not None else []
+        out[group] = sorted({m.region for m in found} | {c.region for c in copies})
+    return out
+
+
 def aws_provider(
     policy: Policy | None,
     clients: ClientFactory,
@@ -78,10 +88,7 @@ def aws_provider(
         ),
         snapshots=EbsSnapshotter(
             clients,
-            regions={
-                group: sorted({m.region for m in found})
-                for group, found in members_by_group(policy, AwsMember).items()
-            },
+            regions=find_regions(policy),
             default_region=default_region,
         ),
         restorer=Ec2Restorer(

@@ -18,7 +18,14 @@ from datetime import datetime
 from quiesce.policy.model import Group
 from quiesce.policy.recovery import Copy
 from quiesce.ports import Backends
-from quiesce.record import PointCopy, PointMember, RecoveryPoint, SnapshotState, utcnow
+from quiesce.record import (
+    PointCopy,
+    PointMember,
+    RecoveryPoint,
+    SnapshotRef,
+    SnapshotState,
+    utcnow,
+)
 from quiesce.tags import COPY_OF_TAG, REGION_TAG
 
 
@@ -30,11 +37,18 @@ def start_copy(
     members: list[PointMember] = []
     try:
         for member in point.members:
-            replicas = []
-            for ref in member.snapshots:
-                snapshots = backends.providers[ref.provider].snapshots
-                tags = {**ref.tags, COPY_OF_TAG: ref.id, REGION_TAG: copy.region}
-                replicas.append(snapshots.copy_to_region(ref, copy.region, copy.key, tags))
+            replicas: list[SnapshotRef] = []
+            try:
+                for ref in member.snapshots:
+                    snapshots = backends.providers[ref.provider].snapshots
+                    tags = {**ref.tags, COPY_OF_TAG: ref.id, REGION_TAG: copy.region}
+                    replicas.append(snapshots.copy_to_region(ref, copy.region, copy.key, tags))
+            except Exception:
+                # The member's replicas that started are recorded too: retention and keep_last
+                # delete what the point records.
+                if replicas:
+                    members.append(member.model_copy(update={"snapshots": replicas}))
+                raise
             members.append(member.model_copy(update={"snapshots": replicas}))
     except Exception as exc:
         done = [s for m in members for s in m.snapshots]

@@ -5,6 +5,12 @@ first manifest was complete, snapshots of a point retention unlisted but could n
 A snapshot is an orphan only when the catalog says so: its run's record exists, belongs to the
 policy and group, is finished, and its recovery point is not listed. A snapshot of a running
 run, or of a run the catalog does not know, is never touched.
+
+A copy in another region (a replica, tagged `quiesce:copy-of`) is also an orphan when its point
+is listed but does not record it, once its run is over: only a point's own run starts its
+copies, and it records every replica it started, so a replica its finished run did not record
+was started by a run that died before it could (or whose save failed). Providers whose copies
+live elsewhere than their snapshots list those places in `find` too (on AWS, the copy regions).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from typing import Protocol, runtime_checkable
 from quiesce.engine.phases import recovery_point_id
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, StateStore
-from quiesce.record import RunStatus, SnapshotRef
-from quiesce.tags import POINT_TAG, RUN_TAG
+from quiesce.record import RecoveryPoint, RunStatus, SnapshotRef
+from quiesce.tags import COPY_OF_TAG, POINT_TAG, RUN_TAG
 
 
 @runtime_checkable
@@ -31,14 +37,12 @@ def run_of_point(point_id: str) -> str | None:
 
 
 def is_orphan(ref: SnapshotRef, policy: str, groups: set[str], state: StateStore) -> bool:
-    point = ref.tags.get(POINT_TAG)
-    if not point:
-        return False
-    run_id = ref.tags.get(RUN_TAG) or run_of_point(point)
-    if not run_id or run_id != run_of_point(point):
-        return False
-    if state.get_point(point) is not None:
-        return False
+    """Whether one snapshot (or replica) is an orphan (see the module docstring)."""
+    return bool(_orphans([ref], policy, groups, state))
+
+
+def _run_over(run_id: str, policy: str, groups: set[str], state: StateStore) -> bool:
+    """The run's record exists, is the policy's and one of the groups', and is finished."""
     record = state.get_run(run_id)
     return (
         record is not None
@@ -48,17 +52,33 @@ def is_orphan(ref: SnapshotRef, policy: str, groups: set[str], state: StateStore
     )
 
 
+def _replica_ids(point: RecoveryPoint) -> set[str]:
+    return {s.id for c in point.copies for m in c.members for s in m.snapshots}
+
+
 def _orphans(
     candidates: list[SnapshotRef], policy: str, groups: set[str], state: StateStore
 ) -> list[SnapshotRef]:
-    """The orphans among `candidates`, asking the catalog once per recovery point."""
-    verdicts: dict[str, bool] = {}
+    """The orphans among `candidates`, asking the catalog once per recovery point (and once
+    per run, only when a point is missing or does not record a replica)."""
+    points: dict[str, RecoveryPoint | None] = {}
+    over: dict[str, bool] = {}
     out = []
     for ref in candidates:
-        key = ref.tags.get(POINT_TAG, "")
-        if key not in verdicts:
-            verdicts[key] = is_orphan(ref, policy, groups, state)
-        if verdicts[key]:
+        point_id = ref.tags.get(POINT_TAG)
+        if not point_id:
+            continue
+        run_id = ref.tags.get(RUN_TAG) or run_of_point(point_id)
+        if not run_id or run_id != run_of_point(point_id):
+            continue
+        if point_id not in points:
+            points[point_id] = state.get_point(point_id)
+        point = points[point_id]
+        if point is not None and (COPY_OF_TAG not in ref.tags or ref.id in _replica_ids(point)):
+            continue  # the point holds it
+        if run_id not in over:
+            over[run_id] = _run_over(run_id, policy, groups, state)
+        if over[run_id]:
             out.append(ref)
     return out
 
