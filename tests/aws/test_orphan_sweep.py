@@ -4,6 +4,8 @@ or that their finished run never recorded are deleted in their region."""
 
 from __future__ import annotations
 
+import pytest
+
 from quiesce.engine import run_group
 from quiesce.engine.orphans import sweep_orphans
 from quiesce.record import RunStatus
@@ -17,14 +19,14 @@ from .restore_fakes import DR_REGION, leftovers
 from .test_drill_end_to_end import World
 
 
-def world_of(clients: SessionClients, fleet: Fleet, wire: Wire) -> World:
+@pytest.fixture
+def world(clients: SessionClients, fleet: Fleet, wire: Wire) -> World:
     return World(clients, fleet, wire)
 
 
 def test_find_looks_in_the_members_regions_and_the_copy_regions(
-    clients: SessionClients, fleet: Fleet, wire: Wire
+    world: World,
 ) -> None:
-    world = world_of(clients, fleet, wire)
     assert find_regions(world.policy) == {"orders": sorted({REGION, DR_REGION})}
     point_id = world.back_up()
 
@@ -36,9 +38,8 @@ def test_find_looks_in_the_members_regions_and_the_copy_regions(
 
 
 def test_recorded_replicas_are_kept_and_a_later_run_sweeps_nothing(
-    clients: SessionClients, fleet: Fleet, wire: Wire
+    world: World,
 ) -> None:
-    world = world_of(clients, fleet, wire)
     point_id = world.back_up()
     replicas = world.replicas(point_id)
 
@@ -50,9 +51,8 @@ def test_recorded_replicas_are_kept_and_a_later_run_sweeps_nothing(
 
 
 def test_replicas_of_a_point_the_catalog_no_longer_lists_are_deleted_in_their_region(
-    clients: SessionClients, fleet: Fleet, wire: Wire
+    world: World,
 ) -> None:
-    world = world_of(clients, fleet, wire)
     point_id = world.back_up()
     replicas = world.replicas(point_id)
     world.backends.state.delete_point(point_id)  # unlisted; its deletes never happened
@@ -65,9 +65,8 @@ def test_replicas_of_a_point_the_catalog_no_longer_lists_are_deleted_in_their_re
 
 
 def test_a_replica_its_finished_run_never_recorded_is_deleted_by_the_next_run(
-    clients: SessionClients, fleet: Fleet, wire: Wire
+    world: World,
 ) -> None:
-    world = world_of(clients, fleet, wire)
     point_id = world.back_up()
     recorded = world.replicas(point_id)
     point = world.backends.state.get_point(point_id)

@@ -25,14 +25,20 @@ def group(arm: FakeArm) -> tuple[Policy, Backends]:
     return pol, backends(arm, pol)
 
 
+def copied(arm: FakeArm, pol: Policy, be: Backends) -> tuple[str, set[str]]:
+    """A point backed up and copied to the other region: its id and its replicas' ids."""
+    point = backed_up(arm, pol, be)
+    copies_finish(arm)
+    (copy,) = point.copies
+    assert copy.region == DR
+    return point.id, {s.id for m in copy.members for s in m.snapshots}
+
+
 def test_recorded_replicas_are_found_under_their_recorded_ids_and_kept(
     arm: FakeArm, group: tuple[Policy, Backends]
 ) -> None:
     pol, be = group
-    point = backed_up(arm, pol, be)
-    copies_finish(arm)
-    (copy,) = point.copies
-    replicas = {s.id for m in copy.members for s in m.snapshots}
+    _, replicas = copied(arm, pol, be)
     found = be.providers["azure"].snapshots.find("shop", "orders")
     assert replicas <= {r.id for r in found if r.tags.get(COPY_OF_TAG)}
     before = arm.resources()
@@ -49,12 +55,8 @@ def test_replicas_of_a_point_no_longer_listed_are_deleted(
     arm: FakeArm, group: tuple[Policy, Backends]
 ) -> None:
     pol, be = group
-    point = backed_up(arm, pol, be)
-    copies_finish(arm)
-    (copy,) = point.copies
-    assert copy.region == DR
-    replicas = {s.id for m in copy.members for s in m.snapshots}
-    be.state.delete_point(point.id)  # unlisted; its deletes never happened
+    point_id, replicas = copied(arm, pol, be)
+    be.state.delete_point(point_id)  # unlisted; its deletes never happened
 
     deleted, problems = sweep_orphans(pol, be)
 
