@@ -150,16 +150,38 @@ data "aws_iam_policy_document" "drill" {
     }
   }
 
-  # The copies get the original's instance profile (their SSM agent registers with it).
-  statement {
-    sid       = "PassInstanceProfileRolesToEc2"
-    actions   = ["iam:PassRole"]
-    resources = ["arn:${local.partition}:iam::${local.account_id}:role/*"]
+  # The copies get the original's instance profile (their SSM agent registers with it), or
+  # restore_instance_profile's: the roles named in restore_instance_roles only, to EC2 only.
+  dynamic "statement" {
+    for_each = length(var.restore_instance_roles) > 0 ? [1] : []
 
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PassedToService"
-      values   = ["ec2.amazonaws.com"]
+    content {
+      sid       = "PassTheCopiesRolesToEc2"
+      actions   = ["iam:PassRole"]
+      resources = [for role in var.restore_instance_roles : "arn:${local.partition}:iam::${local.account_id}:role/${role}"]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["ec2.amazonaws.com"]
+      }
+    }
+  }
+
+  # Without restore_instance_roles: any role of the account, to EC2 only.
+  dynamic "statement" {
+    for_each = length(var.restore_instance_roles) > 0 ? [] : [1]
+
+    content {
+      sid       = "PassInstanceProfileRolesToEc2"
+      actions   = ["iam:PassRole"]
+      resources = ["arn:${local.partition}:iam::${local.account_id}:role/*"]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["ec2.amazonaws.com"]
+      }
     }
   }
 

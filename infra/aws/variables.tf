@@ -331,6 +331,17 @@ variable "restore_instance_profile" {
   default     = null
 }
 
+variable "restore_instance_roles" {
+  description = "The IAM role names the restored copies' instance profiles carry: those of the originals' instance profiles (each copy gets its original's) or of restore_instance_profile. The drill role may pass only these, and only to EC2. Empty: any role of the account, to EC2 only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for role in var.restore_instance_roles : can(regex("^[\\w+=,.@/-]{1,512}$", role)) && !strcontains(role, "*")])
+    error_message = "restore_instance_roles holds role names (with their path, if any), without wildcards."
+  }
+}
+
 variable "drill_timeout" {
   description = "Seconds the drill function may run: launching the copies, waiting for their SSM agents, verifying and deleting them must fit (at least 600; Lambda allows 900)."
   type        = number

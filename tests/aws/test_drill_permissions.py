@@ -214,3 +214,33 @@ def test_drill_triggers_become_drill_schedules_and_backups_stay_schedules() -> N
     assert data["drill_regions"] == ["eu-central-1", "eu-west-1"]
     assert data["restore_subnets"] == ["subnet-0dr", "subnet-0home"]
     assert data["restore_security_groups"] == ["sg-0dr", "sg-0dr2", "sg-0home"]
+
+
+def test_the_drill_role_passes_only_the_named_roles_to_ec2_when_they_are_named() -> None:
+    """With restore_instance_roles, PassRole is limited to those roles; only without them does
+    the account-wide grant (still to EC2 only) stand, and never both."""
+    config = load_configuration()
+    document = config["data"]["aws_iam_policy_document"]["drill"]
+    passing = {
+        body["sid"]: d["statement"]["for_each"]
+        for d in document.get("dynamic", [])
+        if "statement" in d
+        for body in d["statement"]["content"]
+        if "iam:PassRole" in body["actions"]
+    }
+    assert passing == {
+        "PassTheCopiesRolesToEc2": "${length(var.restore_instance_roles) > 0 ? [1] : []}",
+        "PassInstanceProfileRolesToEc2": "${length(var.restore_instance_roles) > 0 ? [] : [1]}",
+    }
+    by_sid = {s.sid: s for s in policy("drill")}
+    named = FOR_EXPRESSION.match(by_sid["PassTheCopiesRolesToEc2"].resources[0])
+    assert named is not None
+    assert named.group(1) == "restore_instance_roles"
+    assert named.group(2) == "arn:*:iam::*:role/*"  # one ARN per named role (${role}: *)
+    for sid in passing:
+        assert by_sid[sid].conditions == {
+            ("StringEquals", "iam:PassedToService"): ("ec2.amazonaws.com",)
+        }
+    assert not [
+        s.sid for s in policy("drill") if "iam:PassRole" in s.actions and s.sid not in passing
+    ]

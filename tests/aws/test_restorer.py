@@ -283,6 +283,25 @@ def test_the_originals_instance_profile_goes_to_the_copy_or_the_configured_one(
     assert launched[1]["IamInstanceProfile"] == {"Arn": drill_profile}
 
 
+def test_a_launch_refused_for_the_instance_profile_s_role_names_the_profile_and_the_setting(
+    clients: SessionClients, dr: Dr, wire: Wire, sleeps: Sleeps
+) -> None:
+    profile = "arn:aws:iam::123456789012:instance-profile/orders-ssm"
+    wire.fail(dr.ec2, "RunInstances", "UnauthorizedOperation", status=403)
+    restorer = Ec2Restorer(
+        clients, instance_profile=profile, backoff=quick_backoff(sleeps), sleep=sleeps
+    )
+
+    with pytest.raises(ProviderError) as caught:
+        restorer.launch(dr.request())
+
+    assert caught.value.code == "UnauthorizedOperation"  # EC2's own code, carried through
+    message = str(caught.value)
+    assert profile in message
+    assert "restore_instance_roles" in message
+    assert "is left for the cleanup" in message
+
+
 # ------------------------------------------------------------------------------ wait_ready
 
 

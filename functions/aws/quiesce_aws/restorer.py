@@ -441,9 +441,14 @@ class Ec2Restorer(Restorer):
         if request.site.zone:
             params["Placement"] = {"AvailabilityZone": request.site.zone}
         profile = self.instance_profile or shape.instance_profile
+        passing = ""
         if profile:
             params["IamInstanceProfile"] = (
                 {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
+            )
+            passing = (
+                f"; the copy gets instance profile {profile}, whose role the caller must be "
+                "allowed to pass to EC2 (iam:PassRole; infra/aws: restore_instance_roles)"
             )
         answer = self.backoff.call_or_raise(
             lambda: ec2.run_instances(**params),
@@ -454,7 +459,7 @@ class Ec2Restorer(Restorer):
                 f"({shape.instance_type}, subnet {request.site.network}) in {region} failed"
             ),
             code="LaunchFailed",
-            hint=f" (image {image_id} is left for the cleanup of {request.label})",
+            hint=f" (image {image_id} is left for the cleanup of {request.label}{passing})",
         )
         (instance,) = answer.get("Instances", [])
         instance_id = str(instance.get("InstanceId"))

@@ -270,3 +270,21 @@ run "drills_have_their_own_function_role_and_schedules" {
     error_message = "a drill is not retried by Lambda"
   }
 }
+
+run "the_roles_restored_copies_may_be_given_are_role_names" {
+  command = plan
+
+  variables {
+    restore_instance_roles = ["quiesce-app-instance", "service-role/ssm-managed-instance"]
+  }
+}
+
+run "a_wildcard_among_the_roles_restored_copies_may_be_given_is_refused" {
+  command = plan
+
+  variables {
+    restore_instance_roles = ["quiesce-*"]
+  }
+
+  expect_failures = [var.restore_instance_roles]
+}
