@@ -18,7 +18,8 @@ def flush_outbox(state: StateStore, bus: EventPublisher, batch: int = 500) -> tu
 
     A read that returns fewer than `batch` events has seen the whole outbox: once those are
     published the flush ends, without a read that would only find it empty. (Events another
-    process queues meanwhile are its own flush's, or the next run's.)
+    process queues meanwhile are its own flush's, or the next run's; so is whatever a read
+    left out because an event it counted once sat in two stored batches after a crash.)
     """
     published = 0
     seen: set[str] = set()
