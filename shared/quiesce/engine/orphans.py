@@ -36,11 +36,6 @@ def run_of_point(point_id: str) -> str | None:
     return point_id[len(prefix) :] if point_id.startswith(prefix) else None
 
 
-def is_orphan(ref: SnapshotRef, policy: str, groups: set[str], state: StateStore) -> bool:
-    """Whether one snapshot (or replica) is an orphan (see the module docstring)."""
-    return bool(_orphans([ref], policy, groups, state))
-
-
 def _run_over(run_id: str, policy: str, groups: set[str], state: StateStore) -> bool:
     """The run's record exists, is the policy's and one of the groups', and is finished."""
     record = state.get_run(run_id)
