@@ -194,6 +194,26 @@ def test_recover_with_nothing_abandoned_says_so(ws: Workspace) -> None:
     assert "no abandoned runs" in out
 
 
+def test_recover_deletes_the_snapshots_of_a_point_the_catalog_lost_and_says_so(
+    ws: Workspace,
+) -> None:
+    from quiesce.policy import load_policy
+    from quiesce.wiring import backends_for
+
+    assert quiesce("run", str(ws.policy), "-g", "orders")[0] == 0
+    backends = backends_for(load_policy(ws.policy))
+    (point,) = backends.state.list_points("ws", "orders")
+    held = sorted(s.id for m in point.members for s in m.snapshots)
+    backends.state.delete_point(point.id)  # unlisted; its snapshots were never deleted
+
+    code, out = quiesce("recover", str(ws.policy))
+
+    assert code == 0
+    assert f"deleted {len(held)} orphaned snapshot(s): " in out
+    assert all(snapshot in out for snapshot in held)
+    assert quiesce("recover", str(ws.policy)) == (0, "no abandoned runs\n")  # nothing left
+
+
 @pytest.mark.parametrize(
     "command",
     ["validate", "plan", "run", "events", "points", "restore", "recover", "demo", "schema"],

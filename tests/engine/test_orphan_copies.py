@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from quiesce.engine import run_group
 from quiesce.engine.orphans import sweep_orphans
+from quiesce.errors import ProviderError
 from quiesce.policy import Policy
 from quiesce.record import RunRecord, RunStatus, SnapshotRef, SnapshotState
 from quiesce.tags import COPY_OF_TAG, REGION_TAG
@@ -126,3 +127,36 @@ def test_a_copy_that_fails_midway_records_the_replicas_that_started() -> None:
     assert recorded[0] in stored(world)
     # Recorded, so the sweep leaves it to the point, whose deletion takes it.
     assert sweep_orphans(policy(), world.backends)[0] == []
+
+
+def test_what_the_sweep_cannot_look_at_is_a_warning_of_the_run_not_a_failure() -> None:
+    world = make_world()
+
+    def cannot(policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
+        raise ProviderError("DescribeSnapshots in dr-region failed: AccessDenied")
+
+    world.snapshots.find = cannot  # type: ignore[method-assign]
+    record = run_group(policy(), "orders", world.backends)
+
+    assert record.status is RunStatus.SUCCEEDED, record.errors
+    assert [w for w in record.warnings if w.startswith("orphan sweep:")] == [
+        "orphan sweep: could not look for orphaned local snapshots: "
+        "DescribeSnapshots in dr-region failed: AccessDenied"
+    ]
+
+
+def test_an_orphan_that_cannot_be_deleted_is_named_in_the_next_runs_warnings() -> None:
+    world = make_world()
+    first = backed_up(world)
+    stray = stray_replica(world, first)
+
+    def refuse(snapshot: SnapshotRef) -> None:
+        raise ProviderError(f"{snapshot.id} is in use")
+
+    world.snapshots.delete = refuse  # type: ignore[method-assign]
+    record = run_group(policy(), "orders", world.backends)
+
+    assert record.status is RunStatus.SUCCEEDED, record.errors
+    assert f"orphan sweep: could not delete orphaned snapshot {stray.id}: {stray.id} is in use" in (
+        record.warnings
+    )

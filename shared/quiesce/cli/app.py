@@ -31,6 +31,7 @@ from quiesce.cli.render import (
 from quiesce.cloud_restore import restore_in_cloud
 from quiesce.drill import run_drill
 from quiesce.engine import RunInterrupted, recover_abandoned, run_group, run_result
+from quiesce.engine.orphans import Swept
 from quiesce.engine.outcome import EXIT_CODES
 from quiesce.errors import (
     DuplicateTriggerError,
@@ -544,9 +545,16 @@ def recover(policy: PolicyArg, as_json: JsonOpt = False) -> None:
     """Close runs whose orchestrator died: thaw every member still owed a thaw (the machine's
     watchdog may already have), delete their snapshots, record and publish what happened, and
     retry events left in the outbox."""
+    swept = Swept()
     with guarded():
         loaded = _load(policy)
-        recovered = recover_abandoned(loaded, backends_for(loaded)) if has_state(loaded) else []
+        recovered = (
+            recover_abandoned(loaded, backends_for(loaded), swept=swept)
+            if has_state(loaded)
+            else []
+        )
+    for problem in swept.problems:  # on stderr: the JSON on stdout stays a list of runs
+        err.print(Text(f"warning: orphan sweep: {problem}", "yellow"), soft_wrap=True)
     results = [run_result(r) for r in recovered]
     if as_json:
         _print_json([r.model_dump(mode="json") for r in results])
@@ -555,6 +563,8 @@ def recover(policy: PolicyArg, as_json: JsonOpt = False) -> None:
         out.print("no abandoned runs")
     for result in results:
         run_summary(out, result)
+    if swept.deleted:
+        out.print(f"deleted {len(swept.deleted)} orphaned snapshot(s): {', '.join(swept.deleted)}")
 
 
 hooks_app = typer.Typer(

@@ -15,6 +15,7 @@ live elsewhere than their snapshots list those places in `find` too (on AWS, the
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from quiesce.engine.phases import recovery_point_id
@@ -76,6 +77,15 @@ def _orphans(
         if over[run_id]:
             out.append(ref)
     return out
+
+
+@dataclass
+class Swept:
+    """What a sweep did: the orphans it deleted, and what it could not look at or delete (each
+    a sentence naming the provider or the snapshot)."""
+
+    deleted: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def sweep_orphans(

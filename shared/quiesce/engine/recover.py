@@ -10,7 +10,7 @@ from datetime import datetime
 
 from quiesce.engine.context import RunContext
 from quiesce.engine.finish import finish, flush_outbox
-from quiesce.engine.orphans import sweep_orphans
+from quiesce.engine.orphans import Swept, sweep_orphans
 from quiesce.engine.phases import thaw
 from quiesce.policy.model import Group, Policy
 from quiesce.ports import Backends
@@ -116,14 +116,19 @@ def recover_abandoned(
     *,
     group: str | None = None,
     now: Callable[[], datetime] = utcnow,
+    swept: Swept | None = None,
 ) -> list[RunRecord]:
     """Recovers every abandoned run of the policy (or one group) that this caller wins the
-    claim to close, deletes orphaned snapshots, and retries the outbox."""
+    claim to close, deletes orphaned snapshots, and retries the outbox. What the orphan sweep
+    deleted, and what it could not look at or delete, goes into `swept` when given."""
     recovered = []
     for found in find_abandoned(policy, backends, group=group, now=now):
         claimed = claim(found, backends, now=now())
         if claimed is not None:
             recovered.append(recover_run(policy, claimed, backends, now=now))
-    sweep_orphans(policy, backends, group)
+    deleted, problems = sweep_orphans(policy, backends, group)
+    if swept is not None:
+        swept.deleted += deleted
+        swept.problems += problems
     flush_outbox(backends.state, backends.bus)
     return recovered

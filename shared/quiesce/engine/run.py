@@ -15,6 +15,7 @@ from quiesce.engine.claims import Cooldown, claim
 from quiesce.engine.context import RunContext
 from quiesce.engine.finish import finish
 from quiesce.engine.gil import dispatch_priority
+from quiesce.engine.orphans import Swept
 from quiesce.engine.outcome import inconsistent_copies, judge
 from quiesce.engine.phases import (
     acquire_lock,
@@ -157,8 +158,10 @@ def _start(ctx: RunContext) -> None:
     anything: it is recorded as a failed run (so a redelivery of the event takes its trigger
     over) and raised (so the platform delivers it again)."""
     record = ctx.record
+    swept = Swept()
     try:
-        recover_abandoned(ctx.policy, ctx.backends, group=record.group, now=ctx.now)
+        recover_abandoned(ctx.policy, ctx.backends, group=record.group, now=ctx.now, swept=swept)
+        record.warnings += [f"orphan sweep: {problem}" for problem in swept.problems]
         acquire_lock(ctx)
     except GroupBusyError as exc:
         record.errors.append(str(exc))
