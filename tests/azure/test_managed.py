@@ -13,7 +13,7 @@ import pytest
 
 from quiesce.cloud_restore import restore_in_cloud
 from quiesce.engine import run_group
-from quiesce.errors import ProviderError
+from quiesce.errors import ProviderError, QuiesceError
 from quiesce.plan import plan_policy
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, CloudRestore, Provider, SnapshotCall
@@ -204,6 +204,47 @@ def test_the_whole_group_is_restored_to_the_point_in_its_cloud(
     step = next(s for s in done.steps if s.member == "orders-db")
     assert step.created
     assert step.created[0].endswith(restore.path.rsplit("/", 1)[-1])
+
+
+def test_a_point_whose_t_left_the_database_s_retention_window_is_refused_before_any_restore(
+    group: FakeData, files: FakeFiles
+) -> None:
+    pol = policy(lag=900)
+    be = backends(group, pol, files.ca)
+    record = run_group(pol, "orders", be)
+    assert record.status is RunStatus.SUCCEEDED, record.errors
+    moment = record.restore_time
+    assert moment is not None
+    with group.lock:  # days later: the server's backups now start after T
+        (server,) = [v for v in group.servers.values() if v["id"] == PG_ID]
+        later = (moment + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        server["properties"]["backup"]["earliestRestoreDate"] = later
+
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(pol, be, record.recovery_point or "", execute=True)
+
+    message = str(caught.value)
+    assert "cannot be restored" in message
+    assert f"its retention window now starts at {later[:19]}" in message
+    assert "after T" in message
+    assert group.restores == []  # nothing was created: not the disks, not the share
+    assert group.disks == {}
+
+
+def test_a_point_whose_database_was_deleted_is_refused_before_any_restore(
+    group: FakeData, files: FakeFiles
+) -> None:
+    pol = policy(lag=900)
+    be = backends(group, pol, files.ca)
+    record = run_group(pol, "orders", be)
+    assert record.status is RunStatus.SUCCEEDED, record.errors
+    with group.lock:
+        for key in [k for k, v in group.servers.items() if v["id"] == PG_ID]:
+            del group.servers[key]
+
+    with pytest.raises(QuiesceError, match=r"is gone: it cannot be restored to T"):
+        restore_in_cloud(pol, be, record.recovery_point or "", execute=True)
+    assert group.disks == {}
 
 
 def test_a_read_replica_is_refused_at_plan_and_at_run_time(data: FakeData) -> None:

@@ -343,27 +343,48 @@ class DatabaseSnapshotter(Snapshotter):
             )
         while (left := (ready - self.now()).total_seconds()) > 0:
             self.sleep(left)
+        reason = self._not_restorable(ref, moment)
+        if reason is not None:
+            return _failed(ref, reason)
+        return ref.model_copy(update={"state": SnapshotState.COMPLETED, "durable_at": self.now()})
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless the service can still restore a `pitr` reference to its T: before a
+        restore creates anything (quiesce.restore.check_complete), so a point whose database
+        was deleted, or whose T has left the retention window, is refused with the reason."""
+        if snapshot.point != "pitr":
+            return
+        moment = snapshot.restore_time
+        reason = (
+            "no restore time was recorded for this point-in-time member"
+            if moment is None
+            else self._not_restorable(snapshot, moment)
+        )
+        if reason is not None:
+            raise ProviderError(f"{snapshot.id}: {reason}", code="NotRestorable")
+
+    def _not_restorable(self, ref: SnapshotRef, moment: datetime) -> str | None:
+        """Why the service cannot restore the reference's resource to `moment` now, or None."""
         resource_id = ref.tags.get(RESOURCE_TAG) or ref.location
         try:
             resource = self._read(resource_id)
         except ResourceNotFoundError:
-            return _failed(ref, f"{resource_id} is gone: it cannot be restored to T")
+            return f"{resource_id} is gone: it cannot be restored to T"
         except AzureError as exc:
-            return _failed(ref, f"could not read {resource_id}: {error_message(exc)}")
+            return f"could not read {resource_id}: {error_message(exc)}"
         reason = self.unrestorable(resource)
         if reason is not None:
-            return _failed(ref, f"it can no longer be restored to T: {reason}")
+            return f"it can no longer be restored to T: {reason}"
         props = resource.get("properties") or {}
         earliest = parse_time(
             props.get("earliestRestoreDate") or dig(props, "backup", "earliestRestoreDate")
         )
         if earliest is not None and earliest > moment:
-            return _failed(
-                ref,
+            return (
                 f"its retention window now starts at {earliest.isoformat()}, after T "
-                f"{moment.isoformat()}",
+                f"{moment.isoformat()}"
             )
-        return ref.model_copy(update={"state": SnapshotState.COMPLETED, "durable_at": self.now()})
+        return None
 
     def delete(self, snapshot: SnapshotRef) -> None:
         """A point-in-time reference names no backup of Quiesce's: nothing to delete (the
