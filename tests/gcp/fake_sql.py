@@ -9,8 +9,8 @@ What it models, from the API reference:
 - getLatestRecoveryTime: the latest recovery time trails the present by `lag_seconds`
   (minutes by default: the logs are archived in batches) on a fake clock the tests advance
   (`advance`), so no test sleeps for minutes; the earliest recovery time is the start of the
-  log retention window. An instance without point-in-time recovery answers
-  FAILED_PRECONDITION.
+  log retention window (`retention_days` before the latest, for an instance that sets it; else
+  `created_at`). An instance without point-in-time recovery answers FAILED_PRECONDITION.
 - clone with cloneContext.pointInTime: refused (INVALID_ARGUMENT) when the time is after the
   latest recovery time or before the earliest, or the destination exists; otherwise the clone
   instance is created (PENDING_CREATE) and the request kept in `clones` with the timestamp as
@@ -43,7 +43,8 @@ class Instance:
     pitr: bool = True
     region: str = "europe-west1"
     state: str = "RUNNABLE"
-    retention_days: int = 7
+    #: How many days of logs the instance keeps; None: all of them since `created_at`.
+    retention_days: int | None = None
 
     def message(self) -> types.DatabaseInstance:
         config = types.BackupConfiguration(
@@ -73,7 +74,8 @@ class FakeCloudSql:
     offset: float = 0.0
     throttles: list[list[Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: When the instances came to be: long before any time the tests choose.
+    created_at: datetime = datetime(2020, 1, 1, tzinfo=UTC)
 
     def __post_init__(self) -> None:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -147,13 +149,18 @@ class FakeCloudSql:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "Point in time recovery is not enabled for this instance.",
             )
-        latest = self.latest()
-        earliest = min(self.created_at, latest - timedelta(days=instance.retention_days))
         return types.SqlInstancesGetLatestRecoveryTimeResponse(
             kind="sql#getLatestRecoveryTime",
-            latest_recovery_time=latest,
-            earliest_recovery_time=earliest,
+            latest_recovery_time=self.latest(),
+            earliest_recovery_time=self.earliest(instance),
         )
+
+    def earliest(self, instance: Instance) -> datetime:
+        """The start of the log retention window: `retention_days` before the latest recovery
+        time (when the instance keeps that few), and never before the instance existed."""
+        if instance.retention_days is None:
+            return self.created_at
+        return max(self.created_at, self.latest() - timedelta(days=instance.retention_days))
 
     def clone(self, request: Any, context: grpc.ServicerContext) -> types.Operation:
         source = self._instance(request, context)
@@ -176,6 +183,12 @@ class FakeCloudSql:
                 context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"The requested point in time {moment.isoformat()} is after the latest "
+                    "recovery time.",
+                )
+            if moment < self.earliest(source):
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"The requested point in time {moment.isoformat()} is before the earliest "
                     "recovery time.",
                 )
         with self.lock:

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from quiesce.cloud_restore import restore_in_cloud
 from quiesce.engine import run_group
+from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, CloudRestore, Provider, RestoreStep
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
@@ -288,6 +290,34 @@ def test_two_vms_a_database_and_a_share_make_one_point_with_one_t_and_restore_to
     assert disks == {(ZONE, s.id) for s in vm_snapshots}
     assert all(d["labels"]["quiesce-point"] == point.id.lower() for d in compute.inserted)
     assert all(step.created for step in steps)
+
+
+def test_a_point_whose_t_left_the_log_retention_is_refused_before_any_restore(
+    fleet: Fleet,
+    compute: RestoringCompute,
+    clients: GcpClients,
+    sql: FakeCloudSql,
+    filestore: FakeFilestore,
+) -> None:
+    policy = group_policy(fleet, allow_revert=True)
+    start(fleet, policy)
+    wired = backends(policy, clients, sql, filestore, Clock(sql))
+    record = run_group(policy, "orders", wired)
+    assert record.status is RunStatus.SUCCEEDED, (record.errors, record.warnings)
+    assert restore_in_cloud(policy, wired, record.recovery_point or "").steps  # plannable now
+    for instance in sql.instances.values():
+        instance.retention_days = 7  # the instance keeps seven days of logs
+    sql.advance(8 * 86400)  # and eight days have passed
+
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(policy, wired, record.recovery_point or "", execute=True)
+
+    message = str(caught.value)
+    assert "is before the earliest recovery time" in message
+    assert "it has left the instance's log retention" in message
+    assert sql.clones == []  # nothing was made: no clone, no revert, no disk
+    assert filestore.reverts == []
+    assert compute.inserted == []
 
 
 def test_a_database_that_cannot_reach_t_inside_the_freeze_is_recorded_crash_with_the_reason(

@@ -394,6 +394,49 @@ class CloudSqlSnapshotter(_Instances, Snapshotter):
             return SnapshotState.COMPLETED
         return None
 
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless Cloud SQL can still restore a `pitr` reference to its T: before a
+        restore creates anything (quiesce.restore.check_complete), so a point whose instance
+        was deleted, lost point-in-time recovery, or whose T is now before the earliest
+        recovery time, is refused with the reason."""
+        if snapshot.point != "pitr":
+            return
+        moment = snapshot.restore_time
+        if moment is None:
+            raise ProviderError(
+                f"{snapshot.id}: no restore time was recorded for this point-in-time member",
+                code="NotRestorable",
+            )
+        project, instance = _parse(snapshot.location)
+        try:
+            latest, earliest = self._latest(project, instance)
+        except (gexc.FailedPrecondition, gexc.InvalidArgument, gexc.NotFound) as exc:
+            problem = self._problem_now(project, instance) or error_message(exc)
+            raise ProviderError(
+                f"{snapshot.id}: Cloud SQL instance {project}/{instance} cannot be restored to "
+                f"{rfc3339(moment)}: {problem}",
+                code="NotRestorable",
+            ) from exc
+        except Exception as exc:
+            raise ProviderError(
+                f"{snapshot.id}: could not ask Cloud SQL whether {project}/{instance} can "
+                f"still be restored to {rfc3339(moment)}: {error_message(exc)}",
+                code="CheckFailed",
+            ) from exc
+        if earliest is not None and earliest > moment:
+            raise ProviderError(
+                f"{snapshot.id}: the restore time {rfc3339(moment)} is before the earliest "
+                f"recovery time {rfc3339(earliest)} of Cloud SQL instance {project}/{instance}: "
+                "it has left the instance's log retention",
+                code="NotRestorable",
+            )
+        if latest is not None and latest < moment:
+            raise ProviderError(
+                f"{snapshot.id}: Cloud SQL instance {project}/{instance} can be restored only "
+                f"up to {rfc3339(latest)}, before the restore time {rfc3339(moment)}",
+                code="NotRestorable",
+            )
+
     def _problem_now(self, project: str, instance: str) -> str | None:
         try:
             return pitr_problem(self._get(project, instance))
