@@ -470,6 +470,20 @@ data "aws_iam_policy_document" "restore" {
     }
   }
 
+  # RdsSnapshotter.check, before anything is created: the source database and its restore
+  # window (T still in it), or the source snapshot.
+  statement {
+    sid = "ReadRestoreSources"
+    actions = [
+      "rds:DescribeDBInstances",
+      "rds:DescribeDBClusters",
+      "rds:DescribeDBInstanceAutomatedBackups",
+      "rds:DescribeDBSnapshots",
+      "rds:DescribeDBClusterSnapshots",
+    ]
+    resources = ["arn:${local.partition}:rds:*:${local.account_id}:*"]
+  }
+
   # RdsSnapshotter: restores to T or from a snapshot, and an Aurora cluster's writer.
   statement {
     sid = "RestoreDatabases"

@@ -4,7 +4,9 @@ through botocore's event chain (like conftest.Wire): everything else is moto's.
 - `RdsService`: RDS's documented point-in-time behaviour. `LatestRestorableTime` lags the
   present by `lag` seconds (about five minutes on AWS) and advances with a fake clock that the
   adapter's injected sleep moves (no real waiting); a stopped database's stays where it stopped;
-  the restore calls refuse a restore time after it, and one that is not a whole second.
+  the restore calls refuse a restore time after it, and one that is not a whole second; a
+  restore window (a cluster's EarliestRestorableTime, an instance's automated backups') starts
+  the backup retention period back from the fake clock's present.
 - `BackupService`: AWS Backup's on-demand jobs for EFS (moto has no StartBackupJob): a job
   runs for `job_polls` DescribeBackupJob calls, then completes; recovery points carry their
   tags; one made by a backup plan is there too, to show it is never touched.
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from moto.rds.models import rds_backends
 
 from quiesce.record import utcnow
 from tests.aws.conftest import ACCOUNT, REGION, FakeClock, aws_answer, aws_error
@@ -79,6 +83,7 @@ class RdsService:
         self.start = self.clock.now
         self.rds.meta.events.register("after-call.rds.DescribeDBInstances", self._instances)
         self.rds.meta.events.register("after-call.rds.DescribeDBClusters", self._clusters)
+        intercept(self.rds, "DescribeDBInstanceAutomatedBackups", self._automated_backups)
         for action, key, source in (
             ("RestoreDBInstanceToPointInTime", "RestoreTime", "SourceDBInstanceIdentifier"),
             ("RestoreDBClusterToPointInTime", "RestoreToTime", "SourceDBClusterIdentifier"),
@@ -105,9 +110,28 @@ class RdsService:
         for item in parsed.get("DBInstances", []):
             item["LatestRestorableTime"] = self.latest(item["DBInstanceIdentifier"])
 
+    def earliest(self, retention_days: int) -> datetime:
+        """The start of the restore window: the backup retention period back from now."""
+        return self.now() - timedelta(days=retention_days)
+
     def _clusters(self, parsed: dict[str, Any], **_: Any) -> None:
         for item in parsed.get("DBClusters", []):
             item["LatestRestorableTime"] = self.latest(item["DBClusterIdentifier"])
+            item["EarliestRestorableTime"] = self.earliest(int(item["BackupRetentionPeriod"]))
+
+    def _automated_backups(self, params: dict[str, Any]) -> dict[str, Any]:
+        """An instance's automated backups with their restore window (moto has no window)."""
+        identifier = params.get("DBInstanceIdentifier", "")
+        db = rds_backends[ACCOUNT][REGION].databases.get(identifier)
+        days = int(getattr(db, "backup_retention_period", 0) or 0)
+        if db is None or days < 1:
+            return {"DBInstanceAutomatedBackups": []}
+        window = {"EarliestTime": self.earliest(days), "LatestTime": self.latest(identifier)}
+        return {
+            "DBInstanceAutomatedBackups": [
+                {"DBInstanceIdentifier": identifier, "Status": "active", "RestoreWindow": window}
+            ]
+        }
 
     def _check_restore(self, action: str, key: str, source: str) -> Handler:
         def check(params: dict[str, Any]) -> tuple[str, str] | None:

@@ -408,6 +408,65 @@ def test_an_instance_restores_to_t_planned_first_then_executed(
     assert "quiesce:managed" not in tags, "a restored database is the user's, not retention's"
 
 
+def test_a_restorable_instance_and_cluster_pass_the_check_before_a_restore(
+    managed: ManagedClients, rds: Any, service: RdsService, sleeps: Sleeps, clock: FakeClock
+) -> None:
+    create_instance(rds)
+    create_cluster(rds)
+    snaps = snapshotter(managed, sleeps, clock)
+    for spec in (member(), member(name="aurora", cluster="orders-aurora")):
+        (ref,) = snaps.wait_durable([at_t(take(managed, snaps, spec))], timeout=900)
+        assert ref.state is SnapshotState.COMPLETED
+
+        snaps.check(ref)  # no error: RDS can restore it to T
+
+
+@pytest.mark.parametrize(
+    ("spec", "days"),
+    [({}, 7), ({"name": "aurora", "cluster": "orders-aurora"}, 3)],
+    ids=["instance", "cluster"],
+)
+def test_a_t_that_left_the_backup_retention_is_refused_with_the_window(
+    managed: ManagedClients,
+    rds: Any,
+    service: RdsService,
+    sleeps: Sleeps,
+    clock: FakeClock,
+    spec: dict[str, Any],
+    days: int,
+) -> None:
+    create_instance(rds)
+    create_cluster(rds)
+    snaps = snapshotter(managed, sleeps, clock)
+    (ref,) = snaps.wait_durable([at_t(take(managed, snaps, member(**spec)))], timeout=900)
+    clock.now += (days + 1) * 86400  # a day past the backup retention
+
+    with pytest.raises(ProviderError) as caught:
+        snaps.check(ref)
+
+    assert caught.value.code == "NotRestorable"
+    assert "is before the earliest restorable time" in str(caught.value)
+    assert f"{days}-day backup retention" in str(caught.value)
+
+
+def test_a_deleted_database_or_snapshot_is_refused_before_a_restore(
+    managed: ManagedClients, rds: Any, service: RdsService, sleeps: Sleeps, clock: FakeClock
+) -> None:
+    create_instance(rds)
+    snaps = snapshotter(managed, sleeps, clock)
+    (pitr,) = snaps.wait_durable([at_t(take(managed, snaps, member()))], timeout=900)
+    (snap,) = snaps.wait_durable([take(managed, snaps, member(method="snapshot"))], timeout=900)
+    assert snap.state is SnapshotState.COMPLETED
+    snaps.check(snap)
+    rds.delete_db_snapshot(DBSnapshotIdentifier=snap.id)
+    rds.delete_db_instance(DBInstanceIdentifier="orders-db", SkipFinalSnapshot=True)
+
+    with pytest.raises(ProviderError, match=r"DB instance orders-db is gone from"):
+        snaps.check(pitr)
+    with pytest.raises(ProviderError, match=r"the RDS snapshot is gone"):
+        snaps.check(snap)
+
+
 def test_a_restore_time_that_is_not_a_whole_second_is_refused_before_any_call(
     managed: ManagedClients, rds: Any, service: RdsService, sleeps: Sleeps, clock: FakeClock
 ) -> None:

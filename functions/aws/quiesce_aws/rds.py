@@ -304,6 +304,17 @@ class RdsSnapshotter(Snapshotter):
     #: What whoever runs `quiesce restore --in-cloud --execute` needs (not the functions: they
     #: never restore). Restored resources are tagged quiesce:restored-from.
     RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        # Before anything is created: is the source still there, and T still in its window?
+        "check": [
+            Permission(action, "arn:aws:rds:*:*:*")
+            for action in (
+                "rds:DescribeDBInstances",
+                "rds:DescribeDBClusters",
+                "rds:DescribeDBInstanceAutomatedBackups",
+                "rds:DescribeDBSnapshots",
+                "rds:DescribeDBClusterSnapshots",
+            )
+        ],
         # A restore touches the source, the new database and the groups it joins (subnet,
         # parameter, option groups): any RDS resource of the account.
         "cloud_restore": [
@@ -732,6 +743,73 @@ class RdsSnapshotter(Snapshotter):
                 }
             )
         return ref
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless RDS can still restore the reference: before a restore creates anything
+        (quiesce.restore.check_complete). A `pitr` reference needs its database, automated
+        backups and a restore window that still reaches back to T (a cluster's
+        EarliestRestorableTime; an instance's automated backups' RestoreWindow); a snapshot
+        reference needs its snapshot, available."""
+        region = self._region(snapshot)
+        if snapshot.point != "pitr":
+            live = self._describe_snapshot(region, snapshot.id, _is_cluster_snapshot(snapshot))
+            status = str((live or {}).get("Status", "")).lower()
+            if live is None or status != "available":
+                raise ProviderError(
+                    f"{snapshot.id}: the RDS snapshot is "
+                    f"{'gone' if live is None else status or 'in an unknown state'} in {region}",
+                    code="NotRestorable",
+                )
+            return
+        kind = snapshot.tags.get(f"{META}kind", "instance")
+        identifier = snapshot.tags.get(f"{META}identifier", snapshot.volume)
+        moment = snapshot.restore_time
+        problem = None
+        found = self.databases.describe(region, kind, identifier)
+        if moment is None:
+            problem = "no restore time was recorded for this point-in-time member"
+        elif found is None:
+            problem = f"DB {kind} {identifier} is gone from {region}"
+        elif int(found.get("BackupRetentionPeriod") or 0) < 1:
+            problem = f"DB {kind} {identifier} keeps no automated backups any more"
+        else:
+            earliest = (
+                aware(found.get("EarliestRestorableTime"))
+                if kind == "cluster"
+                else self._earliest_restorable(region, identifier)
+            )
+            if earliest is not None and earliest > moment:
+                problem = (
+                    f"the restore time {_text(moment)} is before the earliest restorable time "
+                    f"{_text(earliest)} of DB {kind} {identifier}: it has left the "
+                    f"{found.get('BackupRetentionPeriod')}-day backup retention"
+                )
+        if problem is not None:
+            raise ProviderError(f"{snapshot.id}: {problem}", code="NotRestorable")
+
+    def _earliest_restorable(self, region: str, identifier: str) -> datetime | None:
+        """The start of a DB instance's restore window (its automated backups'), or None when
+        RDS does not say."""
+        rds = self.clients.rds(region)
+        try:
+            page = self.backoff.call(
+                lambda: rds.describe_db_instance_automated_backups(DBInstanceIdentifier=identifier),
+                retry_on=RDS_THROTTLING,
+                what=f"DescribeDBInstanceAutomatedBackups {identifier}",
+            )
+        except ClientError as exc:
+            raise call_failed(
+                f"reading the restore window of DB instance {identifier} in {region} failed",
+                exc,
+                "DescribeFailed",
+            ) from exc
+        times = [
+            aware((backup.get("RestoreWindow") or {}).get("EarliestTime"))
+            for backup in page.get("DBInstanceAutomatedBackups", [])
+            if backup.get("Status", "active") == "active"
+        ]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     def _cluster_class(self, meta: Mapping[str, str]) -> dict[str, str]:
         """A Multi-AZ DB cluster (not Aurora) is restored with its instances' class."""
