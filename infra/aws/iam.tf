@@ -433,6 +433,13 @@ data "aws_iam_policy_document" "runtime" {
 # The functions never restore, so no role here gets it: attach the `restore_policy_json` output to
 # the operators' role (tests/aws/test_restore_permissions.py keeps it equal to the declarations).
 data "aws_iam_policy_document" "restore" {
+  # EbsSnapshotter.check, before anything is created: is each snapshot still there, completed?
+  statement {
+    sid       = "ReadSnapshotsToRestore"
+    actions   = ["ec2:DescribeSnapshots"]
+    resources = ["*"]
+  }
+
   # EbsSnapshotter: a volume from each of Quiesce's snapshots, tagged as restored.
   statement {
     sid       = "CreateVolumesFromQuiesceSnapshots"

@@ -13,6 +13,7 @@ import pytest
 
 from quiesce.cloud_restore import restore_in_cloud
 from quiesce.engine import run_group
+from quiesce.errors import QuiesceError
 from quiesce.policy.model import Policy
 from quiesce.record import Consistency, RunStatus, utcnow
 from quiesce_aws.managed_clients import ManagedClients
@@ -203,3 +204,26 @@ def test_a_pitr_database_without_backups_stops_the_run_before_any_hook(
     assert record.recovery_point is None
     assert any("automated backups turned off" in e for e in record.errors), record.errors
     assert world["sent"] == [], "no instance was frozen for a run that could not succeed"
+
+
+def test_a_point_with_a_snapshot_deleted_since_is_refused_before_anything_is_created(
+    world: dict[str, Any],
+) -> None:
+    record = run_group(world["policy"], "orders", world["backends"])
+    point = world["backends"].state.get_point(record.recovery_point or "")
+    assert point is not None, record.errors  # degraded: the file share's copy is not atomic
+    gone = next(m for m in point.members if m.name == "app").snapshots[0]
+    ec2 = world["clients"].ec2(REGION)
+    ec2.delete_snapshot(SnapshotId=gone.id)  # by someone else, after the point was recorded
+    world["rds"].restores.clear()
+
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(world["policy"], world["backends"], point.id, execute=True)
+
+    assert f"{gone.id}: the EBS snapshot is gone in {REGION}" in str(caught.value)
+    restored = ec2.describe_volumes(
+        Filters=[{"Name": "tag:quiesce:restored-from", "Values": [point.id]}]
+    )["Volumes"]
+    assert restored == []  # no volume, database or file system was made
+    assert world["rds"].restores == []
+    assert world["backup"].restores == []

@@ -145,6 +145,7 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
     #: What whoever runs `quiesce restore --in-cloud --execute` needs (not the functions: they
     #: never restore): volumes only from Quiesce's snapshots, tagged as restored ones.
     RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        "check": [DESCRIBE],
         "cloud_restore": [
             Permission(
                 "ec2:CreateVolume",
@@ -309,6 +310,19 @@ class EbsSnapshotter(PollsDurability, Snapshotter):
                 exc,
                 "DeleteFailed",
             ) from exc
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless the snapshot is still there and completed: before a restore creates
+        anything (quiesce.restore.check_complete), so one deleted since is refused by name."""
+        region = self._region(snapshot)
+        live = self._describe_ids(region, [snapshot.id]).get(snapshot.id)
+        state = str((live or {}).get("State") or "")
+        if live is None or state != "completed":
+            raise ProviderError(
+                f"{snapshot.id}: the EBS snapshot is "
+                f"{'gone' if live is None else state or 'in an unknown state'} in {region}",
+                code="NotRestorable",
+            )
 
     def find(self, policy: str, group: str, run_id: str | None = None) -> list[SnapshotRef]:
         wanted = own_tags(policy, group, run_id)
