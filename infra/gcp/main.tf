@@ -80,7 +80,9 @@ locals {
   # (output restore_roles) to grant to whoever restores.
   restore_permissions = [
     "cloudsql.instances.clone",
+    "cloudsql.instances.get",
     "compute.disks.create",
+    "compute.snapshots.get",
     "compute.snapshots.useReadOnly",
     "file.instances.revert",
   ]

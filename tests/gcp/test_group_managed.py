@@ -320,6 +320,33 @@ def test_a_point_whose_t_left_the_log_retention_is_refused_before_any_restore(
     assert compute.inserted == []
 
 
+def test_a_point_with_a_disk_snapshot_deleted_since_is_refused_before_any_restore(
+    fleet: Fleet,
+    compute: RestoringCompute,
+    clients: GcpClients,
+    sql: FakeCloudSql,
+    filestore: FakeFilestore,
+) -> None:
+    policy = group_policy(fleet, allow_revert=True)
+    start(fleet, policy)
+    wired = backends(policy, clients, sql, filestore, Clock(sql))
+    record = run_group(policy, "orders", wired)
+    assert record.status is RunStatus.SUCCEEDED, (record.errors, record.warnings)
+    point = wired.state.get_point(record.recovery_point or "")
+    assert point is not None
+    gone = next(m for m in point.members if m.name == "app").snapshots[0]
+    with compute.lock:  # deleted by someone else since the point was recorded
+        del compute.snapshots[(PROJECT, gone.id)]
+
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(policy, wired, point.id, execute=True)
+
+    assert f"{gone.id}: the snapshot is gone in {PROJECT}" in str(caught.value)
+    assert sql.clones == []
+    assert filestore.reverts == []
+    assert compute.inserted == []
+
+
 def test_a_database_that_cannot_reach_t_inside_the_freeze_is_recorded_crash_with_the_reason(
     fleet: Fleet,
     compute: RestoringCompute,

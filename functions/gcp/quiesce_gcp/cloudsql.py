@@ -233,6 +233,8 @@ class CloudSqlSnapshotter(_Instances, Snapshotter):
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
         "take": [Permission("cloudsql.instances.get", SQL_INSTANCE)],
         "wait_durable": [Permission("cloudsql.instances.get", SQL_INSTANCE)],
+        # Before anything is created: can the instance still be restored to T?
+        "check": [Permission("cloudsql.instances.get", SQL_INSTANCE, scope=RESTORE)],
         "cloud_restore": [Permission("cloudsql.instances.clone", SQL_INSTANCE, scope=RESTORE)],
     }
 

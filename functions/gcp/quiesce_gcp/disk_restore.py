@@ -44,6 +44,8 @@ class GceDiskRestore:
     """plan_cloud_restore / cloud_restore of Compute Engine disk snapshots."""
 
     PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        # GceSnapshotter.check, before anything is created: is the snapshot still there?
+        "check": [Permission("compute.snapshots.get", SNAPSHOT, scope=RESTORE)],
         "cloud_restore": [
             Permission("compute.disks.create", DISK, scope=RESTORE),
             Permission("compute.snapshots.useReadOnly", SNAPSHOT, scope=RESTORE),

@@ -513,6 +513,27 @@ class GceSnapshotter(GceDiskRestore, Snapshotter):
         )
         return [_observed(ref, seen.get(ref.id)) for ref in done]
 
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless the snapshot is still there and READY: before a restore creates
+        anything (quiesce.restore.check_complete), so one deleted since is refused by name."""
+        project, name = parse_global(snapshot.location) if snapshot.location else ("", "")
+        if not project:
+            raise ProviderError(f"snapshot {snapshot.id}: no location", code="BadResourceUrl")
+        try:
+            live = self._get(project, name)
+        except gexc.GoogleAPICallError as exc:
+            raise ProviderError(
+                f"{snapshot.id}: could not read the snapshot: {error_message(exc)}",
+                code="CheckFailed",
+            ) from exc
+        status = live.status if live is not None else ""
+        if live is None or status != "READY":
+            raise ProviderError(
+                f"{snapshot.id}: the snapshot is "
+                f"{'gone' if live is None else status or 'in an unknown state'} in {project}",
+                code="NotRestorable",
+            )
+
     def delete(self, snapshot: SnapshotRef) -> None:
         project, name = parse_global(snapshot.location) if snapshot.location else ("", "")
         if not project:
