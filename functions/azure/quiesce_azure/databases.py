@@ -508,8 +508,12 @@ def _reads(action: str) -> dict[str, list[Permission]]:
 
 
 def _restores(resource: str) -> dict[str, list[Permission]]:
-    """What `quiesce restore --in-cloud --execute` calls (an operator's, not the Function App's)."""
-    return {"cloud_restore": [Permission(f"{resource}/read"), Permission(f"{resource}/write")]}
+    """What `quiesce restore --in-cloud --execute` calls (an operator's, not the Function App's):
+    a read to check that the source can still be restored to T, then the restore."""
+    return {
+        "check": [Permission(f"{resource}/read")],
+        "cloud_restore": [Permission(f"{resource}/read"), Permission(f"{resource}/write")],
+    }
 
 
 class PostgresSnapshotter(DatabaseSnapshotter):

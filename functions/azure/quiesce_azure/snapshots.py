@@ -145,6 +145,11 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
 
     #: `quiesce restore --execute` (run by an operator, not granted to the Function App).
     RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        # Before anything is created: is each snapshot or restore point still there, done?
+        "check": [
+            Permission("Microsoft.Compute/snapshots/read"),
+            Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
+        ],
         "cloud_restore": [
             Permission("Microsoft.Compute/snapshots/read"),
             Permission("Microsoft.Compute/restorePointCollections/restorePoints/read"),
@@ -203,6 +208,23 @@ class AzureSnapshotter(PollsDurability, Snapshotter):
             else:
                 states[ref.id] = outcome
         return states
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless the snapshot or restore point is still there and done: before a
+        restore creates anything (quiesce.restore.check_complete), so one deleted since is
+        refused by name."""
+        try:
+            state = self._durability(snapshot)
+        except AzureError as exc:
+            raise ProviderError(
+                f"{snapshot.id}: could not read it: {error_message(exc)}", code="CheckFailed"
+            ) from exc
+        if state is not SnapshotState.COMPLETED:
+            raise ProviderError(
+                f"{snapshot.id}: it is "
+                f"{'gone or failed' if state is SnapshotState.FAILED else state.value}",
+                code="NotRestorable",
+            )
 
     def delete(self, snapshot: SnapshotRef) -> None:
         try:
