@@ -85,6 +85,7 @@ locals {
     "compute.snapshots.get",
     "compute.snapshots.useReadOnly",
     "file.instances.revert",
+    "file.snapshots.get",
   ]
   # quiesce_gcp.snapshots.SNAPSHOT_PREFIX: every snapshot Quiesce creates starts with it.
   snapshot_name_prefix = "q-"

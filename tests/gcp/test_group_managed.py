@@ -347,6 +347,34 @@ def test_a_point_with_a_disk_snapshot_deleted_since_is_refused_before_any_restor
     assert compute.inserted == []
 
 
+def test_a_point_whose_filestore_snapshot_was_deleted_is_refused_before_any_restore(
+    fleet: Fleet,
+    compute: RestoringCompute,
+    clients: GcpClients,
+    sql: FakeCloudSql,
+    filestore: FakeFilestore,
+) -> None:
+    policy = group_policy(fleet, allow_revert=True)
+    start(fleet, policy)
+    wired = backends(policy, clients, sql, filestore, Clock(sql))
+    record = run_group(policy, "orders", wired)
+    assert record.status is RunStatus.SUCCEEDED, (record.errors, record.warnings)
+    point = wired.state.get_point(record.recovery_point or "")
+    assert point is not None
+    (share,) = next(m for m in point.members if m.name == "share").snapshots
+    with filestore.lock:
+        (key,) = [k for k in filestore.snapshots if k == share.location]
+        del filestore.snapshots[key]
+
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(policy, wired, point.id, execute=True)
+
+    assert f"{share.id}: the Filestore snapshot is gone" in str(caught.value)
+    assert filestore.reverts == []
+    assert sql.clones == []
+    assert compute.inserted == []
+
+
 def test_a_database_that_cannot_reach_t_inside_the_freeze_is_recorded_crash_with_the_reason(
     fleet: Fleet,
     compute: RestoringCompute,

@@ -75,6 +75,7 @@ def test_the_restore_role_has_the_restore_scope_and_is_granted_to_nobody() -> No
         "compute.snapshots.get",
         "compute.snapshots.useReadOnly",
         "file.instances.revert",
+        "file.snapshots.get",
     ]
     granted = [b["role"] for b in resources("google_project_iam_member").values()]
     assert not [r for r in granted if "custom_role.restore[" in r]

@@ -87,6 +87,7 @@ def test_the_managed_services_declare_their_operations_and_one_scope_each() -> N
         "FilestoreSnapshotter.wait_durable",
         "FilestoreSnapshotter.delete",
         "FilestoreSnapshotter.find",
+        "FilestoreSnapshotter.check",
         "FilestoreSnapshotter.cloud_restore",
         "GceDiskRestore.check",
         "GceDiskRestore.cloud_restore",
@@ -105,4 +106,5 @@ def test_the_managed_services_declare_their_operations_and_one_scope_each() -> N
         "compute.snapshots.get",
         "compute.snapshots.useReadOnly",
         "file.instances.revert",
+        "file.snapshots.get",
     ]

@@ -228,6 +228,8 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
             ),
         ],
         "find": [Permission("file.snapshots.list", FILESTORE_INSTANCE)],
+        # Before anything is created: is the snapshot still there, READY?
+        "check": [Permission("file.snapshots.get", FILESTORE_SNAPSHOT, scope=RESTORE)],
         "cloud_restore": [Permission("file.instances.revert", FILESTORE_INSTANCE, scope=RESTORE)],
     }
 
@@ -371,6 +373,22 @@ class FilestoreSnapshotter(_Reads, Snapshotter):
             sleep=self.sleep,
             interval=self.poll_interval,
         )
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless the Filestore snapshot is still there and READY: before a restore
+        reverts or creates anything (quiesce.restore.check_complete)."""
+        try:
+            snap = self._snapshot(snapshot.location)
+        except gexc.GoogleAPICallError as exc:
+            raise ProviderError(
+                f"{snapshot.id}: could not read the Filestore snapshot: {error_message(exc)}",
+                code="CheckFailed",
+            ) from exc
+        if snap is None or _state(snap) != "READY":
+            state = "gone" if snap is None else _state(snap) or "in an unknown state"
+            raise ProviderError(
+                f"{snapshot.id}: the Filestore snapshot is {state}", code="NotRestorable"
+            )
 
     def delete(self, snapshot: SnapshotRef) -> None:
         name = snapshot.location
