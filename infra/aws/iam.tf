@@ -440,6 +440,13 @@ data "aws_iam_policy_document" "restore" {
     resources = ["*"]
   }
 
+  # EfsBackupSnapshotter.check: is the recovery point still there, completed?
+  statement {
+    sid       = "ReadRecoveryPointsToRestore"
+    actions   = ["backup:DescribeRecoveryPoint"]
+    resources = ["arn:${local.partition}:backup:*:${local.account_id}:recovery-point:*"]
+  }
+
   # EbsSnapshotter: a volume from each of Quiesce's snapshots, tagged as restored.
   statement {
     sid       = "CreateVolumesFromQuiesceSnapshots"

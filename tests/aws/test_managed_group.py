@@ -227,3 +227,29 @@ def test_a_point_with_a_snapshot_deleted_since_is_refused_before_anything_is_cre
     assert restored == []  # no volume, database or file system was made
     assert world["rds"].restores == []
     assert world["backup"].restores == []
+
+
+def test_a_point_whose_efs_recovery_point_was_deleted_is_refused_before_anything_is_created(
+    world: dict[str, Any],
+) -> None:
+    record = run_group(world["policy"], "orders", world["backends"])
+    point = world["backends"].state.get_point(record.recovery_point or "")
+    assert point is not None, record.errors
+    (share,) = next(m for m in point.members if m.name == "shared").snapshots
+    del world["backup"].points[share.id]  # deleted in the vault since the point was recorded
+    world["rds"].restores.clear()
+
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(world["policy"], world["backends"], point.id, execute=True)
+
+    assert f"{share.id}: the recovery point is gone" in str(caught.value)
+    assert world["backup"].restores == []
+    assert world["rds"].restores == []
+    volumes = (
+        world["clients"]
+        .ec2(REGION)
+        .describe_volumes(Filters=[{"Name": "tag:quiesce:restored-from", "Values": [point.id]}])[
+            "Volumes"
+        ]
+    )
+    assert volumes == []

@@ -171,6 +171,10 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
 
     #: What whoever runs `quiesce restore --in-cloud --execute` needs (not the functions).
     RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        # Before anything is created: is the recovery point still there, completed?
+        "check": [
+            Permission("backup:DescribeRecoveryPoint", "arn:aws:backup:*:*:recovery-point:*")
+        ],
         "cloud_restore": [
             Permission("backup:StartRestoreJob", "arn:aws:backup:*:*:recovery-point:*"),
             Permission(
@@ -283,6 +287,26 @@ class EfsBackupSnapshotter(PollsDurability, Snapshotter):
             if state is not None:
                 out[ref.id] = state
         return out
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless the recovery point is still there and COMPLETED: before a restore
+        creates anything (quiesce.restore.check_complete)."""
+        vault = snapshot.tags.get(f"{META}vault") or _vault_of(snapshot.id)
+        live = self._on_point(
+            self.clients.backup(self._region(snapshot)).describe_recovery_point,
+            "DescribeRecoveryPoint",
+            vault,
+            snapshot.id,
+            verb="read",
+            code="CheckFailed",
+        )
+        status = str((live or {}).get("Status") or "")
+        if live is None or status != "COMPLETED":
+            raise ProviderError(
+                f"{snapshot.id}: the recovery point is "
+                f"{'gone' if live is None else status or 'in an unknown state'} in vault {vault}",
+                code="NotRestorable",
+            )
 
     def delete(self, snapshot: SnapshotRef) -> None:
         region = self._region(snapshot)
