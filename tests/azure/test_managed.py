@@ -269,6 +269,29 @@ def test_a_point_with_a_restore_point_deleted_since_is_refused_before_any_restor
     assert group.disks == {}
 
 
+def test_a_point_whose_share_snapshot_was_deleted_is_refused_before_any_restore(
+    group: FakeData, files: FakeFiles
+) -> None:
+    pol = policy(lag=900)
+    be = backends(group, pol, files.ca)
+    record = run_group(pol, "orders", be)
+    assert record.status is RunStatus.SUCCEEDED, record.errors
+    point = be.state.get_point(record.recovery_point or "")
+    assert point is not None
+    (share,) = next(m for m in point.members if m.name == "uploads").snapshots
+    with group.lock:  # deleted by someone else since the point was recorded
+        (key,) = list(group.share_snapshots)
+        del group.share_snapshots[key]
+
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(pol, be, point.id, execute=True)
+
+    assert f"{share.id}: the share snapshot is gone" in str(caught.value)
+    assert group.restores == []
+    assert group.disks == {}
+    assert [s for s in group.shares.values() if s["name"] != "uploads"] == []
+
+
 def test_a_read_replica_is_refused_at_plan_and_at_run_time(data: FakeData) -> None:
     data.add_vm("app-1", data_disks=0)
     data.add_vm("web-1", data_disks=0)

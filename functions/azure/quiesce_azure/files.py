@@ -117,6 +117,8 @@ class ShareSnapshotter(Snapshotter):
     }
     #: `quiesce restore --execute` (run by an operator, not granted to the Function App).
     RESTORE_PERMISSIONS: ClassVar[dict[str, list[Permission]]] = {
+        # Before anything is created: is the share snapshot still there?
+        "check": [Permission("Microsoft.Storage/storageAccounts/fileServices/shares/read")],
         "cloud_restore": [
             Permission("Microsoft.Storage/storageAccounts/read"),
             Permission("Microsoft.Storage/storageAccounts/fileServices/shares/read"),
@@ -320,6 +322,24 @@ class ShareSnapshotter(Snapshotter):
             location=snapshot_id,
             tags=tags,
         )
+
+    def check(self, snapshot: SnapshotRef) -> None:
+        """Raises unless the share snapshot is still there: before a restore creates anything
+        (quiesce.restore.check_complete)."""
+        match = SHARE_ID.match(snapshot.id)
+        if not match or not match["snapshot"]:
+            raise ProviderError(f"{snapshot.id!r} is not a share snapshot", code="BadSnapshotId")
+        try:
+            self._snapshot(*snapshot_parts(match))
+        except ResourceNotFoundError as exc:
+            raise ProviderError(
+                f"{snapshot.id}: the share snapshot is gone", code="NotRestorable"
+            ) from exc
+        except AzureError as exc:
+            raise ProviderError(
+                f"{snapshot.id}: could not read the share snapshot: {error_message(exc)}",
+                code="CheckFailed",
+            ) from exc
 
     def delete(self, snapshot: SnapshotRef) -> None:
         match = SHARE_ID.match(snapshot.id)
