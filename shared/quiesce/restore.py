@@ -73,7 +73,9 @@ def _volume_dirs(point: RecoveryPoint, member: str) -> dict[str, str]:
 
 @runtime_checkable
 class ChecksSnapshots(Protocol):
-    """A snapshotter that can tell whether a snapshot's data is complete (local)."""
+    """A snapshotter that can tell whether a snapshot can still be restored: locally, that its
+    data is complete; in a cloud, that the snapshot (or the database's restore window at T) is
+    still there. `check` raises a QuiesceError saying why not."""
 
     def check(self, snapshot: SnapshotRef) -> None: ...
 
