@@ -18,7 +18,7 @@ from quiesce.plan import plan_policy
 from quiesce.policy.model import Policy
 from quiesce.ports import Backends, CloudRestore, Provider, SnapshotCall
 from quiesce.providers.memory import MemoryEventBus, MemoryStateStore
-from quiesce.record import Consistency, RunStatus, SnapshotRef, SnapshotState
+from quiesce.record import Consistency, RecoveryPoint, RunStatus, SnapshotRef, SnapshotState
 from quiesce_azure.provider import azure_provider, managed_provider
 from quiesce_azure.retry import Backoff
 
@@ -206,90 +206,87 @@ def test_the_whole_group_is_restored_to_the_point_in_its_cloud(
     assert step.created[0].endswith(restore.path.rsplit("/", 1)[-1])
 
 
-def test_a_point_whose_t_left_the_database_s_retention_window_is_refused_before_any_restore(
-    group: FakeData, files: FakeFiles
-) -> None:
+def backed_up_point(group: FakeData, files: FakeFiles) -> tuple[Policy, Backends, RecoveryPoint]:
+    """The group (two VMs, a database, a share) backed up once: its policy, backends, point."""
     pol = policy(lag=900)
     be = backends(group, pol, files.ca)
     record = run_group(pol, "orders", be)
     assert record.status is RunStatus.SUCCEEDED, record.errors
-    moment = record.restore_time
+    point = be.state.get_point(record.recovery_point or "")
+    assert point is not None
+    return pol, be, point
+
+
+def refused_before_any_restore(
+    restored: tuple[Policy, Backends, RecoveryPoint], group: FakeData
+) -> str:
+    """Why `quiesce restore --in-cloud --execute` refuses the point; nothing was made."""
+    pol, be, point = restored
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(pol, be, point.id, execute=True)
+    assert group.restores == []  # no server, disk or share was made
+    assert group.disks == {}
+    assert [s for s in group.shares.values() if s["name"] != "uploads"] == []
+    return str(caught.value)
+
+
+def test_a_point_whose_t_left_the_database_s_retention_window_is_refused_before_any_restore(
+    group: FakeData, files: FakeFiles
+) -> None:
+    restored = backed_up_point(group, files)
+    moment = restored[2].restore_time
     assert moment is not None
     with group.lock:  # days later: the server's backups now start after T
         (server,) = [v for v in group.servers.values() if v["id"] == PG_ID]
         later = (moment + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         server["properties"]["backup"]["earliestRestoreDate"] = later
 
-    with pytest.raises(QuiesceError) as caught:
-        restore_in_cloud(pol, be, record.recovery_point or "", execute=True)
+    message = refused_before_any_restore(restored, group)
 
-    message = str(caught.value)
     assert "cannot be restored" in message
     assert f"its retention window now starts at {later[:19]}" in message
     assert "after T" in message
-    assert group.restores == []  # nothing was created: not the disks, not the share
-    assert group.disks == {}
 
 
 def test_a_point_whose_database_was_deleted_is_refused_before_any_restore(
     group: FakeData, files: FakeFiles
 ) -> None:
-    pol = policy(lag=900)
-    be = backends(group, pol, files.ca)
-    record = run_group(pol, "orders", be)
-    assert record.status is RunStatus.SUCCEEDED, record.errors
+    restored = backed_up_point(group, files)
     with group.lock:
         for key in [k for k, v in group.servers.items() if v["id"] == PG_ID]:
             del group.servers[key]
 
-    with pytest.raises(QuiesceError, match=r"is gone: it cannot be restored to T"):
-        restore_in_cloud(pol, be, record.recovery_point or "", execute=True)
-    assert group.disks == {}
+    message = refused_before_any_restore(restored, group)
+
+    assert "is gone: it cannot be restored to T" in message
 
 
 def test_a_point_with_a_restore_point_deleted_since_is_refused_before_any_restore(
     group: FakeData, files: FakeFiles
 ) -> None:
-    pol = policy(lag=900)
-    be = backends(group, pol, files.ca)
-    record = run_group(pol, "orders", be)
-    assert record.status is RunStatus.SUCCEEDED, record.errors
-    point = be.state.get_point(record.recovery_point or "")
-    assert point is not None
-    gone = next(m for m in point.members if m.name == "app").snapshots[0]
+    restored = backed_up_point(group, files)
+    gone = next(m for m in restored[2].members if m.name == "app").snapshots[0]
     with group.lock:  # deleted by someone else since the point was recorded
         (key,) = [k for k, v in group.points.items() if v["id"].lower() == gone.id.lower()]
         del group.points[key]
 
-    with pytest.raises(QuiesceError) as caught:
-        restore_in_cloud(pol, be, point.id, execute=True)
+    message = refused_before_any_restore(restored, group)
 
-    assert f"{gone.id}: it is gone or failed" in str(caught.value)
-    assert group.restores == []  # no server, disk or share was made
-    assert group.disks == {}
+    assert f"{gone.id}: it is gone or failed" in message
 
 
 def test_a_point_whose_share_snapshot_was_deleted_is_refused_before_any_restore(
     group: FakeData, files: FakeFiles
 ) -> None:
-    pol = policy(lag=900)
-    be = backends(group, pol, files.ca)
-    record = run_group(pol, "orders", be)
-    assert record.status is RunStatus.SUCCEEDED, record.errors
-    point = be.state.get_point(record.recovery_point or "")
-    assert point is not None
-    (share,) = next(m for m in point.members if m.name == "uploads").snapshots
+    restored = backed_up_point(group, files)
+    (share,) = next(m for m in restored[2].members if m.name == "uploads").snapshots
     with group.lock:  # deleted by someone else since the point was recorded
         (key,) = list(group.share_snapshots)
         del group.share_snapshots[key]
 
-    with pytest.raises(QuiesceError) as caught:
-        restore_in_cloud(pol, be, point.id, execute=True)
+    message = refused_before_any_restore(restored, group)
 
-    assert f"{share.id}: the share snapshot is gone" in str(caught.value)
-    assert group.restores == []
-    assert group.disks == {}
-    assert [s for s in group.shares.values() if s["name"] != "uploads"] == []
+    assert f"{share.id}: the share snapshot is gone" in message
 
 
 def test_a_read_replica_is_refused_at_plan_and_at_run_time(data: FakeData) -> None:

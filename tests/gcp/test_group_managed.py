@@ -292,6 +292,36 @@ def test_two_vms_a_database_and_a_share_make_one_point_with_one_t_and_restore_to
     assert all(step.created for step in steps)
 
 
+def backed_up_point(
+    fleet: Fleet, clients: GcpClients, sql: FakeCloudSql, filestore: FakeFilestore
+) -> tuple[Policy, Backends, RecoveryPoint]:
+    """The group (two VMs, a database, a share) backed up once: its policy, backends, point."""
+    policy = group_policy(fleet, allow_revert=True)
+    start(fleet, policy)
+    wired = backends(policy, clients, sql, filestore, Clock(sql))
+    record = run_group(policy, "orders", wired)
+    assert record.status is RunStatus.SUCCEEDED, (record.errors, record.warnings)
+    point = wired.state.get_point(record.recovery_point or "")
+    assert point is not None
+    return policy, wired, point
+
+
+def refused_before_any_restore(
+    restored: tuple[Policy, Backends, RecoveryPoint],
+    compute: RestoringCompute,
+    sql: FakeCloudSql,
+    filestore: FakeFilestore,
+) -> str:
+    """Why `quiesce restore --in-cloud --execute` refuses the point; nothing was made."""
+    policy, wired, point = restored
+    with pytest.raises(QuiesceError) as caught:
+        restore_in_cloud(policy, wired, point.id, execute=True)
+    assert sql.clones == []  # no clone, no revert, no disk
+    assert filestore.reverts == []
+    assert compute.inserted == []
+    return str(caught.value)
+
+
 def test_a_point_whose_t_left_the_log_retention_is_refused_before_any_restore(
     fleet: Fleet,
     compute: RestoringCompute,
@@ -299,25 +329,16 @@ def test_a_point_whose_t_left_the_log_retention_is_refused_before_any_restore(
     sql: FakeCloudSql,
     filestore: FakeFilestore,
 ) -> None:
-    policy = group_policy(fleet, allow_revert=True)
-    start(fleet, policy)
-    wired = backends(policy, clients, sql, filestore, Clock(sql))
-    record = run_group(policy, "orders", wired)
-    assert record.status is RunStatus.SUCCEEDED, (record.errors, record.warnings)
-    assert restore_in_cloud(policy, wired, record.recovery_point or "").steps  # plannable now
+    restored = policy, wired, point = backed_up_point(fleet, clients, sql, filestore)
+    assert restore_in_cloud(policy, wired, point.id).steps  # plannable now
     for instance in sql.instances.values():
         instance.retention_days = 7  # the instance keeps seven days of logs
     sql.advance(8 * 86400)  # and eight days have passed
 
-    with pytest.raises(QuiesceError) as caught:
-        restore_in_cloud(policy, wired, record.recovery_point or "", execute=True)
+    message = refused_before_any_restore(restored, compute, sql, filestore)
 
-    message = str(caught.value)
     assert "is before the earliest recovery time" in message
     assert "it has left the instance's log retention" in message
-    assert sql.clones == []  # nothing was made: no clone, no revert, no disk
-    assert filestore.reverts == []
-    assert compute.inserted == []
 
 
 def test_a_point_with_a_disk_snapshot_deleted_since_is_refused_before_any_restore(
@@ -327,24 +348,14 @@ def test_a_point_with_a_disk_snapshot_deleted_since_is_refused_before_any_restor
     sql: FakeCloudSql,
     filestore: FakeFilestore,
 ) -> None:
-    policy = group_policy(fleet, allow_revert=True)
-    start(fleet, policy)
-    wired = backends(policy, clients, sql, filestore, Clock(sql))
-    record = run_group(policy, "orders", wired)
-    assert record.status is RunStatus.SUCCEEDED, (record.errors, record.warnings)
-    point = wired.state.get_point(record.recovery_point or "")
-    assert point is not None
-    gone = next(m for m in point.members if m.name == "app").snapshots[0]
+    restored = backed_up_point(fleet, clients, sql, filestore)
+    gone = next(m for m in restored[2].members if m.name == "app").snapshots[0]
     with compute.lock:  # deleted by someone else since the point was recorded
         del compute.snapshots[(PROJECT, gone.id)]
 
-    with pytest.raises(QuiesceError) as caught:
-        restore_in_cloud(policy, wired, point.id, execute=True)
+    message = refused_before_any_restore(restored, compute, sql, filestore)
 
-    assert f"{gone.id}: the snapshot is gone in {PROJECT}" in str(caught.value)
-    assert sql.clones == []
-    assert filestore.reverts == []
-    assert compute.inserted == []
+    assert f"{gone.id}: the snapshot is gone in {PROJECT}" in message
 
 
 def test_a_point_whose_filestore_snapshot_was_deleted_is_refused_before_any_restore(
@@ -354,25 +365,14 @@ def test_a_point_whose_filestore_snapshot_was_deleted_is_refused_before_any_rest
     sql: FakeCloudSql,
     filestore: FakeFilestore,
 ) -> None:
-    policy = group_policy(fleet, allow_revert=True)
-    start(fleet, policy)
-    wired = backends(policy, clients, sql, filestore, Clock(sql))
-    record = run_group(policy, "orders", wired)
-    assert record.status is RunStatus.SUCCEEDED, (record.errors, record.warnings)
-    point = wired.state.get_point(record.recovery_point or "")
-    assert point is not None
-    (share,) = next(m for m in point.members if m.name == "share").snapshots
+    restored = backed_up_point(fleet, clients, sql, filestore)
+    (share,) = next(m for m in restored[2].members if m.name == "share").snapshots
     with filestore.lock:
-        (key,) = [k for k in filestore.snapshots if k == share.location]
-        del filestore.snapshots[key]
+        del filestore.snapshots[share.location]
 
-    with pytest.raises(QuiesceError) as caught:
-        restore_in_cloud(policy, wired, point.id, execute=True)
+    message = refused_before_any_restore(restored, compute, sql, filestore)
 
-    assert f"{share.id}: the Filestore snapshot is gone" in str(caught.value)
-    assert filestore.reverts == []
-    assert sql.clones == []
-    assert compute.inserted == []
+    assert f"{share.id}: the Filestore snapshot is gone" in message
 
 
 def test_a_database_that_cannot_reach_t_inside_the_freeze_is_recorded_crash_with_the_reason(
