@@ -26,10 +26,13 @@ be atomic is one conditional write, which Firestore applies or refuses as a whol
   did not take it, or whose condition fails (taken over meanwhile), reads it and deletes it,
   again conditionally, only when it names the run.
 
-So a free trigger, a free lock and its release are one request each (a Commit). A cooldown
-still fires in a transaction (read, then write when its last firing is old enough): Firestore
-retries a transaction that lost a race, and the retry sees the winner's write. Times in
-comparisons are integers (microseconds since the epoch), so they are exact.
+- a cooldown fires with a create when it never fired; else with an update conditional on the
+  version read, when its last firing is old enough. A caller whose write lost the race reads
+  again and sees the winner's firing. (It was a transaction: under contention Firestore aborts
+  transactions again and again, and eight racing callers could all run out of attempts.)
+
+So a free trigger, a free lock, its release and a first firing are one request each (a
+Commit). Times in comparisons are integers (microseconds since the epoch), so they are exact.
 
 Listing runs and points uses equality filters only (policy, and group when given), which
 Firestore serves from its automatic single-field indexes: no composite index to deploy. The
@@ -47,7 +50,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, unquote
 
 from google.api_core.exceptions import AlreadyExists, Conflict, FailedPrecondition, NotFound
@@ -70,14 +73,12 @@ from quiesce.state_base import (
     unpack,
 )
 
-T = TypeVar("T")
-
 #: Above this, a record is stored compressed (a document may hold 1 MiB).
 COMPRESS_ABOVE = 900_000
 #: The most a compressed record may take (the document's other fields need the rest).
 MAX_PACKED = 1_040_000
 DAY = timedelta(days=1)
-#: A transaction (or a conditional write) that keeps losing races is retried this often before
+#: A conditional write that keeps losing races is retried this often before
 #: giving up.
 TRANSACTION_ATTEMPTS = 25
 #: What a conditional write that lost a race raises: the condition failed, or the document is
@@ -129,11 +130,6 @@ class FirestoreStateStore(CatalogStateStore):
 
     def _doc(self, collection: str, key: str) -> firestore.DocumentReference:
         return self._collection(collection).document(doc_id(key))
-
-    def _transact(self, fn: Callable[[firestore.Transaction], T]) -> T:
-        """Runs `fn` in a transaction, retried while it loses races."""
-        transaction = self.client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
-        return firestore.transactional(fn)(transaction)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------------------ items
 
@@ -290,30 +286,46 @@ class FirestoreStateStore(CatalogStateStore):
         return str(data["run_id"]) if data else None
 
     def claim_cooldown(self, key: str, now: datetime, cooldown_seconds: float) -> bool:
-        """Fires `key` at `now` if it last fired at least `cooldown_seconds` earlier (or never)."""
+        """Fires `key` at `now` if it last fired at least `cooldown_seconds` earlier (or never).
+
+        One create when it never fired; else a read, and an update conditional on the version
+        read (as the lock is taken). Of racing callers exactly one write goes through; each
+        loser reads again and sees the winner's firing. No transaction: under contention the
+        emulator (and Firestore) abort transactions over and over, a conditional write never
+        leaves every caller without an answer."""
         ref = self._doc("cooldowns", key)
         fired = micros(now)
         threshold = fired - round(cooldown_seconds * 1_000_000)
-
-        def attempt(transaction: firestore.Transaction) -> bool:
-            snapshot = ref.get(transaction=transaction)
+        fields = {
+            "key": key,
+            "fired_us": fired,
+            "expire_at": from_micros(fired) + timedelta(seconds=cooldown_seconds) + DAY,
+        }
+        for _ in range(TRANSACTION_ATTEMPTS):
+            try:
+                ref.create(fields)
+            except (AlreadyExists, Conflict):
+                pass
+            else:
+                return True
+            snapshot = ref.get()
             last = snapshot.to_dict() if snapshot.exists else None
-            if last:
-                last_fired = int(last["fired_us"])
-                # `last_fired == fired`: a retry of our own write that went through.
-                if last_fired > threshold and last_fired != fired:
-                    return False
-            transaction.set(
-                ref,
-                {
-                    "key": key,
-                    "fired_us": fired,
-                    "expire_at": from_micros(fired) + timedelta(seconds=cooldown_seconds) + DAY,
-                },
-            )
+            if not last:
+                continue  # expired (TTL) meanwhile: create it
+            last_fired = int(last["fired_us"])
+            if last_fired == fired:
+                return True  # our own write, through a retry
+            if last_fired > threshold:
+                return False
+            try:
+                ref.update(fields, option=self._unchanged_since(snapshot.update_time))
+            except LOST_RACE:
+                continue  # another caller fired it first: read it again
             return True
-
-        return self._transact(attempt)
+        raise ProviderError(
+            f"cooldown {key}: still contended after {TRANSACTION_ATTEMPTS} attempts",
+            code="CooldownContended",
+        )
 
     def fired_at(self, key: str) -> datetime | None:
         snapshot = self._doc("cooldowns", key).get()
