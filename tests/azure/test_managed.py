@@ -379,6 +379,10 @@ def test_a_t_the_thaw_did_not_wait_for_is_recorded_crash_with_the_reason(
     def deadline_now(record: RunRecord) -> None:
         if record.phase is Phase.QUIESCING and record.quiesce_started_at is not None:
             record.freeze_deadline = record.quiesce_started_at
+            # ...and T lies well after the thaw (the engine keeps a T already chosen; left to
+            # it, T is the next whole second, which a slow snapshot phase may pass anyway).
+            later = record.quiesce_started_at.replace(microsecond=0) + timedelta(seconds=30)
+            record.restore_time = later
 
     record = run_group(pol, "orders", backends(group, pol), progress=deadline_now)
 
