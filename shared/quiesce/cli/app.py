@@ -544,7 +544,9 @@ def drill(
 def recover(policy: PolicyArg, as_json: JsonOpt = False) -> None:
     """Close runs whose orchestrator died: thaw every member still owed a thaw (the machine's
     watchdog may already have), delete their snapshots, record and publish what happened, and
-    retry events left in the outbox."""
+    retry events left in the outbox. Also deletes orphaned snapshots (of finished runs whose
+    point is not listed, and copies their point does not record) and says which, and warns of
+    any it could not look for or delete."""
     swept = Swept()
     with guarded():
         loaded = _load(policy)
